@@ -1,0 +1,170 @@
+//! Part 1 of the API: the published Face Search (1:N) endpoints, to the letter.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use base64::Engine as _;
+use facesearch_engine::SearchQuery;
+use facesearch_face::Liveness;
+use serde_json::{Value, json};
+
+use super::{index_object, ok};
+use crate::auth::Caller;
+use crate::error::{ApiError, round};
+use crate::extract::{Form, QueryParams};
+use crate::state::AppState;
+
+/// Defaults of the published API.
+pub const DEFAULT_MIN_MATCH_SCORE: f64 = 70.0;
+pub const DEFAULT_MAX_RESULTS: usize = 5;
+const MAX_TARGET_INDEXES: usize = 100;
+
+/// `GET /face/index/details?action_type=FACE_SEARCH`: the indexes the caller may search.
+pub async fn index_details(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryParams,
+) -> Result<Response, ApiError> {
+    let action = query.get("action_type").unwrap_or("FACE_SEARCH");
+    if action != "FACE_SEARCH" {
+        return Err(ApiError::invalid_parameter(
+            "action_type",
+            format!("unknown action_type {action:?}; the only one is FACE_SEARCH"),
+        ));
+    }
+    let indexes = state.store().list_indexes().await?;
+    let visible: Vec<Value> = indexes
+        .iter()
+        .filter(|i| caller.may_search(i))
+        .map(index_object)
+        .collect();
+    Ok(ok(visible))
+}
+
+/// `POST /face/search?perform_liveness_check=true`.
+pub async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryParams,
+    mut form: Form,
+) -> Result<Response, ApiError> {
+    let liveness = query.bool("perform_liveness_check", true)?;
+    let image = form.file("source_image")?;
+    let ids_text = form
+        .text("target_index_ids")
+        .ok_or_else(|| ApiError::missing_field("target_index_ids"))?;
+    let mut ids: Vec<String> = ids_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "target_index_ids",
+            "target_index_ids must name at least one index",
+        ));
+    }
+    if ids.len() > MAX_TARGET_INDEXES {
+        return Err(ApiError::invalid_parameter(
+            "target_index_ids",
+            format!("at most {MAX_TARGET_INDEXES} indexes per search"),
+        ));
+    }
+    let min_score = form.number("min_match_score", DEFAULT_MIN_MATCH_SCORE, 0.0..=100.0)?;
+    let max_results = form.integer(
+        "max_results",
+        DEFAULT_MAX_RESULTS,
+        1..=state.config().max_results_cap,
+    )?;
+
+    let engine = state.engine()?;
+    let mut indexes = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let index = engine
+            .store()
+            .get_index(id)
+            .await?
+            .ok_or_else(|| ApiError::index_not_found(id))?;
+        if !caller.may_search(&index) {
+            return Err(
+                ApiError::forbidden(&format!("search index {id:?}")).with("index_id", id.as_str())
+            );
+        }
+        indexes.push(engine.usable_index(id).await?);
+    }
+    let outcome = engine
+        .search(
+            image.bytes,
+            &SearchQuery {
+                indexes,
+                min_score,
+                max_results,
+                liveness,
+            },
+        )
+        .await?;
+    let results: Vec<Value> = outcome
+        .matches
+        .iter()
+        .map(|m| {
+            let r = &m.record;
+            json!({
+                "match_score": round(m.score, 2),
+                "distance": round(m.distance, 6),
+                "match_image_id": m.image_id,
+                "name": r.fields.name,
+                "dob": r.fields.dob,
+                "nationality": r.fields.nationality,
+                "gender": r.fields.gender,
+                "id_no": r.fields.id_no,
+                "address": r.fields.address,
+                "watch_list": r.fields.watch_list,
+                "additional_info": r.fields.additional_info,
+                "index_name": m.index_name,
+                "index_type": m.index_type,
+                "index_id": r.index_id,
+                "record_id": r.record_id,
+                "reference": r.reference,
+                "similarity": round(f64::from(m.similarity), 6),
+            })
+        })
+        .collect();
+    let mut response = ok(results);
+    if let Some(Liveness::Judged { live_probability }) = outcome.probe.liveness {
+        if let Ok(v) = HeaderValue::from_str(&format!("{live_probability:.4}")) {
+            response.headers_mut().insert("x-liveness-score", v);
+        }
+    }
+    Ok(response)
+}
+
+/// `GET /media/file/download/{file_id}`: an enrolled image, base64. An image the
+/// caller may not read is indistinguishable from one that does not exist.
+pub async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(file_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let image = state
+        .store()
+        .get_image(&file_id)
+        .await?
+        .ok_or_else(ApiError::file_not_found)?;
+    let index = state
+        .store()
+        .get_index(&image.index_id)
+        .await?
+        .ok_or_else(ApiError::file_not_found)?;
+    if !caller.may_read(&index) {
+        return Err(ApiError::file_not_found());
+    }
+    Ok(ok(json!({
+        "file_base64": base64::engine::general_purpose::STANDARD.encode(&image.bytes),
+        "file_name": image.file_name,
+        "file_type": image.mime,
+        "file_id": image.image_id,
+    })))
+}

@@ -1,0 +1,184 @@
+//! Starting and stopping the server: open the store, make sure an admin exists, bind,
+//! load the models in the background (so `/healthz` answers at once and `/readyz`
+//! says when search is possible), and shut down gracefully on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use facesearch_engine::{Engine, EngineConfig};
+use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError};
+use facesearch_models::ModelCache;
+use facesearch_store::{Role, SqliteStore, Store};
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::state::{ApiConfig, AppState};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub pack: Pack,
+    pub models_dir: Option<PathBuf>,
+    pub pipeline: PipelineConfig,
+    pub liveness_threshold: f32,
+    pub api: ApiConfig,
+    pub admin_user: String,
+    pub admin_password: Option<String>,
+    pub request_timeout: Duration,
+    pub max_concurrent_analyses: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not open the store in {dir}: {source}")]
+    Store {
+        dir: PathBuf,
+        source: facesearch_store::StoreError,
+    },
+    #[error("could not create the first admin user: {0}")]
+    Admin(facesearch_store::StoreError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Creates the first admin on an empty store; prints a generated password once.
+async fn bootstrap_admin(store: &dyn Store, config: &ServerConfig) -> Result<(), ServerError> {
+    if store.user_count().await.map_err(ServerError::Admin)? > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match &config.admin_password {
+        Some(p) if !p.is_empty() => (p.clone(), false),
+        _ => {
+            let bytes: [u8; 18] = rand::random();
+            (
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                true,
+            )
+        }
+    };
+    store
+        .create_user(&config.admin_user, &password, Role::Admin)
+        .await
+        .map_err(ServerError::Admin)?;
+    if generated {
+        // Printed once on the console, never logged.
+        println!(
+            "created admin user {:?} with password {password}",
+            config.admin_user
+        );
+        println!("(shown only now; set FACESEARCH_ADMIN_PASSWORD to choose it)");
+    } else {
+        println!(
+            "created admin user {:?} with the password from FACESEARCH_ADMIN_PASSWORD",
+            config.admin_user
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Runs the server until SIGINT/SIGTERM (or until `stop` resolves).
+pub async fn run(
+    config: ServerConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).map_err(
+        |source| ServerError::Store {
+            dir: config.data_dir.clone(),
+            source,
+        },
+    )?);
+    bootstrap_admin(store.as_ref(), &config).await?;
+    let state = AppState::new(store.clone(), config.api.clone());
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    println!(
+        "facesearch listening on http://{addr} (data in {})",
+        config.data_dir.display()
+    );
+
+    let loader_state = state.clone();
+    let loader_config = config.clone();
+    tokio::spawn(async move {
+        let pack = loader_config.pack;
+        if pack.non_commercial() {
+            tracing::warn!(
+                "the insightface pack's pretrained models are licensed for non-commercial research only"
+            );
+        }
+        let load = tokio::task::spawn_blocking(move || {
+            let cache = ModelCache::resolve(loader_config.models_dir.clone())
+                .map_err(PipelineError::from)?;
+            FacePipeline::load(pack, &cache, loader_config.pipeline)
+        })
+        .await;
+        let pipeline = match load {
+            Ok(Ok(p)) => Arc::new(p),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not load the face models; search and enrolment stay unavailable");
+                eprintln!("error: could not load the face models: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model loading task failed");
+                return;
+            }
+        };
+        let engine_config = EngineConfig {
+            liveness_threshold: loader_config.liveness_threshold,
+            max_concurrent_analyses: loader_config.max_concurrent_analyses,
+        };
+        match Engine::open(store, pipeline, engine_config).await {
+            Ok(engine) => {
+                loader_state.set_engine(Arc::new(engine));
+                println!("facesearch ready (model pack {pack})");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not open the engine");
+                eprintln!("error: could not open the engine: {e}");
+            }
+        }
+    });
+
+    let app = crate::router(state).layer(TimeoutLayer::with_status_code(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        config.request_timeout,
+    ));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }
+        })
+        .await
+        .map_err(ServerError::Serve)
+}

@@ -1,0 +1,79 @@
+//! Shared state of the HTTP layer.
+
+use std::sync::{Arc, OnceLock};
+
+use facesearch_engine::Engine;
+use facesearch_store::Store;
+
+use crate::auth::CredentialCache;
+use crate::error::ApiError;
+
+/// Limits and defaults of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted image, bytes.
+    pub max_image_bytes: usize,
+    /// Largest `max_results` a search may ask for.
+    pub max_results_cap: usize,
+    /// Largest page of records.
+    pub max_page_size: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_image_bytes: 15 * 1024 * 1024,
+            max_results_cap: 100,
+            max_page_size: 1000,
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    engine: OnceLock<Arc<Engine>>,
+    config: ApiConfig,
+    credentials: CredentialCache,
+}
+
+/// Cheap to clone; the engine arrives once the models are loaded.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            engine: OnceLock::new(),
+            config,
+            credentials: CredentialCache::new(),
+        }))
+    }
+
+    /// Makes the engine available; requests needing it get 503 until then.
+    pub fn set_engine(&self, engine: Arc<Engine>) {
+        let _ = self.0.engine.set(engine);
+    }
+
+    pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        self.0.engine.get().ok_or_else(|| {
+            ApiError::unavailable("the face models are still loading; retry shortly")
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.engine.get().is_some()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.0.config
+    }
+
+    pub fn credentials(&self) -> &CredentialCache {
+        &self.0.credentials
+    }
+}

@@ -1,0 +1,405 @@
+//! The face search engine: what the service does, independent of HTTP.
+//!
+//! It ties three parts together — the face pipeline (photo → embedding), the
+//! in-memory vector index (embedding → nearest records) and the store (the durable
+//! truth) — and keeps the index in step with the store: vectors are loaded from the
+//! store at start, added after a write is committed and removed after a delete is
+//! committed, so a search never returns a record the store no longer has.
+//!
+//! CPU-heavy pipeline work runs on the blocking thread pool, bounded by a semaphore so
+//! that a burst of requests queues (and can be refused) instead of piling up threads.
+
+use std::sync::Arc;
+
+use facesearch_face::calibration::{Calibration, CalibrationError};
+use facesearch_face::{FaceChoice, FacePipeline, Liveness, PipelineError, ProbeFace};
+use facesearch_index::{FaceIndex, IndexError};
+use facesearch_store::{
+    EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError,
+};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Face(#[from] PipelineError),
+    #[error(
+        "the face was judged a spoof (live probability {score:.3} below the threshold {threshold:.3})"
+    )]
+    LivenessFailed { score: f32, threshold: f32 },
+    #[error(
+        "liveness cannot be judged: the face fills the frame (context {context:.2}× the face, at least {min_context:.2}× needed); send a photo showing the head and shoulders"
+    )]
+    LivenessCannotJudge { context: f32, min_context: f32 },
+    #[error("no index with id {0:?}")]
+    IndexNotFound(String),
+    #[error(
+        "index {index} holds vectors of the {index_pack} model pack; this server runs {server_pack}"
+    )]
+    PackMismatch {
+        index: String,
+        index_pack: String,
+        server_pack: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Calibration(#[from] CalibrationError),
+    #[error("the server is too busy; retry shortly")]
+    Busy,
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Live probability below which a probe is refused as a spoof.
+    pub liveness_threshold: f32,
+    /// Photos analysed at once; more wait.
+    pub max_concurrent_analyses: usize,
+}
+
+/// Parameters of one search.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub indexes: Vec<IndexInfo>,
+    pub min_score: f64,
+    pub max_results: usize,
+    pub liveness: bool,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Match {
+    pub record: Record,
+    pub index_name: String,
+    pub index_type: String,
+    pub image_id: String,
+    pub similarity: f32,
+    pub score: f64,
+    pub distance: f64,
+}
+
+/// The result of a search, with what was found out about the probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchOutcome {
+    pub matches: Vec<Match>,
+    pub probe: ProbeFace,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    pipeline: Arc<FacePipeline>,
+    index: FaceIndex,
+    calibration: Calibration,
+    config: EngineConfig,
+    analyses: Semaphore,
+}
+
+impl Engine {
+    /// Loads every stored vector of the pipeline's pack into memory.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        pipeline: Arc<FacePipeline>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let pack = pipeline.pack();
+        let calibration = Calibration::shipped(pack)?;
+        let index = FaceIndex::new(pack.dimension());
+        let rows = store.embeddings(pack.name()).await?;
+        let count = rows.len();
+        for row in rows {
+            index.insert(&row.index_id, &row.record_id, &row.image_id, &row.vector)?;
+        }
+        tracing::info!(faces = count, pack = pack.name(), "vector index loaded");
+        Ok(Self {
+            store,
+            pipeline,
+            index,
+            calibration,
+            analyses: Semaphore::new(config.max_concurrent_analyses.max(1)),
+            config,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn pipeline(&self) -> &FacePipeline {
+        &self.pipeline
+    }
+
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The index with this id, ready to be searched or written by this server.
+    pub async fn usable_index(&self, id: &str) -> Result<IndexInfo, EngineError> {
+        let index = self
+            .store
+            .get_index(id)
+            .await?
+            .ok_or_else(|| EngineError::IndexNotFound(id.to_string()))?;
+        if index.pack != self.pipeline.pack().name() {
+            return Err(EngineError::PackMismatch {
+                index: index.id,
+                index_pack: index.pack,
+                server_pack: self.pipeline.pack().name().to_string(),
+            });
+        }
+        Ok(index)
+    }
+
+    async fn analyse(
+        &self,
+        bytes: Vec<u8>,
+        choice: FaceChoice,
+        liveness: bool,
+    ) -> Result<ProbeFace, EngineError> {
+        let _permit = self
+            .analyses
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Busy)?;
+        let pipeline = self.pipeline.clone();
+        let probe = tokio::task::spawn_blocking(move || pipeline.probe(&bytes, choice, liveness))
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))??;
+        Ok(probe)
+    }
+
+    /// 1:N search of the largest face of `bytes` in `query.indexes`.
+    pub async fn search(
+        &self,
+        bytes: Vec<u8>,
+        query: &SearchQuery,
+    ) -> Result<SearchOutcome, EngineError> {
+        let probe = self
+            .analyse(bytes, FaceChoice::Largest, query.liveness)
+            .await?;
+        match probe.liveness {
+            Some(Liveness::Judged { live_probability })
+                if live_probability < self.config.liveness_threshold =>
+            {
+                return Err(EngineError::LivenessFailed {
+                    score: live_probability,
+                    threshold: self.config.liveness_threshold,
+                });
+            }
+            Some(Liveness::CannotJudge {
+                context,
+                min_context,
+            }) => {
+                return Err(EngineError::LivenessCannotJudge {
+                    context,
+                    min_context,
+                });
+            }
+            _ => {}
+        }
+        let names: Vec<&str> = query.indexes.iter().map(|i| i.id.as_str()).collect();
+        let min_similarity = self.calibration.similarity_for(query.min_score);
+        // Slightly below the threshold, then filtered on the score itself, so that
+        // rounding in the inverse never drops a match that scores exactly min_score.
+        let hits = self.index.search(
+            &probe.embedding,
+            &names,
+            min_similarity - 1e-4,
+            query.max_results.saturating_mul(2).max(query.max_results),
+        )?;
+        let ids: Vec<String> = hits.iter().map(|h| h.record_id.clone()).collect();
+        let records = self.store.get_records(&ids).await?;
+        let mut matches = Vec::new();
+        for hit in hits {
+            let score = self.calibration.score(hit.similarity);
+            // A record deleted between the scan and this read is simply not returned.
+            let (Some(record), Some(index)) = (
+                records.iter().find(|r| r.record_id == hit.record_id),
+                query.indexes.iter().find(|i| i.id == hit.collection),
+            ) else {
+                continue;
+            };
+            if score < query.min_score {
+                continue;
+            }
+            matches.push(Match {
+                record: record.clone(),
+                index_name: index.index_name.clone(),
+                index_type: index.index_type.as_str().to_string(),
+                image_id: hit.image_id,
+                similarity: hit.similarity,
+                score,
+                distance: f64::from(1.0 - hit.similarity),
+            });
+        }
+        matches.truncate(query.max_results);
+        Ok(SearchOutcome { matches, probe })
+    }
+
+    fn new_image(probe: &ProbeFace, bytes: Vec<u8>, file_name: String) -> NewImage {
+        NewImage {
+            bytes,
+            mime: probe.mime.to_string(),
+            file_name,
+            embedding: probe.embedding.clone(),
+            face: serde_json::json!({
+                "bbox": probe.detection.bbox,
+                "landmarks": probe.detection.landmarks,
+                "score": probe.detection.score,
+                "faces_in_image": probe.faces_in_image,
+            }),
+        }
+    }
+
+    /// Enrols a new record from one photo. A `reference` already in the index returns
+    /// that record and stores nothing, so a retried enrolment never duplicates.
+    pub async fn enrol(
+        &self,
+        index: &IndexInfo,
+        fields: RecordFields,
+        reference: Option<String>,
+        bytes: Vec<u8>,
+        file_name: Option<String>,
+    ) -> Result<EnrolOutcome, EngineError> {
+        if let Some(reference) = reference.as_deref().filter(|r| !r.is_empty()) {
+            if let Some(existing) = self.store.find_by_reference(&index.id, reference).await? {
+                return Ok(EnrolOutcome::Existing(existing));
+            }
+        }
+        let probe = self
+            .analyse(bytes.clone(), FaceChoice::Unambiguous, false)
+            .await?;
+        let image = Self::new_image(
+            &probe,
+            bytes,
+            stored_file_name(file_name.as_deref(), probe.mime),
+        );
+        let outcome = self
+            .store
+            .enrol(&index.id, fields, reference, image)
+            .await?
+            .ok_or_else(|| EngineError::IndexNotFound(index.id.clone()))?;
+        if let EnrolOutcome::Created(record) = &outcome {
+            if let Some(image_id) = record.image_ids.first() {
+                self.index
+                    .insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Adds a photo to an existing record; `None` if there is no such record.
+    pub async fn add_image(
+        &self,
+        index: &IndexInfo,
+        record_id: &str,
+        bytes: Vec<u8>,
+        file_name: Option<String>,
+    ) -> Result<Option<Record>, EngineError> {
+        if self.store.get_record(&index.id, record_id).await?.is_none() {
+            return Ok(None);
+        }
+        let probe = self
+            .analyse(bytes.clone(), FaceChoice::Unambiguous, false)
+            .await?;
+        let image = Self::new_image(
+            &probe,
+            bytes,
+            stored_file_name(file_name.as_deref(), probe.mime),
+        );
+        let Some((record, image_id)) = self.store.add_image(&index.id, record_id, image).await?
+        else {
+            return Ok(None);
+        };
+        self.index
+            .insert(&index.id, record_id, &image_id, &probe.embedding)?;
+        Ok(Some(record))
+    }
+
+    /// Deletes a record with its images and vectors; `false` if there was none.
+    pub async fn delete_record(
+        &self,
+        index_id: &str,
+        record_id: &str,
+    ) -> Result<bool, EngineError> {
+        let Some(image_ids) = self.store.delete_record(index_id, record_id).await? else {
+            return Ok(false);
+        };
+        self.index.remove_images(index_id, &image_ids);
+        Ok(true)
+    }
+
+    /// Deletes an index with all its records, images and vectors.
+    pub async fn delete_index(&self, index_id: &str) -> Result<bool, EngineError> {
+        let deleted = self.store.delete_index(index_id).await?;
+        self.index.remove_collection(index_id);
+        Ok(deleted)
+    }
+
+    /// Faces held in memory for an index.
+    pub fn vectors_in(&self, index_id: &str) -> usize {
+        self.index.len(index_id)
+    }
+}
+
+/// A safe name to store and return for an uploaded file: the client's base name if it
+/// is plain, else `face_image.EXT` from the detected format.
+pub fn stored_file_name(client: Option<&str>, mime: &str) -> String {
+    let base = client
+        .and_then(|n| n.rsplit(['/', '\\']).next())
+        .unwrap_or("");
+    let plain = !base.is_empty()
+        && base.len() <= 128
+        && !base.starts_with('.')
+        && base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._- ".contains(c));
+    if plain {
+        return base.to_string();
+    }
+    let ext = match mime {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "image/bmp" => "bmp",
+        "image/gif" => "gif",
+        "image/tiff" => "tiff",
+        _ => "img",
+    };
+    format!("face_image.{ext}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_sanitised() {
+        assert_eq!(stored_file_name(Some("john.jpg"), "image/jpeg"), "john.jpg");
+        assert_eq!(
+            stored_file_name(Some("C:\\photos\\john 2.png"), "image/png"),
+            "john 2.png"
+        );
+        assert_eq!(
+            stored_file_name(Some("../../etc/passwd"), "image/jpeg"),
+            "passwd"
+        );
+        assert_eq!(
+            stored_file_name(Some("<script>.jpg"), "image/jpeg"),
+            "face_image.jpg"
+        );
+        assert_eq!(
+            stored_file_name(Some(".hidden"), "image/webp"),
+            "face_image.webp"
+        );
+        assert_eq!(stored_file_name(None, "image/png"), "face_image.png");
+    }
+}

@@ -1,0 +1,287 @@
+//! Face detection: a detector network (YuNet or SCRFD) turns an image into face boxes
+//! with five landmarks. This module holds what both share — letterboxing into the
+//! network's square input, non-maximum suppression, the padded-canvas retry for faces
+//! that fill the frame — and each network's output decoding lives in its own file.
+
+mod scrfd;
+mod yunet;
+
+use std::sync::Arc;
+
+use image::{Rgb, RgbImage, imageops};
+use serde::Serialize;
+
+use crate::runtime::{InferenceModel, NamedTensor, RuntimeError};
+
+pub use scrfd::decode_scrfd;
+pub use yunet::decode_yunet;
+
+/// An axis-aligned box in image pixels: left, top, right, bottom.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BBox {
+    pub fn width(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0)
+    }
+    pub fn height(&self) -> f32 {
+        (self.y2 - self.y1).max(0.0)
+    }
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let w = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
+        let h = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
+        let inter = w * h;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+}
+
+/// Five facial landmarks: right eye, left eye (as seen in the image: the subject's
+/// right eye is on the image's left), nose tip, right and left mouth corners.
+pub type Landmarks = [[f32; 2]; 5];
+
+/// One detected face.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    pub bbox: BBox,
+    pub landmarks: Landmarks,
+    pub score: f32,
+}
+
+impl Detection {
+    fn mapped(&self, scale: f32, dx: f32, dy: f32) -> Detection {
+        let m = |x: f32, off: f32| x / scale - off;
+        Detection {
+            bbox: BBox {
+                x1: m(self.bbox.x1, dx),
+                y1: m(self.bbox.y1, dy),
+                x2: m(self.bbox.x2, dx),
+                y2: m(self.bbox.y2, dy),
+            },
+            landmarks: self.landmarks.map(|[x, y]| [m(x, dx), m(y, dy)]),
+            score: self.score,
+        }
+    }
+}
+
+/// Which detector network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectorKind {
+    YuNet,
+    Scrfd,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DetectorConfig {
+    /// Minimum detector confidence, 0–1.
+    pub score_threshold: f32,
+    /// Boxes overlapping a better one by more than this IoU are dropped.
+    pub nms_iou: f32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            score_threshold: 0.6,
+            nms_iou: 0.4,
+        }
+    }
+}
+
+/// Side of the square network input.
+pub const INPUT_SIZE: u32 = 640;
+
+/// A face detector network plus its pre- and post-processing.
+pub struct FaceDetector {
+    kind: DetectorKind,
+    model: Arc<dyn InferenceModel>,
+    config: DetectorConfig,
+}
+
+impl FaceDetector {
+    pub fn new(kind: DetectorKind, model: Arc<dyn InferenceModel>, config: DetectorConfig) -> Self {
+        Self {
+            kind,
+            model,
+            config,
+        }
+    }
+
+    /// All faces in `image`, largest first. When nothing is found the image is retried
+    /// on a canvas twice its size, which finds faces that fill the whole frame (tight
+    /// crops, ID photos) that detectors trained on scenes miss.
+    pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
+        let faces = self.detect_once(image, 0)?;
+        if !faces.is_empty() {
+            return Ok(faces);
+        }
+        let pad = image.width().max(image.height()) / 2;
+        self.detect_once(image, pad)
+    }
+
+    fn detect_once(&self, image: &RgbImage, pad: u32) -> Result<Vec<Detection>, RuntimeError> {
+        let letterbox = Letterbox::new(image, pad);
+        let input = letterbox.tensor(self.kind);
+        let outputs = self
+            .model
+            .run(&[1, 3, INPUT_SIZE as usize, INPUT_SIZE as usize], &input)?;
+        let raw = match self.kind {
+            DetectorKind::YuNet => decode_yunet(&outputs, INPUT_SIZE, self.config.score_threshold),
+            DetectorKind::Scrfd => decode_scrfd(&outputs, INPUT_SIZE, self.config.score_threshold),
+        }
+        .map_err(|detail| RuntimeError::BadOutput {
+            model: self.model.name().to_string(),
+            detail,
+        })?;
+        let mut faces: Vec<Detection> = nms(raw, self.config.nms_iou)
+            .into_iter()
+            .map(|d| d.mapped(letterbox.scale, pad as f32, pad as f32))
+            .collect();
+        faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+        Ok(faces)
+    }
+}
+
+/// The image scaled to fit the network input, top-left aligned, zero padded.
+struct Letterbox {
+    canvas: RgbImage,
+    scale: f32,
+}
+
+impl Letterbox {
+    fn new(image: &RgbImage, pad: u32) -> Self {
+        let (w, h) = (image.width() + 2 * pad, image.height() + 2 * pad);
+        // Never enlarge: the detectors are most accurate on faces at their native
+        // size (upscaling a 250×250 photo shifts the landmarks by pixels).
+        let scale = (INPUT_SIZE as f32 / w.max(h) as f32).min(1.0);
+        let mut canvas = RgbImage::from_pixel(INPUT_SIZE, INPUT_SIZE, Rgb([0, 0, 0]));
+        let fit = |n: u32| ((n as f32 * scale).round() as u32).clamp(1, INPUT_SIZE);
+        let (iw, ih) = (fit(image.width()), fit(image.height()));
+        let resized = imageops::resize(image, iw, ih, imageops::FilterType::Triangle);
+        let off = (pad as f32 * scale).round() as i64;
+        imageops::replace(&mut canvas, &resized, off, off);
+        Self { canvas, scale }
+    }
+
+    /// NCHW floats in the colour order and scaling the network expects.
+    fn tensor(&self, kind: DetectorKind) -> Vec<f32> {
+        let plane = (INPUT_SIZE * INPUT_SIZE) as usize;
+        let mut out = vec![0f32; 3 * plane];
+        for (i, px) in self.canvas.pixels().enumerate() {
+            let [r, g, b] = px.0.map(f32::from);
+            match kind {
+                // YuNet: BGR, raw 0–255.
+                DetectorKind::YuNet => {
+                    out[i] = b;
+                    out[plane + i] = g;
+                    out[2 * plane + i] = r;
+                }
+                // SCRFD: RGB, (x − 127.5) / 128.
+                DetectorKind::Scrfd => {
+                    out[i] = (r - 127.5) / 128.0;
+                    out[plane + i] = (g - 127.5) / 128.0;
+                    out[2 * plane + i] = (b - 127.5) / 128.0;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Greedy non-maximum suppression: keeps the best-scoring box of each overlapping group.
+pub fn nms(mut faces: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
+    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Detection> = Vec::new();
+    for face in faces {
+        if kept.iter().all(|k| k.bbox.iou(&face.bbox) <= iou_threshold) {
+            kept.push(face);
+        }
+    }
+    kept
+}
+
+/// The output of `outputs` called `name`, or an error naming what is missing.
+fn output<'a>(outputs: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, String> {
+    outputs
+        .iter()
+        .find(|o| o.name == name)
+        .ok_or_else(|| format!("no output named {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Detection {
+        Detection {
+            bbox: BBox { x1, y1, x2, y2 },
+            landmarks: [[0.0; 2]; 5],
+            score,
+        }
+    }
+
+    #[test]
+    fn iou_of_known_boxes() {
+        let a = BBox {
+            x1: 0.0,
+            y1: 0.0,
+            x2: 10.0,
+            y2: 10.0,
+        };
+        let b = BBox {
+            x1: 5.0,
+            y1: 0.0,
+            x2: 15.0,
+            y2: 10.0,
+        };
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(
+            a.iou(&BBox {
+                x1: 20.0,
+                y1: 20.0,
+                x2: 30.0,
+                y2: 30.0
+            }),
+            0.0
+        );
+        assert_eq!(a.iou(&a), 1.0);
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_each_overlapping_group() {
+        let faces = vec![
+            det(0.0, 0.0, 10.0, 10.0, 0.8),
+            det(1.0, 1.0, 11.0, 11.0, 0.9), // overlaps the first, better
+            det(50.0, 50.0, 60.0, 60.0, 0.7),
+            det(51.0, 50.0, 61.0, 60.0, 0.6),
+        ];
+        let kept = nms(faces, 0.4);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].score, 0.9);
+        assert_eq!(kept[1].score, 0.7);
+    }
+
+    #[test]
+    fn letterbox_maps_back_to_image_coordinates() {
+        let image = RgbImage::new(1280, 640);
+        let lb = Letterbox::new(&image, 0);
+        assert_eq!(lb.scale, 0.5);
+        let d = det(100.0, 50.0, 200.0, 150.0, 1.0).mapped(lb.scale, 0.0, 0.0);
+        assert_eq!(
+            (d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2),
+            (200.0, 100.0, 400.0, 300.0)
+        );
+        // With padding the offset is removed after scaling back.
+        let lb = Letterbox::new(&image, 320);
+        let d = det(160.0, 160.0, 200.0, 200.0, 1.0).mapped(lb.scale, 320.0, 320.0);
+        assert!((d.bbox.x1 - (160.0 / lb.scale - 320.0)).abs() < 1e-3);
+    }
+}

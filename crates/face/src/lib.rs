@@ -1,0 +1,24 @@
+//! The face pipeline: turns any photo a user may send into the faces in it — box, five
+//! landmarks, embedding, liveness — with the registry-shipped models of a model pack.
+//!
+//! Data flows one way: [`decode`] → [`detect`] → [`align`] → [`embed`] (→ [`liveness`]);
+//! [`pipeline::FacePipeline`] ties the stages together. Inference goes through the
+//! narrow [`runtime`] trait, implemented on ONNX Runtime.
+
+pub mod align;
+pub mod decode;
+pub mod detect;
+pub mod embed;
+pub mod liveness;
+pub mod pipeline;
+pub mod runtime;
+
+pub use decode::{DecodeError, DecodeLimits, DecodedImage};
+pub use detect::{BBox, Detection, DetectorConfig};
+pub use embed::cosine;
+pub use liveness::{Liveness, LivenessConfig};
+pub use pipeline::{
+    FaceChoice, FacePipeline, Pack, PipelineConfig, PipelineError, ProbeFace, StageTimings,
+};
+pub use runtime::RuntimeOptions;
+pub mod calibration;

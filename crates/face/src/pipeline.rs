@@ -1,0 +1,414 @@
+//! The whole pipeline for one photo: decode → detect → align → embed (→ liveness),
+//! with the policy for choosing the face a request is about and per-stage timings.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use facesearch_models::{FetchError, ModelCache, ModelFile, catalog};
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::align::align;
+use crate::decode::{DecodeError, DecodeLimits, DecodedImage, decode};
+use crate::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
+use crate::embed::{EmbedderKind, FaceEmbedder};
+use crate::liveness::{Liveness, LivenessChecker, LivenessConfig};
+use crate::runtime::{InferenceRuntime, OrtRuntime, RuntimeError, RuntimeOptions};
+
+/// A model pack: a detector and an embedder that belong together. Vectors of one pack
+/// are meaningless to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pack {
+    /// YuNet + SFace (MIT + Apache-2.0; usable commercially). The default.
+    Open,
+    /// SCRFD-500M + ArcFace w600k_mbf (InsightFace: non-commercial research only).
+    Insightface,
+}
+
+impl Pack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pack::Open => "open",
+            Pack::Insightface => "insightface",
+        }
+    }
+
+    pub fn dimension(self) -> usize {
+        self.embedder().dimension()
+    }
+
+    fn detector(self) -> (DetectorKind, ModelFile) {
+        match self {
+            Pack::Open => (DetectorKind::YuNet, catalog::YUNET),
+            Pack::Insightface => (DetectorKind::Scrfd, catalog::SCRFD),
+        }
+    }
+
+    fn embedder(self) -> EmbedderKind {
+        match self {
+            Pack::Open => EmbedderKind::SFace,
+            Pack::Insightface => EmbedderKind::ArcFaceMbf,
+        }
+    }
+
+    fn embedder_file(self) -> ModelFile {
+        match self {
+            Pack::Open => catalog::SFACE,
+            Pack::Insightface => catalog::W600K_MBF,
+        }
+    }
+
+    /// Every file this pack needs, the liveness model and the runtime included.
+    pub fn files(self) -> Vec<ModelFile> {
+        let mut files = vec![self.detector().1, self.embedder_file(), catalog::LIVENESS];
+        files.extend(catalog::onnxruntime());
+        files
+    }
+
+    /// Whether the pack's licence forbids commercial use.
+    pub fn non_commercial(self) -> bool {
+        self == Pack::Insightface
+    }
+}
+
+impl std::str::FromStr for Pack {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(Pack::Open),
+            "insightface" => Ok(Pack::Insightface),
+            other => Err(format!(
+                "unknown model pack {other:?} (expected open or insightface)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Pack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    pub decode: DecodeLimits,
+    pub detector: DetectorConfig,
+    /// Faces whose box is smaller than this many pixels (shorter side) are too small to embed reliably.
+    pub min_face_px: f32,
+    /// Embed the mirrored face too and average (measured by `facesearch eval`).
+    pub flip_average: bool,
+    pub liveness: LivenessConfig,
+    pub runtime: RuntimeOptions,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            decode: DecodeLimits::default(),
+            detector: DetectorConfig::default(),
+            min_face_px: 32.0,
+            flip_average: false,
+            liveness: LivenessConfig::default(),
+            runtime: RuntimeOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Models(#[from] FetchError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("no face was found in the image")]
+    NoFace,
+    #[error("the face is {size:.0} pixels across; at least {min:.0} are needed")]
+    FaceTooSmall { size: f32, min: f32 },
+    #[error("the image shows {count} faces of similar size; it is not clear which one is meant")]
+    AmbiguousFaces { count: usize },
+    #[error("the face's landmarks are degenerate and cannot be aligned")]
+    Unalignable,
+}
+
+/// How to pick the face a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceChoice {
+    /// The largest face (searching).
+    Largest,
+    /// The largest face, refusing when another face is nearly as large (enrolment).
+    Unambiguous,
+    /// The face nearest the image centre (evaluation on LFW-style crops, which are
+    /// centred on the labelled person whoever else is in the frame).
+    Central,
+}
+
+/// Time spent in each stage for one photo.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimings {
+    pub decode: Duration,
+    pub detect: Duration,
+    pub align_embed: Duration,
+    pub liveness: Duration,
+}
+
+/// The face a request is about, analysed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeFace {
+    pub detection: Detection,
+    pub embedding: Vec<f32>,
+    pub liveness: Option<Liveness>,
+    /// How many faces the image showed.
+    pub faces_in_image: usize,
+    pub mime: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub timings: StageTimings,
+}
+
+/// The loaded models of one pack, shared by all requests.
+pub struct FacePipeline {
+    pack: Pack,
+    detector: FaceDetector,
+    embedder: FaceEmbedder,
+    liveness: LivenessChecker,
+    config: PipelineConfig,
+}
+
+impl FacePipeline {
+    /// Fetches whatever is missing from `cache`, verifies it, and loads the pack.
+    pub fn load(
+        pack: Pack,
+        cache: &ModelCache,
+        config: PipelineConfig,
+    ) -> Result<Self, PipelineError> {
+        let library = catalog::onnxruntime().ok_or_else(|| RuntimeError::Library {
+            path: cache.dir().to_path_buf(),
+            detail: "no ONNX Runtime build is pinned for this platform".into(),
+        })?;
+        let library = cache.ensure(&library)?;
+        let runtime = OrtRuntime::new(&library, config.runtime)?;
+        let detector = cache.ensure(&pack.detector().1)?;
+        let embedder = cache.ensure(&pack.embedder_file())?;
+        let liveness = cache.ensure(&catalog::LIVENESS)?;
+        Self::with_runtime(pack, &runtime, &detector, &embedder, &liveness, config)
+    }
+
+    /// Loads the pack's model files through any inference runtime.
+    pub fn with_runtime(
+        pack: Pack,
+        runtime: &dyn InferenceRuntime,
+        detector: &Path,
+        embedder: &Path,
+        liveness: &Path,
+        config: PipelineConfig,
+    ) -> Result<Self, PipelineError> {
+        Ok(Self {
+            pack,
+            detector: FaceDetector::new(
+                pack.detector().0,
+                runtime.load(detector)?,
+                config.detector,
+            ),
+            embedder: FaceEmbedder::new(
+                pack.embedder(),
+                runtime.load(embedder)?,
+                config.flip_average,
+            ),
+            liveness: LivenessChecker::new(runtime.load(liveness)?, config.liveness),
+            config,
+        })
+    }
+
+    pub fn pack(&self) -> Pack {
+        self.pack
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<DecodedImage, DecodeError> {
+        decode(bytes, &self.config.decode)
+    }
+
+    /// Every face in the image, largest first.
+    pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
+        self.detector.detect(image)
+    }
+
+    /// The embedding of one detected face.
+    pub fn embed(&self, image: &RgbImage, face: &Detection) -> Result<Vec<f32>, PipelineError> {
+        let aligned = align(image, &face.landmarks).ok_or(PipelineError::Unalignable)?;
+        Ok(self.embedder.embed(&aligned)?)
+    }
+
+    /// The liveness verdict for one detected face.
+    pub fn liveness(&self, image: &RgbImage, face: &Detection) -> Result<Liveness, RuntimeError> {
+        self.liveness.assess(image, face)
+    }
+
+    /// Whether a face is large enough to embed.
+    pub fn check_size(&self, face: &Detection) -> Result<(), PipelineError> {
+        let size = face.bbox.width().min(face.bbox.height());
+        if size < self.config.min_face_px {
+            return Err(PipelineError::FaceTooSmall {
+                size,
+                min: self.config.min_face_px,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes `bytes`, picks the face the request is about, embeds it and, if asked,
+    /// judges its liveness.
+    pub fn probe(
+        &self,
+        bytes: &[u8],
+        choice: FaceChoice,
+        with_liveness: bool,
+    ) -> Result<ProbeFace, PipelineError> {
+        let mut timings = StageTimings::default();
+        let start = Instant::now();
+        let decoded = self.decode(bytes)?;
+        timings.decode = start.elapsed();
+
+        let start = Instant::now();
+        let faces = self.detect(&decoded.rgb)?;
+        timings.detect = start.elapsed();
+        let face = choose(&faces, choice, (decoded.rgb.width(), decoded.rgb.height()))?;
+        self.check_size(face)?;
+
+        let start = Instant::now();
+        let embedding = self.embed(&decoded.rgb, face)?;
+        timings.align_embed = start.elapsed();
+
+        let liveness = if with_liveness {
+            let start = Instant::now();
+            let verdict = self.liveness(&decoded.rgb, face)?;
+            timings.liveness = start.elapsed();
+            Some(verdict)
+        } else {
+            None
+        };
+        Ok(ProbeFace {
+            detection: face.clone(),
+            embedding,
+            liveness,
+            faces_in_image: faces.len(),
+            mime: decoded.mime,
+            width: decoded.rgb.width(),
+            height: decoded.rgb.height(),
+            timings,
+        })
+    }
+}
+
+/// A second face at least this fraction of the largest one's area makes enrolment ambiguous.
+const AMBIGUOUS_AREA_RATIO: f32 = 0.5;
+
+/// The face a request is about, from faces sorted largest first in an image of `size`.
+pub fn choose(
+    faces: &[Detection],
+    choice: FaceChoice,
+    size: (u32, u32),
+) -> Result<&Detection, PipelineError> {
+    let largest = faces.first().ok_or(PipelineError::NoFace)?;
+    match choice {
+        FaceChoice::Largest => Ok(largest),
+        FaceChoice::Unambiguous => {
+            let rivals = faces[1..]
+                .iter()
+                .filter(|f| f.bbox.area() >= AMBIGUOUS_AREA_RATIO * largest.bbox.area())
+                .count();
+            if rivals > 0 {
+                return Err(PipelineError::AmbiguousFaces { count: rivals + 1 });
+            }
+            Ok(largest)
+        }
+        FaceChoice::Central => {
+            let (cx, cy) = (size.0 as f32 / 2.0, size.1 as f32 / 2.0);
+            let off_centre = |f: &Detection| {
+                ((f.bbox.x1 + f.bbox.x2) / 2.0 - cx).hypot((f.bbox.y1 + f.bbox.y2) / 2.0 - cy)
+            };
+            Ok(faces
+                .iter()
+                .min_by(|a, b| off_centre(a).total_cmp(&off_centre(b)))
+                .unwrap_or(largest))
+        }
+    }
+}
+
+/// Shared handle to a loaded pipeline.
+pub type SharedPipeline = Arc<FacePipeline>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::BBox;
+
+    fn face(side: f32) -> Detection {
+        Detection {
+            bbox: BBox {
+                x1: 0.0,
+                y1: 0.0,
+                x2: side,
+                y2: side,
+            },
+            landmarks: [[0.0; 2]; 5],
+            score: 0.9,
+        }
+    }
+
+    #[test]
+    fn choosing_the_face() {
+        let size = (200, 200);
+        assert!(matches!(
+            choose(&[], FaceChoice::Largest, size),
+            Err(PipelineError::NoFace)
+        ));
+        let faces = [face(100.0), face(90.0), face(20.0)];
+        assert_eq!(
+            choose(&faces, FaceChoice::Largest, size).unwrap().bbox.x2,
+            100.0
+        );
+        assert!(matches!(
+            choose(&faces, FaceChoice::Unambiguous, size),
+            Err(PipelineError::AmbiguousFaces { count: 2 })
+        ));
+        let clear = [face(100.0), face(30.0)];
+        assert_eq!(
+            choose(&clear, FaceChoice::Unambiguous, size)
+                .unwrap()
+                .bbox
+                .x2,
+            100.0
+        );
+        let mut centred = face(40.0);
+        centred.bbox = BBox {
+            x1: 80.0,
+            y1: 80.0,
+            x2: 120.0,
+            y2: 120.0,
+        };
+        let faces = [face(100.0), centred];
+        assert_eq!(
+            choose(&faces, FaceChoice::Central, size).unwrap().bbox.x1,
+            80.0
+        );
+    }
+
+    #[test]
+    fn pack_names_round_trip() {
+        for pack in [Pack::Open, Pack::Insightface] {
+            assert_eq!(pack.name().parse::<Pack>().unwrap(), pack);
+        }
+        assert!("nope".parse::<Pack>().is_err());
+        assert_eq!(Pack::Open.dimension(), 128);
+        assert_eq!(Pack::Insightface.dimension(), 512);
+    }
+}

@@ -1,0 +1,491 @@
+//! Durable storage for facesearch: face indexes (databases), records (enrolled people),
+//! their images and embeddings, and users.
+//!
+//! # Why this crate exists
+//!
+//! The HTTP layer must not know how data is kept. Everything it needs is behind the
+//! narrow async [`Store`] trait, expressed in domain types ([`IndexInfo`], [`Record`],
+//! [`User`], ...) rather than SQL rows, so that a PostgreSQL implementation can be
+//! added later without touching the API crate. The embedded default, [`SqliteStore`],
+//! needs no separate server: one file, `facesearch.sqlite3`, in the data directory.
+//!
+//! The in-memory vector index is *derived* state: at start-up it is rebuilt from
+//! [`Store::embeddings`]. The store is the single source of truth.
+//!
+//! # Durability design (SQLite)
+//!
+//! * **An acknowledged write is on disk.** The database runs in WAL mode with
+//!   `synchronous=FULL`, so every commit fsyncs the write-ahead log before returning.
+//!   The API answers an enrolment only after [`Store::enrol`] returns, i.e. after the
+//!   commit; a `kill -9` (or power loss) right after the response cannot lose it.
+//! * **One atomic commit per enrolment.** The record, its image bytes (a BLOB) and
+//!   its embedding are written in one transaction. Image bytes live *inside* the
+//!   database rather than as files next to it, because a file write and a database
+//!   commit cannot be made atomic together: a crash between them leaves either an
+//!   orphan file (biometric data nobody can find or delete) or a record pointing at a
+//!   missing image. With one transaction there is nothing to reconcile after a crash,
+//!   and a backup of the database (e.g. `VACUUM INTO`) is a complete backup.
+//! * **Deletion really deletes biometric data.** Images and embeddings hang off their
+//!   record, and records off their index, with `ON DELETE CASCADE`; deleting a record
+//!   or an index removes all of it in the same transaction. `PRAGMA secure_delete=ON`
+//!   makes SQLite overwrite the freed content with zeros instead of leaving it in
+//!   free pages, and after such a delete the WAL is checkpointed and truncated
+//!   (best effort: a concurrent long reader may postpone it to a later checkpoint),
+//!   so old page images in the log do not linger either.
+//! * **Referential integrity is enforced by the database** (`foreign_keys=ON`), and
+//!   `record_count` is kept exact by triggers in the same transaction as the insert or
+//!   delete, so it can never drift. [`Store::integrity_check`] runs
+//!   `PRAGMA integrity_check`, `PRAGMA foreign_key_check` and verifies the counters.
+//! * **Versioned schema.** The schema version lives in `PRAGMA user_version`; an
+//!   ordered list of SQL migration steps is applied at open, each in its own
+//!   transaction together with the version bump, so an interrupted upgrade leaves the
+//!   database at a well-defined version. A database newer than the running build is
+//!   refused rather than misread.
+//! * **Concurrency.** One writer connection behind a mutex (SQLite allows one writer
+//!   at a time anyway) plus a small pool of read-only connections; WAL lets readers run
+//!   while a write is in progress. All blocking work runs in
+//!   `tokio::task::spawn_blocking`, and password hashing (deliberately slow) runs
+//!   outside any database lock.
+//! * **Passwords** are Argon2id hashes (PHC strings) with a random salt. Verifying an
+//!   unknown user still runs a full Argon2 verification against a dummy hash, so the
+//!   response time does not reveal which usernames exist.
+//!
+//! Not-found outcomes are `Option`/`bool` return values; [`StoreError`] is reserved for
+//! real failures and constraint violations the caller must report.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+mod sqlite;
+mod time;
+
+pub use sqlite::SqliteStore;
+pub use time::{format_rfc3339, now_rfc3339};
+
+/// Everything that can go wrong in the store. "Not found" is not an error: it is
+/// reported as `None` / `false` by the [`Store`] methods.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An index with this `index_name` already exists.
+    #[error("an index named {0:?} already exists")]
+    DuplicateIndexName(String),
+    /// A user with this username already exists.
+    #[error("a user named {0:?} already exists")]
+    DuplicateUser(String),
+    /// The change would violate a uniqueness rule (e.g. a record `reference` already
+    /// used by another record of the same index).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A list cursor that this store did not produce (or that was tampered with).
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// The caller passed a value the store cannot keep (e.g. an empty embedding).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The stored data is not what this build expects (failed integrity check,
+    /// undecodable row, ...).
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    /// The database was written by a newer build with a schema this one does not know.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    UnsupportedSchema { found: i64, supported: i64 },
+    /// Password hashing failed (should not happen with valid parameters).
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+    /// An SQLite call failed.
+    #[error("sqlite error while {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A filesystem operation failed (creating the data directory).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The blocking task running the operation panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Error of the `FromStr` impls of [`IndexType`] and [`Role`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind}: {value:?}")]
+pub struct ParseEnumError {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// Where an index's data comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum IndexType {
+    /// Enrolled by operators of this service.
+    Internal,
+    /// Imported from an outside source (e.g. a published watch list); read-only to
+    /// non-admins.
+    External,
+}
+
+impl IndexType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexType::Internal => "INTERNAL",
+            IndexType::External => "EXTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for IndexType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IndexType {
+    type Err = ParseEnumError;
+    /// Accepts `INTERNAL` / `EXTERNAL`, case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("INTERNAL") {
+            Ok(IndexType::Internal)
+        } else if s.eq_ignore_ascii_case("EXTERNAL") {
+            Ok(IndexType::External)
+        } else {
+            Err(ParseEnumError {
+                kind: "index type",
+                value: s.to_owned(),
+            })
+        }
+    }
+}
+
+/// A face index (database) as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexInfo {
+    pub id: String,
+    pub index_name: String,
+    pub index_type: IndexType,
+    /// Records in the index now (exact: maintained in the same transaction as every
+    /// insert and delete).
+    pub record_count: u64,
+    pub title: String,
+    pub description: String,
+    /// The model pack whose embeddings this index holds.
+    pub pack: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NewIndex {
+    pub index_name: String,
+    pub title: String,
+    pub description: String,
+    pub index_type: IndexType,
+    pub pack: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IndexPatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
+/// The person data of a record (the fields of a search match).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecordFields {
+    pub name: String,
+    pub dob: String,
+    pub nationality: String,
+    pub gender: String,
+    pub id_no: String,
+    pub address: String,
+    pub watch_list: Vec<String>,
+    pub additional_info: String,
+}
+
+/// A partial update of a record; `None` leaves a field as it is.
+/// `reference: Some("")` removes the record's reference.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecordPatch {
+    pub name: Option<String>,
+    pub dob: Option<String>,
+    pub nationality: Option<String>,
+    pub gender: Option<String>,
+    pub id_no: Option<String>,
+    pub address: Option<String>,
+    pub watch_list: Option<Vec<String>>,
+    pub additional_info: Option<String>,
+    pub reference: Option<String>,
+}
+
+impl RecordPatch {
+    /// True when the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.dob.is_none()
+            && self.nationality.is_none()
+            && self.gender.is_none()
+            && self.id_no.is_none()
+            && self.address.is_none()
+            && self.watch_list.is_none()
+            && self.additional_info.is_none()
+            && self.reference.is_none()
+    }
+}
+
+/// An enrolled person.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub record_id: String,
+    pub index_id: String,
+    #[serde(flatten)]
+    pub fields: RecordFields,
+    /// The client's own id for the record, unique within the index.
+    pub reference: Option<String>,
+    /// Ids of the record's images, oldest first.
+    pub image_ids: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// An image to store, with the embedding computed from it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NewImage {
+    pub bytes: Vec<u8>,
+    pub mime: String,
+    pub file_name: String,
+    /// The face embedding; must be non-empty and finite.
+    pub embedding: Vec<f32>,
+    /// Detection details (box, landmarks, score) as JSON, stored for explainability.
+    pub face: serde_json::Value,
+}
+
+/// A stored image, for the download endpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoredImage {
+    pub image_id: String,
+    pub record_id: String,
+    pub index_id: String,
+    pub bytes: Vec<u8>,
+    pub mime: String,
+    pub file_name: String,
+    /// Hex SHA-256 of `bytes`.
+    pub sha256: String,
+}
+
+/// One stored embedding, for loading the in-memory index.
+#[derive(Clone, Debug, Serialize)]
+pub struct EmbeddingRow {
+    pub image_id: String,
+    pub record_id: String,
+    pub index_id: String,
+    pub vector: Vec<f32>,
+}
+
+/// Result of [`Store::enrol`].
+#[derive(Clone, Debug, Serialize)]
+pub enum EnrolOutcome {
+    /// A new record was stored.
+    Created(Record),
+    /// A record with the given reference already existed; nothing was stored.
+    Existing(Record),
+}
+
+impl EnrolOutcome {
+    pub fn record(&self) -> &Record {
+        match self {
+            EnrolOutcome::Created(r) | EnrolOutcome::Existing(r) => r,
+        }
+    }
+
+    pub fn into_record(self) -> Record {
+        match self {
+            EnrolOutcome::Created(r) | EnrolOutcome::Existing(r) => r,
+        }
+    }
+
+    pub fn is_created(&self) -> bool {
+        matches!(self, EnrolOutcome::Created(_))
+    }
+}
+
+/// What a user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Operator,
+    Searcher,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Searcher => "searcher",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ParseEnumError;
+    /// Accepts `admin`, `operator`, `searcher`, `auditor`, case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Role::Admin, Role::Operator, Role::Searcher, Role::Auditor]
+            .into_iter()
+            .find(|r| s.eq_ignore_ascii_case(r.as_str()))
+            .ok_or_else(|| ParseEnumError {
+                kind: "role",
+                value: s.to_owned(),
+            })
+    }
+}
+
+/// A user account. `password_hash` is never serialized and is redacted in `Debug`.
+#[derive(Clone, Serialize)]
+pub struct User {
+    pub username: String,
+    pub role: Role,
+    /// Argon2id PHC string.
+    #[serde(skip_serializing)]
+    pub password_hash: String,
+    /// Ids of the indexes this user was granted, sorted.
+    pub grants: Vec<String>,
+    pub created_at: String,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("password_hash", &"<redacted>")
+            .field("grants", &self.grants)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Durable storage behind the HTTP layer. Implementations must make every successful
+/// write durable before returning.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an index. [`StoreError::DuplicateIndexName`] if `index_name` is taken.
+    async fn create_index(&self, new: NewIndex) -> Result<IndexInfo, StoreError>;
+    async fn get_index(&self, id: &str) -> Result<Option<IndexInfo>, StoreError>;
+    /// All indexes, ordered by `created_at`, then `id`.
+    async fn list_indexes(&self) -> Result<Vec<IndexInfo>, StoreError>;
+    /// `None` if there is no such index.
+    async fn update_index(
+        &self,
+        id: &str,
+        patch: IndexPatch,
+    ) -> Result<Option<IndexInfo>, StoreError>;
+    /// Deletes the index with all its records, images, embeddings and grants.
+    /// `false` if there was no such index.
+    async fn delete_index(&self, id: &str) -> Result<bool, StoreError>;
+    /// Creates a record with its first image in ONE transaction. If `reference` is
+    /// `Some` and a record with that reference exists in the index, returns
+    /// `Existing(that record)` and stores nothing. An empty reference counts as none.
+    /// `None` = index not found.
+    async fn enrol(
+        &self,
+        index_id: &str,
+        fields: RecordFields,
+        reference: Option<String>,
+        image: NewImage,
+    ) -> Result<Option<EnrolOutcome>, StoreError>;
+    async fn find_by_reference(
+        &self,
+        index_id: &str,
+        reference: &str,
+    ) -> Result<Option<Record>, StoreError>;
+    /// `None` also when the record exists but in another index.
+    async fn get_record(
+        &self,
+        index_id: &str,
+        record_id: &str,
+    ) -> Result<Option<Record>, StoreError>;
+    /// The records with these ids, from any index (for search results); unknown ids
+    /// are skipped; order not guaranteed.
+    async fn get_records(&self, record_ids: &[String]) -> Result<Vec<Record>, StoreError>;
+    /// A page of at most `limit` records (at least 1) of the index, ordered by
+    /// (`created_at`, `record_id`), and the cursor of the next page (`None` on the last
+    /// page). The cursor is opaque; a malformed one is [`StoreError::InvalidCursor`].
+    /// An unknown index gives an empty page.
+    async fn list_records(
+        &self,
+        index_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Record>, Option<String>), StoreError>;
+    /// `None` if no such record in the index; a `reference` already used by another
+    /// record of the index is [`StoreError::Conflict`].
+    async fn update_record(
+        &self,
+        index_id: &str,
+        record_id: &str,
+        patch: RecordPatch,
+    ) -> Result<Option<Record>, StoreError>;
+    /// Returns the image ids that were deleted (so the caller can drop their vectors),
+    /// `None` if no such record.
+    async fn delete_record(
+        &self,
+        index_id: &str,
+        record_id: &str,
+    ) -> Result<Option<Vec<String>>, StoreError>;
+    /// Adds an image (and its embedding) to a record; returns the updated record and the
+    /// new image id, `None` if no such record in the index.
+    async fn add_image(
+        &self,
+        index_id: &str,
+        record_id: &str,
+        image: NewImage,
+    ) -> Result<Option<(Record, String)>, StoreError>;
+    async fn get_image(&self, image_id: &str) -> Result<Option<StoredImage>, StoreError>;
+    /// Every embedding of the given pack, for loading the in-memory index at start.
+    async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError>;
+    /// Argon2id hash with a random salt; [`StoreError::DuplicateUser`] if taken.
+    /// Usernames are case-sensitive, non-empty and may not contain `:`.
+    async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        role: Role,
+    ) -> Result<User, StoreError>;
+    /// `Some(user)` only if the password matches. Unknown users take about as long
+    /// as a wrong password (a dummy hash is verified), so timing does not reveal
+    /// which usernames exist.
+    async fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<User>, StoreError>;
+    async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    /// All users, ordered by username.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// `false` if no such user.
+    async fn set_password(&self, username: &str, password: &str) -> Result<bool, StoreError>;
+    /// Grants access to an index; idempotent. `false` if the user or index is unknown.
+    async fn grant(&self, username: &str, index_id: &str) -> Result<bool, StoreError>;
+    /// `true` if a grant was removed.
+    async fn revoke(&self, username: &str, index_id: &str) -> Result<bool, StoreError>;
+    /// Deletes the user and their grants; `false` if no such user.
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    async fn user_count(&self) -> Result<u64, StoreError>;
+    /// Full consistency check; [`StoreError::Corrupt`] describing the first problems.
+    async fn integrity_check(&self) -> Result<(), StoreError>;
+    /// Cheap liveness check of the storage backend.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,167 @@
+//! `facesearch bench`: per-stage time of the face pipeline on real photos, and
+//! whole-pipeline throughput with 1 and N concurrent workers.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use facesearch_eval::table;
+use facesearch_face::{FaceChoice, FacePipeline, RuntimeOptions};
+
+use super::PipelineArgs;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Photos to time (default: a 250×250 LFW photo and a multi-megapixel phone photo from ../shared/eval).
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// Repetitions per photo and stage.
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// Worker counts for the throughput runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+}
+
+fn default_images() -> Vec<PathBuf> {
+    let eval = PathBuf::from("../shared/eval");
+    vec![
+        eval.join("lfw-deepfunneled/images/Aaron_Peirsol/Aaron_Peirsol_0001.jpg"),
+        eval.join("deepface/img1.jpg"),
+    ]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let images = if args.images.is_empty() {
+        default_images()
+    } else {
+        args.images.clone()
+    };
+    let photos: Vec<(PathBuf, Vec<u8>)> = images
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| (p.clone(), b))
+                .with_context(|| format!("reading {}", p.display()))
+        })
+        .collect::<Result<_, _>>()?;
+    let max_workers = args.workers.iter().copied().max().unwrap_or(1);
+    // Stage timings with all cores on one inference; throughput with one thread per worker.
+    let pipeline = args.pipeline.load()?;
+    let mut rows = Vec::new();
+    for (path, bytes) in &photos {
+        let n = args.iterations.max(1);
+        let (mut dec, mut det, mut emb, mut live) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut size = (0, 0);
+        for _ in 0..n {
+            let t = Instant::now();
+            let image = pipeline.decode(bytes)?;
+            dec.push(t.elapsed());
+            size = (image.rgb.width(), image.rgb.height());
+            let t = Instant::now();
+            let faces = pipeline.detect(&image.rgb)?;
+            det.push(t.elapsed());
+            let face = faces
+                .first()
+                .with_context(|| format!("no face in {}", path.display()))?;
+            let t = Instant::now();
+            pipeline.embed(&image.rgb, face)?;
+            emb.push(t.elapsed());
+            let t = Instant::now();
+            pipeline.liveness(&image.rgb, face)?;
+            live.push(t.elapsed());
+        }
+        let total =
+            median(dec.clone()) + median(det.clone()) + median(emb.clone()) + median(live.clone());
+        rows.push(vec![
+            format!(
+                "{} ({}×{})",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                size.0,
+                size.1
+            ),
+            ms(median(dec)),
+            ms(median(det)),
+            ms(median(emb)),
+            ms(median(live)),
+            ms(total),
+        ]);
+    }
+    println!(
+        "pack {}, median of {} runs, intra-op threads {}",
+        pipeline.pack(),
+        args.iterations,
+        pipeline.config().runtime.intra_threads
+    );
+    println!(
+        "{}",
+        table::render(
+            &[
+                "photo",
+                "decode",
+                "detect",
+                "align+embed",
+                "liveness",
+                "total"
+            ],
+            &rows
+        )
+    );
+    drop(pipeline);
+
+    let mut config = args.pipeline.config();
+    config.runtime = RuntimeOptions {
+        intra_threads: 1,
+        sessions_per_model: max_workers,
+    };
+    let cache = facesearch_models::ModelCache::resolve(args.pipeline.models_dir.clone())?;
+    let pipeline = FacePipeline::load(args.pipeline.pack, &cache, config)?;
+    let mut rows = Vec::new();
+    for (path, bytes) in &photos {
+        for &workers in &args.workers {
+            let total = args.iterations.max(workers) * 2;
+            let next = AtomicUsize::new(0);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|| {
+                        while next.fetch_add(1, Ordering::Relaxed) < total {
+                            let _ = pipeline.probe(bytes, FaceChoice::Largest, true);
+                        }
+                    });
+                }
+            });
+            let per_s = total as f64 / start.elapsed().as_secs_f64();
+            rows.push(vec![
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                workers.to_string(),
+                format!("{per_s:.1}"),
+            ]);
+        }
+    }
+    println!(
+        "\nwhole pipeline (decode, detect, embed, liveness), one single-threaded inference per worker"
+    );
+    println!(
+        "{}",
+        table::render(&["photo", "workers", "images/s"], &rows)
+    );
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! `facesearch serve`: settings come from flags, then `FACESEARCH_*` environment
+//! variables, then an optional TOML config file, then defaults.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use facesearch_api::{ApiConfig, ServerConfig};
+use facesearch_face::{DecodeLimits, Pack, PipelineConfig, RuntimeOptions};
+use serde::Deserialize;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys, e.g. `bind = "0.0.0.0:8080"`).
+    #[arg(long, env = "FACESEARCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "FACESEARCH_BIND")]
+    bind: Option<SocketAddr>,
+    /// Where the database lives [default: ./facesearch-data].
+    #[arg(long, env = "FACESEARCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Model pack: open or insightface [default: open].
+    #[arg(long, env = "FACESEARCH_PACK")]
+    pack: Option<Pack>,
+    /// Where models are cached [default: the user's cache dir].
+    #[arg(long, env = "FACESEARCH_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// Live probability below which a search probe is refused as a spoof [default: 0.5].
+    #[arg(long, env = "FACESEARCH_LIVENESS_THRESHOLD")]
+    liveness_threshold: Option<f32>,
+    /// Largest accepted image in bytes [default: 15728640].
+    #[arg(long, env = "FACESEARCH_MAX_IMAGE_BYTES")]
+    max_image_bytes: Option<usize>,
+    /// Largest accepted image in pixels [default: 40000000].
+    #[arg(long, env = "FACESEARCH_MAX_IMAGE_PIXELS")]
+    max_image_pixels: Option<u64>,
+    /// Largest max_results a search may ask for [default: 100].
+    #[arg(long, env = "FACESEARCH_MAX_RESULTS_CAP")]
+    max_results_cap: Option<usize>,
+    /// Smallest face (pixels, shorter box side) that is embedded [default: 32].
+    #[arg(long, env = "FACESEARCH_MIN_FACE_SIZE")]
+    min_face_size: Option<f32>,
+    /// Seconds a request may take before it is answered 503 [default: 60].
+    #[arg(long, env = "FACESEARCH_REQUEST_TIMEOUT")]
+    request_timeout: Option<u64>,
+    /// Photos analysed at once [default: number of cores].
+    #[arg(long, env = "FACESEARCH_WORKERS")]
+    workers: Option<usize>,
+    /// Name of the admin user created on first start [default: admin].
+    #[arg(long, env = "FACESEARCH_ADMIN_USER")]
+    admin_user: Option<String>,
+    /// Stop when standard input closes (used by tests that start the server as a child).
+    #[arg(long, hide = true)]
+    exit_on_stdin_close: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    pack: Option<String>,
+    models_dir: Option<PathBuf>,
+    liveness_threshold: Option<f32>,
+    max_image_bytes: Option<usize>,
+    max_image_pixels: Option<u64>,
+    max_results_cap: Option<usize>,
+    min_face_size: Option<f32>,
+    request_timeout: Option<u64>,
+    workers: Option<usize>,
+    admin_user: Option<String>,
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let pack = match (args.pack, file.pack) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p.parse().map_err(anyhow::Error::msg)?,
+        (None, None) => Pack::Open,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.or(file.workers).unwrap_or(cores).max(1);
+    let max_image_bytes = args
+        .max_image_bytes
+        .or(file.max_image_bytes)
+        .unwrap_or(15 * 1024 * 1024);
+    let liveness_threshold = args
+        .liveness_threshold
+        .or(file.liveness_threshold)
+        .unwrap_or(facesearch_face::liveness::DEFAULT_THRESHOLD);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&liveness_threshold),
+        "liveness_threshold must be between 0 and 1"
+    );
+    let pipeline = PipelineConfig {
+        decode: DecodeLimits {
+            max_bytes: max_image_bytes,
+            max_pixels: args
+                .max_image_pixels
+                .or(file.max_image_pixels)
+                .unwrap_or(40_000_000),
+        },
+        min_face_px: args.min_face_size.or(file.min_face_size).unwrap_or(32.0),
+        // Requests run concurrently: split the cores between them.
+        runtime: RuntimeOptions {
+            intra_threads: (cores / workers).max(1),
+            sessions_per_model: workers,
+        },
+        ..PipelineConfig::default()
+    };
+    let config = ServerConfig {
+        bind: args
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("facesearch-data")),
+        pack,
+        models_dir: args.models_dir.or(file.models_dir),
+        pipeline,
+        liveness_threshold,
+        api: ApiConfig {
+            max_image_bytes,
+            max_results_cap: args
+                .max_results_cap
+                .or(file.max_results_cap)
+                .unwrap_or(100)
+                .max(1),
+            ..ApiConfig::default()
+        },
+        admin_user: args
+            .admin_user
+            .or(file.admin_user)
+            .unwrap_or_else(|| "admin".into()),
+        // Only from the environment: a password never belongs in a flag or a file.
+        admin_password: std::env::var("FACESEARCH_ADMIN_PASSWORD").ok(),
+        request_timeout: Duration::from_secs(
+            args.request_timeout
+                .or(file.request_timeout)
+                .unwrap_or(60)
+                .max(1),
+        ),
+        max_concurrent_analyses: workers,
+    };
+    Ok((config, args.exit_on_stdin_close))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, exit_on_stdin_close) = resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        if exit_on_stdin_close {
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 64];
+                let mut stdin = std::io::stdin();
+                while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+                let _ = tx.send(());
+            });
+        }
+        let stop = async move {
+            if exit_on_stdin_close {
+                let _ = rx.await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        facesearch_api::run(config, stop).await
+    })?;
+    Ok(())
+}
