@@ -29,10 +29,7 @@ pub struct BenchArgs {
 
 fn default_images() -> Vec<PathBuf> {
     let eval = PathBuf::from("../shared/eval");
-    vec![
-        eval.join("lfw-deepfunneled/images/Aaron_Peirsol/Aaron_Peirsol_0001.jpg"),
-        eval.join("deepface/img1.jpg"),
-    ]
+    vec![eval.join("lfw-deepfunneled/images/Aaron_Peirsol/Aaron_Peirsol_0001.jpg"), eval.join("deepface/img1.jpg")]
 }
 
 fn ms(d: Duration) -> String {
@@ -45,18 +42,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let images = if args.images.is_empty() {
-        default_images()
-    } else {
-        args.images.clone()
-    };
+    let images = if args.images.is_empty() { default_images() } else { args.images.clone() };
     let photos: Vec<(PathBuf, Vec<u8>)> = images
         .iter()
-        .map(|p| {
-            std::fs::read(p)
-                .map(|b| (p.clone(), b))
-                .with_context(|| format!("reading {}", p.display()))
-        })
+        .map(|p| std::fs::read(p).map(|b| (p.clone(), b)).with_context(|| format!("reading {}", p.display())))
         .collect::<Result<_, _>>()?;
     let max_workers = args.workers.iter().copied().max().unwrap_or(1);
     // Stage timings with all cores on one inference; throughput with one thread per worker.
@@ -64,8 +53,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (path, bytes) in &photos {
         let n = args.iterations.max(1);
-        let (mut dec, mut det, mut emb, mut live) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut dec, mut det, mut emb, mut live) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut size = (0, 0);
         for _ in 0..n {
             let t = Instant::now();
@@ -75,9 +63,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let t = Instant::now();
             let faces = pipeline.detect(&image.rgb)?;
             det.push(t.elapsed());
-            let face = faces
-                .first()
-                .with_context(|| format!("no face in {}", path.display()))?;
+            let face = faces.first().with_context(|| format!("no face in {}", path.display()))?;
             let t = Instant::now();
             pipeline.embed(&image.rgb, face)?;
             emb.push(t.elapsed());
@@ -85,15 +71,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             pipeline.liveness(&image.rgb, face)?;
             live.push(t.elapsed());
         }
-        let total =
-            median(dec.clone()) + median(det.clone()) + median(emb.clone()) + median(live.clone());
+        let total = median(dec.clone()) + median(det.clone()) + median(emb.clone()) + median(live.clone());
         rows.push(vec![
-            format!(
-                "{} ({}×{})",
-                path.file_name().unwrap_or_default().to_string_lossy(),
-                size.0,
-                size.1
-            ),
+            format!("{} ({}×{})", path.file_name().unwrap_or_default().to_string_lossy(), size.0, size.1),
             ms(median(dec)),
             ms(median(det)),
             ms(median(emb)),
@@ -107,27 +87,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.iterations,
         pipeline.config().runtime.intra_threads
     );
-    println!(
-        "{}",
-        table::render(
-            &[
-                "photo",
-                "decode",
-                "detect",
-                "align+embed",
-                "liveness",
-                "total"
-            ],
-            &rows
-        )
-    );
+    println!("{}", table::render(&["photo", "decode", "detect", "align+embed", "liveness", "total"], &rows));
     drop(pipeline);
 
     let mut config = args.pipeline.config();
-    config.runtime = RuntimeOptions {
-        intra_threads: 1,
-        sessions_per_model: max_workers,
-    };
+    config.runtime = RuntimeOptions { intra_threads: 1, sessions_per_model: max_workers };
     let cache = facesearch_models::ModelCache::resolve(args.pipeline.models_dir.clone())?;
     let pipeline = FacePipeline::load(args.pipeline.pack, &cache, config)?;
     let mut rows = Vec::new();
@@ -147,21 +111,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             });
             let per_s = total as f64 / start.elapsed().as_secs_f64();
             rows.push(vec![
-                path.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
+                path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
                 workers.to_string(),
                 format!("{per_s:.1}"),
             ]);
         }
     }
-    println!(
-        "\nwhole pipeline (decode, detect, embed, liveness), one single-threaded inference per worker"
-    );
-    println!(
-        "{}",
-        table::render(&["photo", "workers", "images/s"], &rows)
-    );
+    println!("\nwhole pipeline (decode, detect, embed, liveness), one single-threaded inference per worker");
+    println!("{}", table::render(&["photo", "workers", "images/s"], &rows));
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use facesearch_eval::{
-    LivenessSample, ManifestRow, ProbeResult, build_open_set_protocol, identification_report,
-    pad_report, parse_manifest, parse_pairs, table, verification_report,
+    LivenessSample, ManifestRow, ProbeResult, build_open_set_protocol, identification_report, pad_report,
+    parse_manifest, parse_pairs, table, verification_report,
 };
 use facesearch_face::calibration::{Calibration, CalibrationPoint};
 use facesearch_face::{FaceChoice, FacePipeline, Liveness, RuntimeOptions, cosine};
@@ -54,6 +54,9 @@ enum EvalTask {
         /// Live-probability threshold: a face is live when its score is at least this.
         #[arg(long, default_value_t = facesearch_face::liveness::DEFAULT_THRESHOLD)]
         threshold: f32,
+        /// Only rows of these sources (the manifest's `source` column), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        source: Vec<String>,
     },
     /// Print the detected faces and the embedding of the largest face of each photo as JSON lines.
     Embed { images: Vec<PathBuf> },
@@ -69,31 +72,19 @@ enum EvalTask {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut pipeline_args = args.pipeline.clone();
     // Throughput: one single-threaded inference per job.
     pipeline_args.intra_threads.get_or_insert(1);
     let mut config = pipeline_args.config();
-    config.runtime = RuntimeOptions {
-        sessions_per_model: jobs,
-        ..config.runtime
-    };
+    config.runtime = RuntimeOptions { sessions_per_model: jobs, ..config.runtime };
     let cache = facesearch_models::ModelCache::resolve(pipeline_args.models_dir.clone())?;
     let pipeline = FacePipeline::load(pipeline_args.pack, &cache, config)?;
-    let ctx = Ctx {
-        pipeline: &pipeline,
-        jobs,
-        json: args.json,
-    };
+    let ctx = Ctx { pipeline: &pipeline, jobs, json: args.json };
     match args.task {
         EvalTask::Verify { pairs, images } => verify(&ctx, &pairs, images),
         EvalTask::Identify { manifest } => identify(&ctx, &manifest),
-        EvalTask::Liveness {
-            manifest,
-            threshold,
-        } => liveness(&ctx, &manifest, threshold),
+        EvalTask::Liveness { manifest, threshold, source } => liveness(&ctx, &manifest, threshold, &source),
         EvalTask::Calibrate { manifest, out } => calibrate(&ctx, &manifest, out),
         EvalTask::Embed { images } => embed(&ctx, &images),
     }
@@ -128,10 +119,7 @@ impl Ctx<'_> {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
         });
         eprintln!("\r{0}/{0} images", items.len());
         for (i, r) in chunks.into_iter().flatten() {
@@ -144,10 +132,7 @@ impl Ctx<'_> {
     fn embed_all(&self, paths: &[PathBuf], choice: FaceChoice) -> Vec<Option<Vec<f32>>> {
         self.map(paths, |path| {
             let bytes = std::fs::read(path).ok()?;
-            self.pipeline
-                .probe(&bytes, choice, false)
-                .ok()
-                .map(|p| p.embedding)
+            self.pipeline.probe(&bytes, choice, false).ok().map(|p| p.embedding)
         })
     }
 
@@ -166,8 +151,7 @@ fn pct(x: f64) -> String {
 }
 
 fn read_manifest(path: &Path) -> anyhow::Result<(PathBuf, Vec<ManifestRow>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     Ok((base, parse_manifest(&text)?))
 }
@@ -183,52 +167,33 @@ struct VerifyOutput {
 }
 
 fn verify(ctx: &Ctx, pairs_path: &Path, images: Option<PathBuf>) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(pairs_path)
-        .with_context(|| format!("reading {}", pairs_path.display()))?;
+    let text = std::fs::read_to_string(pairs_path).with_context(|| format!("reading {}", pairs_path.display()))?;
     let pairs = parse_pairs(&text)?;
     if pairs.is_empty() {
         bail!("no pairs in {}", pairs_path.display());
     }
-    let images = images.unwrap_or_else(|| {
-        pairs_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("lfw-deepfunneled/images")
-    });
+    let images =
+        images.unwrap_or_else(|| pairs_path.parent().unwrap_or(Path::new(".")).join("lfw-deepfunneled/images"));
     // Pairs whose photos are not in the image folder are skipped and counted.
     let total_pairs = pairs.len();
-    let pairs: Vec<_> = pairs
-        .into_iter()
-        .filter(|p| p.a.lfw_path(&images).is_file() && p.b.lfw_path(&images).is_file())
-        .collect();
+    let pairs: Vec<_> =
+        pairs.into_iter().filter(|p| p.a.lfw_path(&images).is_file() && p.b.lfw_path(&images).is_file()).collect();
     let skipped = total_pairs - pairs.len();
     if pairs.is_empty() {
-        bail!(
-            "none of the photos of {} are in {}",
-            pairs_path.display(),
-            images.display()
-        );
+        bail!("none of the photos of {} are in {}", pairs_path.display(), images.display());
     }
-    let mut paths: Vec<PathBuf> = pairs
-        .iter()
-        .flat_map(|p| [p.a.lfw_path(&images), p.b.lfw_path(&images)])
-        .collect();
+    let mut paths: Vec<PathBuf> = pairs.iter().flat_map(|p| [p.a.lfw_path(&images), p.b.lfw_path(&images)]).collect();
     paths.sort();
     paths.dedup();
     // LFW photos are centred on the labelled person; others may be larger in the frame.
-    let embeddings: HashMap<&PathBuf, Option<Vec<f32>>> = paths
-        .iter()
-        .zip(ctx.embed_all(&paths, FaceChoice::Central))
-        .collect();
+    let embeddings: HashMap<&PathBuf, Option<Vec<f32>>> =
+        paths.iter().zip(ctx.embed_all(&paths, FaceChoice::Central)).collect();
     let not_found = embeddings.values().filter(|e| e.is_none()).count();
     // A photo whose face is not found makes its pairs fail: similarity −1.
     let scores: Vec<(f32, bool)> = pairs
         .iter()
         .map(|p| {
-            let (a, b) = (
-                &embeddings[&p.a.lfw_path(&images)],
-                &embeddings[&p.b.lfw_path(&images)],
-            );
+            let (a, b) = (&embeddings[&p.a.lfw_path(&images)], &embeddings[&p.b.lfw_path(&images)]);
             let s = match (a, b) {
                 (Some(a), Some(b)) => cosine(a, b),
                 _ => -1.0,
@@ -241,29 +206,13 @@ fn verify(ctx: &Ctx, pairs_path: &Path, images: Option<PathBuf>) -> anyhow::Resu
         vec!["pack".into(), ctx.pipeline.pack().to_string()],
         vec![
             "pairs (genuine / impostor)".into(),
-            format!(
-                "{} ({} / {})",
-                report.pairs, report.genuine, report.impostors
-            ),
+            format!("{} ({} / {})", report.pairs, report.genuine, report.impostors),
         ],
-        vec![
-            "10-fold accuracy".into(),
-            format!(
-                "{} ± {}",
-                pct(report.accuracy_mean),
-                pct(report.accuracy_std)
-            ),
-        ],
-        vec![
-            "mean threshold (cosine)".into(),
-            format!("{:.3}", report.best_threshold_mean),
-        ],
+        vec!["10-fold accuracy".into(), format!("{} ± {}", pct(report.accuracy_mean), pct(report.accuracy_std))],
+        vec!["mean threshold (cosine)".into(), format!("{:.3}", report.best_threshold_mean)],
         vec!["TAR @ FAR 1e-3".into(), pct(report.tar_at_far_1e3)],
         vec!["TAR @ FAR 1e-4".into(), pct(report.tar_at_far_1e4)],
-        vec![
-            "faces not found".into(),
-            format!("{not_found} of {} images", paths.len()),
-        ],
+        vec!["faces not found".into(), format!("{not_found} of {} images", paths.len())],
         vec!["pairs skipped (photo missing)".into(), skipped.to_string()],
     ];
     let output = VerifyOutput {
@@ -294,31 +243,18 @@ fn identify(ctx: &Ctx, manifest: &Path) -> anyhow::Result<()> {
     let protocol = build_open_set_protocol(&faces);
     let embed = |list: &[(String, String)]| -> Vec<(String, Option<Vec<f32>>)> {
         let paths: Vec<PathBuf> = list.iter().map(|(_, p)| base.join(p)).collect();
-        list.iter()
-            .map(|(id, _)| id.clone())
-            .zip(ctx.embed_all(&paths, FaceChoice::Largest))
-            .collect()
+        list.iter().map(|(id, _)| id.clone()).zip(ctx.embed_all(&paths, FaceChoice::Largest)).collect()
     };
     let gallery = embed(&protocol.gallery);
     let mated = embed(&protocol.mated_probes);
     let nonmated = embed(&protocol.nonmated_probes);
-    let not_found = [&gallery, &mated, &nonmated]
-        .iter()
-        .flat_map(|l| l.iter())
-        .filter(|(_, e)| e.is_none())
-        .count();
-    let gallery: Vec<(&str, &[f32])> = gallery
-        .iter()
-        .filter_map(|(id, e)| e.as_deref().map(|e| (id.as_str(), e)))
-        .collect();
+    let not_found = [&gallery, &mated, &nonmated].iter().flat_map(|l| l.iter()).filter(|(_, e)| e.is_none()).count();
+    let gallery: Vec<(&str, &[f32])> =
+        gallery.iter().filter_map(|(id, e)| e.as_deref().map(|e| (id.as_str(), e))).collect();
     let score = |probe: &Option<Vec<f32>>, identity: Option<&str>| -> ProbeResult {
         let Some(probe) = probe else {
             // A probe without a face is a miss for a mated probe and no alarm for a non-mated one.
-            return ProbeResult {
-                mated: identity.is_some(),
-                true_score: None,
-                best_nonmate_score: None,
-            };
+            return ProbeResult { mated: identity.is_some(), true_score: None, best_nonmate_score: None };
         };
         let mut true_score = None;
         let mut best_nonmate: Option<f32> = None;
@@ -330,11 +266,7 @@ fn identify(ctx: &Ctx, manifest: &Path) -> anyhow::Result<()> {
                 best_nonmate = Some(best_nonmate.map_or(s, |b| b.max(s)));
             }
         }
-        ProbeResult {
-            mated: identity.is_some(),
-            true_score,
-            best_nonmate_score: best_nonmate,
-        }
+        ProbeResult { mated: identity.is_some(), true_score, best_nonmate_score: best_nonmate }
     };
     let mut results: Vec<ProbeResult> = mated.iter().map(|(id, e)| score(e, Some(id))).collect();
     results.extend(nonmated.iter().map(|(_, e)| score(e, None)));
@@ -343,38 +275,20 @@ fn identify(ctx: &Ctx, manifest: &Path) -> anyhow::Result<()> {
         vec!["pack".into(), ctx.pipeline.pack().to_string()],
         vec![
             "gallery / mated / non-mated".into(),
-            format!(
-                "{} / {} / {}",
-                report.gallery_size, report.mated_probes, report.nonmated_probes
-            ),
+            format!("{} / {} / {}", report.gallery_size, report.mated_probes, report.nonmated_probes),
         ],
         vec!["rank-1".into(), pct(report.rank1)],
         vec![
             "FNIR @ FPIR 1e-2".into(),
-            format!(
-                "{} (threshold {:.3})",
-                pct(report.fnir_at_fpir_1e2),
-                report.threshold_at_fpir_1e2
-            ),
+            format!("{} (threshold {:.3})", pct(report.fnir_at_fpir_1e2), report.threshold_at_fpir_1e2),
         ],
         vec![
             "FNIR @ FPIR 1e-3".into(),
-            format!(
-                "{} (threshold {:.3})",
-                pct(report.fnir_at_fpir_1e3),
-                report.threshold_at_fpir_1e3
-            ),
+            format!("{} (threshold {:.3})", pct(report.fnir_at_fpir_1e3), report.threshold_at_fpir_1e3),
         ],
         vec!["faces not found".into(), not_found.to_string()],
     ];
-    ctx.print(
-        &IdentifyOutput {
-            pack: ctx.pipeline.pack().to_string(),
-            faces_not_found: not_found,
-            report,
-        },
-        rows,
-    )
+    ctx.print(&IdentifyOutput { pack: ctx.pipeline.pack().to_string(), faces_not_found: not_found, report }, rows)
 }
 
 #[derive(Serialize)]
@@ -384,11 +298,12 @@ struct LivenessOutput {
     report: facesearch_eval::PadReport,
 }
 
-fn liveness(ctx: &Ctx, manifest: &Path, threshold: f32) -> anyhow::Result<()> {
+fn liveness(ctx: &Ctx, manifest: &Path, threshold: f32, sources: &[String]) -> anyhow::Result<()> {
     let (base, rows) = read_manifest(manifest)?;
     let rows: Vec<&ManifestRow> = rows
         .iter()
         .filter(|r| matches!(r.kind.as_str(), "live" | "spoof" | "face"))
+        .filter(|r| sources.is_empty() || sources.contains(&r.source))
         .collect();
     let verdicts = ctx.map(&rows, |row| -> Option<Liveness> {
         let bytes = std::fs::read(base.join(&row.path)).ok()?;
@@ -411,83 +326,46 @@ fn liveness(ctx: &Ctx, manifest: &Path, threshold: f32) -> anyhow::Result<()> {
     let report = pad_report(&samples, threshold);
     let mut out = vec![
         vec!["threshold".into(), format!("{threshold:.2}")],
-        vec![
-            "attacks / bona fide judged".into(),
-            format!("{} / {}", report.attacks, report.bona_fide),
-        ],
+        vec!["attacks / bona fide judged".into(), format!("{} / {}", report.attacks, report.bona_fide)],
         vec![
             "APCER".into(),
-            format!(
-                "{} (95% CI {} – {})",
-                pct(report.apcer),
-                pct(report.apcer_ci95.0),
-                pct(report.apcer_ci95.1)
-            ),
+            format!("{} (95% CI {} – {})", pct(report.apcer), pct(report.apcer_ci95.0), pct(report.apcer_ci95.1)),
         ],
         vec![
             "BPCER".into(),
-            format!(
-                "{} (95% CI {} – {})",
-                pct(report.bpcer),
-                pct(report.bpcer_ci95.0),
-                pct(report.bpcer_ci95.1)
-            ),
+            format!("{} (95% CI {} – {})", pct(report.bpcer), pct(report.bpcer_ci95.0), pct(report.bpcer_ci95.1)),
         ],
-        vec![
-            "EER".into(),
-            format!(
-                "{} at threshold {:.3}",
-                pct(report.eer),
-                report.eer_threshold
-            ),
-        ],
+        vec!["EER".into(), format!("{} at threshold {:.3}", pct(report.eer), report.eer_threshold)],
         vec![
             "cannot judge (attacks / bona fide)".into(),
-            format!(
-                "{} / {}",
-                report.cannot_judge_attacks, report.cannot_judge_bona_fide
-            ),
+            format!("{} / {}", report.cannot_judge_attacks, report.cannot_judge_bona_fide),
         ],
         vec!["no face found".into(), no_face.to_string()],
     ];
     for t in &report.per_attack_type {
-        out.push(vec![
-            format!("APCER {}", t.attack_type),
-            format!("{} of {}", pct(t.apcer), t.attacks),
-        ]);
+        out.push(vec![format!("APCER {}", t.attack_type), format!("{} of {}", pct(t.apcer), t.attacks)]);
     }
     for p in &report.curve {
-        out.push(vec![
-            format!("curve t={:.2}", p.threshold),
-            format!("APCER {} BPCER {}", pct(p.apcer), pct(p.bpcer)),
-        ]);
+        out.push(vec![format!("curve t={:.2}", p.threshold), format!("APCER {} BPCER {}", pct(p.apcer), pct(p.bpcer))]);
     }
     ctx.print(&LivenessOutput { no_face, report }, out)
 }
 
 /// Photos that are re-crops or resizes of another photo in the set: not independent.
 fn is_derivative(row: &ManifestRow) -> bool {
-    row.source.starts_with("derived")
-        || ["aligned", "240p", "rot_"]
-            .iter()
-            .any(|m| row.path.contains(m))
+    row.source.starts_with("derived") || ["aligned", "240p", "rot_"].iter().any(|m| row.path.contains(m))
 }
 
 fn calibrate(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
     let (base, rows) = read_manifest(manifest)?;
-    let rows: Vec<&ManifestRow> = rows
-        .iter()
-        .filter(|r| r.kind == "face" && !r.identity.is_empty() && !is_derivative(r))
-        .collect();
+    let rows: Vec<&ManifestRow> =
+        rows.iter().filter(|r| r.kind == "face" && !r.identity.is_empty() && !is_derivative(r)).collect();
     let paths: Vec<PathBuf> = rows.iter().map(|r| base.join(&r.path)).collect();
     let embeddings = ctx.embed_all(&paths, FaceChoice::Largest);
     let mut by_identity: BTreeMap<&str, Vec<&[f32]>> = BTreeMap::new();
     for (row, e) in rows.iter().zip(&embeddings) {
         if let Some(e) = e {
-            by_identity
-                .entry(row.identity.as_str())
-                .or_default()
-                .push(e);
+            by_identity.entry(row.identity.as_str()).or_default().push(e);
         }
     }
     let people: Vec<(&str, &Vec<&[f32]>)> = by_identity.iter().map(|(k, v)| (*k, v)).collect();
@@ -508,17 +386,11 @@ fn calibrate(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::Result
         ctx.pipeline.pack().name(),
         &genuine,
         &impostor,
-        &format!(
-            "facesearch eval calibrate --pack {} --manifest {}",
-            ctx.pipeline.pack(),
-            manifest.display()
-        ),
+        &format!("facesearch eval calibrate --pack {} --manifest {}", ctx.pipeline.pack(), manifest.display()),
     )?;
     let json = serde_json::to_string_pretty(&calibration)? + "\n";
     match out {
-        Some(path) => {
-            std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?
-        }
+        Some(path) => std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{json}"),
     }
     if !ctx.json {
@@ -534,13 +406,7 @@ fn calibrate(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::Result
                 ]
             })
             .collect();
-        eprintln!(
-            "{}",
-            table::render(
-                &["score", "cosine", "false-match rate", "true-match rate"],
-                &rows
-            )
-        );
+        eprintln!("{}", table::render(&["score", "cosine", "false-match rate", "true-match rate"], &rows));
     }
     Ok(())
 }

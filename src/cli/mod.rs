@@ -12,11 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use facesearch_face::{Pack, PipelineConfig, RuntimeOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "facesearch",
-    version,
-    about = "Self-hosted face search (1:N) service"
-)]
+#[command(name = "facesearch", version, about = "Self-hosted face search (1:N) service")]
 pub struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "FACESEARCH_LOG_JSON")]
@@ -52,19 +48,19 @@ pub struct PipelineArgs {
     /// Embed the mirrored face too and average the two vectors.
     #[arg(long, global = true)]
     pub flip_average: bool,
+    /// Smallest context around a face (crop side / face side) for which liveness is judged.
+    #[arg(long, global = true)]
+    pub liveness_min_context: Option<f32>,
 }
 
 impl PipelineArgs {
     pub fn config(&self) -> PipelineConfig {
-        let mut config = PipelineConfig {
-            flip_average: self.flip_average,
-            ..PipelineConfig::default()
-        };
+        let mut config = PipelineConfig { flip_average: self.flip_average, ..PipelineConfig::default() };
+        if let Some(c) = self.liveness_min_context {
+            config.liveness.min_context = c;
+        }
         if let Some(n) = self.intra_threads {
-            config.runtime = RuntimeOptions {
-                intra_threads: n,
-                ..config.runtime
-            };
+            config.runtime = RuntimeOptions { intra_threads: n, ..config.runtime };
         }
         config
     }
@@ -72,30 +68,17 @@ impl PipelineArgs {
     pub fn load(&self) -> anyhow::Result<facesearch_face::FacePipeline> {
         let cache = facesearch_models::ModelCache::resolve(self.models_dir.clone())?;
         if self.pack.non_commercial() {
-            tracing::warn!(
-                "the insightface pack's pretrained models are licensed for non-commercial research only"
-            );
+            tracing::warn!("the insightface pack's pretrained models are licensed for non-commercial research only");
         }
-        Ok(facesearch_face::FacePipeline::load(
-            self.pack,
-            &cache,
-            self.config(),
-        )?)
+        Ok(facesearch_face::FacePipeline::load(self.pack, &cache, self.config())?)
     }
 }
 
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FACESEARCH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init()
-    } else {
-        builder.init()
-    }
+    let filter = EnvFilter::try_from_env("FACESEARCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

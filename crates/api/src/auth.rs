@@ -45,17 +45,14 @@ impl Caller {
 
     /// See an index, its records and images (admin, or a searcher or operator granted it).
     pub fn may_read(&self, index: &IndexInfo) -> bool {
-        self.is_admin()
-            || (matches!(self.user.role, Role::Searcher | Role::Operator) && self.granted(index))
+        self.is_admin() || (matches!(self.user.role, Role::Searcher | Role::Operator) && self.granted(index))
     }
 
     /// Enrol, update and delete records (admin, or an operator granted an INTERNAL index:
     /// EXTERNAL indexes are read-only to non-admins).
     pub fn may_write(&self, index: &IndexInfo) -> bool {
         self.is_admin()
-            || (self.user.role == Role::Operator
-                && self.granted(index)
-                && index.index_type == IndexType::Internal)
+            || (self.user.role == Role::Operator && self.granted(index) && index.index_type == IndexType::Internal)
     }
 }
 
@@ -67,10 +64,7 @@ pub struct CredentialCache {
 
 impl CredentialCache {
     pub fn new() -> Self {
-        Self {
-            key: rand::random(),
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self { key: rand::random(), entries: Mutex::new(HashMap::new()) }
     }
 
     fn digest(&self, user: &str, password: &str) -> [u8; 32] {
@@ -84,10 +78,7 @@ impl CredentialCache {
 
     fn get(&self, digest: &[u8; 32]) -> Option<User> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(digest)
-            .filter(|(_, at)| at.elapsed() < CREDENTIAL_TTL)
-            .map(|(u, _)| u.clone())
+        entries.get(digest).filter(|(_, at)| at.elapsed() < CREDENTIAL_TTL).map(|(u, _)| u.clone())
     }
 
     fn put(&self, digest: [u8; 32], user: User) {
@@ -103,10 +94,7 @@ impl CredentialCache {
 
     /// Forgets every remembered credential (after a password, role or grant change).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -122,9 +110,7 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
@@ -133,25 +119,15 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header =
+            parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::unauthorized)?;
         let (name, password) = parse_basic(header).ok_or_else(ApiError::unauthorized)?;
         let digest = state.credentials().digest(&name, &password);
         if let Some(user) = state.credentials().get(&digest) {
             return Ok(Caller { user });
         }
-        let user = state
-            .store()
-            .verify_password(&name, &password)
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
+        let user = state.store().verify_password(&name, &password).await?.ok_or_else(ApiError::unauthorized)?;
         state.credentials().put(digest, user.clone());
         Ok(Caller { user })
     }
@@ -163,17 +139,11 @@ mod tests {
 
     #[test]
     fn basic_header_parsing() {
-        let v = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("alice:pa:ss")
-        );
+        let v = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:pa:ss"));
         assert_eq!(parse_basic(&v), Some(("alice".into(), "pa:ss".into())));
         assert_eq!(parse_basic("Bearer abc"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
-        let no_colon = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("alice")
-        );
+        let no_colon = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice"));
         assert_eq!(parse_basic(&no_colon), None);
     }
 }

@@ -21,12 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            details: Map::new(),
-        }
+        Self { status, code, message: message.into(), details: Map::new() }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -35,18 +30,10 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "valid HTTP Basic credentials are required",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "valid HTTP Basic credentials are required")
     }
     pub fn forbidden(what: &str) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            format!("you are not allowed to {what}"),
-        )
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("you are not allowed to {what}"))
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -55,31 +42,17 @@ impl ApiError {
         Self::bad_request("INVALID_PARAMETER", message).with("parameter", name)
     }
     pub fn missing_field(name: &str) -> Self {
-        Self::bad_request("MISSING_FIELD", format!("the field {name:?} is required"))
-            .with("field", name)
+        Self::bad_request("MISSING_FIELD", format!("the field {name:?} is required")).with("field", name)
     }
     pub fn index_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "INDEX_NOT_FOUND",
-            format!("no index with id {id:?}"),
-        )
-        .with("index_id", id)
+        Self::new(StatusCode::NOT_FOUND, "INDEX_NOT_FOUND", format!("no index with id {id:?}")).with("index_id", id)
     }
     pub fn record_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "RECORD_NOT_FOUND",
-            format!("no record with id {id:?} in this index"),
-        )
-        .with("record_id", id)
+        Self::new(StatusCode::NOT_FOUND, "RECORD_NOT_FOUND", format!("no record with id {id:?} in this index"))
+            .with("record_id", id)
     }
     pub fn file_not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "FILE_NOT_FOUND",
-            "no file with this id",
-        )
+        Self::new(StatusCode::NOT_FOUND, "FILE_NOT_FOUND", "no file with this id")
     }
     pub fn internal() -> Self {
         Self::new(
@@ -89,11 +62,7 @@ impl ApiError {
         )
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            message,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
     }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
@@ -108,17 +77,12 @@ impl IntoResponse for ApiError {
         error.extend(self.details);
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"facesearch\""),
-            );
-        }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE
-            || self.status == StatusCode::TOO_MANY_REQUESTS
-        {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"facesearch\""));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -127,25 +91,17 @@ impl IntoResponse for ApiError {
 impl From<DecodeError> for ApiError {
     fn from(e: DecodeError) -> Self {
         match e {
-            DecodeError::TooManyBytes { bytes, limit } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "IMAGE_TOO_LARGE",
-                e.to_string(),
-            )
-            .with("bytes", bytes)
-            .with("limit", limit),
-            DecodeError::TooManyPixels {
-                width,
-                height,
-                limit,
-            } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "IMAGE_TOO_LARGE",
-                e.to_string(),
-            )
-            .with("width", width)
-            .with("height", height)
-            .with("max_pixels", limit),
+            DecodeError::TooManyBytes { bytes, limit } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "IMAGE_TOO_LARGE", e.to_string())
+                    .with("bytes", bytes)
+                    .with("limit", limit)
+            }
+            DecodeError::TooManyPixels { width, height, limit } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "IMAGE_TOO_LARGE", e.to_string())
+                    .with("width", width)
+                    .with("height", height)
+                    .with("max_pixels", limit)
+            }
             DecodeError::Empty | DecodeError::UnknownFormat | DecodeError::Corrupt { .. } => {
                 Self::bad_request("INVALID_IMAGE", e.to_string())
             }
@@ -159,12 +115,10 @@ impl From<PipelineError> for ApiError {
         match &e {
             PipelineError::Decode(d) => d.clone().into(),
             PipelineError::NoFace => unprocessable("NO_FACE_DETECTED"),
-            PipelineError::FaceTooSmall { size, min } => unprocessable("FACE_TOO_SMALL")
-                .with("face_size", *size)
-                .with("min_face_size", *min),
-            PipelineError::AmbiguousFaces { count } => {
-                unprocessable("MULTIPLE_FACES").with("faces", *count)
+            PipelineError::FaceTooSmall { size, min } => {
+                unprocessable("FACE_TOO_SMALL").with("face_size", *size).with("min_face_size", *min)
             }
+            PipelineError::AmbiguousFaces { count } => unprocessable("MULTIPLE_FACES").with("faces", *count),
             PipelineError::Unalignable => unprocessable("NO_FACE_DETECTED"),
             PipelineError::Models(_) | PipelineError::Runtime(_) => {
                 tracing::error!(error = %e, "face pipeline failure");
@@ -177,25 +131,17 @@ impl From<PipelineError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::DuplicateIndexName(name) => Self::new(
-                StatusCode::CONFLICT,
-                "INDEX_NAME_TAKEN",
-                format!("an index named {name:?} already exists"),
-            ),
-            StoreError::DuplicateUser(name) => Self::new(
-                StatusCode::CONFLICT,
-                "USER_EXISTS",
-                format!("a user named {name:?} already exists"),
-            ),
-            StoreError::Conflict(detail) => {
-                Self::new(StatusCode::CONFLICT, "CONFLICT", detail.clone())
+            StoreError::DuplicateIndexName(name) => {
+                Self::new(StatusCode::CONFLICT, "INDEX_NAME_TAKEN", format!("an index named {name:?} already exists"))
             }
+            StoreError::DuplicateUser(name) => {
+                Self::new(StatusCode::CONFLICT, "USER_EXISTS", format!("a user named {name:?} already exists"))
+            }
+            StoreError::Conflict(detail) => Self::new(StatusCode::CONFLICT, "CONFLICT", detail.clone()),
             StoreError::InvalidCursor => {
                 Self::invalid_parameter("cursor", "the cursor is not one this server returned")
             }
-            StoreError::InvalidInput(detail) => {
-                Self::bad_request("INVALID_PARAMETER", detail.clone())
-            }
+            StoreError::InvalidInput(detail) => Self::bad_request("INVALID_PARAMETER", detail.clone()),
             _ => {
                 tracing::error!(error = %e, "store failure");
                 Self::unavailable("the database is not available; retry shortly")
@@ -209,27 +155,18 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Face(f) => f.into(),
             EngineError::Store(s) => s.into(),
-            EngineError::LivenessFailed { score, threshold } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "LIVENESS_CHECK_FAILED",
-                e.to_string(),
-            )
-            .with("liveness_score", round(f64::from(score), 4))
-            .with("threshold", round(f64::from(threshold), 4)),
-            EngineError::LivenessCannotJudge {
-                context,
-                min_context,
-            } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "LIVENESS_CANNOT_JUDGE",
-                e.to_string(),
-            )
-            .with("context", round(f64::from(context), 2))
-            .with("min_context", round(f64::from(min_context), 2)),
-            EngineError::IndexNotFound(id) => Self::index_not_found(&id),
-            EngineError::PackMismatch { .. } => {
-                Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string())
+            EngineError::LivenessFailed { score, threshold } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "LIVENESS_CHECK_FAILED", e.to_string())
+                    .with("liveness_score", round(f64::from(score), 4))
+                    .with("threshold", round(f64::from(threshold), 4))
             }
+            EngineError::LivenessCannotJudge { context, min_context } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "LIVENESS_CANNOT_JUDGE", e.to_string())
+                    .with("context", round(f64::from(context), 2))
+                    .with("min_context", round(f64::from(min_context), 2))
+            }
+            EngineError::IndexNotFound(id) => Self::index_not_found(&id),
+            EngineError::PackMismatch { .. } => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
             EngineError::Index(_) | EngineError::Calibration(_) | EngineError::Task(_) => {
                 tracing::error!(error = %e, "engine failure");

@@ -17,18 +17,10 @@ pub struct QueryParams(pub HashMap<String, String>);
 
 impl FromRequestParts<AppState> for QueryParams {
     type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "INVALID_PARAMETER",
-                    format!("malformed query string: {}", e.body_text()),
-                )
-            })?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state).await.map_err(|e| {
+            ApiError::bad_request("INVALID_PARAMETER", format!("malformed query string: {}", e.body_text()))
+        })?;
         Ok(Self(map))
     }
 }
@@ -39,10 +31,7 @@ impl QueryParams {
             None => Ok(default),
             Some(v) if v == "true" || v == "1" => Ok(true),
             Some(v) if v == "false" || v == "0" => Ok(false),
-            Some(_) => Err(ApiError::invalid_parameter(
-                name,
-                format!("{name} must be true or false"),
-            )),
+            Some(_) => Err(ApiError::invalid_parameter(name, format!("{name} must be true or false"))),
         }
     }
 
@@ -64,9 +53,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "UNSUPPORTED_MEDIA_TYPE",
                 "the body must be JSON with Content-Type: application/json",
             )),
-            Err(JsonRejection::BytesRejection(e))
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
+            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::too_large("the request body is too large"))
             }
             Err(e) => Err(ApiError::bad_request("INVALID_JSON", e.body_text())),
@@ -105,9 +92,7 @@ impl FromRequest<AppState> for Form {
         let mut parts = 0;
         let broken = |e: axum::extract::multipart::MultipartError| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(format!(
-                    "the request body is larger than allowed ({max_file} bytes of image)"
-                ))
+                ApiError::too_large(format!("the request body is larger than allowed ({max_file} bytes of image)"))
             } else {
                 ApiError::bad_request(
                     "INVALID_MULTIPART",
@@ -125,17 +110,10 @@ impl FromRequest<AppState> for Form {
             }
             let name = field.name().unwrap_or_default().to_string();
             if form.files.contains_key(&name) || form.texts.contains_key(&name) {
-                return Err(ApiError::invalid_parameter(
-                    &name,
-                    format!("the field {name:?} is given more than once"),
-                ));
+                return Err(ApiError::invalid_parameter(&name, format!("the field {name:?} is given more than once")));
             }
             let file_name = field.file_name().map(str::to_string);
-            let limit = if file_name.is_some() {
-                max_file
-            } else {
-                MAX_TEXT_FIELD
-            };
+            let limit = if file_name.is_some() { max_file } else { MAX_TEXT_FIELD };
             let mut bytes = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(broken)? {
                 if bytes.len() + chunk.len() > limit {
@@ -147,10 +125,7 @@ impl FromRequest<AppState> for Form {
                         )
                         .with("limit", limit)
                     } else {
-                        ApiError::invalid_parameter(
-                            &name,
-                            format!("the field {name:?} is longer than {limit} bytes"),
-                        )
+                        ApiError::invalid_parameter(&name, format!("the field {name:?} is longer than {limit} bytes"))
                     });
                 }
                 bytes.extend_from_slice(&chunk);
@@ -158,12 +133,8 @@ impl FromRequest<AppState> for Form {
             if file_name.is_some() {
                 form.files.insert(name, Upload { bytes, file_name });
             } else {
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    ApiError::invalid_parameter(
-                        &name,
-                        format!("the field {name:?} is not UTF-8 text"),
-                    )
-                })?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| ApiError::invalid_parameter(&name, format!("the field {name:?} is not UTF-8 text")))?;
                 form.texts.insert(name, text);
             }
         }
@@ -176,19 +147,14 @@ impl Form {
     pub fn file(&mut self, name: &str) -> Result<Upload, ApiError> {
         if let Some(f) = self.files.remove(name) {
             if f.bytes.is_empty() {
-                return Err(ApiError::bad_request(
-                    "INVALID_IMAGE",
-                    format!("the file {name:?} is empty"),
-                )
-                .with("field", name));
+                return Err(
+                    ApiError::bad_request("INVALID_IMAGE", format!("the file {name:?} is empty")).with("field", name)
+                );
             }
             return Ok(f);
         }
         if self.texts.contains_key(name) {
-            return Err(ApiError::invalid_parameter(
-                name,
-                format!("{name:?} must be a file upload"),
-            ));
+            return Err(ApiError::invalid_parameter(name, format!("{name:?} must be a file upload")));
         }
         Err(ApiError::missing_field(name))
     }
@@ -198,27 +164,14 @@ impl Form {
     }
 
     /// A number field within `range`, or `default` when absent or empty.
-    pub fn number(
-        &mut self,
-        name: &str,
-        default: f64,
-        range: std::ops::RangeInclusive<f64>,
-    ) -> Result<f64, ApiError> {
-        match self
-            .text(name)
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-        {
+    pub fn number(&mut self, name: &str, default: f64, range: std::ops::RangeInclusive<f64>) -> Result<f64, ApiError> {
+        match self.text(name).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
             None => Ok(default),
             Some(s) => match s.parse::<f64>() {
                 Ok(v) if v.is_finite() && range.contains(&v) => Ok(v),
                 _ => Err(ApiError::invalid_parameter(
                     name,
-                    format!(
-                        "{name} must be a number from {} to {}, not {s:?}",
-                        range.start(),
-                        range.end()
-                    ),
+                    format!("{name} must be a number from {} to {}, not {s:?}", range.start(), range.end()),
                 )),
             },
         }
@@ -231,21 +184,13 @@ impl Form {
         default: usize,
         range: std::ops::RangeInclusive<usize>,
     ) -> Result<usize, ApiError> {
-        match self
-            .text(name)
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-        {
+        match self.text(name).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
             None => Ok(default),
             Some(s) => match s.parse::<usize>() {
                 Ok(v) if range.contains(&v) => Ok(v),
                 _ => Err(ApiError::invalid_parameter(
                     name,
-                    format!(
-                        "{name} must be a whole number from {} to {}, not {s:?}",
-                        range.start(),
-                        range.end()
-                    ),
+                    format!("{name} must be a whole number from {} to {}, not {s:?}", range.start(), range.end()),
                 )),
             },
         }

@@ -35,29 +35,14 @@ pub fn router(state: AppState) -> Router {
         .route("/face/search", post(search::search))
         .route("/media/file/download/{file_id}", get(search::download))
         .route("/face/index", post(indexes::create))
-        .route(
-            "/face/index/{index_id}",
-            get(indexes::get)
-                .patch(indexes::patch)
-                .delete(indexes::delete),
-        )
-        .route(
-            "/face/index/{index_id}/records",
-            post(records::enrol).get(records::list),
-        )
+        .route("/face/index/{index_id}", get(indexes::get).patch(indexes::patch).delete(indexes::delete))
+        .route("/face/index/{index_id}/records", post(records::enrol).get(records::list))
         .route(
             "/face/index/{index_id}/records/{record_id}",
-            get(records::get)
-                .patch(records::patch)
-                .delete(records::delete),
+            get(records::get).patch(records::patch).delete(records::delete),
         )
-        .route(
-            "/face/index/{index_id}/records/{record_id}/images",
-            post(records::add_image),
-        )
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
-        })
+        .route("/face/index/{index_id}/records/{record_id}/images", post(records::add_image))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

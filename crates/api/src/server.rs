@@ -34,17 +34,11 @@ pub struct ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("could not open the store in {dir}: {source}")]
-    Store {
-        dir: PathBuf,
-        source: facesearch_store::StoreError,
-    },
+    Store { dir: PathBuf, source: facesearch_store::StoreError },
     #[error("could not create the first admin user: {0}")]
     Admin(facesearch_store::StoreError),
     #[error("could not listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -58,28 +52,16 @@ async fn bootstrap_admin(store: &dyn Store, config: &ServerConfig) -> Result<(),
         Some(p) if !p.is_empty() => (p.clone(), false),
         _ => {
             let bytes: [u8; 18] = rand::random();
-            (
-                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                true,
-            )
+            (bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(), true)
         }
     };
-    store
-        .create_user(&config.admin_user, &password, Role::Admin)
-        .await
-        .map_err(ServerError::Admin)?;
+    store.create_user(&config.admin_user, &password, Role::Admin).await.map_err(ServerError::Admin)?;
     if generated {
         // Printed once on the console, never logged.
-        println!(
-            "created admin user {:?} with password {password}",
-            config.admin_user
-        );
+        println!("created admin user {:?} with password {password}", config.admin_user);
         println!("(shown only now; set FACESEARCH_ADMIN_PASSWORD to choose it)");
     } else {
-        println!(
-            "created admin user {:?} with the password from FACESEARCH_ADMIN_PASSWORD",
-            config.admin_user
-        );
+        println!("created admin user {:?} with the password from FACESEARCH_ADMIN_PASSWORD", config.admin_user);
     }
     Ok(())
 }
@@ -104,42 +86,27 @@ async fn shutdown_signal() {
 }
 
 /// Runs the server until SIGINT/SIGTERM (or until `stop` resolves).
-pub async fn run(
-    config: ServerConfig,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).map_err(
-        |source| ServerError::Store {
-            dir: config.data_dir.clone(),
-            source,
-        },
-    )?);
+pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.data_dir)
+            .map_err(|source| ServerError::Store { dir: config.data_dir.clone(), source })?,
+    );
     bootstrap_admin(store.as_ref(), &config).await?;
     let state = AppState::new(store.clone(), config.api.clone());
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    println!(
-        "facesearch listening on http://{addr} (data in {})",
-        config.data_dir.display()
-    );
+    println!("facesearch listening on http://{addr} (data in {})", config.data_dir.display());
 
     let loader_state = state.clone();
     let loader_config = config.clone();
     tokio::spawn(async move {
         let pack = loader_config.pack;
         if pack.non_commercial() {
-            tracing::warn!(
-                "the insightface pack's pretrained models are licensed for non-commercial research only"
-            );
+            tracing::warn!("the insightface pack's pretrained models are licensed for non-commercial research only");
         }
         let load = tokio::task::spawn_blocking(move || {
-            let cache = ModelCache::resolve(loader_config.models_dir.clone())
-                .map_err(PipelineError::from)?;
+            let cache = ModelCache::resolve(loader_config.models_dir.clone()).map_err(PipelineError::from)?;
             FacePipeline::load(pack, &cache, loader_config.pipeline)
         })
         .await;
@@ -171,10 +138,8 @@ pub async fn run(
         }
     });
 
-    let app = crate::router(state).layer(TimeoutLayer::with_status_code(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        config.request_timeout,
-    ));
+    let app = crate::router(state)
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, config.request_timeout));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }

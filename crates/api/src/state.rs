@@ -21,11 +21,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self {
-            max_image_bytes: 15 * 1024 * 1024,
-            max_results_cap: 100,
-            max_page_size: 1000,
-        }
+        Self { max_image_bytes: 15 * 1024 * 1024, max_results_cap: 100, max_page_size: 1000 }
     }
 }
 
@@ -42,12 +38,7 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
-        Self(Arc::new(Inner {
-            store,
-            engine: OnceLock::new(),
-            config,
-            credentials: CredentialCache::new(),
-        }))
+        Self(Arc::new(Inner { store, engine: OnceLock::new(), config, credentials: CredentialCache::new() }))
     }
 
     /// Makes the engine available; requests needing it get 503 until then.
@@ -56,9 +47,7 @@ impl AppState {
     }
 
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
-        self.0.engine.get().ok_or_else(|| {
-            ApiError::unavailable("the face models are still loading; retry shortly")
-        })
+        self.0.engine.get().ok_or_else(|| ApiError::unavailable("the face models are still loading; retry shortly"))
     }
 
     pub fn is_ready(&self) -> bool {

@@ -10,19 +10,10 @@ const SHORT: usize = 256;
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {
-        return Err(ApiError::invalid_parameter(
-            field,
-            format!("{field} is longer than {max} characters"),
-        ));
+        return Err(ApiError::invalid_parameter(field, format!("{field} is longer than {max} characters")));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ApiError::invalid_parameter(
-            field,
-            format!("{field} contains control characters"),
-        ));
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ApiError::invalid_parameter(field, format!("{field} contains control characters")));
     }
     Ok(())
 }
@@ -34,9 +25,7 @@ pub fn is_date(s: &str) -> bool {
         return false;
     }
     let num = |r: std::ops::Range<usize>| {
-        s.get(r)
-            .filter(|p| p.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|p| p.parse::<u32>().ok())
+        s.get(r).filter(|p| p.bytes().all(|c| c.is_ascii_digit())).and_then(|p| p.parse::<u32>().ok())
     };
     let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
         return false;
@@ -54,10 +43,7 @@ pub fn is_date(s: &str) -> bool {
 
 fn check_dob(dob: &str) -> Result<(), ApiError> {
     if !dob.is_empty() && !is_date(dob) {
-        return Err(ApiError::invalid_parameter(
-            "dob",
-            "dob must be a date in the form YYYY-MM-DD",
-        ));
+        return Err(ApiError::invalid_parameter("dob", "dob must be a date in the form YYYY-MM-DD"));
     }
     Ok(())
 }
@@ -74,19 +60,12 @@ fn check_nationality(n: &str) -> Result<(), ApiError> {
 
 /// Splits a comma-separated watch list, trimming items and dropping empty ones.
 pub fn split_watch_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
 }
 
 fn check_watch_list(items: &[String]) -> Result<(), ApiError> {
     if items.len() > 64 {
-        return Err(ApiError::invalid_parameter(
-            "watch_list",
-            "at most 64 watch-list categories are accepted",
-        ));
+        return Err(ApiError::invalid_parameter("watch_list", "at most 64 watch-list categories are accepted"));
     }
     for item in items {
         if item.trim().is_empty() || item.contains(',') {
@@ -133,24 +112,17 @@ pub struct RecordPatchBody {
 
 impl RecordPatchBody {
     pub fn validate(self) -> Result<RecordPatch, ApiError> {
-        let text = |field: &str, v: &Option<String>, max: usize| {
-            v.as_deref().map_or(Ok(()), |v| check_len(field, v, max))
-        };
+        let text =
+            |field: &str, v: &Option<String>, max: usize| v.as_deref().map_or(Ok(()), |v| check_len(field, v, max));
         text("name", &self.name, SHORT)?;
         self.dob.as_deref().map_or(Ok(()), check_dob)?;
-        self.nationality
-            .as_deref()
-            .map_or(Ok(()), check_nationality)?;
+        self.nationality.as_deref().map_or(Ok(()), check_nationality)?;
         text("gender", &self.gender, 32)?;
         text("id_no", &self.id_no, 128)?;
         text("address", &self.address, 1024)?;
         text("additional_info", &self.additional_info, 8192)?;
         text("reference", &self.reference, SHORT)?;
-        let watch_list = self.watch_list.map(|l| {
-            l.into_iter()
-                .map(|s| s.trim().to_string())
-                .collect::<Vec<_>>()
-        });
+        let watch_list = self.watch_list.map(|l| l.into_iter().map(|s| s.trim().to_string()).collect::<Vec<_>>());
         watch_list.as_deref().map_or(Ok(()), check_watch_list)?;
         Ok(RecordPatch {
             name: self.name,
@@ -200,32 +172,14 @@ mod tests {
         };
         assert!(check_fields(&ok).is_ok());
         for bad in [
-            RecordFields {
-                nationality: "India".into(),
-                ..Default::default()
-            },
-            RecordFields {
-                dob: "15/01/1990".into(),
-                ..Default::default()
-            },
-            RecordFields {
-                name: "x".repeat(300),
-                ..Default::default()
-            },
-            RecordFields {
-                watch_list: vec!["a,b".into()],
-                ..Default::default()
-            },
-            RecordFields {
-                name: "a\u{0}b".into(),
-                ..Default::default()
-            },
+            RecordFields { nationality: "India".into(), ..Default::default() },
+            RecordFields { dob: "15/01/1990".into(), ..Default::default() },
+            RecordFields { name: "x".repeat(300), ..Default::default() },
+            RecordFields { watch_list: vec!["a,b".into()], ..Default::default() },
+            RecordFields { name: "a\u{0}b".into(), ..Default::default() },
         ] {
             assert!(check_fields(&bad).is_err(), "{bad:?}");
         }
-        assert_eq!(
-            split_watch_list(" sanctions, ,pep "),
-            vec!["sanctions", "pep"]
-        );
+        assert_eq!(split_watch_list(" sanctions, ,pep "), vec!["sanctions", "pep"]);
     }
 }

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use facesearch_face::calibration::{Calibration, CalibrationError};
 use facesearch_face::{FaceChoice, FacePipeline, Liveness, PipelineError, ProbeFace};
 use facesearch_index::{FaceIndex, IndexError};
-use facesearch_store::{
-    EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError,
-};
+use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -24,9 +22,7 @@ use tokio::sync::Semaphore;
 pub enum EngineError {
     #[error(transparent)]
     Face(#[from] PipelineError),
-    #[error(
-        "the face was judged a spoof (live probability {score:.3} below the threshold {threshold:.3})"
-    )]
+    #[error("the face was judged a spoof (live probability {score:.3} below the threshold {threshold:.3})")]
     LivenessFailed { score: f32, threshold: f32 },
     #[error(
         "liveness cannot be judged: the face fills the frame (context {context:.2}× the face, at least {min_context:.2}× needed); send a photo showing the head and shoulders"
@@ -34,14 +30,8 @@ pub enum EngineError {
     LivenessCannotJudge { context: f32, min_context: f32 },
     #[error("no index with id {0:?}")]
     IndexNotFound(String),
-    #[error(
-        "index {index} holds vectors of the {index_pack} model pack; this server runs {server_pack}"
-    )]
-    PackMismatch {
-        index: String,
-        index_pack: String,
-        server_pack: String,
-    },
+    #[error("index {index} holds vectors of the {index_pack} model pack; this server runs {server_pack}")]
+    PackMismatch { index: String, index_pack: String, server_pack: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -143,11 +133,7 @@ impl Engine {
 
     /// The index with this id, ready to be searched or written by this server.
     pub async fn usable_index(&self, id: &str) -> Result<IndexInfo, EngineError> {
-        let index = self
-            .store
-            .get_index(id)
-            .await?
-            .ok_or_else(|| EngineError::IndexNotFound(id.to_string()))?;
+        let index = self.store.get_index(id).await?.ok_or_else(|| EngineError::IndexNotFound(id.to_string()))?;
         if index.pack != self.pipeline.pack().name() {
             return Err(EngineError::PackMismatch {
                 index: index.id,
@@ -158,17 +144,8 @@ impl Engine {
         Ok(index)
     }
 
-    async fn analyse(
-        &self,
-        bytes: Vec<u8>,
-        choice: FaceChoice,
-        liveness: bool,
-    ) -> Result<ProbeFace, EngineError> {
-        let _permit = self
-            .analyses
-            .acquire()
-            .await
-            .map_err(|_| EngineError::Busy)?;
+    async fn analyse(&self, bytes: Vec<u8>, choice: FaceChoice, liveness: bool) -> Result<ProbeFace, EngineError> {
+        let _permit = self.analyses.acquire().await.map_err(|_| EngineError::Busy)?;
         let pipeline = self.pipeline.clone();
         let probe = tokio::task::spawn_blocking(move || pipeline.probe(&bytes, choice, liveness))
             .await
@@ -177,31 +154,17 @@ impl Engine {
     }
 
     /// 1:N search of the largest face of `bytes` in `query.indexes`.
-    pub async fn search(
-        &self,
-        bytes: Vec<u8>,
-        query: &SearchQuery,
-    ) -> Result<SearchOutcome, EngineError> {
-        let probe = self
-            .analyse(bytes, FaceChoice::Largest, query.liveness)
-            .await?;
+    pub async fn search(&self, bytes: Vec<u8>, query: &SearchQuery) -> Result<SearchOutcome, EngineError> {
+        let probe = self.analyse(bytes, FaceChoice::Largest, query.liveness).await?;
         match probe.liveness {
-            Some(Liveness::Judged { live_probability })
-                if live_probability < self.config.liveness_threshold =>
-            {
+            Some(Liveness::Judged { live_probability }) if live_probability < self.config.liveness_threshold => {
                 return Err(EngineError::LivenessFailed {
                     score: live_probability,
                     threshold: self.config.liveness_threshold,
                 });
             }
-            Some(Liveness::CannotJudge {
-                context,
-                min_context,
-            }) => {
-                return Err(EngineError::LivenessCannotJudge {
-                    context,
-                    min_context,
-                });
+            Some(Liveness::CannotJudge { context, min_context }) => {
+                return Err(EngineError::LivenessCannotJudge { context, min_context });
             }
             _ => {}
         }
@@ -274,14 +237,8 @@ impl Engine {
                 return Ok(EnrolOutcome::Existing(existing));
             }
         }
-        let probe = self
-            .analyse(bytes.clone(), FaceChoice::Unambiguous, false)
-            .await?;
-        let image = Self::new_image(
-            &probe,
-            bytes,
-            stored_file_name(file_name.as_deref(), probe.mime),
-        );
+        let probe = self.analyse(bytes.clone(), FaceChoice::Unambiguous, false).await?;
+        let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
         let outcome = self
             .store
             .enrol(&index.id, fields, reference, image)
@@ -289,8 +246,7 @@ impl Engine {
             .ok_or_else(|| EngineError::IndexNotFound(index.id.clone()))?;
         if let EnrolOutcome::Created(record) = &outcome {
             if let Some(image_id) = record.image_ids.first() {
-                self.index
-                    .insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
+                self.index.insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
             }
         }
         Ok(outcome)
@@ -307,29 +263,17 @@ impl Engine {
         if self.store.get_record(&index.id, record_id).await?.is_none() {
             return Ok(None);
         }
-        let probe = self
-            .analyse(bytes.clone(), FaceChoice::Unambiguous, false)
-            .await?;
-        let image = Self::new_image(
-            &probe,
-            bytes,
-            stored_file_name(file_name.as_deref(), probe.mime),
-        );
-        let Some((record, image_id)) = self.store.add_image(&index.id, record_id, image).await?
-        else {
+        let probe = self.analyse(bytes.clone(), FaceChoice::Unambiguous, false).await?;
+        let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
+        let Some((record, image_id)) = self.store.add_image(&index.id, record_id, image).await? else {
             return Ok(None);
         };
-        self.index
-            .insert(&index.id, record_id, &image_id, &probe.embedding)?;
+        self.index.insert(&index.id, record_id, &image_id, &probe.embedding)?;
         Ok(Some(record))
     }
 
     /// Deletes a record with its images and vectors; `false` if there was none.
-    pub async fn delete_record(
-        &self,
-        index_id: &str,
-        record_id: &str,
-    ) -> Result<bool, EngineError> {
+    pub async fn delete_record(&self, index_id: &str, record_id: &str) -> Result<bool, EngineError> {
         let Some(image_ids) = self.store.delete_record(index_id, record_id).await? else {
             return Ok(false);
         };
@@ -353,15 +297,11 @@ impl Engine {
 /// A safe name to store and return for an uploaded file: the client's base name if it
 /// is plain, else `face_image.EXT` from the detected format.
 pub fn stored_file_name(client: Option<&str>, mime: &str) -> String {
-    let base = client
-        .and_then(|n| n.rsplit(['/', '\\']).next())
-        .unwrap_or("");
+    let base = client.and_then(|n| n.rsplit(['/', '\\']).next()).unwrap_or("");
     let plain = !base.is_empty()
         && base.len() <= 128
         && !base.starts_with('.')
-        && base
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._- ".contains(c));
+        && base.chars().all(|c| c.is_ascii_alphanumeric() || "._- ".contains(c));
     if plain {
         return base.to_string();
     }
@@ -384,22 +324,10 @@ mod tests {
     #[test]
     fn file_names_are_sanitised() {
         assert_eq!(stored_file_name(Some("john.jpg"), "image/jpeg"), "john.jpg");
-        assert_eq!(
-            stored_file_name(Some("C:\\photos\\john 2.png"), "image/png"),
-            "john 2.png"
-        );
-        assert_eq!(
-            stored_file_name(Some("../../etc/passwd"), "image/jpeg"),
-            "passwd"
-        );
-        assert_eq!(
-            stored_file_name(Some("<script>.jpg"), "image/jpeg"),
-            "face_image.jpg"
-        );
-        assert_eq!(
-            stored_file_name(Some(".hidden"), "image/webp"),
-            "face_image.webp"
-        );
+        assert_eq!(stored_file_name(Some("C:\\photos\\john 2.png"), "image/png"), "john 2.png");
+        assert_eq!(stored_file_name(Some("../../etc/passwd"), "image/jpeg"), "passwd");
+        assert_eq!(stored_file_name(Some("<script>.jpg"), "image/jpeg"), "face_image.jpg");
+        assert_eq!(stored_file_name(Some(".hidden"), "image/webp"), "face_image.webp");
         assert_eq!(stored_file_name(None, "image/png"), "face_image.png");
     }
 }

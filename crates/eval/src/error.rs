@@ -27,10 +27,7 @@ pub enum ParseError {
 
 impl ParseError {
     pub(crate) fn at(line: usize, message: impl Into<String>) -> Self {
-        ParseError::Line {
-            line,
-            message: message.into(),
-        }
+        ParseError::Line { line, message: message.into() }
     }
 
     /// The 1-based line number the error refers to, if it refers to one.

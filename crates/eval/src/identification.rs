@@ -97,10 +97,7 @@ pub struct IdentificationReport {
 /// there are no non-mated probes).
 pub fn fpir(probes: &[ProbeResult], threshold: f32) -> f64 {
     let nonmated = probes.iter().filter(|p| !p.mated).count();
-    let hits = probes
-        .iter()
-        .filter(|p| p.false_positive_at(threshold))
-        .count();
+    let hits = probes.iter().filter(|p| p.false_positive_at(threshold)).count();
     rate(hits, nonmated)
 }
 
@@ -114,11 +111,7 @@ pub fn fnir(probes: &[ProbeResult], threshold: f32) -> f64 {
 
 /// FPIR and FNIR at one threshold.
 pub fn operating_point(probes: &[ProbeResult], threshold: f32) -> OperatingPoint {
-    OperatingPoint {
-        threshold,
-        fpir: fpir(probes, threshold),
-        fnir: fnir(probes, threshold),
-    }
+    OperatingPoint { threshold, fpir: fpir(probes, threshold), fnir: fnir(probes, threshold) }
 }
 
 /// The smallest `f32` threshold with FPIR `<= target`: with `k = floor(target * N)`
@@ -132,11 +125,7 @@ pub fn threshold_at_fpir(probes: &[ProbeResult], target: f64) -> f32 {
     if nonmated == 0 {
         return f32::NAN;
     }
-    let scores: Vec<f32> = probes
-        .iter()
-        .filter(|p| !p.mated)
-        .filter_map(|p| p.best_nonmate_score)
-        .collect();
+    let scores: Vec<f32> = probes.iter().filter(|p| !p.mated).filter_map(|p| p.best_nonmate_score).collect();
     threshold_at_rate(&scores, nonmated, target)
 }
 
@@ -218,14 +207,10 @@ pub fn build_open_set_protocol(rows: &[(String, String)]) -> OpenSetProtocol {
         }
         if multi_position.is_multiple_of(2) {
             protocol.gallery.push(entry(identity, first));
-            protocol
-                .mated_probes
-                .extend(paths.map(|path| entry(identity, path)));
+            protocol.mated_probes.extend(paths.map(|path| entry(identity, path)));
         } else {
             protocol.nonmated_probes.push(entry(identity, first));
-            protocol
-                .nonmated_probes
-                .extend(paths.map(|path| entry(identity, path)));
+            protocol.nonmated_probes.extend(paths.map(|path| entry(identity, path)));
         }
         multi_position += 1;
     }
@@ -237,19 +222,11 @@ mod tests {
     use super::*;
 
     fn mated(true_score: Option<f32>, best_nonmate_score: Option<f32>) -> ProbeResult {
-        ProbeResult {
-            mated: true,
-            true_score,
-            best_nonmate_score,
-        }
+        ProbeResult { mated: true, true_score, best_nonmate_score }
     }
 
     fn nonmated(top: Option<f32>) -> ProbeResult {
-        ProbeResult {
-            mated: false,
-            true_score: None,
-            best_nonmate_score: top,
-        }
+        ProbeResult { mated: false, true_score: None, best_nonmate_score: top }
     }
 
     fn tiny() -> Vec<ProbeResult> {
@@ -281,10 +258,7 @@ mod tests {
         // the 0.9 mate is found -> FNIR 3/4.
         assert_eq!(threshold_at_fpir(&p, 1e-2), 0.8f32.next_up());
         let r = identification_report(&p, 10, Some(0.5));
-        assert_eq!(
-            (r.mated_probes, r.nonmated_probes, r.gallery_size),
-            (4, 4, 10)
-        );
+        assert_eq!((r.mated_probes, r.nonmated_probes, r.gallery_size), (4, 4, 10));
         assert_eq!(r.rank1, 0.5);
         assert_eq!(r.fnir_at_fpir_1e2, 0.75);
         assert_eq!(r.fnir_at_fpir_1e3, 0.75);
@@ -324,25 +298,14 @@ mod tests {
         .map(|(i, p)| (i.to_string(), p.to_string()))
         .collect();
         let s = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter()
-                .map(|(i, p)| (i.to_string(), p.to_string()))
-                .collect()
+            v.iter().map(|(i, p)| (i.to_string(), p.to_string())).collect()
         };
         let protocol = build_open_set_protocol(&rows);
         // Multi-photo identities sorted: Alice (0, enrolled), Bob (1, left out),
         // Carol (2, enrolled). Dave has one photo: distractor.
-        assert_eq!(
-            protocol.gallery,
-            s(&[("Alice", "a1.jpg"), ("Carol", "c1.jpg"), ("Dave", "d1.jpg")])
-        );
-        assert_eq!(
-            protocol.mated_probes,
-            s(&[("Alice", "a2.jpg"), ("Carol", "c2.jpg")])
-        );
-        assert_eq!(
-            protocol.nonmated_probes,
-            s(&[("Bob", "b1.jpg"), ("Bob", "b2.jpg"), ("Bob", "b3.jpg")])
-        );
+        assert_eq!(protocol.gallery, s(&[("Alice", "a1.jpg"), ("Carol", "c1.jpg"), ("Dave", "d1.jpg")]));
+        assert_eq!(protocol.mated_probes, s(&[("Alice", "a2.jpg"), ("Carol", "c2.jpg")]));
+        assert_eq!(protocol.nonmated_probes, s(&[("Bob", "b1.jpg"), ("Bob", "b2.jpg"), ("Bob", "b3.jpg")]));
         let mut reversed = rows.clone();
         reversed.reverse();
         assert_eq!(build_open_set_protocol(&reversed), protocol);

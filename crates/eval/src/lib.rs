@@ -32,8 +32,7 @@ mod rates;
 
 pub use error::ParseError;
 pub use identification::{
-    IdentificationReport, OpenSetProtocol, OperatingPoint, ProbeResult, build_open_set_protocol,
-    identification_report,
+    IdentificationReport, OpenSetProtocol, OperatingPoint, ProbeResult, build_open_set_protocol, identification_report,
 };
 pub use liveness::{AttackTypeResult, CurvePoint, LivenessSample, PadReport, pad_report};
 pub use manifest::{ManifestRow, parse_manifest};

@@ -109,18 +109,11 @@ pub struct PadReport {
 
 /// Fraction of `scores` classified live (`>= threshold`).
 fn accepted_rate(scores: &[f32], threshold: f32) -> f64 {
-    rate(
-        scores.iter().filter(|&&s| s >= threshold).count(),
-        scores.len(),
-    )
+    rate(scores.iter().filter(|&&s| s >= threshold).count(), scores.len())
 }
 
 fn curve_point(attack: &[f32], bona_fide: &[f32], threshold: f32) -> CurvePoint {
-    CurvePoint {
-        threshold,
-        apcer: accepted_rate(attack, threshold),
-        bpcer: 1.0 - accepted_rate(bona_fide, threshold),
-    }
+    CurvePoint { threshold, apcer: accepted_rate(attack, threshold), bpcer: 1.0 - accepted_rate(bona_fide, threshold) }
 }
 
 /// 95% percentile bootstrap interval of the mean of `errors` (1 = error), with
@@ -149,22 +142,9 @@ pub fn pad_report(samples: &[LivenessSample], threshold: f32) -> PadReport {
 }
 
 /// [`pad_report`] with an explicit number of bootstrap resamples and seed.
-pub fn pad_report_with(
-    samples: &[LivenessSample],
-    threshold: f32,
-    resamples: usize,
-    seed: u64,
-) -> PadReport {
-    let attack_scores: Vec<f32> = samples
-        .iter()
-        .filter(|s| s.is_attack)
-        .filter_map(|s| s.live_score)
-        .collect();
-    let bona_fide_scores: Vec<f32> = samples
-        .iter()
-        .filter(|s| !s.is_attack)
-        .filter_map(|s| s.live_score)
-        .collect();
+pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: usize, seed: u64) -> PadReport {
+    let attack_scores: Vec<f32> = samples.iter().filter(|s| s.is_attack).filter_map(|s| s.live_score).collect();
+    let bona_fide_scores: Vec<f32> = samples.iter().filter(|s| !s.is_attack).filter_map(|s| s.live_score).collect();
     let attacks = samples.iter().filter(|s| s.is_attack).count();
     let bona_fide = samples.len() - attacks;
     let cannot_judge_attacks = attacks - attack_scores.len();
@@ -185,31 +165,20 @@ pub fn pad_report_with(
     }
     let per_attack_type: Vec<AttackTypeResult> = by_type
         .into_iter()
-        .map(
-            |(name, (accepted, judged, cannot_judge))| AttackTypeResult {
-                attack_type: name.to_string(),
-                apcer: rate(accepted, judged),
-                attacks: judged,
-                cannot_judge,
-            },
-        )
+        .map(|(name, (accepted, judged, cannot_judge))| AttackTypeResult {
+            attack_type: name.to_string(),
+            apcer: rate(accepted, judged),
+            attacks: judged,
+            cannot_judge,
+        })
         .collect();
-    let apcer_max_type = per_attack_type
-        .iter()
-        .map(|t| t.apcer)
-        .filter(|a| !a.is_nan())
-        .fold(f64::NAN, f64::max);
+    let apcer_max_type = per_attack_type.iter().map(|t| t.apcer).filter(|a| !a.is_nan()).fold(f64::NAN, f64::max);
 
     let (eer, eer_threshold) = equal_error_rate(&bona_fide_scores, &attack_scores);
-    let mut curve: Vec<CurvePoint> = (0..=20)
-        .map(|i| curve_point(&attack_scores, &bona_fide_scores, i as f32 / 20.0))
-        .collect();
+    let mut curve: Vec<CurvePoint> =
+        (0..=20).map(|i| curve_point(&attack_scores, &bona_fide_scores, i as f32 / 20.0)).collect();
     if !eer_threshold.is_nan() {
-        curve.push(curve_point(
-            &attack_scores,
-            &bona_fide_scores,
-            eer_threshold,
-        ));
+        curve.push(curve_point(&attack_scores, &bona_fide_scores, eer_threshold));
         curve.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
     }
 
@@ -228,10 +197,7 @@ pub fn pad_report_with(
         cannot_judge_bona_fide,
         apcer: accepted_rate(&attack_scores, threshold),
         apcer_max_type,
-        bpcer: rate(
-            bona_fide_errors.iter().filter(|&&e| e).count(),
-            bona_fide_errors.len(),
-        ),
+        bpcer: rate(bona_fide_errors.iter().filter(|&&e| e).count(), bona_fide_errors.len()),
         per_attack_type,
         eer,
         eer_threshold,
@@ -246,19 +212,11 @@ mod tests {
     use super::*;
 
     fn attack(score: Option<f32>, kind: &str) -> LivenessSample {
-        LivenessSample {
-            live_score: score,
-            is_attack: true,
-            attack_type: kind.to_string(),
-        }
+        LivenessSample { live_score: score, is_attack: true, attack_type: kind.to_string() }
     }
 
     fn live(score: Option<f32>) -> LivenessSample {
-        LivenessSample {
-            live_score: score,
-            is_attack: false,
-            attack_type: String::new(),
-        }
+        LivenessSample { live_score: score, is_attack: false, attack_type: String::new() }
     }
 
     #[test]
@@ -283,15 +241,9 @@ mod tests {
         assert!((r.bpcer - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.per_attack_type.len(), 3);
         let t = &r.per_attack_type;
-        assert_eq!(
-            (t[0].attack_type.as_str(), t[0].attacks, t[0].cannot_judge),
-            ("mask", 0, 1)
-        );
+        assert_eq!((t[0].attack_type.as_str(), t[0].attacks, t[0].cannot_judge), ("mask", 0, 1));
         assert!(t[0].apcer.is_nan());
-        assert_eq!(
-            (t[1].attack_type.as_str(), t[1].apcer, t[1].attacks),
-            ("print", 0.5, 2)
-        );
+        assert_eq!((t[1].attack_type.as_str(), t[1].apcer, t[1].attacks), ("print", 0.5, 2));
         assert!((t[2].apcer - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.apcer_max_type, 0.5);
         // Curve: 21 grid points + the EER point; at 0.0 every judged sample is live.
@@ -313,27 +265,20 @@ mod tests {
     fn eer_of_symmetric_distributions() {
         // Bona fide at 1 - x for every attack score x: mirror images around 0.5.
         let xs = [0.1f32, 0.2, 0.3, 0.4, 0.55, 0.65];
-        let mut samples: Vec<LivenessSample> =
-            xs.iter().map(|&x| attack(Some(x), "print")).collect();
+        let mut samples: Vec<LivenessSample> = xs.iter().map(|&x| attack(Some(x), "print")).collect();
         samples.extend(xs.iter().map(|&x| live(Some(1.0 - x))));
         let r = pad_report(&samples, 0.5);
         // Bona fide: 0.35, 0.45, 0.6, 0.7, 0.8, 0.9. At t = 0.55: attacks >= t:
         // 0.55, 0.65 -> APCER 2/6; bona fide < t: 0.35, 0.45 -> BPCER 2/6.
         assert!((r.eer - 2.0 / 6.0).abs() < 1e-9, "{}", r.eer);
         assert!((r.eer_threshold - 0.55).abs() < 1e-6);
-        let eer_point = r
-            .curve
-            .iter()
-            .find(|p| p.threshold == r.eer_threshold)
-            .unwrap();
+        let eer_point = r.curve.iter().find(|p| p.threshold == r.eer_threshold).unwrap();
         assert!((eer_point.apcer - eer_point.bpcer).abs() < 1e-12);
     }
 
     #[test]
     fn perfectly_separated_has_zero_errors_and_tight_ci() {
-        let mut samples: Vec<LivenessSample> = (0..20)
-            .map(|i| attack(Some(i as f32 / 100.0), "replay"))
-            .collect();
+        let mut samples: Vec<LivenessSample> = (0..20).map(|i| attack(Some(i as f32 / 100.0), "replay")).collect();
         samples.extend((0..20).map(|i| live(Some(0.8 + i as f32 / 100.0))));
         let r = pad_report(&samples, 0.5);
         assert_eq!((r.apcer, r.bpcer, r.eer), (0.0, 0.0, 0.0));

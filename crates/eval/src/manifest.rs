@@ -42,13 +42,7 @@ impl ManifestRow {
             return None;
         }
         let head = self.note.split(';').next().unwrap_or("").trim();
-        Some(
-            ATTACK_TYPES
-                .iter()
-                .copied()
-                .find(|t| head.eq_ignore_ascii_case(t))
-                .unwrap_or("unspecified"),
-        )
+        Some(ATTACK_TYPES.iter().copied().find(|t| head.eq_ignore_ascii_case(t)).unwrap_or("unspecified"))
     }
 }
 
@@ -117,10 +111,7 @@ fn split_records(text: &str) -> Result<Vec<Record>, ParseError> {
                         end_of_record = true;
                     }
                     Some(c) => {
-                        return Err(ParseError::at(
-                            line,
-                            format!("unexpected `{c}` after a closing quote"),
-                        ));
+                        return Err(ParseError::at(line, format!("unexpected `{c}` after a closing quote")));
                     }
                 }
             } else {
@@ -158,10 +149,7 @@ fn split_records(text: &str) -> Result<Vec<Record>, ParseError> {
         }
         let blank = fields.len() == 1 && fields[0].is_empty();
         if !blank {
-            records.push(Record {
-                line: record_line,
-                fields,
-            });
+            records.push(Record { line: record_line, fields });
         }
     }
     Ok(records)
@@ -177,11 +165,7 @@ pub fn parse_manifest(text: &str) -> Result<Vec<ManifestRow>, ParseError> {
         return Err(ParseError::Empty);
     };
     let find = |name: &str| header.fields.iter().position(|h| h.trim() == name);
-    let require = |name: &str| {
-        find(name).ok_or_else(|| ParseError::MissingColumn {
-            column: name.to_string(),
-        })
-    };
+    let require = |name: &str| find(name).ok_or_else(|| ParseError::MissingColumn { column: name.to_string() });
     let path_col = require("path")?;
     let identity_col = require("identity")?;
     let kind_col = require("kind")?;
@@ -194,17 +178,10 @@ pub fn parse_manifest(text: &str) -> Result<Vec<ManifestRow>, ParseError> {
         if record.fields.len() != width {
             return Err(ParseError::at(
                 record.line,
-                format!(
-                    "expected {width} fields as in the header, found {}",
-                    record.fields.len()
-                ),
+                format!("expected {width} fields as in the header, found {}", record.fields.len()),
             ));
         }
-        let get = |col: Option<usize>| {
-            col.and_then(|c| record.fields.get(c))
-                .cloned()
-                .unwrap_or_default()
-        };
+        let get = |col: Option<usize>| col.and_then(|c| record.fields.get(c)).cloned().unwrap_or_default();
         let row = ManifestRow {
             path: get(Some(path_col)),
             identity: get(Some(identity_col)),
@@ -249,12 +226,7 @@ mod tests {
         assert_eq!(rows[0].path, "p.jpg");
         assert_eq!(rows[0].kind, "face");
         assert_eq!(rows[0].source, "");
-        assert_eq!(
-            parse_manifest("path,kind\n").unwrap_err(),
-            ParseError::MissingColumn {
-                column: "identity".into()
-            }
-        );
+        assert_eq!(parse_manifest("path,kind\n").unwrap_err(), ParseError::MissingColumn { column: "identity".into() });
         assert_eq!(parse_manifest("").unwrap_err(), ParseError::Empty);
     }
 
@@ -279,10 +251,7 @@ mod tests {
 
     #[test]
     fn parses_real_manifest() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/eval/manifest.csv"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/eval/manifest.csv");
         let Ok(text) = std::fs::read_to_string(path) else {
             eprintln!("skipping: {path} not present");
             return;
@@ -293,10 +262,6 @@ mod tests {
             assert!(rows.iter().any(|r| r.kind == kind), "no {kind} rows");
         }
         assert!(rows.iter().any(|r| r.note.contains('"')));
-        assert!(
-            rows.iter()
-                .filter(|r| r.kind == "spoof")
-                .any(|r| r.attack_type() == Some("replay"))
-        );
+        assert!(rows.iter().filter(|r| r.kind == "spoof").any(|r| r.attack_type() == Some("replay")));
     }
 }

@@ -30,9 +30,7 @@ impl ImageRef {
     /// Path of the image inside an LFW images directory:
     /// `images_dir/NAME/NAME_000N.jpg` (number zero-padded to 4 digits).
     pub fn lfw_path(&self, images_dir: &Path) -> PathBuf {
-        images_dir
-            .join(&self.name)
-            .join(format!("{}_{:04}.jpg", self.name, self.number))
+        images_dir.join(&self.name).join(format!("{}_{:04}.jpg", self.name, self.number))
     }
 }
 
@@ -51,10 +49,7 @@ fn parse_number(token: &str, line: usize) -> Result<u32, ParseError> {
     match token.parse::<u32>() {
         Ok(0) => Err(ParseError::at(line, "image numbers start at 1, found 0")),
         Ok(n) => Ok(n),
-        Err(_) => Err(ParseError::at(
-            line,
-            format!("expected an image number, found `{token}`"),
-        )),
+        Err(_) => Err(ParseError::at(line, format!("expected an image number, found `{token}`"))),
     }
 }
 
@@ -87,34 +82,19 @@ pub fn parse_pairs(text: &str) -> Result<Vec<Pair>, ParseError> {
         }
         let pair = match tokens.as_slice() {
             [name, i, j] => Pair {
-                a: ImageRef {
-                    name: (*name).to_string(),
-                    number: parse_number(i, line)?,
-                },
-                b: ImageRef {
-                    name: (*name).to_string(),
-                    number: parse_number(j, line)?,
-                },
+                a: ImageRef { name: (*name).to_string(), number: parse_number(i, line)? },
+                b: ImageRef { name: (*name).to_string(), number: parse_number(j, line)? },
                 same: true,
             },
             [name1, i, name2, j] => Pair {
-                a: ImageRef {
-                    name: (*name1).to_string(),
-                    number: parse_number(i, line)?,
-                },
-                b: ImageRef {
-                    name: (*name2).to_string(),
-                    number: parse_number(j, line)?,
-                },
+                a: ImageRef { name: (*name1).to_string(), number: parse_number(i, line)? },
+                b: ImageRef { name: (*name2).to_string(), number: parse_number(j, line)? },
                 same: name1 == name2,
             },
             _ => {
                 return Err(ParseError::at(
                     line,
-                    format!(
-                        "expected `name i j` or `name1 i name2 j`, found {} fields",
-                        tokens.len()
-                    ),
+                    format!("expected `name i j` or `name1 i name2 j`, found {} fields", tokens.len()),
                 ));
             }
         };
@@ -157,22 +137,13 @@ mod tests {
 
     #[test]
     fn lfw_path_is_zero_padded() {
-        let r = ImageRef {
-            name: "Al_Pacino".into(),
-            number: 2,
-        };
-        assert_eq!(
-            r.lfw_path(Path::new("/x/images")),
-            PathBuf::from("/x/images/Al_Pacino/Al_Pacino_0002.jpg")
-        );
+        let r = ImageRef { name: "Al_Pacino".into(), number: 2 };
+        assert_eq!(r.lfw_path(Path::new("/x/images")), PathBuf::from("/x/images/Al_Pacino/Al_Pacino_0002.jpg"));
     }
 
     #[test]
     fn parses_real_dev_test_file() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/eval/lfw-pairsDevTest.txt"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/eval/lfw-pairsDevTest.txt");
         let Ok(text) = std::fs::read_to_string(path) else {
             eprintln!("skipping: {path} not present");
             return;

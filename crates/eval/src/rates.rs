@@ -10,19 +10,12 @@
 
 /// `num / den`, or `NaN` when the denominator is zero (an undefined rate).
 pub(crate) fn rate(num: usize, den: usize) -> f64 {
-    if den == 0 {
-        f64::NAN
-    } else {
-        num as f64 / den as f64
-    }
+    if den == 0 { f64::NAN } else { num as f64 / den as f64 }
 }
 
 /// Scores sorted ascending with `NaN` mapped to negative infinity (never accepted).
 fn sorted_ascending(scores: &[f32]) -> Vec<f32> {
-    let mut v: Vec<f32> = scores
-        .iter()
-        .map(|&s| if s.is_nan() { f32::NEG_INFINITY } else { s })
-        .collect();
+    let mut v: Vec<f32> = scores.iter().map(|&s| if s.is_nan() { f32::NEG_INFINITY } else { s }).collect();
     v.sort_by(f32::total_cmp);
     v
 }
@@ -72,12 +65,7 @@ pub(crate) fn equal_error_rate(positives: &[f32], negatives: &[f32]) -> (f64, f3
     }
     let pos = sorted_ascending(positives);
     let neg = sorted_ascending(negatives);
-    let mut candidates: Vec<f32> = pos
-        .iter()
-        .chain(neg.iter())
-        .copied()
-        .filter(|s| s.is_finite())
-        .collect();
+    let mut candidates: Vec<f32> = pos.iter().chain(neg.iter()).copied().filter(|s| s.is_finite()).collect();
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
     if let Some(&max) = candidates.last() {

@@ -22,12 +22,7 @@ fn cell(row: &[String], c: usize) -> &str {
 /// header (missing cells are blank). Widths count characters, not bytes. Lines have
 /// no trailing spaces and each ends in `\n`.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let columns = rows
-        .iter()
-        .map(Vec::len)
-        .chain(std::iter::once(headers.len()))
-        .max()
-        .unwrap_or(0);
+    let columns = rows.iter().map(Vec::len).chain(std::iter::once(headers.len())).max().unwrap_or(0);
     let mut widths = vec![0usize; columns];
     let mut right = vec![true; columns];
     for (c, width) in widths.iter_mut().enumerate() {
@@ -77,10 +72,7 @@ mod tests {
 
     #[test]
     fn aligns_text_left_and_numbers_right() {
-        let rows = vec![
-            vec!["lfw".to_string(), "99.5%".to_string()],
-            vec!["att-orl".to_string(), "7".to_string()],
-        ];
+        let rows = vec![vec!["lfw".to_string(), "99.5%".to_string()], vec!["att-orl".to_string(), "7".to_string()]];
         let out = render(&["set", "accuracy"], &rows);
         let expected = "\
 set      accuracy
@@ -93,10 +85,7 @@ att-orl         7
 
     #[test]
     fn ragged_rows_and_unicode() {
-        let rows = vec![
-            vec!["é".to_string()],
-            vec!["ab".into(), "x".into(), "y".into()],
-        ];
+        let rows = vec![vec!["é".to_string()], vec!["ab".into(), "x".into(), "y".into()]];
         let out = render(&["h"], &rows);
         assert_eq!(out, "h\n--  -  -\né\nab  x  y\n");
         assert_eq!(render(&[], &[]), "\n\n");

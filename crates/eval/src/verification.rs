@@ -100,10 +100,7 @@ fn accuracy_at(scores: &[(f32, bool)], threshold: f64) -> f64 {
     if scores.is_empty() {
         return f64::NAN;
     }
-    let correct = scores
-        .iter()
-        .filter(|&&(s, same)| (f64::from(s) >= threshold) == same)
-        .count();
+    let correct = scores.iter().filter(|&&(s, same)| (f64::from(s) >= threshold) == same).count();
     correct as f64 / scores.len() as f64
 }
 
@@ -165,21 +162,14 @@ pub struct FoldResults {
 /// # Panics
 /// If `fold_ids.len() != scores.len()` (a caller bug, not an input error).
 pub fn k_fold_accuracy(scores: &[(f32, bool)], fold_ids: &[usize]) -> FoldResults {
-    assert_eq!(
-        scores.len(),
-        fold_ids.len(),
-        "one fold id is needed per scored pair"
-    );
+    assert_eq!(scores.len(), fold_ids.len(), "one fold id is needed per scored pair");
     let mut ids: Vec<usize> = fold_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     let mut accuracies = Vec::with_capacity(ids.len());
     let mut thresholds = Vec::with_capacity(ids.len());
     for &fold in &ids {
-        let (test, train): (Vec<_>, Vec<_>) = scores
-            .iter()
-            .zip(fold_ids)
-            .partition(|&(_, &id)| id == fold);
+        let (test, train): (Vec<_>, Vec<_>) = scores.iter().zip(fold_ids).partition(|&(_, &id)| id == fold);
         let test: Vec<(f32, bool)> = test.into_iter().map(|(s, _)| *s).collect();
         let mut train: Vec<(f32, bool)> = train.into_iter().map(|(s, _)| *s).collect();
         if train.is_empty() {
@@ -189,10 +179,7 @@ pub fn k_fold_accuracy(scores: &[(f32, bool)], fold_ids: &[usize]) -> FoldResult
         accuracies.push(accuracy_at(&test, threshold));
         thresholds.push(threshold);
     }
-    FoldResults {
-        accuracies,
-        thresholds,
-    }
+    FoldResults { accuracies, thresholds }
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -254,10 +241,7 @@ pub fn tar_at_far(scores: &[(f32, bool)], far: f64) -> f64 {
 ///
 /// # Panics
 /// If `fold_ids` is given with a length different from `scores`.
-pub fn verification_report(
-    scores: &[(f32, bool)],
-    fold_ids: Option<&[usize]>,
-) -> VerificationReport {
+pub fn verification_report(scores: &[(f32, bool)], fold_ids: Option<&[usize]>) -> VerificationReport {
     let default_ids;
     let ids = match fold_ids {
         Some(ids) => ids,
@@ -374,25 +358,17 @@ mod tests {
     fn real_pair_lists_get_ten_balanced_folds() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/eval/");
         let read = |name: &str| std::fs::read_to_string(format!("{dir}{name}")).ok();
-        let (Some(dev_test), Some(view2)) = (read("lfw-pairsDevTest.txt"), read("lfw-pairs.txt"))
-        else {
+        let (Some(dev_test), Some(view2)) = (read("lfw-pairsDevTest.txt"), read("lfw-pairs.txt")) else {
             eprintln!("skipping: shared/eval pair lists not present");
             return;
         };
         for text in [dev_test, view2] {
-            let labels: Vec<bool> = crate::parse_pairs(&text)
-                .unwrap()
-                .iter()
-                .map(|p| p.same)
-                .collect();
+            let labels: Vec<bool> = crate::parse_pairs(&text).unwrap().iter().map(|p| p.same).collect();
             let ids = assign_folds(&labels, 10);
             for fold in 0..10 {
                 let in_fold = || labels.iter().zip(&ids).filter(move |&(_, &id)| id == fold);
                 assert!(in_fold().any(|(&s, _)| s), "fold {fold} lacks same pairs");
-                assert!(
-                    in_fold().any(|(&s, _)| !s),
-                    "fold {fold} lacks different pairs"
-                );
+                assert!(in_fold().any(|(&s, _)| !s), "fold {fold} lacks different pairs");
             }
             assert!(ids.iter().all(|&id| id < 10));
         }

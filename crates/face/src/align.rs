@@ -11,13 +11,8 @@ use crate::detect::Landmarks;
 pub const ALIGNED_SIZE: u32 = 112;
 
 /// Where the five landmarks land in a 112×112 aligned face (ArcFace template).
-pub const ARCFACE_TEMPLATE: Landmarks = [
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-];
+pub const ARCFACE_TEMPLATE: Landmarks =
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]];
 
 /// A 2-D similarity transform `p ↦ [a −b; b a]·p + t`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,9 +33,7 @@ impl Similarity {
             return None;
         }
         let mean = |pts: &[[f32; 2]]| {
-            let (sx, sy) = pts[..n].iter().fold((0.0, 0.0), |(x, y), p| {
-                (x + f64::from(p[0]), y + f64::from(p[1]))
-            });
+            let (sx, sy) = pts[..n].iter().fold((0.0, 0.0), |(x, y), p| (x + f64::from(p[0]), y + f64::from(p[1])));
             (sx / n as f64, sy / n as f64)
         };
         let ((mx, my), (nx, ny)) = (mean(src), mean(dst));
@@ -56,19 +49,11 @@ impl Similarity {
             return None;
         }
         let (a, b) = (num_a / den, num_b / den);
-        Some(Self {
-            a,
-            b,
-            tx: nx - (a * mx - b * my),
-            ty: ny - (b * mx + a * my),
-        })
+        Some(Self { a, b, tx: nx - (a * mx - b * my), ty: ny - (b * mx + a * my) })
     }
 
     pub fn apply(&self, [x, y]: [f64; 2]) -> [f64; 2] {
-        [
-            self.a * x - self.b * y + self.tx,
-            self.b * x + self.a * y + self.ty,
-        ]
+        [self.a * x - self.b * y + self.tx, self.b * x + self.a * y + self.ty]
     }
 
     /// The inverse transform; `None` for a degenerate (zero-scale) one.
@@ -78,12 +63,7 @@ impl Similarity {
             return None;
         }
         let (a, b) = (self.a / det, -self.b / det);
-        Some(Self {
-            a,
-            b,
-            tx: -(a * self.tx - b * self.ty),
-            ty: -(b * self.tx + a * self.ty),
-        })
+        Some(Self { a, b, tx: -(a * self.tx - b * self.ty), ty: -(b * self.tx + a * self.ty) })
     }
 
     /// Uniform scale factor of the transform.
@@ -101,9 +81,7 @@ pub struct AlignedFace {
 /// Aligns the face with `landmarks` in `image`. `None` if the landmarks are degenerate.
 pub fn align(image: &RgbImage, landmarks: &Landmarks) -> Option<AlignedFace> {
     let to_template = Similarity::estimate(landmarks, &ARCFACE_TEMPLATE)?;
-    Some(AlignedFace {
-        image: warp(image, &to_template.inverse()?, ALIGNED_SIZE, ALIGNED_SIZE),
-    })
+    Some(AlignedFace { image: warp(image, &to_template.inverse()?, ALIGNED_SIZE, ALIGNED_SIZE) })
 }
 
 /// Samples `out_w`×`out_h` pixels; output pixel `p` takes the bilinear value of the
@@ -112,23 +90,14 @@ pub fn align(image: &RgbImage, landmarks: &Landmarks) -> Option<AlignedFace> {
 pub fn warp(image: &RgbImage, inverse: &Similarity, out_w: u32, out_h: u32) -> RgbImage {
     let (w, h) = (image.width() as i64, image.height() as i64);
     let pixel = |x: i64, y: i64| -> [f32; 3] {
-        if x < 0 || y < 0 || x >= w || y >= h {
-            [0.0; 3]
-        } else {
-            image.get_pixel(x as u32, y as u32).0.map(f32::from)
-        }
+        if x < 0 || y < 0 || x >= w || y >= h { [0.0; 3] } else { image.get_pixel(x as u32, y as u32).0.map(f32::from) }
     };
     RgbImage::from_fn(out_w, out_h, |u, v| {
         let [sx, sy] = inverse.apply([f64::from(u), f64::from(v)]);
         let (x0, y0) = (sx.floor(), sy.floor());
         let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
         let (x0, y0) = (x0 as i64, y0 as i64);
-        let (p00, p10, p01, p11) = (
-            pixel(x0, y0),
-            pixel(x0 + 1, y0),
-            pixel(x0, y0 + 1),
-            pixel(x0 + 1, y0 + 1),
-        );
+        let (p00, p10, p01, p11) = (pixel(x0, y0), pixel(x0 + 1, y0), pixel(x0, y0 + 1), pixel(x0 + 1, y0 + 1));
         Rgb(std::array::from_fn(|c| {
             let top = p00[c] + (p10[c] - p00[c]) * fx;
             let bottom = p01[c] + (p11[c] - p01[c]) * fx;
@@ -143,12 +112,7 @@ mod tests {
 
     #[test]
     fn recovers_a_known_similarity() {
-        let truth = Similarity {
-            a: 1.3 * 0.4f64.cos(),
-            b: 1.3 * 0.4f64.sin(),
-            tx: 12.5,
-            ty: -7.0,
-        };
+        let truth = Similarity { a: 1.3 * 0.4f64.cos(), b: 1.3 * 0.4f64.sin(), tx: 12.5, ty: -7.0 };
         let src: Vec<[f32; 2]> = ARCFACE_TEMPLATE.to_vec();
         let dst: Vec<[f32; 2]> = src
             .iter()
@@ -158,12 +122,7 @@ mod tests {
             })
             .collect();
         let est = Similarity::estimate(&src, &dst).unwrap();
-        for (x, y) in [
-            (est.a, truth.a),
-            (est.b, truth.b),
-            (est.tx, truth.tx),
-            (est.ty, truth.ty),
-        ] {
+        for (x, y) in [(est.a, truth.a), (est.b, truth.b), (est.tx, truth.tx), (est.ty, truth.ty)] {
             assert!((x - y).abs() < 1e-4, "{est:?} vs {truth:?}");
         }
         let inv = est.inverse().unwrap();
@@ -176,10 +135,7 @@ mod tests {
     fn a_mirrored_face_is_not_reflected() {
         // Landmarks mirrored left-right cannot be matched by a rotation; the estimate
         // must stay a proper similarity (it degenerates towards scale 0, not a flip).
-        let mirrored: Vec<[f32; 2]> = ARCFACE_TEMPLATE
-            .iter()
-            .map(|p| [112.0 - p[0], p[1]])
-            .collect();
+        let mirrored: Vec<[f32; 2]> = ARCFACE_TEMPLATE.iter().map(|p| [112.0 - p[0], p[1]]).collect();
         let est = Similarity::estimate(&mirrored, &ARCFACE_TEMPLATE).unwrap();
         assert!(est.scale() < 0.9, "{est:?}");
     }

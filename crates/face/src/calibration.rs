@@ -56,12 +56,7 @@ fn rate_at_or_above(sorted_desc: &[f32], t: f64) -> f64 {
 
 impl Calibration {
     /// Fits the table from genuine and impostor similarities.
-    pub fn fit(
-        pack: &str,
-        genuine: &[f32],
-        impostor: &[f32],
-        command: &str,
-    ) -> Result<Self, CalibrationError> {
+    pub fn fit(pack: &str, genuine: &[f32], impostor: &[f32], command: &str) -> Result<Self, CalibrationError> {
         if impostor.len() < 100_000 {
             return Err(CalibrationError::TooFewImpostors(impostor.len()));
         }
@@ -72,12 +67,7 @@ impl Calibration {
         imp.sort_by(|a, b| b.total_cmp(a));
         let mut genu = genuine.to_vec();
         genu.sort_by(|a, b| b.total_cmp(a));
-        let mut points = vec![CalibrationPoint {
-            score: 0.0,
-            similarity: -1.0,
-            fmr: Some(1.0),
-            tmr: Some(1.0),
-        }];
+        let mut points = vec![CalibrationPoint { score: 0.0, similarity: -1.0, fmr: Some(1.0), tmr: Some(1.0) }];
         // Measurable decades: at least 3 impostor pairs must lie above the threshold.
         for decade in 1..=9 {
             let fmr = 10f64.powi(-decade);
@@ -98,12 +88,7 @@ impl Calibration {
             });
         }
         let last = points.last().map_or(-1.0, |p| p.similarity);
-        points.push(CalibrationPoint {
-            score: 100.0,
-            similarity: 1.0f64.max(last + 1e-6),
-            fmr: None,
-            tmr: None,
-        });
+        points.push(CalibrationPoint { score: 100.0, similarity: 1.0f64.max(last + 1e-6), fmr: None, tmr: None });
         Ok(Self {
             pack: pack.to_string(),
             command: command.to_string(),
@@ -119,16 +104,10 @@ impl Calibration {
             Pack::Open => include_str!("../calibration/open.json"),
             Pack::Insightface => include_str!("../calibration/insightface.json"),
         };
-        let invalid = |detail: String| CalibrationError::Invalid {
-            pack: pack.name().to_string(),
-            detail,
-        };
+        let invalid = |detail: String| CalibrationError::Invalid { pack: pack.name().to_string(), detail };
         let table: Calibration = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if table.points.len() < 2
-            || table
-                .points
-                .windows(2)
-                .any(|w| w[1].similarity <= w[0].similarity || w[1].score <= w[0].score)
+            || table.points.windows(2).any(|w| w[1].similarity <= w[0].similarity || w[1].score <= w[0].score)
         {
             return Err(invalid("points must ascend strictly".into()));
         }
@@ -173,9 +152,7 @@ mod tests {
 
     fn fitted() -> Calibration {
         // Impostors uniform on [-0.5, 0.5), genuine on [0.3, 0.9).
-        let impostor: Vec<f32> = (0..1_000_000)
-            .map(|i| -0.5 + i as f32 / 1_000_000.0)
-            .collect();
+        let impostor: Vec<f32> = (0..1_000_000).map(|i| -0.5 + i as f32 / 1_000_000.0).collect();
         let genuine: Vec<f32> = (0..1000).map(|i| 0.3 + 0.6 * i as f32 / 1000.0).collect();
         Calibration::fit("test", &genuine, &impostor, "test").unwrap()
     }
@@ -213,11 +190,7 @@ mod tests {
         for pack in [Pack::Open, Pack::Insightface] {
             let c = Calibration::shipped(pack).unwrap();
             assert_eq!(c.pack, pack.name());
-            assert!(
-                c.impostor_pairs >= 1_000_000,
-                "{pack}: calibrated on {} impostor pairs",
-                c.impostor_pairs
-            );
+            assert!(c.impostor_pairs >= 1_000_000, "{pack}: calibrated on {} impostor pairs", c.impostor_pairs);
             let t70 = c.similarity_for(70.0);
             assert!(t70 > 0.0 && t70 < 1.0);
         }
@@ -225,13 +198,7 @@ mod tests {
 
     #[test]
     fn too_little_data_is_refused() {
-        assert!(matches!(
-            Calibration::fit("t", &[0.5], &[0.1; 10], "t"),
-            Err(CalibrationError::TooFewImpostors(10))
-        ));
-        assert!(matches!(
-            Calibration::fit("t", &[], &vec![0.1; 200_000], "t"),
-            Err(CalibrationError::NoGenuine)
-        ));
+        assert!(matches!(Calibration::fit("t", &[0.5], &[0.1; 10], "t"), Err(CalibrationError::TooFewImpostors(10))));
+        assert!(matches!(Calibration::fit("t", &[], &vec![0.1; 200_000], "t"), Err(CalibrationError::NoGenuine)));
     }
 }

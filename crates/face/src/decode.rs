@@ -17,10 +17,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 15 * 1024 * 1024,
-            max_pixels: 40_000_000,
-        }
+        Self { max_bytes: 15 * 1024 * 1024, max_pixels: 40_000_000 }
     }
 }
 
@@ -32,15 +29,10 @@ pub enum DecodeError {
     TooManyBytes { bytes: usize, limit: usize },
     #[error("the image is {width}×{height} pixels; the limit is {limit} pixels")]
     TooManyPixels { width: u32, height: u32, limit: u64 },
-    #[error(
-        "the data is not an image in a supported format (JPEG, PNG, WebP, BMP, GIF, TIFF, PGM/PPM)"
-    )]
+    #[error("the data is not an image in a supported format (JPEG, PNG, WebP, BMP, GIF, TIFF, PGM/PPM)")]
     UnknownFormat,
     #[error("the {format} image could not be decoded: {detail}")]
-    Corrupt {
-        format: &'static str,
-        detail: String,
-    },
+    Corrupt { format: &'static str, detail: String },
 }
 
 /// A decoded photo, EXIF orientation already applied.
@@ -86,18 +78,13 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
             0xFF => i += 1, // fill byte
             0x01 | 0xD0..=0xD7 => i += 2,
             _ => {
-                let Some(len) = bytes
-                    .get(i + 2..i + 4)
-                    .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
-                else {
+                let Some(len) = bytes.get(i + 2..i + 4).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
                     return false;
                 };
                 i += 2 + len;
                 if marker == 0xDA {
                     // Entropy-coded data runs to the next marker that is not FF 00 or RSTn.
-                    while i + 1 < bytes.len()
-                        && !(bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7))
-                    {
+                    while i + 1 < bytes.len() && !(bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7)) {
                         i += 1;
                     }
                 }
@@ -117,13 +104,9 @@ fn largest_png_in_ico(bytes: &[u8]) -> Option<&[u8]> {
         let data = bytes.get(offset..offset.checked_add(size)?)?;
         // Width 0 means 256.
         let side = if e[0] == 0 { 256 } else { u32::from(e[0]) };
-        data.starts_with(b"\x89PNG\r\n\x1a\n")
-            .then_some((side, data))
+        data.starts_with(b"\x89PNG\r\n\x1a\n").then_some((side, data))
     };
-    (0..count)
-        .filter_map(entry)
-        .max_by_key(|(side, _)| *side)
-        .map(|(_, data)| data)
+    (0..count).filter_map(entry).max_by_key(|(side, _)| *side).map(|(_, data)| data)
 }
 
 /// Decodes `bytes` into an upright RGB image within `limits`.
@@ -132,23 +115,15 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
         return Err(DecodeError::Empty);
     }
     if bytes.len() > limits.max_bytes {
-        return Err(DecodeError::TooManyBytes {
-            bytes: bytes.len(),
-            limit: limits.max_bytes,
-        });
+        return Err(DecodeError::TooManyBytes { bytes: bytes.len(), limit: limits.max_bytes });
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|_| DecodeError::UnknownFormat)?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|_| DecodeError::UnknownFormat)?;
     let format = reader.format().ok_or(DecodeError::UnknownFormat)?;
     if format == ImageFormat::Ico {
         // The `image` crate refuses icons whose embedded PNG is not RGBA; decode the
         // largest embedded PNG directly instead.
         if let Some(png) = largest_png_in_ico(bytes) {
-            return decode(png, limits).map(|d| DecodedImage {
-                mime: "image/x-icon",
-                ..d
-            });
+            return decode(png, limits).map(|d| DecodedImage { mime: "image/x-icon", ..d });
         }
     }
     let name = format_name(format);
@@ -160,10 +135,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
             detail: "the JPEG data is truncated (no end-of-image marker)".into(),
         });
     }
-    let corrupt = |e: image::ImageError| DecodeError::Corrupt {
-        format: name,
-        detail: e.to_string(),
-    };
+    let corrupt = |e: image::ImageError| DecodeError::Corrupt { format: name, detail: e.to_string() };
 
     let mut reader = reader;
     let mut decoder_limits = Limits::default();
@@ -174,28 +146,15 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
-        return Err(DecodeError::Corrupt {
-            format: name,
-            detail: "zero width or height".into(),
-        });
+        return Err(DecodeError::Corrupt { format: name, detail: "zero width or height".into() });
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(DecodeError::TooManyPixels {
-            width,
-            height,
-            limit: limits.max_pixels,
-        });
+        return Err(DecodeError::TooManyPixels { width, height, limit: limits.max_pixels });
     }
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     image.apply_orientation(orientation);
-    Ok(DecodedImage {
-        rgb: image.into_rgb8(),
-        mime: mime_of(format),
-        exif_orientation: orientation.to_exif(),
-    })
+    Ok(DecodedImage { rgb: image.into_rgb8(), mime: mime_of(format), exif_orientation: orientation.to_exif() })
 }
 
 #[cfg(test)]
@@ -217,65 +176,30 @@ mod tests {
     fn every_error_is_typed() {
         let limits = DecodeLimits::default();
         assert_eq!(decode(&[], &limits).unwrap_err(), DecodeError::Empty);
-        assert_eq!(
-            decode(b"hello, not an image", &limits).unwrap_err(),
-            DecodeError::UnknownFormat
-        );
-        let small = DecodeLimits {
-            max_bytes: 10,
-            ..limits
-        };
-        assert!(matches!(
-            decode(&[0u8; 11], &small),
-            Err(DecodeError::TooManyBytes {
-                bytes: 11,
-                limit: 10
-            })
-        ));
+        assert_eq!(decode(b"hello, not an image", &limits).unwrap_err(), DecodeError::UnknownFormat);
+        let small = DecodeLimits { max_bytes: 10, ..limits };
+        assert!(matches!(decode(&[0u8; 11], &small), Err(DecodeError::TooManyBytes { bytes: 11, limit: 10 })));
 
         let png = encode(&DynamicImage::new_rgb8(64, 48), ImageFormat::Png);
         let truncated = &png[..png.len() / 2];
-        assert!(matches!(
-            decode(truncated, &limits),
-            Err(DecodeError::Corrupt { format: "png", .. })
-        ));
-        let few_pixels = DecodeLimits {
-            max_pixels: 64 * 48 - 1,
-            ..limits
-        };
-        assert!(matches!(
-            decode(&png, &few_pixels),
-            Err(DecodeError::TooManyPixels {
-                width: 64,
-                height: 48,
-                ..
-            })
-        ));
+        assert!(matches!(decode(truncated, &limits), Err(DecodeError::Corrupt { format: "png", .. })));
+        let few_pixels = DecodeLimits { max_pixels: 64 * 48 - 1, ..limits };
+        assert!(matches!(decode(&png, &few_pixels), Err(DecodeError::TooManyPixels { width: 64, height: 48, .. })));
         let ok = decode(&png, &limits).expect("valid png");
-        assert_eq!(
-            (ok.rgb.width(), ok.rgb.height(), ok.mime),
-            (64, 48, "image/png")
-        );
+        assert_eq!((ok.rgb.width(), ok.rgb.height(), ok.mime), (64, 48, "image/png"));
     }
 
     #[test]
     fn truncated_jpeg_is_refused() {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
-            image::Rgb([x as u8 * 4, y as u8 * 4, 128])
-        }));
+        let img =
+            DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 128])));
         let jpeg = encode(&img, ImageFormat::Jpeg);
         assert!(decode(&jpeg, &DecodeLimits::default()).is_ok());
         let cut = &jpeg[..jpeg.len() * 2 / 3];
-        assert!(matches!(
-            decode(cut, &DecodeLimits::default()),
-            Err(DecodeError::Corrupt { format: "jpg", .. })
-        ));
+        assert!(matches!(decode(cut, &DecodeLimits::default()), Err(DecodeError::Corrupt { format: "jpg", .. })));
         let mut trailer = jpeg.clone();
         trailer.extend_from_slice(b"vendor trailer after EOI");
-        assert!(
-            decode(&trailer, &DecodeLimits::default()).is_ok(),
-            "data after EOI is allowed"
-        );
+        assert!(decode(&trailer, &DecodeLimits::default()).is_ok(), "data after EOI is allowed");
     }
 
     #[test]
@@ -288,17 +212,7 @@ mod tests {
         let crc = crc32(&png[12..29]);
         png[29..33].copy_from_slice(&crc.to_be_bytes());
         let err = decode(&png, &DecodeLimits::default()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DecodeError::TooManyPixels {
-                    width: 100_000,
-                    height: 100_000,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DecodeError::TooManyPixels { width: 100_000, height: 100_000, .. }), "{err:?}");
     }
 
     fn crc32(data: &[u8]) -> u32 {
@@ -306,11 +220,7 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
             }
         }
         !crc
@@ -328,22 +238,11 @@ mod tests {
             ImageFormat::Tiff,
         ] {
             let bytes = encode(&img, format);
-            let decoded = decode(&bytes, &DecodeLimits::default())
-                .unwrap_or_else(|e| panic!("{format:?}: {e}"));
-            assert_eq!(
-                (decoded.rgb.width(), decoded.rgb.height()),
-                (20, 10),
-                "{format:?}"
-            );
+            let decoded = decode(&bytes, &DecodeLimits::default()).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            assert_eq!((decoded.rgb.width(), decoded.rgb.height()), (20, 10), "{format:?}");
         }
         let rgba16 = DynamicImage::new_rgba16(7, 5);
-        assert_eq!(
-            decode(&encode(&rgba16, ImageFormat::Png), &DecodeLimits::default())
-                .unwrap()
-                .rgb
-                .width(),
-            7
-        );
+        assert_eq!(decode(&encode(&rgba16, ImageFormat::Png), &DecodeLimits::default()).unwrap().rgb.width(), 7);
     }
 
     /// EXIF orientations rotate the decoded image upright: the derived set stores the
@@ -353,28 +252,13 @@ mod tests {
         for set in ["deepface_img1", "compreface_004_A"] {
             let dir = eval_dir().join("derived").join(set);
             let read = |name: &str| std::fs::read(dir.join(name)).expect("derived file");
-            let upright = decode(&read("rgb.png"), &DecodeLimits::default())
-                .expect("rgb.png")
-                .rgb;
+            let upright = decode(&read("rgb.png"), &DecodeLimits::default()).expect("rgb.png").rgb;
             for o in [2u8, 3, 6, 8] {
-                let img = decode(
-                    &read(&format!("exif_orientation_{o}.jpg")),
-                    &DecodeLimits::default(),
-                )
-                .expect("jpeg");
+                let img = decode(&read(&format!("exif_orientation_{o}.jpg")), &DecodeLimits::default()).expect("jpeg");
                 assert_eq!(img.exif_orientation, o);
-                assert_eq!(
-                    img.rgb.dimensions(),
-                    upright.dimensions(),
-                    "{set} orientation {o}"
-                );
-                let diff: u64 = img
-                    .rgb
-                    .as_raw()
-                    .iter()
-                    .zip(upright.as_raw())
-                    .map(|(a, b)| u64::from(a.abs_diff(*b)))
-                    .sum();
+                assert_eq!(img.rgb.dimensions(), upright.dimensions(), "{set} orientation {o}");
+                let diff: u64 =
+                    img.rgb.as_raw().iter().zip(upright.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
                 let mean = diff as f64 / upright.as_raw().len() as f64;
                 assert!(mean < 8.0, "{set} orientation {o}: mean difference {mean}");
             }
@@ -386,10 +270,7 @@ mod tests {
     #[test]
     fn every_eval_format_file_decodes_or_errors() {
         let mut stack = vec![eval_dir().join("derived"), eval_dir().join("compreface")];
-        let limits = DecodeLimits {
-            max_bytes: 64 << 20,
-            max_pixels: 100_000_000,
-        };
+        let limits = DecodeLimits { max_bytes: 64 << 20, max_pixels: 100_000_000 };
         let (mut decoded, mut refused) = (0, Vec::new());
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).expect("eval dir").flatten() {
@@ -398,13 +279,8 @@ mod tests {
                     stack.push(path);
                     continue;
                 }
-                let name = path
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                let on_purpose =
-                    ["corrupted.png", "empty.png", "truncated.jpg"].contains(&name.as_str());
+                let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let on_purpose = ["corrupted.png", "empty.png", "truncated.jpg"].contains(&name.as_str());
                 match decode(&std::fs::read(&path).expect("read"), &limits) {
                     Ok(img) => {
                         assert!(!on_purpose, "{name} is corrupt but decoded");

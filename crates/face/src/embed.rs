@@ -35,11 +35,7 @@ pub struct FaceEmbedder {
 impl FaceEmbedder {
     /// `flip_average`: also embed the mirrored face and average the two vectors.
     pub fn new(kind: EmbedderKind, model: Arc<dyn InferenceModel>, flip_average: bool) -> Self {
-        Self {
-            kind,
-            model,
-            flip_average,
-        }
+        Self { kind, model, flip_average }
     }
 
     pub fn kind(&self) -> EmbedderKind {
@@ -50,9 +46,7 @@ impl FaceEmbedder {
     pub fn embed(&self, face: &AlignedFace) -> Result<Vec<f32>, RuntimeError> {
         let mut v = self.raw(face)?;
         if self.flip_average {
-            let mirrored = AlignedFace {
-                image: imageops::flip_horizontal(&face.image),
-            };
+            let mirrored = AlignedFace { image: imageops::flip_horizontal(&face.image) };
             for (a, b) in v.iter_mut().zip(self.raw(&mirrored)?) {
                 *a += b;
             }
@@ -75,21 +69,14 @@ impl FaceEmbedder {
             }
         }
         let outputs = self.model.run(&[1, 3, side, side], &input)?;
-        let out = outputs
-            .into_iter()
-            .next()
-            .ok_or_else(|| RuntimeError::BadOutput {
-                model: self.model.name().to_string(),
-                detail: "no output".into(),
-            })?;
+        let out = outputs.into_iter().next().ok_or_else(|| RuntimeError::BadOutput {
+            model: self.model.name().to_string(),
+            detail: "no output".into(),
+        })?;
         if out.tensor.data.len() != self.kind.dimension() {
             return Err(RuntimeError::BadOutput {
                 model: self.model.name().to_string(),
-                detail: format!(
-                    "{} values, expected {}",
-                    out.tensor.data.len(),
-                    self.kind.dimension()
-                ),
+                detail: format!("{} values, expected {}", out.tensor.data.len(), self.kind.dimension()),
             });
         }
         Ok(out.tensor.data)

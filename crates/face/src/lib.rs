@@ -17,8 +17,6 @@ pub use decode::{DecodeError, DecodeLimits, DecodedImage};
 pub use detect::{BBox, Detection, DetectorConfig};
 pub use embed::cosine;
 pub use liveness::{Liveness, LivenessConfig};
-pub use pipeline::{
-    FaceChoice, FacePipeline, Pack, PipelineConfig, PipelineError, ProbeFace, StageTimings,
-};
+pub use pipeline::{FaceChoice, FacePipeline, Pack, PipelineConfig, PipelineError, ProbeFace, StageTimings};
 pub use runtime::RuntimeOptions;
 pub mod calibration;

@@ -29,10 +29,7 @@ pub struct LivenessConfig {
 
 impl Default for LivenessConfig {
     fn default() -> Self {
-        Self {
-            crop_scale: 2.7,
-            min_context: 1.6,
-        }
+        Self { crop_scale: 2.7, min_context: 1.6 }
     }
 }
 
@@ -82,12 +79,7 @@ pub fn context_crop(width: u32, height: u32, face: &Detection, scale: f32) -> Op
     let cy = (face.bbox.y1 + face.bbox.y2) / 2.0;
     let x = (cx - side / 2.0).clamp(0.0, width as f32 - side);
     let y = (cy - side / 2.0).clamp(0.0, height as f32 - side);
-    Some(ContextCrop {
-        x: x as u32,
-        y: y as u32,
-        side: side as u32,
-        context: side / face_side,
-    })
+    Some(ContextCrop { x: x as u32, y: y as u32, side: side as u32, context: side / face_side })
 }
 
 impl LivenessChecker {
@@ -100,25 +92,14 @@ impl LivenessChecker {
     }
 
     pub fn assess(&self, image: &RgbImage, face: &Detection) -> Result<Liveness, RuntimeError> {
-        let bad = |detail: String| RuntimeError::BadOutput {
-            model: self.model.name().to_string(),
-            detail,
-        };
-        let Some(crop) = context_crop(image.width(), image.height(), face, self.config.crop_scale)
-        else {
-            return Ok(Liveness::CannotJudge {
-                context: 0.0,
-                min_context: self.config.min_context,
-            });
+        let bad = |detail: String| RuntimeError::BadOutput { model: self.model.name().to_string(), detail };
+        let Some(crop) = context_crop(image.width(), image.height(), face, self.config.crop_scale) else {
+            return Ok(Liveness::CannotJudge { context: 0.0, min_context: self.config.min_context });
         };
         if crop.context < self.config.min_context {
-            return Ok(Liveness::CannotJudge {
-                context: crop.context,
-                min_context: self.config.min_context,
-            });
+            return Ok(Liveness::CannotJudge { context: crop.context, min_context: self.config.min_context });
         }
-        let view = imageops::crop_imm(image, crop.x, crop.y, crop.side.max(1), crop.side.max(1))
-            .to_image();
+        let view = imageops::crop_imm(image, crop.x, crop.y, crop.side.max(1), crop.side.max(1)).to_image();
         let resized = imageops::resize(&view, INPUT, INPUT, imageops::FilterType::Triangle);
         let plane = (INPUT * INPUT) as usize;
         let mut input = vec![0f32; 3 * plane];
@@ -128,20 +109,12 @@ impl LivenessChecker {
             input[plane + i] = f32::from(px.0[1]);
             input[2 * plane + i] = f32::from(px.0[0]);
         }
-        let outputs = self
-            .model
-            .run(&[1, 3, INPUT as usize, INPUT as usize], &input)?;
-        let logits = &outputs
-            .first()
-            .ok_or_else(|| bad("no output".into()))?
-            .tensor
-            .data;
+        let outputs = self.model.run(&[1, 3, INPUT as usize, INPUT as usize], &input)?;
+        let logits = &outputs.first().ok_or_else(|| bad("no output".into()))?.tensor.data;
         if logits.len() != 3 {
             return Err(bad(format!("{} logits, expected 3", logits.len())));
         }
-        Ok(Liveness::Judged {
-            live_probability: softmax(logits)[0],
-        })
+        Ok(Liveness::Judged { live_probability: softmax(logits)[0] })
     }
 }
 
@@ -158,11 +131,7 @@ mod tests {
     use crate::detect::BBox;
 
     fn face(x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
-        Detection {
-            bbox: BBox { x1, y1, x2, y2 },
-            landmarks: [[0.0; 2]; 5],
-            score: 1.0,
-        }
+        Detection { bbox: BBox { x1, y1, x2, y2 }, landmarks: [[0.0; 2]; 5], score: 1.0 }
     }
 
     #[test]

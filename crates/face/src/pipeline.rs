@@ -79,9 +79,7 @@ impl std::str::FromStr for Pack {
         match s {
             "open" => Ok(Pack::Open),
             "insightface" => Ok(Pack::Insightface),
-            other => Err(format!(
-                "unknown model pack {other:?} (expected open or insightface)"
-            )),
+            other => Err(format!("unknown model pack {other:?} (expected open or insightface)")),
         }
     }
 }
@@ -181,11 +179,7 @@ pub struct FacePipeline {
 
 impl FacePipeline {
     /// Fetches whatever is missing from `cache`, verifies it, and loads the pack.
-    pub fn load(
-        pack: Pack,
-        cache: &ModelCache,
-        config: PipelineConfig,
-    ) -> Result<Self, PipelineError> {
+    pub fn load(pack: Pack, cache: &ModelCache, config: PipelineConfig) -> Result<Self, PipelineError> {
         let library = catalog::onnxruntime().ok_or_else(|| RuntimeError::Library {
             path: cache.dir().to_path_buf(),
             detail: "no ONNX Runtime build is pinned for this platform".into(),
@@ -209,16 +203,8 @@ impl FacePipeline {
     ) -> Result<Self, PipelineError> {
         Ok(Self {
             pack,
-            detector: FaceDetector::new(
-                pack.detector().0,
-                runtime.load(detector)?,
-                config.detector,
-            ),
-            embedder: FaceEmbedder::new(
-                pack.embedder(),
-                runtime.load(embedder)?,
-                config.flip_average,
-            ),
+            detector: FaceDetector::new(pack.detector().0, runtime.load(detector)?, config.detector),
+            embedder: FaceEmbedder::new(pack.embedder(), runtime.load(embedder)?, config.flip_average),
             liveness: LivenessChecker::new(runtime.load(liveness)?, config.liveness),
             config,
         })
@@ -256,22 +242,14 @@ impl FacePipeline {
     pub fn check_size(&self, face: &Detection) -> Result<(), PipelineError> {
         let size = face.bbox.width().min(face.bbox.height());
         if size < self.config.min_face_px {
-            return Err(PipelineError::FaceTooSmall {
-                size,
-                min: self.config.min_face_px,
-            });
+            return Err(PipelineError::FaceTooSmall { size, min: self.config.min_face_px });
         }
         Ok(())
     }
 
     /// Decodes `bytes`, picks the face the request is about, embeds it and, if asked,
     /// judges its liveness.
-    pub fn probe(
-        &self,
-        bytes: &[u8],
-        choice: FaceChoice,
-        with_liveness: bool,
-    ) -> Result<ProbeFace, PipelineError> {
+    pub fn probe(&self, bytes: &[u8], choice: FaceChoice, with_liveness: bool) -> Result<ProbeFace, PipelineError> {
         let mut timings = StageTimings::default();
         let start = Instant::now();
         let decoded = self.decode(bytes)?;
@@ -312,19 +290,13 @@ impl FacePipeline {
 const AMBIGUOUS_AREA_RATIO: f32 = 0.5;
 
 /// The face a request is about, from faces sorted largest first in an image of `size`.
-pub fn choose(
-    faces: &[Detection],
-    choice: FaceChoice,
-    size: (u32, u32),
-) -> Result<&Detection, PipelineError> {
+pub fn choose(faces: &[Detection], choice: FaceChoice, size: (u32, u32)) -> Result<&Detection, PipelineError> {
     let largest = faces.first().ok_or(PipelineError::NoFace)?;
     match choice {
         FaceChoice::Largest => Ok(largest),
         FaceChoice::Unambiguous => {
-            let rivals = faces[1..]
-                .iter()
-                .filter(|f| f.bbox.area() >= AMBIGUOUS_AREA_RATIO * largest.bbox.area())
-                .count();
+            let rivals =
+                faces[1..].iter().filter(|f| f.bbox.area() >= AMBIGUOUS_AREA_RATIO * largest.bbox.area()).count();
             if rivals > 0 {
                 return Err(PipelineError::AmbiguousFaces { count: rivals + 1 });
             }
@@ -332,13 +304,9 @@ pub fn choose(
         }
         FaceChoice::Central => {
             let (cx, cy) = (size.0 as f32 / 2.0, size.1 as f32 / 2.0);
-            let off_centre = |f: &Detection| {
-                ((f.bbox.x1 + f.bbox.x2) / 2.0 - cx).hypot((f.bbox.y1 + f.bbox.y2) / 2.0 - cy)
-            };
-            Ok(faces
-                .iter()
-                .min_by(|a, b| off_centre(a).total_cmp(&off_centre(b)))
-                .unwrap_or(largest))
+            let off_centre =
+                |f: &Detection| ((f.bbox.x1 + f.bbox.x2) / 2.0 - cx).hypot((f.bbox.y1 + f.bbox.y2) / 2.0 - cy);
+            Ok(faces.iter().min_by(|a, b| off_centre(a).total_cmp(&off_centre(b))).unwrap_or(largest))
         }
     }
 }
@@ -352,54 +320,25 @@ mod tests {
     use crate::detect::BBox;
 
     fn face(side: f32) -> Detection {
-        Detection {
-            bbox: BBox {
-                x1: 0.0,
-                y1: 0.0,
-                x2: side,
-                y2: side,
-            },
-            landmarks: [[0.0; 2]; 5],
-            score: 0.9,
-        }
+        Detection { bbox: BBox { x1: 0.0, y1: 0.0, x2: side, y2: side }, landmarks: [[0.0; 2]; 5], score: 0.9 }
     }
 
     #[test]
     fn choosing_the_face() {
         let size = (200, 200);
-        assert!(matches!(
-            choose(&[], FaceChoice::Largest, size),
-            Err(PipelineError::NoFace)
-        ));
+        assert!(matches!(choose(&[], FaceChoice::Largest, size), Err(PipelineError::NoFace)));
         let faces = [face(100.0), face(90.0), face(20.0)];
-        assert_eq!(
-            choose(&faces, FaceChoice::Largest, size).unwrap().bbox.x2,
-            100.0
-        );
+        assert_eq!(choose(&faces, FaceChoice::Largest, size).unwrap().bbox.x2, 100.0);
         assert!(matches!(
             choose(&faces, FaceChoice::Unambiguous, size),
             Err(PipelineError::AmbiguousFaces { count: 2 })
         ));
         let clear = [face(100.0), face(30.0)];
-        assert_eq!(
-            choose(&clear, FaceChoice::Unambiguous, size)
-                .unwrap()
-                .bbox
-                .x2,
-            100.0
-        );
+        assert_eq!(choose(&clear, FaceChoice::Unambiguous, size).unwrap().bbox.x2, 100.0);
         let mut centred = face(40.0);
-        centred.bbox = BBox {
-            x1: 80.0,
-            y1: 80.0,
-            x2: 120.0,
-            y2: 120.0,
-        };
+        centred.bbox = BBox { x1: 80.0, y1: 80.0, x2: 120.0, y2: 120.0 };
         let faces = [face(100.0), centred];
-        assert_eq!(
-            choose(&faces, FaceChoice::Central, size).unwrap().bbox.x1,
-            80.0
-        );
+        assert_eq!(choose(&faces, FaceChoice::Central, size).unwrap().bbox.x1, 80.0);
     }
 
     #[test]

@@ -66,10 +66,7 @@ pub struct RuntimeOptions {
 impl Default for RuntimeOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self {
-            intra_threads: cores,
-            sessions_per_model: cores.clamp(1, 4),
-        }
+        Self { intra_threads: cores, sessions_per_model: cores.clamp(1, 4) }
     }
 }
 
@@ -79,8 +76,7 @@ pub struct OrtRuntime {
     options: RuntimeOptions,
 }
 
-static ORT_LIBRARY: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> =
-    OnceLock::new();
+static ORT_LIBRARY: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
 
 impl OrtRuntime {
     /// Initialises ONNX Runtime from the shared library at `library` (once per process;
@@ -93,26 +89,16 @@ impl OrtRuntime {
                 .map(|env| (library.to_path_buf(), env))
         });
         match loaded {
-            Ok((path, env)) if path == library => Ok(Self {
-                env: env.clone(),
-                options,
-            }),
-            Ok((path, _)) => Err(RuntimeError::LibraryMismatch {
-                loaded: path.clone(),
-                requested: library.to_path_buf(),
-            }),
-            Err(detail) => Err(RuntimeError::Library {
-                path: library.to_path_buf(),
-                detail: detail.clone(),
-            }),
+            Ok((path, env)) if path == library => Ok(Self { env: env.clone(), options }),
+            Ok((path, _)) => {
+                Err(RuntimeError::LibraryMismatch { loaded: path.clone(), requested: library.to_path_buf() })
+            }
+            Err(detail) => Err(RuntimeError::Library { path: library.to_path_buf(), detail: detail.clone() }),
         }
     }
 
     fn session(&self, path: &Path) -> Result<Session, RuntimeError> {
-        let load_err = |e: ort::Error| RuntimeError::Load {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        };
+        let load_err = |e: ort::Error| RuntimeError::Load { path: path.to_path_buf(), detail: e.to_string() };
         Session::builder(&self.env)
             .map_err(load_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -129,18 +115,9 @@ impl OrtRuntime {
 impl InferenceRuntime for OrtRuntime {
     fn load(&self, path: &Path) -> Result<Arc<dyn InferenceModel>, RuntimeError> {
         let n = self.options.sessions_per_model.max(1);
-        let sessions = (0..n)
-            .map(|_| self.session(path).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        Ok(Arc::new(OrtModel {
-            name,
-            sessions,
-            next: AtomicUsize::new(0),
-        }))
+        let sessions = (0..n).map(|_| self.session(path).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(Arc::new(OrtModel { name, sessions, next: AtomicUsize::new(0) }))
     }
 }
 
@@ -159,28 +136,19 @@ impl OrtModel {
         shape: &[usize],
         data: &[f32],
     ) -> Result<Vec<NamedTensor>, RuntimeError> {
-        let run_err = |e: ort::Error| RuntimeError::Run {
-            model: self.name.clone(),
-            detail: e.to_string(),
-        };
+        let run_err = |e: ort::Error| RuntimeError::Run { model: self.name.clone(), detail: e.to_string() };
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let input = TensorRef::from_array_view((dims, data)).map_err(run_err)?;
         let outputs = session.run(ort::inputs![input]).map_err(run_err)?;
         let mut result = Vec::with_capacity(outputs.len());
         for (name, value) in outputs.iter() {
-            let (shape, data) =
-                value
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| RuntimeError::BadOutput {
-                        model: self.name.clone(),
-                        detail: format!("output {name}: {e}"),
-                    })?;
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| RuntimeError::BadOutput {
+                model: self.name.clone(),
+                detail: format!("output {name}: {e}"),
+            })?;
             result.push(NamedTensor {
                 name: name.to_string(),
-                tensor: Tensor {
-                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-                    data: data.to_vec(),
-                },
+                tensor: Tensor { shape: shape.iter().map(|&d| d.max(0) as usize).collect(), data: data.to_vec() },
             });
         }
         Ok(result)
@@ -196,9 +164,7 @@ impl InferenceModel for OrtModel {
             }
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
-        let mut session = self.sessions[i]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut session = self.sessions[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.run_session(&mut session, shape, data)
     }
 

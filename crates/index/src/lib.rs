@@ -40,8 +40,7 @@ impl Collection {
             return;
         }
         self.rows.insert(image_id.to_string(), self.owners.len());
-        self.owners
-            .push((image_id.to_string(), record_id.to_string()));
+        self.owners.push((image_id.to_string(), record_id.to_string()));
         self.vectors.extend_from_slice(vector);
     }
 
@@ -52,8 +51,7 @@ impl Collection {
         };
         let last = self.owners.len() - 1;
         if row != last {
-            self.vectors
-                .copy_within(last * dim..(last + 1) * dim, row * dim);
+            self.vectors.copy_within(last * dim..(last + 1) * dim, row * dim);
             self.owners.swap(row, last);
             self.rows.insert(self.owners[row].0.clone(), row);
         }
@@ -71,10 +69,7 @@ pub struct FaceIndex {
 
 impl FaceIndex {
     pub fn new(dim: usize) -> Self {
-        Self {
-            dim,
-            collections: RwLock::new(HashMap::new()),
-        }
+        Self { dim, collections: RwLock::new(HashMap::new()) }
     }
 
     pub fn dimension(&self) -> usize {
@@ -90,23 +85,11 @@ impl FaceIndex {
     }
 
     /// Adds (or replaces) the vector of one enrolled image.
-    pub fn insert(
-        &self,
-        collection: &str,
-        record_id: &str,
-        image_id: &str,
-        vector: &[f32],
-    ) -> Result<(), IndexError> {
+    pub fn insert(&self, collection: &str, record_id: &str, image_id: &str, vector: &[f32]) -> Result<(), IndexError> {
         if vector.len() != self.dim {
-            return Err(IndexError::Dimension {
-                expected: self.dim,
-                got: vector.len(),
-            });
+            return Err(IndexError::Dimension { expected: self.dim, got: vector.len() });
         }
-        self.write()
-            .entry(collection.to_string())
-            .or_default()
-            .insert(self.dim, image_id, record_id, vector);
+        self.write().entry(collection.to_string()).or_default().insert(self.dim, image_id, record_id, vector);
         Ok(())
     }
 
@@ -139,10 +122,7 @@ impl FaceIndex {
         max_results: usize,
     ) -> Result<Vec<Hit>, IndexError> {
         if query.len() != self.dim {
-            return Err(IndexError::Dimension {
-                expected: self.dim,
-                got: query.len(),
-            });
+            return Err(IndexError::Dimension { expected: self.dim, got: query.len() });
         }
         let all = self.read();
         let mut best: HashMap<(&str, &str), (f32, &str)> = HashMap::new();
@@ -154,9 +134,7 @@ impl FaceIndex {
                     continue;
                 }
                 let (image_id, record_id) = (&c.owners[row].0, &c.owners[row].1);
-                let slot = best
-                    .entry((name, record_id.as_str()))
-                    .or_insert((f32::NEG_INFINITY, ""));
+                let slot = best.entry((name, record_id.as_str())).or_insert((f32::NEG_INFINITY, ""));
                 if s > slot.0 {
                     *slot = (s, image_id.as_str());
                 }
@@ -171,11 +149,7 @@ impl FaceIndex {
                 similarity,
             })
             .collect();
-        hits.sort_by(|a, b| {
-            b.similarity
-                .total_cmp(&a.similarity)
-                .then_with(|| a.record_id.cmp(&b.record_id))
-        });
+        hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then_with(|| a.record_id.cmp(&b.record_id)));
         hits.truncate(max_results);
         Ok(hits)
     }
@@ -218,71 +192,30 @@ mod tests {
     fn search_ranks_dedups_and_filters() {
         let idx = FaceIndex::new(4);
         idx.insert("db1", "alice", "a1", &unit(4, 0)).unwrap();
-        idx.insert("db1", "alice", "a2", &[0.8, 0.6, 0.0, 0.0])
-            .unwrap();
-        idx.insert("db1", "bob", "b1", &[0.6, 0.8, 0.0, 0.0])
-            .unwrap();
-        idx.insert("db2", "carol", "c1", &[0.9, 0.0, 0.43588989, 0.0])
-            .unwrap();
+        idx.insert("db1", "alice", "a2", &[0.8, 0.6, 0.0, 0.0]).unwrap();
+        idx.insert("db1", "bob", "b1", &[0.6, 0.8, 0.0, 0.0]).unwrap();
+        idx.insert("db2", "carol", "c1", &[0.9, 0.0, 0.43588989, 0.0]).unwrap();
         idx.insert("db2", "dave", "d1", &unit(4, 3)).unwrap();
 
         let hits = idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 10).unwrap();
-        let got: Vec<(&str, &str)> = hits
-            .iter()
-            .map(|h| (h.record_id.as_str(), h.image_id.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![("alice", "a1"), ("carol", "c1"), ("bob", "b1")],
-            "one hit per record, best image"
-        );
-        assert_eq!(
-            idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 2)
-                .unwrap()
-                .len(),
-            2
-        );
-        assert_eq!(
-            idx.search(&unit(4, 0), &["db2"], 0.95, 10).unwrap().len(),
-            0
-        );
-        assert!(
-            idx.search(&unit(4, 0), &["nope"], -1.0, 10)
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            idx.search(&[1.0], &["db1"], 0.0, 1),
-            Err(IndexError::Dimension {
-                expected: 4,
-                got: 1
-            })
-        );
+        let got: Vec<(&str, &str)> = hits.iter().map(|h| (h.record_id.as_str(), h.image_id.as_str())).collect();
+        assert_eq!(got, vec![("alice", "a1"), ("carol", "c1"), ("bob", "b1")], "one hit per record, best image");
+        assert_eq!(idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 2).unwrap().len(), 2);
+        assert_eq!(idx.search(&unit(4, 0), &["db2"], 0.95, 10).unwrap().len(), 0);
+        assert!(idx.search(&unit(4, 0), &["nope"], -1.0, 10).unwrap().is_empty());
+        assert_eq!(idx.search(&[1.0], &["db1"], 0.0, 1), Err(IndexError::Dimension { expected: 4, got: 1 }));
     }
 
     #[test]
     fn deletes_are_reflected_immediately() {
         let idx = FaceIndex::new(2);
         for i in 0..5 {
-            idx.insert(
-                "db",
-                &format!("r{i}"),
-                &format!("i{i}"),
-                &[1.0, i as f32 * 0.01],
-            )
-            .unwrap();
+            idx.insert("db", &format!("r{i}"), &format!("i{i}"), &[1.0, i as f32 * 0.01]).unwrap();
         }
-        assert_eq!(
-            idx.remove_images("db", &["i0".into(), "i3".into(), "zzz".into()]),
-            2
-        );
+        assert_eq!(idx.remove_images("db", &["i0".into(), "i3".into(), "zzz".into()]), 2);
         assert_eq!(idx.len("db"), 3);
-        let ids: Vec<String> = idx
-            .search(&[1.0, 0.0], &["db"], -1.0, 10)
-            .unwrap()
-            .into_iter()
-            .map(|h| h.image_id)
-            .collect();
+        let ids: Vec<String> =
+            idx.search(&[1.0, 0.0], &["db"], -1.0, 10).unwrap().into_iter().map(|h| h.image_id).collect();
         assert_eq!(ids.len(), 3);
         assert!(!ids.contains(&"i0".to_string()) && !ids.contains(&"i3".to_string()));
         // The moved row still maps to its own vector.

@@ -57,10 +57,7 @@ pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// Picks the archive entry for `member`: the entry equal to it, else the first entry whose
 /// path ends with `/member` (so a bare file name finds the file wherever the package keeps
 /// it).
-pub(crate) fn select_member<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-    member: &str,
-) -> Option<String> {
+pub(crate) fn select_member<'a>(names: impl IntoIterator<Item = &'a str>, member: &str) -> Option<String> {
     let member = member.trim_start_matches("./");
     let suffix = format!("/{member}");
     let mut by_suffix = None;
@@ -106,19 +103,11 @@ pub(crate) fn extract(
             (entry, sha, None)
         }
     };
-    Ok(Extracted {
-        temp,
-        sha256,
-        entry,
-        record_sha256,
-    })
+    Ok(Extracted { temp, sha256, entry, record_sha256 })
 }
 
 fn bad_archive(ctx: &Context<'_>, detail: impl std::fmt::Display) -> FetchError {
-    FetchError::BadArchive {
-        package: ctx.package.to_string(),
-        detail: detail.to_string(),
-    }
+    FetchError::BadArchive { package: ctx.package.to_string(), detail: detail.to_string() }
 }
 
 fn not_in_archive(ctx: &Context<'_>, member: &str) -> FetchError {
@@ -139,18 +128,9 @@ fn extract_zip(
 ) -> Result<(String, String, Option<String>), FetchError> {
     let file = File::open(archive).map_err(|e| FetchError::io("opening", archive, e))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad_archive(ctx, e))?;
-    let names: Vec<String> = zip
-        .file_names()
-        .filter(|n| !n.ends_with('/'))
-        .map(str::to_string)
-        .collect();
-    let entry = select_member(names.iter().map(String::as_str), member)
-        .ok_or_else(|| not_in_archive(ctx, member))?;
-    let record_sha256 = if want_record {
-        Some(record_hash(&mut zip, &names, &entry, ctx)?)
-    } else {
-        None
-    };
+    let names: Vec<String> = zip.file_names().filter(|n| !n.ends_with('/')).map(str::to_string).collect();
+    let entry = select_member(names.iter().map(String::as_str), member).ok_or_else(|| not_in_archive(ctx, member))?;
+    let record_sha256 = if want_record { Some(record_hash(&mut zip, &names, &entry, ctx)?) } else { None };
     let mut reader = zip.by_name(&entry).map_err(|e| bad_archive(ctx, e))?;
     let sha = copy_hashing(&mut reader, temp, limit, &entry, ctx)?;
     Ok((entry, sha, record_sha256))
@@ -168,10 +148,8 @@ fn record_hash<R: Read + std::io::Seek>(
         package: ctx.package.to_string(),
         member: entry.to_string(),
     };
-    let record_name = names
-        .iter()
-        .find(|n| n.ends_with(".dist-info/RECORD") && n.matches('/').count() == 1)
-        .ok_or_else(no_hash)?;
+    let record_name =
+        names.iter().find(|n| n.ends_with(".dist-info/RECORD") && n.matches('/').count() == 1).ok_or_else(no_hash)?;
     let mut text = String::new();
     zip.by_name(record_name)
         .map_err(|e| bad_archive(ctx, e))?
@@ -190,9 +168,7 @@ pub(crate) fn record_sha256_for(record: &str, entry: &str) -> Option<String> {
             return None;
         }
         let encoded = fields.get(1)?.strip_prefix("sha256=")?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(encoded.trim_end_matches('='))
-            .ok()?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok()?;
         (bytes.len() == 32).then(|| hex::encode(bytes))
     })
 }
@@ -229,15 +205,10 @@ fn extract_tgz(
 ) -> Result<(String, String), FetchError> {
     let open = || -> Result<tar::Archive<flate2::read::GzDecoder<BufReader<File>>>, FetchError> {
         let file = File::open(archive).map_err(|e| FetchError::io("opening", archive, e))?;
-        Ok(tar::Archive::new(flate2::read::GzDecoder::new(
-            BufReader::new(file),
-        )))
+        Ok(tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file))))
     };
-    let entry_name = |e: &tar::Entry<'_, _>| {
-        String::from_utf8_lossy(&e.path_bytes())
-            .trim_start_matches("./")
-            .to_string()
-    };
+    let entry_name =
+        |e: &tar::Entry<'_, _>| String::from_utf8_lossy(&e.path_bytes()).trim_start_matches("./").to_string();
 
     // First pass: the names of the regular files, to choose the member.
     let mut names = Vec::new();
@@ -248,8 +219,7 @@ fn extract_tgz(
             names.push(entry_name(&item));
         }
     }
-    let chosen = select_member(names.iter().map(String::as_str), member)
-        .ok_or_else(|| not_in_archive(ctx, member))?;
+    let chosen = select_member(names.iter().map(String::as_str), member).ok_or_else(|| not_in_archive(ctx, member))?;
 
     // Second pass: extract it.
     let mut tar = open()?;
@@ -291,9 +261,7 @@ fn copy_hashing(
         }
         hasher.update(&buf[..n]);
         let path = temp.path().to_path_buf();
-        temp.as_file_mut()
-            .write_all(&buf[..n])
-            .map_err(|e| FetchError::io("writing", &path, e))?;
+        temp.as_file_mut().write_all(&buf[..n]).map_err(|e| FetchError::io("writing", &path, e))?;
     }
     Ok(hex::encode(hasher.finalize()))
 }
@@ -304,25 +272,11 @@ mod tests {
 
     #[test]
     fn member_selection_prefers_exact_then_suffix() {
-        let names = [
-            "a/b/model.onnx",
-            "model.onnx.bak",
-            "x/model.onnx",
-            "c/notmodel.onnx",
-        ];
-        assert_eq!(
-            select_member(names, "x/model.onnx").as_deref(),
-            Some("x/model.onnx")
-        );
-        assert_eq!(
-            select_member(names, "model.onnx").as_deref(),
-            Some("a/b/model.onnx")
-        );
+        let names = ["a/b/model.onnx", "model.onnx.bak", "x/model.onnx", "c/notmodel.onnx"];
+        assert_eq!(select_member(names, "x/model.onnx").as_deref(), Some("x/model.onnx"));
+        assert_eq!(select_member(names, "model.onnx").as_deref(), Some("a/b/model.onnx"));
         assert_eq!(select_member(names, "odel.onnx"), None);
-        assert_eq!(
-            select_member(["./package/m.onnx"], "package/m.onnx").as_deref(),
-            Some("package/m.onnx")
-        );
+        assert_eq!(select_member(["./package/m.onnx"], "package/m.onnx").as_deref(), Some("package/m.onnx"));
     }
 
     #[test]

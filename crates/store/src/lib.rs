@@ -152,10 +152,7 @@ impl FromStr for IndexType {
         } else if s.eq_ignore_ascii_case("EXTERNAL") {
             Ok(IndexType::External)
         } else {
-            Err(ParseEnumError {
-                kind: "index type",
-                value: s.to_owned(),
-            })
+            Err(ParseEnumError { kind: "index type", value: s.to_owned() })
         }
     }
 }
@@ -345,10 +342,7 @@ impl FromStr for Role {
         [Role::Admin, Role::Operator, Role::Searcher, Role::Auditor]
             .into_iter()
             .find(|r| s.eq_ignore_ascii_case(r.as_str()))
-            .ok_or_else(|| ParseEnumError {
-                kind: "role",
-                value: s.to_owned(),
-            })
+            .ok_or_else(|| ParseEnumError { kind: "role", value: s.to_owned() })
     }
 }
 
@@ -387,11 +381,7 @@ pub trait Store: Send + Sync + 'static {
     /// All indexes, ordered by `created_at`, then `id`.
     async fn list_indexes(&self) -> Result<Vec<IndexInfo>, StoreError>;
     /// `None` if there is no such index.
-    async fn update_index(
-        &self,
-        id: &str,
-        patch: IndexPatch,
-    ) -> Result<Option<IndexInfo>, StoreError>;
+    async fn update_index(&self, id: &str, patch: IndexPatch) -> Result<Option<IndexInfo>, StoreError>;
     /// Deletes the index with all its records, images, embeddings and grants.
     /// `false` if there was no such index.
     async fn delete_index(&self, id: &str) -> Result<bool, StoreError>;
@@ -406,17 +396,9 @@ pub trait Store: Send + Sync + 'static {
         reference: Option<String>,
         image: NewImage,
     ) -> Result<Option<EnrolOutcome>, StoreError>;
-    async fn find_by_reference(
-        &self,
-        index_id: &str,
-        reference: &str,
-    ) -> Result<Option<Record>, StoreError>;
+    async fn find_by_reference(&self, index_id: &str, reference: &str) -> Result<Option<Record>, StoreError>;
     /// `None` also when the record exists but in another index.
-    async fn get_record(
-        &self,
-        index_id: &str,
-        record_id: &str,
-    ) -> Result<Option<Record>, StoreError>;
+    async fn get_record(&self, index_id: &str, record_id: &str) -> Result<Option<Record>, StoreError>;
     /// The records with these ids, from any index (for search results); unknown ids
     /// are skipped; order not guaranteed.
     async fn get_records(&self, record_ids: &[String]) -> Result<Vec<Record>, StoreError>;
@@ -440,11 +422,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Record>, StoreError>;
     /// Returns the image ids that were deleted (so the caller can drop their vectors),
     /// `None` if no such record.
-    async fn delete_record(
-        &self,
-        index_id: &str,
-        record_id: &str,
-    ) -> Result<Option<Vec<String>>, StoreError>;
+    async fn delete_record(&self, index_id: &str, record_id: &str) -> Result<Option<Vec<String>>, StoreError>;
     /// Adds an image (and its embedding) to a record; returns the updated record and the
     /// new image id, `None` if no such record in the index.
     async fn add_image(
@@ -458,20 +436,11 @@ pub trait Store: Send + Sync + 'static {
     async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError>;
     /// Argon2id hash with a random salt; [`StoreError::DuplicateUser`] if taken.
     /// Usernames are case-sensitive, non-empty and may not contain `:`.
-    async fn create_user(
-        &self,
-        username: &str,
-        password: &str,
-        role: Role,
-    ) -> Result<User, StoreError>;
+    async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, StoreError>;
     /// `Some(user)` only if the password matches. Unknown users take about as long
     /// as a wrong password (a dummy hash is verified), so timing does not reveal
     /// which usernames exist.
-    async fn verify_password(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<User>, StoreError>;
+    async fn verify_password(&self, username: &str, password: &str) -> Result<Option<User>, StoreError>;
     async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError>;
     /// All users, ordered by username.
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::time::now_rfc3339;
 use crate::{
-    EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, IndexType, NewImage, NewIndex, Record,
-    RecordFields, RecordPatch, Role, Store, StoreError, StoredImage, User,
+    EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, IndexType, NewImage, NewIndex, Record, RecordFields,
+    RecordPatch, Role, Store, StoreError, StoredImage, User,
 };
 
 /// File name of the database inside the data directory.
@@ -134,9 +134,7 @@ struct Inner {
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
     }
 }
 
@@ -196,18 +194,12 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 }
 
 impl Inner {
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = lock(&self.writer);
         f(&mut conn)
     }
 
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let n = self.readers.len();
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
@@ -241,12 +233,9 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 fn configure(conn: &Connection, reader: bool) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .ctx("setting busy_timeout")?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx("setting busy_timeout")?;
     if !reader {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .ctx("enabling WAL")?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).ctx("enabling WAL")?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(%mode, "SQLite refused WAL mode; continuing with a rollback journal");
         }
@@ -258,8 +247,7 @@ fn configure(conn: &Connection, reader: bool) -> Result<(), StoreError> {
     )
     .ctx("configuring the connection")?;
     if reader {
-        conn.execute_batch("PRAGMA query_only = ON;")
-            .ctx("configuring a reader")?;
+        conn.execute_batch("PRAGMA query_only = ON;").ctx("configuring a reader")?;
     }
     Ok(())
 }
@@ -269,24 +257,15 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     loop {
         // IMMEDIATE: another process opening the same file waits instead of racing.
         let tx = immediate(conn, "starting a migration")?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .ctx("reading user_version")?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).ctx("reading user_version")?;
         if version > supported {
-            return Err(StoreError::UnsupportedSchema {
-                found: version,
-                supported,
-            });
+            return Err(StoreError::UnsupportedSchema { found: version, supported });
         }
-        let Some(step) = usize::try_from(version)
-            .ok()
-            .and_then(|v| MIGRATIONS.get(v))
-        else {
+        let Some(step) = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)) else {
             return tx.commit().ctx("finishing migrations");
         };
         tx.execute_batch(step).ctx("applying a migration")?;
-        tx.pragma_update(None, "user_version", version + 1)
-            .ctx("writing user_version")?;
+        tx.pragma_update(None, "user_version", version + 1).ctx("writing user_version")?;
         tx.commit().ctx("committing a migration")?;
         tracing::info!(from = version, to = version + 1, "store schema migrated");
     }
@@ -311,12 +290,8 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-fn immediate<'c>(
-    conn: &'c mut Connection,
-    context: &'static str,
-) -> Result<Transaction<'c>, StoreError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .ctx(context)
+fn immediate<'c>(conn: &'c mut Connection, context: &'static str) -> Result<Transaction<'c>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(context)
 }
 
 fn new_id() -> String {
@@ -324,8 +299,7 @@ fn new_id() -> String {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::InvalidInput(format!("not serializable as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::InvalidInput(format!("not serializable as JSON: {e}")))
 }
 
 fn count_u64(n: i64, what: &str) -> Result<u64, StoreError> {
@@ -341,20 +315,11 @@ fn checkpoint_after_erase(conn: &Connection) {
         tracing::warn!(error = %e, "could not shorten busy_timeout for checkpoint");
     }
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     }) {
         Ok((0, _, _)) => {}
         Ok((busy, log, done)) => {
-            tracing::debug!(
-                busy,
-                log,
-                done,
-                "post-erasure WAL checkpoint incomplete; a later one will finish it"
-            );
+            tracing::debug!(busy, log, done, "post-erasure WAL checkpoint incomplete; a later one will finish it");
         }
         Err(e) => tracing::warn!(error = %e, "post-erasure WAL checkpoint failed"),
     }
@@ -366,40 +331,17 @@ fn checkpoint_after_erase(conn: &Connection) {
 // ---------------------------------------------------------------------------------
 // Indexes
 
-const INDEX_COLS: &str =
-    "id, index_name, index_type, record_count, title, description, pack, created_at, updated_at";
+const INDEX_COLS: &str = "id, index_name, index_type, record_count, title, description, pack, created_at, updated_at";
 
-type RawIndex = (
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
+type RawIndex = (String, String, String, i64, String, String, String, String, String);
 
 fn raw_index(r: &Row<'_>) -> rusqlite::Result<RawIndex> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
 }
 
 fn index_from_raw(raw: RawIndex) -> Result<IndexInfo, StoreError> {
     let (id, index_name, index_type, count, title, description, pack, created_at, updated_at) = raw;
-    let index_type: IndexType = index_type
-        .parse()
-        .map_err(|e| StoreError::Corrupt(format!("index {id}: {e}")))?;
+    let index_type: IndexType = index_type.parse().map_err(|e| StoreError::Corrupt(format!("index {id}: {e}")))?;
     Ok(IndexInfo {
         record_count: count_u64(count, "record_count")?,
         id,
@@ -423,13 +365,8 @@ fn load_index(conn: &Connection, id: &str) -> Result<Option<IndexInfo>, StoreErr
 
 fn list_indexes(conn: &Connection) -> Result<Vec<IndexInfo>, StoreError> {
     let raws = conn
-        .prepare_cached(&format!(
-            "SELECT {INDEX_COLS} FROM indexes ORDER BY created_at, id"
-        ))
-        .and_then(|mut s| {
-            s.query_map([], raw_index)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
+        .prepare_cached(&format!("SELECT {INDEX_COLS} FROM indexes ORDER BY created_at, id"))
+        .and_then(|mut s| s.query_map([], raw_index)?.collect::<rusqlite::Result<Vec<_>>>())
         .ctx("listing indexes")?;
     raws.into_iter().map(index_from_raw).collect()
 }
@@ -510,10 +447,8 @@ fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<Vec<Record>,
              ORDER BY record_id, created_at, id",
         )
         .and_then(|mut s| {
-            s.query_map([ids], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map([ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .ctx("loading image ids")?;
     let mut by_record: HashMap<String, Vec<String>> = HashMap::new();
@@ -536,37 +471,19 @@ fn query_records(
 ) -> Result<Vec<Record>, StoreError> {
     let raws = conn
         .prepare_cached(sql)
-        .and_then(|mut s| {
-            s.query_map(params, raw_record)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
+        .and_then(|mut s| s.query_map(params, raw_record)?.collect::<rusqlite::Result<Vec<_>>>())
         .ctx(context)?;
     attach_images(conn, raws)
 }
 
-fn load_record(
-    conn: &Connection,
-    index_id: &str,
-    record_id: &str,
-) -> Result<Option<Record>, StoreError> {
+fn load_record(conn: &Connection, index_id: &str, record_id: &str) -> Result<Option<Record>, StoreError> {
     let sql = format!("SELECT {RECORD_COLS} FROM records r WHERE r.id = ?1 AND r.index_id = ?2");
     Ok(query_records(conn, &sql, params![record_id, index_id], "loading a record")?.pop())
 }
 
-fn load_record_by_reference(
-    conn: &Connection,
-    index_id: &str,
-    reference: &str,
-) -> Result<Option<Record>, StoreError> {
-    let sql =
-        format!("SELECT {RECORD_COLS} FROM records r WHERE r.index_id = ?1 AND r.reference = ?2");
-    Ok(query_records(
-        conn,
-        &sql,
-        params![index_id, reference],
-        "loading a record by reference",
-    )?
-    .pop())
+fn load_record_by_reference(conn: &Connection, index_id: &str, reference: &str) -> Result<Option<Record>, StoreError> {
+    let sql = format!("SELECT {RECORD_COLS} FROM records r WHERE r.index_id = ?1 AND r.reference = ?2");
+    Ok(query_records(conn, &sql, params![index_id, reference], "loading a record by reference")?.pop())
 }
 
 fn encode_cursor(created_at: &str, record_id: &str) -> String {
@@ -609,17 +526,11 @@ fn prepare_image(image: NewImage) -> Result<PreparedImage, StoreError> {
         return Err(StoreError::InvalidInput("embedding is empty".into()));
     }
     if image.embedding.iter().any(|x| !x.is_finite()) {
-        return Err(StoreError::InvalidInput(
-            "embedding has non-finite values".into(),
-        ));
+        return Err(StoreError::InvalidInput("embedding has non-finite values".into()));
     }
-    let dim = i64::try_from(image.embedding.len())
-        .map_err(|_| StoreError::InvalidInput("embedding too long".into()))?;
-    let vector = image
-        .embedding
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
+    let dim =
+        i64::try_from(image.embedding.len()).map_err(|_| StoreError::InvalidInput("embedding too long".into()))?;
+    let vector = image.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
     Ok(PreparedImage {
         id: new_id(),
         sha256: hex::encode(Sha256::digest(&image.bytes)),
@@ -644,23 +555,12 @@ fn insert_image(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut s| {
-        s.execute(params![
-            image.id,
-            record_id,
-            image.mime,
-            image.file_name,
-            image.sha256,
-            image.face,
-            now,
-            image.bytes
-        ])
+        s.execute(params![image.id, record_id, image.mime, image.file_name, image.sha256, image.face, now, image.bytes])
     })
     .ctx("inserting an image")?;
-    conn.prepare_cached(
-        "INSERT INTO embeddings (image_id, pack, dim, vector) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .and_then(|mut s| s.execute(params![image.id, pack, image.dim, image.vector]))
-    .ctx("inserting an embedding")?;
+    conn.prepare_cached("INSERT INTO embeddings (image_id, pack, dim, vector) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| s.execute(params![image.id, pack, image.dim, image.vector]))
+        .ctx("inserting an embedding")?;
     Ok(())
 }
 
@@ -673,15 +573,9 @@ fn index_pack(conn: &Connection, index_id: &str) -> Result<Option<String>, Store
 fn decode_vector(image_id: &str, dim: i64, blob: &[u8]) -> Result<Vec<f32>, StoreError> {
     let expected = usize::try_from(dim).ok().and_then(|d| d.checked_mul(4));
     if expected != Some(blob.len()) {
-        return Err(StoreError::Corrupt(format!(
-            "embedding of image {image_id}: {} bytes for dim {dim}",
-            blob.len()
-        )));
+        return Err(StoreError::Corrupt(format!("embedding of image {image_id}: {} bytes for dim {dim}", blob.len())));
     }
-    Ok(blob
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    Ok(blob.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 // ---------------------------------------------------------------------------------
@@ -689,8 +583,7 @@ fn decode_vector(image_id: &str, dim: i64, blob: &[u8]) -> Result<Vec<f32>, Stor
 
 fn hash_password(password: &str) -> Result<String, StoreError> {
     let salt_bytes: [u8; 16] = rand::random();
-    let salt =
-        SaltString::encode_b64(&salt_bytes).map_err(|e| StoreError::PasswordHash(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| StoreError::PasswordHash(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -699,8 +592,7 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
 
 /// Constant-time comparison is done by the argon2 crate.
 fn password_matches(password: &str, phc: &str) -> Result<bool, StoreError> {
-    let parsed = PasswordHash::new(phc)
-        .map_err(|e| StoreError::Corrupt(format!("stored password hash: {e}")))?;
+    let parsed = PasswordHash::new(phc).map_err(|e| StoreError::Corrupt(format!("stored password hash: {e}")))?;
     match Argon2::default().verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Ok(true),
         Err(password_hash::Error::Password) => Ok(false),
@@ -710,9 +602,7 @@ fn password_matches(password: &str, phc: &str) -> Result<bool, StoreError> {
 
 fn validate_username(username: &str) -> Result<(), StoreError> {
     if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
-        return Err(StoreError::InvalidInput(
-            "username must be non-empty, without ':' or control characters".into(),
-        ));
+        return Err(StoreError::InvalidInput("username must be non-empty, without ':' or control characters".into()));
     }
     Ok(())
 }
@@ -725,23 +615,13 @@ fn raw_user(r: &Row<'_>) -> rusqlite::Result<RawUser> {
 
 fn user_from_raw(raw: RawUser, grants: Vec<String>) -> Result<User, StoreError> {
     let (username, role, password_hash, created_at) = raw;
-    let role: Role = role
-        .parse()
-        .map_err(|e| StoreError::Corrupt(format!("user {username:?}: {e}")))?;
-    Ok(User {
-        username,
-        role,
-        password_hash,
-        grants,
-        created_at,
-    })
+    let role: Role = role.parse().map_err(|e| StoreError::Corrupt(format!("user {username:?}: {e}")))?;
+    Ok(User { username, role, password_hash, grants, created_at })
 }
 
 fn load_user(conn: &Connection, username: &str) -> Result<Option<User>, StoreError> {
     let Some(raw) = conn
-        .prepare_cached(
-            "SELECT username, role, password_hash, created_at FROM users WHERE username = ?1",
-        )
+        .prepare_cached("SELECT username, role, password_hash, created_at FROM users WHERE username = ?1")
         .and_then(|mut s| s.query_row([username], raw_user).optional())
         .ctx("loading a user")?
     else {
@@ -749,10 +629,7 @@ fn load_user(conn: &Connection, username: &str) -> Result<Option<User>, StoreErr
     };
     let grants = conn
         .prepare_cached("SELECT index_id FROM grants WHERE username = ?1 ORDER BY index_id")
-        .and_then(|mut s| {
-            s.query_map([username], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
-        })
+        .and_then(|mut s| s.query_map([username], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>())
         .ctx("loading grants")?;
     user_from_raw(raw, grants).map(Some)
 }
@@ -764,9 +641,7 @@ fn load_user(conn: &Connection, username: &str) -> Result<Option<User>, StoreErr
 impl Store for SqliteStore {
     async fn create_index(&self, new: NewIndex) -> Result<IndexInfo, StoreError> {
         if new.index_name.trim().is_empty() {
-            return Err(StoreError::InvalidInput(
-                "index_name must not be empty".into(),
-            ));
+            return Err(StoreError::InvalidInput("index_name must not be empty".into()));
         }
         self.run(move |inner| {
             inner.write(|conn| {
@@ -821,20 +696,14 @@ impl Store for SqliteStore {
 
     async fn get_index(&self, id: &str) -> Result<Option<IndexInfo>, StoreError> {
         let id = id.to_owned();
-        self.run(move |inner| inner.read(|conn| load_index(conn, &id)))
-            .await
+        self.run(move |inner| inner.read(|conn| load_index(conn, &id))).await
     }
 
     async fn list_indexes(&self) -> Result<Vec<IndexInfo>, StoreError> {
-        self.run(|inner| inner.read(|conn| list_indexes(conn)))
-            .await
+        self.run(|inner| inner.read(|conn| list_indexes(conn))).await
     }
 
-    async fn update_index(
-        &self,
-        id: &str,
-        patch: IndexPatch,
-    ) -> Result<Option<IndexInfo>, StoreError> {
+    async fn update_index(&self, id: &str, patch: IndexPatch) -> Result<Option<IndexInfo>, StoreError> {
         let id = id.to_owned();
         if patch.title.is_none() && patch.description.is_none() {
             return self.get_index(&id).await;
@@ -849,9 +718,7 @@ impl Store for SqliteStore {
                                             updated_at = ?4
                          WHERE id = ?1",
                     )
-                    .and_then(|mut s| {
-                        s.execute(params![id, patch.title, patch.description, now_rfc3339()])
-                    })
+                    .and_then(|mut s| s.execute(params![id, patch.title, patch.description, now_rfc3339()]))
                     .ctx("updating an index")?;
                 if changed == 0 {
                     return Ok(None);
@@ -869,9 +736,7 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.write(|conn| {
                 let tx = immediate(conn, "deleting an index")?;
-                let changed = tx
-                    .execute("DELETE FROM indexes WHERE id = ?1", [&id])
-                    .ctx("deleting an index")?;
+                let changed = tx.execute("DELETE FROM indexes WHERE id = ?1", [&id]).ctx("deleting an index")?;
                 tx.commit().ctx("committing an index deletion")?;
                 if changed > 0 {
                     checkpoint_after_erase(conn);
@@ -950,11 +815,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn find_by_reference(
-        &self,
-        index_id: &str,
-        reference: &str,
-    ) -> Result<Option<Record>, StoreError> {
+    async fn find_by_reference(&self, index_id: &str, reference: &str) -> Result<Option<Record>, StoreError> {
         let (index_id, reference) = (index_id.to_owned(), reference.to_owned());
         self.run(move |inner| {
             inner.read(|conn| {
@@ -965,11 +826,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_record(
-        &self,
-        index_id: &str,
-        record_id: &str,
-    ) -> Result<Option<Record>, StoreError> {
+    async fn get_record(&self, index_id: &str, record_id: &str) -> Result<Option<Record>, StoreError> {
         let (index_id, record_id) = (index_id.to_owned(), record_id.to_owned());
         self.run(move |inner| {
             inner.read(|conn| {
@@ -988,7 +845,8 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.read(|conn| {
                 let tx = conn.transaction().ctx("starting a read")?;
-                let sql = format!("SELECT {RECORD_COLS} FROM records r WHERE r.id IN (SELECT value FROM json_each(?1))");
+                let sql =
+                    format!("SELECT {RECORD_COLS} FROM records r WHERE r.id IN (SELECT value FROM json_each(?1))");
                 query_records(&tx, &sql, [ids], "loading records")
             })
         })
@@ -1032,9 +890,7 @@ impl Store for SqliteStore {
                 };
                 let next = if records.len() > limit {
                     records.truncate(limit);
-                    records
-                        .last()
-                        .map(|r| encode_cursor(&r.created_at, &r.record_id))
+                    records.last().map(|r| encode_cursor(&r.created_at, &r.record_id))
                 } else {
                     None
                 };
@@ -1139,11 +995,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_record(
-        &self,
-        index_id: &str,
-        record_id: &str,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+    async fn delete_record(&self, index_id: &str, record_id: &str) -> Result<Option<Vec<String>>, StoreError> {
         let (index_id, record_id) = (index_id.to_owned(), record_id.to_owned());
         self.run(move |inner| {
             inner.write(|conn| {
@@ -1151,11 +1003,8 @@ impl Store for SqliteStore {
                 let Some(record) = load_record(&tx, &index_id, &record_id)? else {
                     return Ok(None);
                 };
-                tx.execute(
-                    "DELETE FROM records WHERE id = ?1 AND index_id = ?2",
-                    [&record_id, &index_id],
-                )
-                .ctx("deleting a record")?;
+                tx.execute("DELETE FROM records WHERE id = ?1 AND index_id = ?2", [&record_id, &index_id])
+                    .ctx("deleting a record")?;
                 tx.commit().ctx("committing a record deletion")?;
                 checkpoint_after_erase(conn);
                 Ok(Some(record.image_ids))
@@ -1178,16 +1027,12 @@ impl Store for SqliteStore {
                 let Some(mut record) = load_record(&tx, &index_id, &record_id)? else {
                     return Ok(None);
                 };
-                let pack = index_pack(&tx, &index_id)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("record {record_id} has no index"))
-                })?;
+                let pack = index_pack(&tx, &index_id)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("record {record_id} has no index")))?;
                 let now = now_rfc3339();
                 insert_image(&tx, &record_id, &pack, &image, &now)?;
-                tx.execute(
-                    "UPDATE records SET updated_at = ?2 WHERE id = ?1",
-                    [&record_id, &now],
-                )
-                .ctx("touching a record")?;
+                tx.execute("UPDATE records SET updated_at = ?2 WHERE id = ?1", [&record_id, &now])
+                    .ctx("touching a record")?;
                 tx.commit().ctx("committing a new image")?;
                 record.image_ids.push(image.id.clone());
                 record.updated_at = now;
@@ -1249,9 +1094,7 @@ impl Store for SqliteStore {
                         .get_ref(4)
                         .ctx("reading an embedding")?
                         .as_blob()
-                        .map_err(|e| {
-                            StoreError::Corrupt(format!("embedding of image {image_id}: {e}"))
-                        })?;
+                        .map_err(|e| StoreError::Corrupt(format!("embedding of image {image_id}: {e}")))?;
                     let vector = decode_vector(&image_id, dim, blob)?;
                     out.push(EmbeddingRow {
                         record_id: row.get(1).ctx("reading an embedding")?,
@@ -1266,12 +1109,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_user(
-        &self,
-        username: &str,
-        password: &str,
-        role: Role,
-    ) -> Result<User, StoreError> {
+    async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, StoreError> {
         validate_username(username)?;
         let (username, password) = (username.to_owned(), password.to_owned());
         self.run(move |inner| {
@@ -1296,11 +1134,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn verify_password(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<User>, StoreError> {
+    async fn verify_password(&self, username: &str, password: &str) -> Result<Option<User>, StoreError> {
         let (username, password) = (username.to_owned(), password.to_owned());
         self.run(move |inner| {
             let user = inner.read(|conn| {
@@ -1367,10 +1201,7 @@ impl Store for SqliteStore {
             let password_hash = hash_password(&password)?;
             inner.write(|conn| {
                 let changed = conn
-                    .execute(
-                        "UPDATE users SET password_hash = ?2 WHERE username = ?1",
-                        [&username, &password_hash],
-                    )
+                    .execute("UPDATE users SET password_hash = ?2 WHERE username = ?1", [&username, &password_hash])
                     .ctx("setting a password")?;
                 Ok(changed > 0)
             })
@@ -1411,10 +1242,7 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.write(|conn| {
                 let changed = conn
-                    .execute(
-                        "DELETE FROM grants WHERE username = ?1 AND index_id = ?2",
-                        [&username, &index_id],
-                    )
+                    .execute("DELETE FROM grants WHERE username = ?1 AND index_id = ?2", [&username, &index_id])
                     .ctx("revoking")?;
                 Ok(changed > 0)
             })
@@ -1426,9 +1254,8 @@ impl Store for SqliteStore {
         let username = username.to_owned();
         self.run(move |inner| {
             inner.write(|conn| {
-                let changed = conn
-                    .execute("DELETE FROM users WHERE username = ?1", [&username])
-                    .ctx("deleting a user")?;
+                let changed =
+                    conn.execute("DELETE FROM users WHERE username = ?1", [&username]).ctx("deleting a user")?;
                 Ok(changed > 0)
             })
         })
@@ -1438,9 +1265,7 @@ impl Store for SqliteStore {
     async fn user_count(&self) -> Result<u64, StoreError> {
         self.run(|inner| {
             inner.read(|conn| {
-                let n: i64 = conn
-                    .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
-                    .ctx("counting users")?;
+                let n: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).ctx("counting users")?;
                 count_u64(n, "user count")
             })
         })
@@ -1462,8 +1287,15 @@ impl Store for SqliteStore {
                 let fk = tx
                     .prepare("PRAGMA foreign_key_check")
                     .and_then(|mut s| {
-                        s.query_map([], |r| Ok(format!("{} row {:?} -> {}", r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, String>(2)?)))?
-                            .collect::<rusqlite::Result<Vec<_>>>()
+                        s.query_map([], |r| {
+                            Ok(format!(
+                                "{} row {:?} -> {}",
+                                r.get::<_, String>(0)?,
+                                r.get::<_, Option<i64>>(1)?,
+                                r.get::<_, String>(2)?
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .ctx("running foreign_key_check")?;
                 if !fk.is_empty() {
@@ -1489,8 +1321,7 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|inner| {
             inner.read(|conn| {
-                conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                    .ctx("pinging")?;
+                conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).ctx("pinging")?;
                 Ok(())
             })
         })

@@ -4,9 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Now, as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn now_rfc3339() -> String {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     format_rfc3339(since_epoch)
 }
 
@@ -49,22 +47,10 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(format_rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            format_rfc3339(Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00.000Z"
-        );
-        assert_eq!(
-            format_rfc3339(Duration::from_millis(1_700_000_000_123)),
-            "2023-11-14T22:13:20.123Z"
-        );
-        assert_eq!(
-            format_rfc3339(Duration::from_secs(4_107_542_399)),
-            "2100-02-28T23:59:59.000Z"
-        );
-        assert_eq!(
-            format_rfc3339(Duration::from_secs(4_107_542_400)),
-            "2100-03-01T00:00:00.000Z"
-        );
+        assert_eq!(format_rfc3339(Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_rfc3339(Duration::from_millis(1_700_000_000_123)), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_rfc3339(Duration::from_secs(4_107_542_399)), "2100-02-28T23:59:59.000Z");
+        assert_eq!(format_rfc3339(Duration::from_secs(4_107_542_400)), "2100-03-01T00:00:00.000Z");
         assert_eq!(now_rfc3339().len(), 24);
     }
 }

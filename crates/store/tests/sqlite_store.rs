@@ -2,8 +2,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use facesearch_store::{
-    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, RecordFields, RecordPatch, Role,
-    SqliteStore, Store, StoreError,
+    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, RecordFields, RecordPatch, Role, SqliteStore, Store,
+    StoreError,
 };
 
 fn new_index(name: &str) -> NewIndex {
@@ -21,9 +21,7 @@ fn image(seed: u8) -> NewImage {
         bytes: vec![0xFF, 0xD8, seed, seed.wrapping_mul(3), 0xFF, 0xD9],
         mime: "image/jpeg".into(),
         file_name: format!("face_{seed}.jpg"),
-        embedding: (0..8)
-            .map(|i| f32::from(seed) * 0.25 + i as f32 / 7.0)
-            .collect(),
+        embedding: (0..8).map(|i| f32::from(seed) * 0.25 + i as f32 / 7.0).collect(),
         face: serde_json::json!({"box": [1, 2, 30, 40], "score": 0.99}),
     }
 }
@@ -55,12 +53,7 @@ async fn enrol_new(
     seed: u8,
 ) -> facesearch_store::Record {
     match store
-        .enrol(
-            index_id,
-            fields(name),
-            reference.map(str::to_owned),
-            image(seed),
-        )
+        .enrol(index_id, fields(name), reference.map(str::to_owned), image(seed))
         .await
         .expect("enrol")
         .expect("index exists")
@@ -78,22 +71,13 @@ async fn index_crud_and_duplicate_name() {
     assert_eq!(a.index_type, IndexType::Internal);
     assert_eq!(a.created_at.len(), 24);
     assert!(a.created_at.ends_with('Z'));
-    let b = store
-        .create_index(NewIndex {
-            index_type: IndexType::External,
-            ..new_index("beta")
-        })
-        .await
-        .unwrap();
+    let b = store.create_index(NewIndex { index_type: IndexType::External, ..new_index("beta") }).await.unwrap();
 
     match store.create_index(new_index("alpha")).await {
         Err(StoreError::DuplicateIndexName(n)) => assert_eq!(n, "alpha"),
         other => panic!("expected DuplicateIndexName, got {other:?}"),
     }
-    assert!(matches!(
-        store.create_index(new_index("  ")).await,
-        Err(StoreError::InvalidInput(_))
-    ));
+    assert!(matches!(store.create_index(new_index("  ")).await, Err(StoreError::InvalidInput(_))));
 
     let got = store.get_index(&a.id).await.unwrap().unwrap();
     assert_eq!(got.index_name, "alpha");
@@ -101,48 +85,23 @@ async fn index_crud_and_duplicate_name() {
     assert!(store.get_index("nope").await.unwrap().is_none());
 
     let list = store.list_indexes().await.unwrap();
-    assert_eq!(
-        list.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
-        vec![a.id.as_str(), b.id.as_str()]
-    );
+    assert_eq!(list.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec![a.id.as_str(), b.id.as_str()]);
 
     let json = serde_json::to_value(&list[1]).unwrap();
     assert_eq!(json["index_type"], "EXTERNAL");
     assert_eq!(json["record_count"], 0);
 
     let patched = store
-        .update_index(
-            &a.id,
-            IndexPatch {
-                title: Some("New title".into()),
-                description: None,
-            },
-        )
+        .update_index(&a.id, IndexPatch { title: Some("New title".into()), description: None })
         .await
         .unwrap()
         .unwrap();
     assert_eq!(patched.title, "New title");
     assert_eq!(patched.description, "alpha description");
     assert!(patched.updated_at >= patched.created_at);
+    assert!(store.update_index("nope", IndexPatch::default()).await.unwrap().is_none());
     assert!(
-        store
-            .update_index("nope", IndexPatch::default())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .update_index(
-                "nope",
-                IndexPatch {
-                    title: Some("x".into()),
-                    description: None
-                }
-            )
-            .await
-            .unwrap()
-            .is_none()
+        store.update_index("nope", IndexPatch { title: Some("x".into()), description: None }).await.unwrap().is_none()
     );
 
     assert!(store.delete_index(&a.id).await.unwrap());
@@ -158,45 +117,21 @@ async fn index_crud_and_duplicate_name() {
 async fn enrol_get_page_update_delete() {
     let (_dir, store) = open();
     let idx = store.create_index(new_index("people")).await.unwrap();
-    assert!(
-        store
-            .enrol("nope", fields("x"), None, image(0))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.enrol("nope", fields("x"), None, image(0)).await.unwrap().is_none());
 
     let mut created = Vec::new();
     for i in 0..7u8 {
         created.push(enrol_new(&store, &idx.id, &format!("person{i}"), None, i).await);
     }
-    assert_eq!(
-        store
-            .get_index(&idx.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .record_count,
-        7
-    );
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 7);
 
     let r0 = &created[0];
     assert_eq!(r0.image_ids.len(), 1);
-    let got = store
-        .get_record(&idx.id, &r0.record_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = store.get_record(&idx.id, &r0.record_id).await.unwrap().unwrap();
     assert_eq!(got.fields, fields("person0"));
     assert_eq!(got.image_ids, r0.image_ids);
     assert_eq!(got.reference, None);
-    assert!(
-        store
-            .get_record("other", &r0.record_id)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.get_record("other", &r0.record_id).await.unwrap().is_none());
 
     let img = store.get_image(&r0.image_ids[0]).await.unwrap().unwrap();
     assert_eq!(img.bytes, image(0).bytes);
@@ -223,12 +158,7 @@ async fn enrol_get_page_update_delete() {
         assert_eq!(r.image_ids.len(), 1);
         seen.push(r.record_id.clone());
     }
-    let keys: Vec<_> = p1
-        .iter()
-        .chain(&p2)
-        .chain(&p3)
-        .map(|r| (r.created_at.clone(), r.record_id.clone()))
-        .collect();
+    let keys: Vec<_> = p1.iter().chain(&p2).chain(&p3).map(|r| (r.created_at.clone(), r.record_id.clone())).collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted, "pages are in (created_at, record_id) order");
@@ -238,52 +168,20 @@ async fn enrol_get_page_update_delete() {
     // Exactly one page when it all fits.
     let (all, none) = store.list_records(&idx.id, 7, None).await.unwrap();
     assert_eq!((all.len(), none), (7, None));
-    assert!(matches!(
-        store.list_records(&idx.id, 3, Some("garbage")).await,
-        Err(StoreError::InvalidCursor)
-    ));
-    assert!(matches!(
-        store.list_records(&idx.id, 3, Some("abcd")).await,
-        Err(StoreError::InvalidCursor)
-    ));
+    assert!(matches!(store.list_records(&idx.id, 3, Some("garbage")).await, Err(StoreError::InvalidCursor)));
+    assert!(matches!(store.list_records(&idx.id, 3, Some("abcd")).await, Err(StoreError::InvalidCursor)));
 
     // get_records across the index, unknown ids skipped.
-    let ids = vec![
-        created[1].record_id.clone(),
-        created[5].record_id.clone(),
-        "missing".to_owned(),
-    ];
+    let ids = vec![created[1].record_id.clone(), created[5].record_id.clone(), "missing".to_owned()];
     let many = store.get_records(&ids).await.unwrap();
     assert_eq!(many.len(), 2);
     assert!(many.iter().all(|r| r.image_ids.len() == 1));
 
     // add_image
-    let (with_two, new_image_id) = store
-        .add_image(&idx.id, &r0.record_id, image(100))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        with_two.image_ids,
-        vec![r0.image_ids[0].clone(), new_image_id.clone()]
-    );
-    assert!(
-        store
-            .add_image(&idx.id, "missing", image(1))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(
-        store
-            .get_record(&idx.id, &r0.record_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .image_ids
-            .len(),
-        2
-    );
+    let (with_two, new_image_id) = store.add_image(&idx.id, &r0.record_id, image(100)).await.unwrap().unwrap();
+    assert_eq!(with_two.image_ids, vec![r0.image_ids[0].clone(), new_image_id.clone()]);
+    assert!(store.add_image(&idx.id, "missing", image(1)).await.unwrap().is_none());
+    assert_eq!(store.get_record(&idx.id, &r0.record_id).await.unwrap().unwrap().image_ids.len(), 2);
 
     // update
     let patch = RecordPatch {
@@ -292,42 +190,19 @@ async fn enrol_get_page_update_delete() {
         reference: Some("ref-0".into()),
         ..Default::default()
     };
-    let updated = store
-        .update_record(&idx.id, &r0.record_id, patch)
-        .await
-        .unwrap()
-        .unwrap();
+    let updated = store.update_record(&idx.id, &r0.record_id, patch).await.unwrap().unwrap();
     assert_eq!(updated.fields.name, "Renamed");
     assert_eq!(updated.fields.dob, "1990-01-15");
     assert!(updated.fields.watch_list.is_empty());
     assert_eq!(updated.reference.as_deref(), Some("ref-0"));
     assert_eq!(updated.image_ids.len(), 2);
-    let reread = store
-        .get_record(&idx.id, &r0.record_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let reread = store.get_record(&idx.id, &r0.record_id).await.unwrap().unwrap();
     assert_eq!(reread.fields, updated.fields);
     assert_eq!(reread.reference.as_deref(), Some("ref-0"));
-    assert_eq!(
-        store
-            .find_by_reference(&idx.id, "ref-0")
-            .await
-            .unwrap()
-            .unwrap()
-            .record_id,
-        r0.record_id
-    );
+    assert_eq!(store.find_by_reference(&idx.id, "ref-0").await.unwrap().unwrap().record_id, r0.record_id);
     // Same reference on the same record is fine; on another record a conflict.
     store
-        .update_record(
-            &idx.id,
-            &r0.record_id,
-            RecordPatch {
-                reference: Some("ref-0".into()),
-                ..Default::default()
-            },
-        )
+        .update_record(&idx.id, &r0.record_id, RecordPatch { reference: Some("ref-0".into()), ..Default::default() })
         .await
         .unwrap()
         .unwrap();
@@ -335,37 +210,20 @@ async fn enrol_get_page_update_delete() {
         .update_record(
             &idx.id,
             &created[1].record_id,
-            RecordPatch {
-                reference: Some("ref-0".into()),
-                ..Default::default()
-            },
+            RecordPatch { reference: Some("ref-0".into()), ..Default::default() },
         )
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
     assert!(
         store
-            .update_record(
-                &idx.id,
-                "missing",
-                RecordPatch {
-                    name: Some("x".into()),
-                    ..Default::default()
-                }
-            )
+            .update_record(&idx.id, "missing", RecordPatch { name: Some("x".into()), ..Default::default() })
             .await
             .unwrap()
             .is_none()
     );
     // Empty reference clears it.
     let cleared = store
-        .update_record(
-            &idx.id,
-            &r0.record_id,
-            RecordPatch {
-                reference: Some(String::new()),
-                ..Default::default()
-            },
-        )
+        .update_record(&idx.id, &r0.record_id, RecordPatch { reference: Some(String::new()), ..Default::default() })
         .await
         .unwrap()
         .unwrap();
@@ -374,11 +232,7 @@ async fn enrol_get_page_update_delete() {
     // delete: images and embeddings gone.
     let before = store.embeddings("pack-a").await.unwrap().len();
     assert_eq!(before, 8);
-    let mut deleted = store
-        .delete_record(&idx.id, &r0.record_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut deleted = store.delete_record(&idx.id, &r0.record_id).await.unwrap().unwrap();
     deleted.sort();
     let mut expected_images = with_two.image_ids.clone();
     expected_images.sort();
@@ -389,29 +243,9 @@ async fn enrol_get_page_update_delete() {
     let after = store.embeddings("pack-a").await.unwrap();
     assert_eq!(after.len(), 6);
     assert!(after.iter().all(|e| e.record_id != r0.record_id));
-    assert!(
-        store
-            .get_record(&idx.id, &r0.record_id)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .delete_record(&idx.id, &r0.record_id)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(
-        store
-            .get_index(&idx.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .record_count,
-        6
-    );
+    assert!(store.get_record(&idx.id, &r0.record_id).await.unwrap().is_none());
+    assert!(store.delete_record(&idx.id, &r0.record_id).await.unwrap().is_none());
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 6);
     store.integrity_check().await.unwrap();
 }
 
@@ -422,33 +256,15 @@ async fn enrol_with_existing_reference_returns_existing_and_stores_nothing() {
     let other = store.create_index(new_index("other")).await.unwrap();
     let first = enrol_new(&store, &idx.id, "alice", Some("client-42"), 1).await;
 
-    let again = store
-        .enrol(
-            &idx.id,
-            fields("someone else"),
-            Some("client-42".into()),
-            image(2),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let again =
+        store.enrol(&idx.id, fields("someone else"), Some("client-42".into()), image(2)).await.unwrap().unwrap();
     assert!(!again.is_created());
-    let EnrolOutcome::Existing(existing) = again else {
-        panic!("expected Existing")
-    };
+    let EnrolOutcome::Existing(existing) = again else { panic!("expected Existing") };
     assert_eq!(existing.record_id, first.record_id);
     assert_eq!(existing.fields.name, "alice");
     assert_eq!(existing.image_ids, first.image_ids);
 
-    assert_eq!(
-        store
-            .get_index(&idx.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .record_count,
-        1
-    );
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 1);
     assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 1);
     let (page, _) = store.list_records(&idx.id, 10, None).await.unwrap();
     assert_eq!(page.len(), 1);
@@ -458,38 +274,16 @@ async fn enrol_with_existing_reference_returns_existing_and_stores_nothing() {
     // An empty reference is no reference.
     enrol_new(&store, &idx.id, "bob", Some(""), 4).await;
     enrol_new(&store, &idx.id, "carol", Some(""), 5).await;
-    assert_eq!(
-        store
-            .get_index(&idx.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .record_count,
-        3
-    );
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 3);
 
     // Bad embeddings are refused and nothing is stored.
     let mut bad = image(6);
     bad.embedding = vec![];
-    assert!(matches!(
-        store.enrol(&idx.id, fields("x"), None, bad).await,
-        Err(StoreError::InvalidInput(_))
-    ));
+    assert!(matches!(store.enrol(&idx.id, fields("x"), None, bad).await, Err(StoreError::InvalidInput(_))));
     let mut nan = image(7);
     nan.embedding[0] = f32::NAN;
-    assert!(matches!(
-        store.enrol(&idx.id, fields("x"), None, nan).await,
-        Err(StoreError::InvalidInput(_))
-    ));
-    assert_eq!(
-        store
-            .get_index(&idx.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .record_count,
-        3
-    );
+    assert!(matches!(store.enrol(&idx.id, fields("x"), None, nan).await, Err(StoreError::InvalidInput(_))));
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 3);
     store.integrity_check().await.unwrap();
 }
 
@@ -500,19 +294,8 @@ async fn delete_index_cascades() {
     let kept = store.create_index(new_index("kept")).await.unwrap();
     let mut doomed_images = Vec::new();
     for i in 0..3u8 {
-        let r = enrol_new(
-            &store,
-            &doomed.id,
-            &format!("d{i}"),
-            Some(&format!("r{i}")),
-            i,
-        )
-        .await;
-        let (_, extra) = store
-            .add_image(&doomed.id, &r.record_id, image(50 + i))
-            .await
-            .unwrap()
-            .unwrap();
+        let r = enrol_new(&store, &doomed.id, &format!("d{i}"), Some(&format!("r{i}")), i).await;
+        let (_, extra) = store.add_image(&doomed.id, &r.record_id, image(50 + i)).await.unwrap().unwrap();
         doomed_images.extend(r.image_ids);
         doomed_images.push(extra);
     }
@@ -528,29 +311,12 @@ async fn delete_index_cascades() {
     let left = store.embeddings("pack-a").await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].record_id, keeper.record_id);
-    assert!(
-        store
-            .find_by_reference(&doomed.id, "r0")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.find_by_reference(&doomed.id, "r0").await.unwrap().is_none());
     let (page, next) = store.list_records(&doomed.id, 10, None).await.unwrap();
     assert!(page.is_empty() && next.is_none());
-    assert_eq!(
-        store.get_user("op").await.unwrap().unwrap().grants,
-        vec![kept.id.clone()]
-    );
+    assert_eq!(store.get_user("op").await.unwrap().unwrap().grants, vec![kept.id.clone()]);
     assert_eq!(store.list_indexes().await.unwrap().len(), 1);
-    assert_eq!(
-        store
-            .get_index(&kept.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .record_count,
-        1
-    );
+    assert_eq!(store.get_index(&kept.id).await.unwrap().unwrap().record_count, 1);
     store.integrity_check().await.unwrap();
 }
 
@@ -558,13 +324,7 @@ async fn delete_index_cascades() {
 async fn embeddings_are_bit_exact_and_filtered_by_pack() {
     let (_dir, store) = open();
     let a = store.create_index(new_index("a")).await.unwrap();
-    let b = store
-        .create_index(NewIndex {
-            pack: "pack-b".into(),
-            ..new_index("b")
-        })
-        .await
-        .unwrap();
+    let b = store.create_index(NewIndex { pack: "pack-b".into(), ..new_index("b") }).await.unwrap();
     let vector = vec![
         0.1f32,
         -0.0,
@@ -577,19 +337,10 @@ async fn embeddings_are_bit_exact_and_filtered_by_pack() {
     ];
     let mut img = image(1);
     img.embedding = vector.clone();
-    let rec = store
-        .enrol(&a.id, fields("v"), None, img)
-        .await
-        .unwrap()
-        .unwrap()
-        .into_record();
+    let rec = store.enrol(&a.id, fields("v"), None, img).await.unwrap().unwrap().into_record();
     let mut img_b = image(2);
     img_b.embedding = vec![0.5; 4];
-    store
-        .enrol(&b.id, fields("w"), None, img_b)
-        .await
-        .unwrap()
-        .unwrap();
+    store.enrol(&b.id, fields("w"), None, img_b).await.unwrap().unwrap();
 
     let rows = store.embeddings("pack-a").await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -609,16 +360,10 @@ async fn embeddings_are_bit_exact_and_filtered_by_pack() {
 async fn users_passwords_and_grants() {
     let (_dir, store) = open();
     assert_eq!(store.user_count().await.unwrap(), 0);
-    let admin = store
-        .create_user("admin", "correct horse", Role::Admin)
-        .await
-        .unwrap();
+    let admin = store.create_user("admin", "correct horse", Role::Admin).await.unwrap();
     assert_eq!(admin.role, Role::Admin);
     assert!(admin.password_hash.starts_with("$argon2id$"));
-    assert!(
-        !format!("{admin:?}").contains("argon2"),
-        "Debug redacts the hash"
-    );
+    assert!(!format!("{admin:?}").contains("argon2"), "Debug redacts the hash");
     let json = serde_json::to_value(&admin).unwrap();
     assert!(json.get("password_hash").is_none());
     assert_eq!(json["role"], "admin");
@@ -627,109 +372,44 @@ async fn users_passwords_and_grants() {
         Err(StoreError::DuplicateUser(u)) => assert_eq!(u, "admin"),
         other => panic!("expected DuplicateUser, got {other:?}"),
     }
-    assert!(matches!(
-        store.create_user("a:b", "x", Role::Searcher).await,
-        Err(StoreError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        store.create_user("", "x", Role::Searcher).await,
-        Err(StoreError::InvalidInput(_))
-    ));
+    assert!(matches!(store.create_user("a:b", "x", Role::Searcher).await, Err(StoreError::InvalidInput(_))));
+    assert!(matches!(store.create_user("", "x", Role::Searcher).await, Err(StoreError::InvalidInput(_))));
 
     // Same password, different salt.
-    let s1 = store
-        .create_user("s1", "same", Role::Searcher)
-        .await
-        .unwrap();
-    let s2 = store
-        .create_user("s2", "same", Role::Auditor)
-        .await
-        .unwrap();
+    let s1 = store.create_user("s1", "same", Role::Searcher).await.unwrap();
+    let s2 = store.create_user("s2", "same", Role::Auditor).await.unwrap();
     assert_ne!(s1.password_hash, s2.password_hash);
     assert_eq!(store.user_count().await.unwrap(), 3);
 
-    assert_eq!(
-        store
-            .verify_password("admin", "correct horse")
-            .await
-            .unwrap()
-            .unwrap()
-            .username,
-        "admin"
-    );
-    assert!(
-        store
-            .verify_password("admin", "wrong")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .verify_password("nobody", "correct horse")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .verify_password("Admin", "correct horse")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(store.verify_password("admin", "correct horse").await.unwrap().unwrap().username, "admin");
+    assert!(store.verify_password("admin", "wrong").await.unwrap().is_none());
+    assert!(store.verify_password("nobody", "correct horse").await.unwrap().is_none());
+    assert!(store.verify_password("Admin", "correct horse").await.unwrap().is_none());
 
     assert!(store.set_password("admin", "new pw").await.unwrap());
     assert!(!store.set_password("nobody", "x").await.unwrap());
-    assert!(
-        store
-            .verify_password("admin", "correct horse")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .verify_password("admin", "new pw")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store.verify_password("admin", "correct horse").await.unwrap().is_none());
+    assert!(store.verify_password("admin", "new pw").await.unwrap().is_some());
 
     let i1 = store.create_index(new_index("i1")).await.unwrap();
     let i2 = store.create_index(new_index("i2")).await.unwrap();
     assert!(store.grant("s1", &i1.id).await.unwrap());
-    assert!(
-        store.grant("s1", &i1.id).await.unwrap(),
-        "granting twice is fine"
-    );
+    assert!(store.grant("s1", &i1.id).await.unwrap(), "granting twice is fine");
     assert!(store.grant("s1", &i2.id).await.unwrap());
     assert!(!store.grant("nobody", &i1.id).await.unwrap());
     assert!(!store.grant("s1", "no-index").await.unwrap());
     let mut expected = vec![i1.id.clone(), i2.id.clone()];
     expected.sort();
-    assert_eq!(
-        store.get_user("s1").await.unwrap().unwrap().grants,
-        expected
-    );
+    assert_eq!(store.get_user("s1").await.unwrap().unwrap().grants, expected);
     let verified = store.verify_password("s1", "same").await.unwrap().unwrap();
     assert_eq!(verified.grants, expected);
 
     assert!(store.revoke("s1", &i1.id).await.unwrap());
     assert!(!store.revoke("s1", &i1.id).await.unwrap());
-    assert_eq!(
-        store.get_user("s1").await.unwrap().unwrap().grants,
-        vec![i2.id.clone()]
-    );
+    assert_eq!(store.get_user("s1").await.unwrap().unwrap().grants, vec![i2.id.clone()]);
 
     let users = store.list_users().await.unwrap();
-    assert_eq!(
-        users
-            .iter()
-            .map(|u| u.username.as_str())
-            .collect::<Vec<_>>(),
-        vec!["admin", "s1", "s2"]
-    );
+    assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["admin", "s1", "s2"]);
     assert_eq!(users[1].grants, vec![i2.id.clone()]);
     assert_eq!(users[2].role, Role::Auditor);
 
@@ -738,30 +418,12 @@ async fn users_passwords_and_grants() {
     assert!(store.get_user("s1").await.unwrap().is_none());
     assert_eq!(store.user_count().await.unwrap(), 2);
     // Re-creating the user does not resurrect old grants.
-    assert!(
-        store
-            .create_user("s1", "x", Role::Searcher)
-            .await
-            .unwrap()
-            .grants
-            .is_empty()
-    );
-    assert!(
-        store
-            .get_user("s1")
-            .await
-            .unwrap()
-            .unwrap()
-            .grants
-            .is_empty()
-    );
+    assert!(store.create_user("s1", "x", Role::Searcher).await.unwrap().grants.is_empty());
+    assert!(store.get_user("s1").await.unwrap().unwrap().grants.is_empty());
 
     assert_eq!("OPERATOR".parse::<Role>().unwrap(), Role::Operator);
     assert!("root".parse::<Role>().is_err());
-    assert_eq!(
-        "external".parse::<IndexType>().unwrap(),
-        IndexType::External
-    );
+    assert_eq!("external".parse::<IndexType>().unwrap(), IndexType::External);
     store.integrity_check().await.unwrap();
 }
 
@@ -788,21 +450,11 @@ async fn reopen_after_drop_keeps_data() {
     let store = SqliteStore::open(&data).unwrap();
     let idx = store.get_index(&index_id).await.unwrap().unwrap();
     assert_eq!(idx.record_count, 1);
-    let got = store
-        .get_record(&index_id, &record.record_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = store.get_record(&index_id, &record.record_id).await.unwrap().unwrap();
     assert_eq!(got.fields, record.fields);
     assert_eq!(got.created_at, record.created_at);
-    assert_eq!(
-        store.get_image(&image_id).await.unwrap().unwrap().bytes,
-        image(7).bytes
-    );
-    assert_eq!(
-        store.embeddings("pack-a").await.unwrap()[0].vector,
-        image(7).embedding
-    );
+    assert_eq!(store.get_image(&image_id).await.unwrap().unwrap().bytes, image(7).bytes);
+    assert_eq!(store.embeddings("pack-a").await.unwrap()[0].vector, image(7).embedding);
     let admin = store.verify_password("admin", "pw").await.unwrap().unwrap();
     assert_eq!(admin.grants, vec![index_id.clone()]);
     store.integrity_check().await.unwrap();
@@ -837,11 +489,7 @@ async fn concurrent_enrolments_keep_exact_counts() {
         tasks.push(tokio::spawn(async move {
             // Every reference twice: exactly 12 records must result.
             let reference = format!("ref-{}", i % 12);
-            store
-                .enrol(&index_id, fields("c"), Some(reference), image(i))
-                .await
-                .unwrap()
-                .unwrap()
+            store.enrol(&index_id, fields("c"), Some(reference), image(i)).await.unwrap().unwrap()
         }));
     }
     let mut created = 0;
@@ -851,15 +499,7 @@ async fn concurrent_enrolments_keep_exact_counts() {
         }
     }
     assert_eq!(created, 12);
-    assert_eq!(
-        store
-            .get_index(&idx.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .record_count,
-        12
-    );
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 12);
     assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 12);
     store.integrity_check().await.unwrap();
 }

@@ -40,16 +40,8 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 
 /// The index, if it exists and the caller may see it; else 404 (or 403 when it exists
 /// but is not granted — the published API reveals that much for searches too).
-pub async fn visible_index(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<IndexInfo, ApiError> {
-    let index = state
-        .store()
-        .get_index(id)
-        .await?
-        .ok_or_else(|| ApiError::index_not_found(id))?;
+pub async fn visible_index(state: &AppState, caller: &Caller, id: &str) -> Result<IndexInfo, ApiError> {
+    let index = state.store().get_index(id).await?.ok_or_else(|| ApiError::index_not_found(id))?;
     if !caller.may_read(&index) && !caller.may_search(&index) {
         return Err(ApiError::forbidden(&format!("access index {id:?}")).with("index_id", id));
     }
@@ -66,10 +58,7 @@ pub async fn create(
     }
     let name = body.index_name.trim().to_string();
     if name.is_empty() {
-        return Err(ApiError::invalid_parameter(
-            "index_name",
-            "index_name must not be empty",
-        ));
+        return Err(ApiError::invalid_parameter("index_name", "index_name must not be empty"));
     }
     check_text("index_name", &name, 128)?;
     let title = body.title.unwrap_or_else(|| name.clone());
@@ -87,27 +76,12 @@ pub async fn create(
         }
     };
     let pack = state.engine()?.pipeline().pack().name().to_string();
-    let index = state
-        .store()
-        .create_index(NewIndex {
-            index_name: name,
-            title,
-            description,
-            index_type,
-            pack,
-        })
-        .await?;
+    let index = state.store().create_index(NewIndex { index_name: name, title, description, index_type, pack }).await?;
     Ok(created(index_object(&index)))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(ok(index_object(
-        &visible_index(&state, &caller, &id).await?,
-    )))
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(ok(index_object(&visible_index(&state, &caller, &id).await?)))
 }
 
 pub async fn patch(
@@ -127,13 +101,7 @@ pub async fn patch(
     }
     let index = state
         .store()
-        .update_index(
-            &id,
-            IndexPatch {
-                title: body.title,
-                description: body.description,
-            },
-        )
+        .update_index(&id, IndexPatch { title: body.title, description: body.description })
         .await?
         .ok_or_else(|| ApiError::index_not_found(&id))?;
     Ok(ok(index_object(&index)))

@@ -16,30 +16,18 @@ use crate::validate::{RecordPatchBody, check_fields, check_reference, split_watc
 
 const DEFAULT_PAGE: usize = 100;
 
-async fn writable_index(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<IndexInfo, ApiError> {
+async fn writable_index(state: &AppState, caller: &Caller, id: &str) -> Result<IndexInfo, ApiError> {
     let index = visible_index(state, caller, id).await?;
     if !caller.may_write(&index) {
-        return Err(
-            ApiError::forbidden(&format!("change records of index {id:?}")).with("index_id", id),
-        );
+        return Err(ApiError::forbidden(&format!("change records of index {id:?}")).with("index_id", id));
     }
     Ok(index)
 }
 
-async fn readable_index(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<IndexInfo, ApiError> {
+async fn readable_index(state: &AppState, caller: &Caller, id: &str) -> Result<IndexInfo, ApiError> {
     let index = visible_index(state, caller, id).await?;
     if !caller.may_read(&index) {
-        return Err(
-            ApiError::forbidden(&format!("read records of index {id:?}")).with("index_id", id),
-        );
+        return Err(ApiError::forbidden(&format!("read records of index {id:?}")).with("index_id", id));
     }
     Ok(index)
 }
@@ -57,11 +45,7 @@ pub async fn enrol(
     let fields = RecordFields {
         name: form.text("name").unwrap_or_default(),
         dob: form.text("dob").unwrap_or_default().trim().to_string(),
-        nationality: form
-            .text("nationality")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        nationality: form.text("nationality").unwrap_or_default().trim().to_string(),
         gender: form.text("gender").unwrap_or_default(),
         id_no: form.text("id_no").unwrap_or_default(),
         address: form.text("address").unwrap_or_default(),
@@ -69,19 +53,13 @@ pub async fn enrol(
         additional_info: form.text("additional_info").unwrap_or_default(),
     };
     check_fields(&fields)?;
-    let reference = form
-        .text("reference")
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty());
+    let reference = form.text("reference").map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
     if let Some(r) = &reference {
         check_reference(r)?;
     }
     let engine = state.engine()?;
     let index = engine.usable_index(&index.id).await?;
-    match engine
-        .enrol(&index, fields, reference, image.bytes, image.file_name)
-        .await?
-    {
+    match engine.enrol(&index, fields, reference, image.bytes, image.file_name).await? {
         EnrolOutcome::Created(record) => Ok(created(record)),
         EnrolOutcome::Existing(record) => Ok(ok(record)),
     }
@@ -98,16 +76,9 @@ pub async fn list(
     let cap = state.config().max_page_size;
     let limit = match query.get("limit").map(str::trim).filter(|s| !s.is_empty()) {
         None => DEFAULT_PAGE.min(cap),
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=cap).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid_parameter(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {cap}"),
-                )
-            })?,
+        Some(s) => s.parse::<usize>().ok().filter(|n| (1..=cap).contains(n)).ok_or_else(|| {
+            ApiError::invalid_parameter("limit", format!("limit must be a whole number from 1 to {cap}"))
+        })?,
     };
     let cursor = query.get("cursor").filter(|c| !c.is_empty());
     let (records, next) = state.store().list_records(&index.id, limit, cursor).await?;
@@ -120,11 +91,8 @@ pub async fn get(
     Path((index_id, record_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let index = readable_index(&state, &caller, &index_id).await?;
-    let record = state
-        .store()
-        .get_record(&index.id, &record_id)
-        .await?
-        .ok_or_else(|| ApiError::record_not_found(&record_id))?;
+    let record =
+        state.store().get_record(&index.id, &record_id).await?.ok_or_else(|| ApiError::record_not_found(&record_id))?;
     Ok(ok(record))
 }
 

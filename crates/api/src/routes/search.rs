@@ -33,11 +33,7 @@ pub async fn index_details(
         ));
     }
     let indexes = state.store().list_indexes().await?;
-    let visible: Vec<Value> = indexes
-        .iter()
-        .filter(|i| caller.may_search(i))
-        .map(index_object)
-        .collect();
+    let visible: Vec<Value> = indexes.iter().filter(|i| caller.may_search(i)).map(index_object).collect();
     Ok(ok(visible))
 }
 
@@ -50,22 +46,13 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     let liveness = query.bool("perform_liveness_check", true)?;
     let image = form.file("source_image")?;
-    let ids_text = form
-        .text("target_index_ids")
-        .ok_or_else(|| ApiError::missing_field("target_index_ids"))?;
-    let mut ids: Vec<String> = ids_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let ids_text = form.text("target_index_ids").ok_or_else(|| ApiError::missing_field("target_index_ids"))?;
+    let mut ids: Vec<String> =
+        ids_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(id.clone()));
     if ids.is_empty() {
-        return Err(ApiError::invalid_parameter(
-            "target_index_ids",
-            "target_index_ids must name at least one index",
-        ));
+        return Err(ApiError::invalid_parameter("target_index_ids", "target_index_ids must name at least one index"));
     }
     if ids.len() > MAX_TARGET_INDEXES {
         return Err(ApiError::invalid_parameter(
@@ -74,38 +61,18 @@ pub async fn search(
         ));
     }
     let min_score = form.number("min_match_score", DEFAULT_MIN_MATCH_SCORE, 0.0..=100.0)?;
-    let max_results = form.integer(
-        "max_results",
-        DEFAULT_MAX_RESULTS,
-        1..=state.config().max_results_cap,
-    )?;
+    let max_results = form.integer("max_results", DEFAULT_MAX_RESULTS, 1..=state.config().max_results_cap)?;
 
     let engine = state.engine()?;
     let mut indexes = Vec::with_capacity(ids.len());
     for id in &ids {
-        let index = engine
-            .store()
-            .get_index(id)
-            .await?
-            .ok_or_else(|| ApiError::index_not_found(id))?;
+        let index = engine.store().get_index(id).await?.ok_or_else(|| ApiError::index_not_found(id))?;
         if !caller.may_search(&index) {
-            return Err(
-                ApiError::forbidden(&format!("search index {id:?}")).with("index_id", id.as_str())
-            );
+            return Err(ApiError::forbidden(&format!("search index {id:?}")).with("index_id", id.as_str()));
         }
         indexes.push(engine.usable_index(id).await?);
     }
-    let outcome = engine
-        .search(
-            image.bytes,
-            &SearchQuery {
-                indexes,
-                min_score,
-                max_results,
-                liveness,
-            },
-        )
-        .await?;
+    let outcome = engine.search(image.bytes, &SearchQuery { indexes, min_score, max_results, liveness }).await?;
     let results: Vec<Value> = outcome
         .matches
         .iter()
@@ -148,16 +115,8 @@ pub async fn download(
     caller: Caller,
     Path(file_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let image = state
-        .store()
-        .get_image(&file_id)
-        .await?
-        .ok_or_else(ApiError::file_not_found)?;
-    let index = state
-        .store()
-        .get_index(&image.index_id)
-        .await?
-        .ok_or_else(ApiError::file_not_found)?;
+    let image = state.store().get_image(&file_id).await?.ok_or_else(ApiError::file_not_found)?;
+    let index = state.store().get_index(&image.index_id).await?.ok_or_else(ApiError::file_not_found)?;
     if !caller.may_read(&index) {
         return Err(ApiError::file_not_found());
     }

@@ -89,10 +89,7 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        Self {
-            score_threshold: 0.6,
-            nms_iou: 0.4,
-        }
+        Self { score_threshold: 0.6, nms_iou: 0.4 }
     }
 }
 
@@ -108,11 +105,7 @@ pub struct FaceDetector {
 
 impl FaceDetector {
     pub fn new(kind: DetectorKind, model: Arc<dyn InferenceModel>, config: DetectorConfig) -> Self {
-        Self {
-            kind,
-            model,
-            config,
-        }
+        Self { kind, model, config }
     }
 
     /// All faces in `image`, largest first. When nothing is found the image is retried
@@ -130,17 +123,12 @@ impl FaceDetector {
     fn detect_once(&self, image: &RgbImage, pad: u32) -> Result<Vec<Detection>, RuntimeError> {
         let letterbox = Letterbox::new(image, pad);
         let input = letterbox.tensor(self.kind);
-        let outputs = self
-            .model
-            .run(&[1, 3, INPUT_SIZE as usize, INPUT_SIZE as usize], &input)?;
+        let outputs = self.model.run(&[1, 3, INPUT_SIZE as usize, INPUT_SIZE as usize], &input)?;
         let raw = match self.kind {
             DetectorKind::YuNet => decode_yunet(&outputs, INPUT_SIZE, self.config.score_threshold),
             DetectorKind::Scrfd => decode_scrfd(&outputs, INPUT_SIZE, self.config.score_threshold),
         }
-        .map_err(|detail| RuntimeError::BadOutput {
-            model: self.model.name().to_string(),
-            detail,
-        })?;
+        .map_err(|detail| RuntimeError::BadOutput { model: self.model.name().to_string(), detail })?;
         let mut faces: Vec<Detection> = nms(raw, self.config.nms_iou)
             .into_iter()
             .map(|d| d.mapped(letterbox.scale, pad as f32, pad as f32))
@@ -210,10 +198,7 @@ pub fn nms(mut faces: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
 
 /// The output of `outputs` called `name`, or an error naming what is missing.
 fn output<'a>(outputs: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, String> {
-    outputs
-        .iter()
-        .find(|o| o.name == name)
-        .ok_or_else(|| format!("no output named {name}"))
+    outputs.iter().find(|o| o.name == name).ok_or_else(|| format!("no output named {name}"))
 }
 
 #[cfg(test)]
@@ -221,37 +206,15 @@ mod tests {
     use super::*;
 
     fn det(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Detection {
-        Detection {
-            bbox: BBox { x1, y1, x2, y2 },
-            landmarks: [[0.0; 2]; 5],
-            score,
-        }
+        Detection { bbox: BBox { x1, y1, x2, y2 }, landmarks: [[0.0; 2]; 5], score }
     }
 
     #[test]
     fn iou_of_known_boxes() {
-        let a = BBox {
-            x1: 0.0,
-            y1: 0.0,
-            x2: 10.0,
-            y2: 10.0,
-        };
-        let b = BBox {
-            x1: 5.0,
-            y1: 0.0,
-            x2: 15.0,
-            y2: 10.0,
-        };
+        let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
+        let b = BBox { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 };
         assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
-        assert_eq!(
-            a.iou(&BBox {
-                x1: 20.0,
-                y1: 20.0,
-                x2: 30.0,
-                y2: 30.0
-            }),
-            0.0
-        );
+        assert_eq!(a.iou(&BBox { x1: 20.0, y1: 20.0, x2: 30.0, y2: 30.0 }), 0.0);
         assert_eq!(a.iou(&a), 1.0);
     }
 
@@ -275,10 +238,7 @@ mod tests {
         let lb = Letterbox::new(&image, 0);
         assert_eq!(lb.scale, 0.5);
         let d = det(100.0, 50.0, 200.0, 150.0, 1.0).mapped(lb.scale, 0.0, 0.0);
-        assert_eq!(
-            (d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2),
-            (200.0, 100.0, 400.0, 300.0)
-        );
+        assert_eq!((d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2), (200.0, 100.0, 400.0, 300.0));
         // With padding the offset is removed after scaling back.
         let lb = Letterbox::new(&image, 320);
         let d = det(160.0, 160.0, 200.0, 200.0, 1.0).mapped(lb.scale, 320.0, 320.0);

@@ -9,11 +9,7 @@ const STRIDES: [u32; 3] = [8, 16, 32];
 const ANCHORS_PER_CELL: usize = 2;
 
 /// Faces scoring at least `threshold` in SCRFD's raw outputs for a `size`×`size` input.
-pub fn decode_scrfd(
-    outputs: &[NamedTensor],
-    size: u32,
-    threshold: f32,
-) -> Result<Vec<Detection>, String> {
+pub fn decode_scrfd(outputs: &[NamedTensor], size: u32, threshold: f32) -> Result<Vec<Detection>, String> {
     let mut faces = Vec::new();
     for stride in STRIDES {
         let cols = (size / stride) as usize;
@@ -21,11 +17,7 @@ pub fn decode_scrfd(
         let get = |kind: &str, width: usize| -> Result<&[f32], String> {
             let t = &output(outputs, &format!("{kind}_{stride}"))?.tensor;
             if t.data.len() != anchors * width {
-                return Err(format!(
-                    "{kind}_{stride} has {} values, expected {}",
-                    t.data.len(),
-                    anchors * width
-                ));
+                return Err(format!("{kind}_{stride} has {} values, expected {}", t.data.len(), anchors * width));
             }
             Ok(&t.data)
         };
@@ -40,12 +32,7 @@ pub fn decode_scrfd(
             let d = &bbox[i * 4..i * 4 + 4];
             let k = &kps[i * 10..i * 10 + 10];
             faces.push(Detection {
-                bbox: BBox {
-                    x1: cx - d[0] * s,
-                    y1: cy - d[1] * s,
-                    x2: cx + d[2] * s,
-                    y2: cy + d[3] * s,
-                },
+                bbox: BBox { x1: cx - d[0] * s, y1: cy - d[1] * s, x2: cx + d[2] * s, y2: cy + d[3] * s },
                 landmarks: std::array::from_fn(|j| [cx + k[2 * j] * s, cy + k[2 * j + 1] * s]),
                 score,
             });
@@ -76,23 +63,15 @@ mod tests {
                         _ => data[i * 10..i * 10 + 2].copy_from_slice(&[0.5, -0.5]),
                     }
                 }
-                outputs.push(NamedTensor {
-                    name: format!("{kind}_{s}"),
-                    tensor: Tensor {
-                        shape: vec![n, width],
-                        data,
-                    },
-                });
+                outputs
+                    .push(NamedTensor { name: format!("{kind}_{s}"), tensor: Tensor { shape: vec![n, width], data } });
             }
         }
         let faces = decode_scrfd(&outputs, size, 0.5).unwrap();
         assert_eq!(faces.len(), 1);
         let f = &faces[0];
         // anchor centre (16, 8)
-        assert_eq!(
-            (f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2),
-            (8.0, -8.0, 40.0, 40.0)
-        );
+        assert_eq!((f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2), (8.0, -8.0, 40.0, 40.0));
         assert_eq!(f.landmarks[0], [20.0, 4.0]);
         assert_eq!(f.landmarks[1], [16.0, 8.0]);
         assert!(decode_scrfd(&outputs, size, 0.95).unwrap().is_empty());

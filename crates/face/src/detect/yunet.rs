@@ -8,11 +8,7 @@ use crate::runtime::NamedTensor;
 const STRIDES: [u32; 3] = [8, 16, 32];
 
 /// Faces scoring at least `threshold` in YuNet's raw outputs for a `size`×`size` input.
-pub fn decode_yunet(
-    outputs: &[NamedTensor],
-    size: u32,
-    threshold: f32,
-) -> Result<Vec<Detection>, String> {
+pub fn decode_yunet(outputs: &[NamedTensor], size: u32, threshold: f32) -> Result<Vec<Detection>, String> {
     let mut faces = Vec::new();
     for stride in STRIDES {
         let cols = (size / stride) as usize;
@@ -20,20 +16,11 @@ pub fn decode_yunet(
         let get = |kind: &str, width: usize| -> Result<&[f32], String> {
             let t = &output(outputs, &format!("{kind}_{stride}"))?.tensor;
             if t.data.len() != cells * width {
-                return Err(format!(
-                    "{kind}_{stride} has {} values, expected {}",
-                    t.data.len(),
-                    cells * width
-                ));
+                return Err(format!("{kind}_{stride} has {} values, expected {}", t.data.len(), cells * width));
             }
             Ok(&t.data)
         };
-        let (cls, obj, bbox, kps) = (
-            get("cls", 1)?,
-            get("obj", 1)?,
-            get("bbox", 4)?,
-            get("kps", 10)?,
-        );
+        let (cls, obj, bbox, kps) = (get("cls", 1)?, get("obj", 1)?, get("bbox", 4)?, get("kps", 10)?);
         let s = stride as f32;
         for i in 0..cells {
             let score = (cls[i].clamp(0.0, 1.0) * obj[i].clamp(0.0, 1.0)).sqrt();
@@ -45,15 +32,9 @@ pub fn decode_yunet(
             let (cx, cy) = ((col + b[0]) * s, (row + b[1]) * s);
             let (w, h) = (b[2].exp() * s, b[3].exp() * s);
             let k = &kps[i * 10..i * 10 + 10];
-            let landmarks =
-                std::array::from_fn(|j| [(col + k[2 * j]) * s, (row + k[2 * j + 1]) * s]);
+            let landmarks = std::array::from_fn(|j| [(col + k[2 * j]) * s, (row + k[2 * j + 1]) * s]);
             faces.push(Detection {
-                bbox: BBox {
-                    x1: cx - w / 2.0,
-                    y1: cy - h / 2.0,
-                    x2: cx + w / 2.0,
-                    y2: cy + h / 2.0,
-                },
+                bbox: BBox { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 },
                 landmarks,
                 score,
             });
@@ -76,21 +57,13 @@ mod tests {
                 if s == stride {
                     match kind {
                         "cls" | "obj" => data[cell] = 0.81,
-                        "bbox" => data[cell * 4..cell * 4 + 4].copy_from_slice(&[
-                            0.5,
-                            0.25,
-                            2f32.ln(),
-                            1f32.ln(),
-                        ]),
+                        "bbox" => data[cell * 4..cell * 4 + 4].copy_from_slice(&[0.5, 0.25, 2f32.ln(), 1f32.ln()]),
                         _ => data[cell * 10..cell * 10 + 2].copy_from_slice(&[1.0, -1.0]),
                     }
                 }
                 out.push(NamedTensor {
                     name: format!("{kind}_{s}"),
-                    tensor: Tensor {
-                        shape: vec![1, cells, width],
-                        data,
-                    },
+                    tensor: Tensor { shape: vec![1, cells, width], data },
                 });
             }
         }
@@ -105,10 +78,7 @@ mod tests {
         let f = &faces[0];
         assert!((f.score - 0.81).abs() < 1e-6);
         // centre ((3 + 0.5)·16, (2 + 0.25)·16) = (56, 36); size (2·16, 1·16)
-        assert_eq!(
-            (f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2),
-            (40.0, 28.0, 72.0, 44.0)
-        );
+        assert_eq!((f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2), (40.0, 28.0, 72.0, 44.0));
         assert_eq!(f.landmarks[0], [(3.0 + 1.0) * 16.0, (2.0 - 1.0) * 16.0]);
         assert_eq!(f.landmarks[1], [3.0 * 16.0, 2.0 * 16.0]);
     }
@@ -117,13 +87,7 @@ mod tests {
     fn threshold_and_shape_errors() {
         let outputs = outputs_with_one_face(64, 16, 5);
         assert!(decode_yunet(&outputs, 64, 0.9).unwrap().is_empty());
-        assert!(
-            decode_yunet(&outputs, 128, 0.5).is_err(),
-            "wrong input size is caught"
-        );
-        assert!(
-            decode_yunet(&outputs[1..], 64, 0.5).is_err(),
-            "missing output is caught"
-        );
+        assert!(decode_yunet(&outputs, 128, 0.5).is_err(), "wrong input size is caught");
+        assert!(decode_yunet(&outputs[1..], 64, 0.5).is_err(), "missing output is caught");
     }
 }

@@ -1,0 +1,143 @@
+//! The face pipeline on real photos from ../shared/eval, with the real models (fetched
+//! on first use exactly as a user's first run fetches them).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use facesearch_face::{FaceChoice, FacePipeline, Liveness, Pack, PipelineConfig, PipelineError, cosine};
+use facesearch_models::ModelCache;
+
+fn eval(rel: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval").join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn pipeline(pack: Pack) -> &'static FacePipeline {
+    static OPEN: OnceLock<FacePipeline> = OnceLock::new();
+    static INSIGHT: OnceLock<FacePipeline> = OnceLock::new();
+    let cell = if pack == Pack::Open { &OPEN } else { &INSIGHT };
+    cell.get_or_init(|| {
+        let cache = ModelCache::resolve(None).expect("models cache");
+        FacePipeline::load(pack, &cache, PipelineConfig::default()).expect("pipeline loads")
+    })
+}
+
+fn embed(pack: Pack, rel: &str) -> Vec<f32> {
+    pipeline(pack).probe(&eval(rel), FaceChoice::Largest, false).unwrap_or_else(|e| panic!("{rel}: {e}")).embedding
+}
+
+/// Several photos of two people: every same-person similarity beats every
+/// different-person similarity, for both packs.
+#[test]
+fn same_person_beats_different_person() {
+    let jolie = ["deepface/img1.jpg", "deepface/img2.jpg", "deepface/img4.jpg", "deepface/img10.jpg"];
+    let zuckerberg = ["deepface/img13.jpg", "deepface/img14.jpg", "deepface/img15.jpg"];
+    for pack in [Pack::Open, Pack::Insightface] {
+        let a: Vec<_> = jolie.iter().map(|p| embed(pack, p)).collect();
+        let b: Vec<_> = zuckerberg.iter().map(|p| embed(pack, p)).collect();
+        let mut same = Vec::new();
+        for set in [&a, &b] {
+            for i in 0..set.len() {
+                for j in i + 1..set.len() {
+                    same.push(cosine(&set[i], &set[j]));
+                }
+            }
+        }
+        let different: Vec<f32> = a.iter().flat_map(|x| b.iter().map(|y| cosine(x, y))).collect();
+        let worst_same = same.iter().copied().fold(f32::INFINITY, f32::min);
+        let best_different = different.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            worst_same > best_different,
+            "{pack}: same-person minimum {worst_same} vs different-person maximum {best_different}"
+        );
+        for v in a.iter().chain(&b) {
+            assert_eq!(v.len(), pack.dimension());
+            let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "embeddings are L2-normalised");
+        }
+    }
+}
+
+/// Faces are found in LFW crops, face-filling 92×112 grayscale PGMs (through the
+/// padded-canvas retry) and every format variant; landmarks lie inside the box.
+#[test]
+fn detection_across_formats_and_framings() {
+    let p = pipeline(Pack::Open);
+    let photos = [
+        "lfw-deepfunneled/images/AJ_Lamas/AJ_Lamas_0001.jpg",
+        "att-orl-faces/att_faces/s1/1.pgm",
+        "derived/deepface_img1/cmyk.jpg",
+        "derived/deepface_img1/gray.jpg",
+        "derived/deepface_img1/lossy.webp",
+        "derived/deepface_img1/rgba.png",
+        "derived/deepface_img1/progressive.jpg",
+        "derived/deepface_img1/exif_orientation_6.jpg",
+        "derived/deepface_img1/rot90_no_exif.jpg",
+        "compreface/format_tests/einstein.bmp",
+        "compreface/format_tests/einstein.gif",
+        "compreface/format_tests/einstein.ico",
+    ];
+    for rel in photos {
+        let image = p.decode(&eval(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let faces = p.detect(&image.rgb).expect("detector runs");
+        assert!(!faces.is_empty(), "{rel}: no face found");
+        let f = &faces[0];
+        let inside = f.landmarks.iter().all(|[x, y]| {
+            *x >= f.bbox.x1 - 2.0 && *x <= f.bbox.x2 + 2.0 && *y >= f.bbox.y1 - 2.0 && *y <= f.bbox.y2 + 2.0
+        });
+        assert!(inside, "{rel}: landmarks outside the box {f:?}");
+    }
+    let group = p.decode(&eval("compreface/sample_images/015_6.jpg")).unwrap();
+    assert!(p.detect(&group.rgb).unwrap().len() >= 5, "a group photo shows several faces");
+    let empty = p.decode(&eval("compreface/sample_images/017_0.jpg")).unwrap();
+    assert!(p.detect(&empty.rgb).unwrap().is_empty(), "no face in a photo without faces");
+}
+
+/// The photo stored with EXIF orientation 6 embeds like the upright photo.
+#[test]
+fn exif_rotated_photo_embeds_like_the_upright_one() {
+    let upright = embed(Pack::Open, "derived/deepface_img1/rgb.png");
+    for rel in ["derived/deepface_img1/exif_orientation_3.jpg", "derived/deepface_img1/exif_orientation_8.jpg"] {
+        let s = cosine(&upright, &embed(Pack::Open, rel));
+        assert!(s > 0.9, "{rel}: similarity {s}");
+    }
+}
+
+#[test]
+fn choice_and_size_policies() {
+    let p = pipeline(Pack::Open);
+    assert!(matches!(
+        p.probe(&eval("compreface/sample_images/017_0.jpg"), FaceChoice::Largest, false),
+        Err(PipelineError::NoFace)
+    ));
+    assert!(matches!(
+        p.probe(&eval("derived/deepface_img1/tiny_48px.jpg"), FaceChoice::Largest, false),
+        Err(PipelineError::FaceTooSmall { .. } | PipelineError::NoFace)
+    ));
+    assert!(matches!(
+        p.probe(&eval("compreface/sample_images/010_2.jpg"), FaceChoice::Unambiguous, false),
+        Err(PipelineError::AmbiguousFaces { .. })
+    ));
+    assert!(p.probe(&eval("compreface/sample_images/010_2.jpg"), FaceChoice::Largest, false).is_ok());
+}
+
+/// Tight face crops cannot be judged for liveness; full frames are judged.
+#[test]
+fn liveness_judges_only_with_context() {
+    let p = pipeline(Pack::Open);
+    let manifest = String::from_utf8(eval("manifest.csv")).unwrap();
+    let crops: Vec<&str> = manifest
+        .lines()
+        .filter(|l| l.starts_with("pyimagesearch-liveness/"))
+        .filter_map(|l| l.split(',').next())
+        .take(6)
+        .collect();
+    assert!(!crops.is_empty(), "the manifest lists the tight-crop liveness set");
+    for rel in crops {
+        let probe = p.probe(&eval(rel), FaceChoice::Largest, true).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(matches!(probe.liveness, Some(Liveness::CannotJudge { .. })), "{rel}: {:?}", probe.liveness);
+    }
+    let probe = p.probe(&eval("deepface/img2.jpg"), FaceChoice::Largest, true).unwrap();
+    let Some(Liveness::Judged { live_probability }) = probe.liveness else { panic!("{:?}", probe.liveness) };
+    assert!((0.0..=1.0).contains(&live_probability));
+}
