@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use facesearch_eval::table;
 use facesearch_face::{FaceChoice, FacePipeline, RuntimeOptions};
 
@@ -14,6 +14,48 @@ use super::PipelineArgs;
 
 #[derive(Args)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Per-stage time of the face pipeline, and whole-pipeline throughput.
+    Pipeline(PipelineBench),
+    /// Latency of `POST /face/search` against a running server.
+    Search(HttpBench),
+    /// Throughput of enrolment (`POST /face/index/{id}/records`) against a running server.
+    Enrol(HttpBench),
+}
+
+#[derive(Args)]
+struct HttpBench {
+    /// Server root.
+    #[arg(long, env = "FACESEARCH_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, env = "FACESEARCH_USER", default_value = "admin")]
+    user: String,
+    #[arg(long, env = "FACESEARCH_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// Index to search or enrol into.
+    #[arg(long)]
+    index: String,
+    /// Photos to send, round-robin.
+    #[arg(long = "image", required = true)]
+    images: Vec<PathBuf>,
+    /// Requests to send in all.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Search with the liveness check on.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    liveness: bool,
+}
+
+#[derive(Args)]
+struct PipelineBench {
     #[command(flatten)]
     pipeline: PipelineArgs,
     /// Photos to time (default: a 250×250 LFW photo and a multi-megapixel phone photo from ../shared/eval).
@@ -42,6 +84,95 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchWhat::Pipeline(p) => pipeline(p),
+        BenchWhat::Search(h) => http(h, false),
+        BenchWhat::Enrol(h) => http(h, true),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+}
+
+/// Sends `requests` searches or enrolments with `concurrency` clients; prints latency
+/// percentiles, throughput and the status codes seen.
+fn http(args: HttpBench, enrol: bool) -> anyhow::Result<()> {
+    let photos: Vec<Vec<u8>> = args
+        .images
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<_, _>>()?;
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let url = if enrol {
+        format!("{}/face/index/{}/records", args.url.trim_end_matches('/'), args.index)
+    } else {
+        format!("{}/face/search?perform_liveness_check={}", args.url.trim_end_matches('/'), args.liveness)
+    };
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    let results: Vec<(Duration, u16)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..args.concurrency.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= args.requests {
+                            break out;
+                        }
+                        let photo = reqwest::blocking::multipart::Part::bytes(photos[i % photos.len()].clone())
+                            .file_name("probe.jpg");
+                        let form = if enrol {
+                            reqwest::blocking::multipart::Form::new()
+                                .part("image", photo)
+                                .text("name", format!("bench {i}"))
+                        } else {
+                            reqwest::blocking::multipart::Form::new()
+                                .part("source_image", photo)
+                                .text("target_index_ids", args.index.clone())
+                        };
+                        let t = Instant::now();
+                        let status = client
+                            .post(&url)
+                            .basic_auth(&args.user, Some(&args.password))
+                            .multipart(form)
+                            .send()
+                            .map(|r| r.status().as_u16())
+                            .unwrap_or(0);
+                        out.push((t.elapsed(), status));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    let wall = start.elapsed();
+    let mut latencies: Vec<Duration> = results.iter().map(|(d, _)| *d).collect();
+    latencies.sort();
+    let mut statuses = std::collections::BTreeMap::new();
+    for (_, s) in &results {
+        *statuses.entry(*s).or_insert(0usize) += 1;
+    }
+    println!(
+        "{} {} requests, {} concurrent: p50 {} p95 {} p99 {} max {}; {:.2} requests/s; statuses {:?}",
+        if enrol { "enrol" } else { "search" },
+        results.len(),
+        args.concurrency,
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.95)),
+        ms(percentile(&latencies, 0.99)),
+        ms(percentile(&latencies, 1.0)),
+        results.len() as f64 / wall.as_secs_f64(),
+        statuses
+    );
+    Ok(())
+}
+
+fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
     let images = if args.images.is_empty() { default_images() } else { args.images.clone() };
     let photos: Vec<(PathBuf, Vec<u8>)> = images
         .iter()

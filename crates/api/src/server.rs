@@ -12,7 +12,6 @@ use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError};
 use facesearch_models::ModelCache;
 use facesearch_store::{Role, SqliteStore, Store};
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::state::{ApiConfig, AppState};
 
@@ -138,8 +137,19 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         }
     });
 
-    let app = crate::router(state)
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, config.request_timeout));
+    let timeout = config.request_timeout;
+    let app =
+        crate::router(state).layer(axum::middleware::from_fn(move |req, next: axum::middleware::Next| async move {
+            // A request that takes too long is answered (in JSON) and its work dropped.
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => axum::response::IntoResponse::into_response(crate::ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "REQUEST_TIMEOUT",
+                    format!("the request took longer than {} s", timeout.as_secs()),
+                )),
+            }
+        }));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }
