@@ -71,7 +71,7 @@ struct PipelineBench {
 
 fn default_images() -> Vec<PathBuf> {
     let eval = PathBuf::from("../shared/eval");
-    vec![eval.join("lfw-deepfunneled/images/Aaron_Peirsol/Aaron_Peirsol_0001.jpg"), eval.join("deepface/img1.jpg")]
+    vec![eval.join("lfw-deepfunneled/images/AJ_Lamas/AJ_Lamas_0001.jpg"), eval.join("deepface/img1.jpg")]
 }
 
 fn ms(d: Duration) -> String {

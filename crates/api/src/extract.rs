@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::body::BodyTooLarge;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -46,6 +47,11 @@ pub struct JsonBody<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(BodyTooLarge(limit)) = req.extensions().get::<BodyTooLarge>() {
+            return Err(
+                ApiError::too_large(format!("the request body is larger than {limit} bytes")).with("limit", *limit)
+            );
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
@@ -80,6 +86,17 @@ const MAX_TEXT_FIELD: usize = 16 * 1024;
 impl FromRequest<AppState> for Form {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(BodyTooLarge(limit)) = req.extensions().get::<BodyTooLarge>() {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "IMAGE_TOO_LARGE",
+                format!(
+                    "the request is larger than {limit} bytes; the image limit is {} bytes",
+                    state.config().max_image_bytes
+                ),
+            )
+            .with("limit", state.config().max_image_bytes));
+        }
         let mut multipart = Multipart::from_request(req, state).await.map_err(|_| {
             ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,6 +7,7 @@
 //! error codes.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod extract;
 pub mod routes;
@@ -51,5 +52,6 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(body_limit, body::read_body))
         .with_state(state)
 }

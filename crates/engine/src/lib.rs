@@ -200,7 +200,8 @@ impl Engine {
                 image_id: hit.image_id,
                 similarity: hit.similarity,
                 score,
-                distance: f64::from(1.0 - hit.similarity),
+                // 1 − cosine; rounding can push a self-match a hair below zero.
+                distance: f64::from(1.0 - hit.similarity).max(0.0) + 0.0,
             });
         }
         matches.truncate(query.max_results);

@@ -1,0 +1,53 @@
+//! Reads every request body before the handler runs.
+//!
+//! A server that answers early (401 for bad credentials, 413 for an oversize upload)
+//! without reading the rest of the upload closes the connection while the client is
+//! still sending; the client then sees a reset instead of the answer. So the body is
+//! read here, up to the limit; past the limit the rest is read and discarded (up to a
+//! bound) and the request goes on with an empty body marked [`BodyTooLarge`], which the
+//! extractors turn into a JSON 413 — after authentication has had its say.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+
+use crate::error::ApiError;
+
+/// Marks a request whose body exceeded the limit; carries the limit in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTooLarge(pub usize);
+
+/// An oversize upload is read and discarded up to this many times the limit, so that
+/// its sender still receives the 413; beyond that the connection is simply closed.
+const DRAIN_FACTOR: usize = 4;
+
+pub async fn read_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let (mut parts, mut body) = request.into_parts();
+    let mut buffer = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                return ApiError::bad_request("INVALID_BODY", format!("the request body could not be read: {e}"))
+                    .into_response();
+            }
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if seen <= limit {
+            buffer.extend_from_slice(&data);
+        } else {
+            buffer = Vec::new();
+            if seen > limit.saturating_mul(DRAIN_FACTOR) {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        parts.extensions.insert(BodyTooLarge(limit));
+    }
+    next.run(Request::from_parts(parts, Body::from(buffer))).await
+}
