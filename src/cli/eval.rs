@@ -111,7 +111,7 @@ impl Ctx<'_> {
                             if i >= items.len() {
                                 break out;
                             }
-                            if i % 200 == 0 {
+                            if i.is_multiple_of(200) {
                                 eprint!("\r{i}/{} images", items.len());
                             }
                             out.push((i, f(&items[i])));

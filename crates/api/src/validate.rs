@@ -49,7 +49,8 @@ fn check_dob(dob: &str) -> Result<(), ApiError> {
 }
 
 fn check_nationality(n: &str) -> Result<(), ApiError> {
-    if !n.is_empty() && !(n.len() == 2 && n.bytes().all(|c| c.is_ascii_uppercase())) {
+    let alpha2 = n.len() == 2 && n.bytes().all(|c| c.is_ascii_uppercase());
+    if !n.is_empty() && !alpha2 {
         return Err(ApiError::invalid_parameter(
             "nationality",
             "nationality must be an ISO 3166-1 alpha-2 code such as IN or FR",

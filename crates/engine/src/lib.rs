@@ -233,10 +233,10 @@ impl Engine {
         bytes: Vec<u8>,
         file_name: Option<String>,
     ) -> Result<EnrolOutcome, EngineError> {
-        if let Some(reference) = reference.as_deref().filter(|r| !r.is_empty()) {
-            if let Some(existing) = self.store.find_by_reference(&index.id, reference).await? {
-                return Ok(EnrolOutcome::Existing(existing));
-            }
+        if let Some(reference) = reference.as_deref().filter(|r| !r.is_empty())
+            && let Some(existing) = self.store.find_by_reference(&index.id, reference).await?
+        {
+            return Ok(EnrolOutcome::Existing(existing));
         }
         let probe = self.analyse(bytes.clone(), FaceChoice::Unambiguous, false).await?;
         let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
@@ -245,10 +245,10 @@ impl Engine {
             .enrol(&index.id, fields, reference, image)
             .await?
             .ok_or_else(|| EngineError::IndexNotFound(index.id.clone()))?;
-        if let EnrolOutcome::Created(record) = &outcome {
-            if let Some(image_id) = record.image_ids.first() {
-                self.index.insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
-            }
+        if let EnrolOutcome::Created(record) = &outcome
+            && let Some(image_id) = record.image_ids.first()
+        {
+            self.index.insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
         }
         Ok(outcome)
     }

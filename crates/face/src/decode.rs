@@ -84,7 +84,7 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
                 i += 2 + len;
                 if marker == 0xDA {
                     // Entropy-coded data runs to the next marker that is not FF 00 or RSTn.
-                    while i + 1 < bytes.len() && !(bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7)) {
+                    while i + 1 < bytes.len() && (bytes[i] != 0xFF || matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7)) {
                         i += 1;
                     }
                 }

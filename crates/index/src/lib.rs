@@ -194,7 +194,7 @@ mod tests {
         idx.insert("db1", "alice", "a1", &unit(4, 0)).unwrap();
         idx.insert("db1", "alice", "a2", &[0.8, 0.6, 0.0, 0.0]).unwrap();
         idx.insert("db1", "bob", "b1", &[0.6, 0.8, 0.0, 0.0]).unwrap();
-        idx.insert("db2", "carol", "c1", &[0.9, 0.0, 0.43588989, 0.0]).unwrap();
+        idx.insert("db2", "carol", "c1", &[0.9, 0.0, 0.435_889_9, 0.0]).unwrap();
         idx.insert("db2", "dave", "d1", &unit(4, 3)).unwrap();
 
         let hits = idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 10).unwrap();

@@ -100,10 +100,10 @@ pub async fn search(
         })
         .collect();
     let mut response = ok(results);
-    if let Some(Liveness::Judged { live_probability }) = outcome.probe.liveness {
-        if let Ok(v) = HeaderValue::from_str(&format!("{live_probability:.4}")) {
-            response.headers_mut().insert("x-liveness-score", v);
-        }
+    if let Some(Liveness::Judged { live_probability }) = outcome.probe.liveness
+        && let Ok(v) = HeaderValue::from_str(&format!("{live_probability:.4}"))
+    {
+        response.headers_mut().insert("x-liveness-score", v);
     }
     Ok(response)
 }
