@@ -7,13 +7,14 @@ set -u
 URL=${FACESEARCH_URL:-http://127.0.0.1:8080}
 AUTH="admin:${FACESEARCH_PASSWORD:?set FACESEARCH_PASSWORD}"
 EVAL=${EVAL:-../shared/eval}
-run() { echo "\$ $*" | sed "s/$AUTH/admin:change-me/g"; "$@"; echo; echo; }
+run() { printf '$'; printf ' %q' "$@" | sed "s/$AUTH/admin:change-me/g"; echo; "$@"; echo; echo; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 run curl -s "$URL/healthz"
 run curl -s "$URL/readyz"
-INDEX=$(curl -s -u "$AUTH" -X POST "$URL/face/index" -H 'Content-Type: application/json' \
-  -d '{"index_name":"customers","title":"Customers","description":"KYC-verified customers"}' | json "['response']['id']")
+run curl -s -u "$AUTH" -X POST "$URL/face/index" -H 'Content-Type: application/json' \
+  -d '{"index_name":"customers","title":"Customers","description":"KYC-verified customers"}'
+INDEX=$(curl -s -u "$AUTH" "$URL/face/index/details" | json "['response'][0]['id']")
 run curl -s -u "$AUTH" "$URL/face/index/$INDEX"
 run curl -s -u "$AUTH" -X POST "$URL/face/index/$INDEX/records" -F image=@"$EVAL/deepface/img1.jpg" \
   -F name="Angelina Jolie" -F dob=1975-06-04 -F nationality=US -F gender=F -F id_no=P1234567 \
