@@ -65,8 +65,11 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
+        // One thread per inference and one session per core: these networks are small,
+        // and on two cores a two-thread inference measured twice as slow as two
+        // single-thread inferences side by side (`facesearch bench pipeline`).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self { intra_threads: cores, sessions_per_model: cores.clamp(1, 4) }
+        Self { intra_threads: 1, sessions_per_model: cores.clamp(1, 8) }
     }
 }
 
