@@ -5,6 +5,7 @@ mod bench;
 mod eval;
 mod models;
 mod serve;
+mod user;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Measure the speed of each pipeline stage.
     Bench(bench::BenchArgs),
+    /// Manage users (add, list, passwd, grant, revoke, remove) in a data directory.
+    User(user::UserArgs),
 }
 
 /// Options shared by every subcommand that runs the face pipeline.
@@ -87,5 +90,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(args) => models::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::User(args) => user::run(args),
     }
 }

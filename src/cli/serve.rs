@@ -126,6 +126,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         api: ApiConfig {
             max_image_bytes,
             max_results_cap: args.max_results_cap.or(file.max_results_cap).unwrap_or(100).max(1),
+            pack,
             ..ApiConfig::default()
         },
         admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
@@ -133,6 +134,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         admin_password: std::env::var("FACESEARCH_ADMIN_PASSWORD").ok(),
         request_timeout: Duration::from_secs(args.request_timeout.or(file.request_timeout).unwrap_or(60).max(1)),
         max_concurrent_analyses: workers,
+        queue_timeout: Duration::from_secs(10),
     };
     Ok((config, args.exit_on_stdin_close))
 }

@@ -81,7 +81,10 @@ pub struct Form {
 }
 
 const MAX_PARTS: usize = 32;
-const MAX_TEXT_FIELD: usize = 16 * 1024;
+/// Text fields: room for the longest field (8192 characters of up to 4 bytes each).
+const MAX_TEXT_FIELD: usize = 40 * 1024;
+/// Fields that are files even when a client sends them without a file name.
+const FILE_FIELDS: [&str; 2] = ["source_image", "image"];
 
 impl FromRequest<AppState> for Form {
     type Rejection = ApiError;
@@ -130,11 +133,12 @@ impl FromRequest<AppState> for Form {
                 return Err(ApiError::invalid_parameter(&name, format!("the field {name:?} is given more than once")));
             }
             let file_name = field.file_name().map(str::to_string);
-            let limit = if file_name.is_some() { max_file } else { MAX_TEXT_FIELD };
+            let is_file = file_name.is_some() || FILE_FIELDS.contains(&name.as_str());
+            let limit = if is_file { max_file } else { MAX_TEXT_FIELD };
             let mut bytes = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(broken)? {
                 if bytes.len() + chunk.len() > limit {
-                    return Err(if file_name.is_some() {
+                    return Err(if is_file {
                         ApiError::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "IMAGE_TOO_LARGE",
@@ -147,7 +151,7 @@ impl FromRequest<AppState> for Form {
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            if file_name.is_some() {
+            if is_file {
                 form.files.insert(name, Upload { bytes, file_name });
             } else {
                 let text = String::from_utf8(bytes)

@@ -17,32 +17,102 @@ pub mod validate;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::http::{Method, StatusCode};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
+pub use auth::Permission;
 pub use error::ApiError;
 pub use server::{ServerConfig, run};
 pub use state::{ApiConfig, AppState};
 
-/// Every route of the service.
+/// One endpoint: its method, its path template (axum syntax, `{param}`), the least
+/// permission it needs, and its handler.
+///
+/// Every endpoint of the service is in [`route_table`] and nowhere else: [`router`]
+/// builds the routes from it (and authenticates every route whose permission is not
+/// [`Permission::None`], enforcing the role-only permissions before the handler
+/// runs), and `tests/authz_matrix.rs` fails for an endpoint whose expected answers
+/// for every role it does not know.
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub permission: Permission,
+    handler: fn() -> MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for RouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSpec")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("permission", &self.permission)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! routes {
+    ($($method:ident $path:literal $permission:ident => $route:expr;)*) => {
+        &[$(RouteSpec {
+            method: Method::$method,
+            path: $path,
+            permission: Permission::$permission,
+            handler: || $route,
+        },)*]
+    };
+}
+
+static ROUTES: &[RouteSpec] = {
+    use routes::{health, indexes, records, search, users};
+    routes! {
+        GET "/healthz" None => get(health::healthz);
+        GET "/readyz" None => get(health::readyz);
+        // Part 1: the published Face Search (1:N) API.
+        GET "/face/index/details" Any => get(search::index_details);
+        POST "/face/search" Search => post(search::search);
+        GET "/media/file/download/{file_id}" Read => get(search::download);
+        // Part 2: indexes and records.
+        POST "/face/index" Admin => post(indexes::create);
+        GET "/face/index/{index_id}" Read => get(indexes::get);
+        PATCH "/face/index/{index_id}" Admin => patch(indexes::patch);
+        DELETE "/face/index/{index_id}" Admin => delete(indexes::delete);
+        POST "/face/index/{index_id}/records" Write => post(records::enrol);
+        GET "/face/index/{index_id}/records" Read => get(records::list);
+        GET "/face/index/{index_id}/records/{record_id}" Read => get(records::get);
+        PATCH "/face/index/{index_id}/records/{record_id}" Write => patch(records::patch);
+        DELETE "/face/index/{index_id}/records/{record_id}" Write => delete(records::delete);
+        POST "/face/index/{index_id}/records/{record_id}/images" Write => post(records::add_image);
+        // Part 2: users. `/users/me` is a static segment, matched before `{username}`.
+        GET "/users/me" Any => get(users::me);
+        POST "/users" Admin => post(users::create);
+        GET "/users" Admin => get(users::list);
+        GET "/users/{username}" Admin => get(users::get);
+        PATCH "/users/{username}" Admin => patch(users::patch);
+        DELETE "/users/{username}" Admin => delete(users::delete);
+        PUT "/users/{username}/grants/{index_id}" Admin => put(users::grant);
+        DELETE "/users/{username}/grants/{index_id}" Admin => delete(users::revoke);
+    }
+};
+
+/// Every endpoint of the service with the least permission it needs.
+pub fn route_table() -> &'static [RouteSpec] {
+    ROUTES
+}
+
+/// Every route of the service, built from [`route_table`].
 pub fn router(state: AppState) -> Router {
-    use routes::{health, indexes, records, search};
     // Room for one image plus the form's text fields and multipart framing.
     let body_limit = state.config().max_image_bytes + 256 * 1024;
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/face/index/details", get(search::index_details))
-        .route("/face/search", post(search::search))
-        .route("/media/file/download/{file_id}", get(search::download))
-        .route("/face/index", post(indexes::create))
-        .route("/face/index/{index_id}", get(indexes::get).patch(indexes::patch).delete(indexes::delete))
-        .route("/face/index/{index_id}/records", post(records::enrol).get(records::list))
-        .route(
-            "/face/index/{index_id}/records/{record_id}",
-            get(records::get).patch(records::patch).delete(records::delete),
-        )
-        .route("/face/index/{index_id}/records/{record_id}/images", post(records::add_image))
+    let mut router = Router::new();
+    for spec in route_table() {
+        let mut route = (spec.handler)();
+        if spec.permission != Permission::None {
+            route = route
+                .route_layer(axum::middleware::from_fn_with_state((state.clone(), spec.permission), auth::require));
+        }
+        // Routes of one path with different methods merge into one method router.
+        router = router.route(spec.path, route);
+    }
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

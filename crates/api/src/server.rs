@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub admin_password: Option<String>,
     pub request_timeout: Duration,
     pub max_concurrent_analyses: usize,
+    /// How long a photo may wait for an analysis slot before the request gets 503.
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +126,13 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         let engine_config = EngineConfig {
             liveness_threshold: loader_config.liveness_threshold,
             max_concurrent_analyses: loader_config.max_concurrent_analyses,
+            queue_timeout: loader_config.queue_timeout,
         };
-        match Engine::open(store, pipeline, engine_config).await {
+        // Held from the snapshot until the engine is published: a delete made
+        // meanwhile waits, then goes through the engine.
+        let writes = loader_state.writes().clone();
+        let _guard = writes.lock().await;
+        match Engine::open(store, pipeline, engine_config, writes.clone()).await {
             Ok(engine) => {
                 loader_state.set_engine(Arc::new(engine));
                 println!("facesearch ready (model pack {pack})");
@@ -150,7 +157,8 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
                 )),
             }
         }));
-    axum::serve(listener, app)
+    // The client address is recorded for failed-login throttling per address.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }
         })

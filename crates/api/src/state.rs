@@ -2,10 +2,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use facesearch_engine::Engine;
+use facesearch_engine::{Engine, WriteLock};
+use facesearch_face::Pack;
 use facesearch_store::Store;
 
-use crate::auth::CredentialCache;
+use crate::auth::{CredentialCache, LoginThrottle};
 use crate::error::ApiError;
 
 /// Limits and defaults of the HTTP API.
@@ -17,11 +18,13 @@ pub struct ApiConfig {
     pub max_results_cap: usize,
     /// Largest page of records.
     pub max_page_size: usize,
+    /// The model pack this server embeds with (new indexes hold its vectors).
+    pub pack: Pack,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_image_bytes: 15 * 1024 * 1024, max_results_cap: 100, max_page_size: 1000 }
+        Self { max_image_bytes: 15 * 1024 * 1024, max_results_cap: 100, max_page_size: 1000, pack: Pack::Open }
     }
 }
 
@@ -30,6 +33,8 @@ struct Inner {
     engine: OnceLock<Arc<Engine>>,
     config: ApiConfig,
     credentials: CredentialCache,
+    throttle: LoginThrottle,
+    writes: WriteLock,
 }
 
 /// Cheap to clone; the engine arrives once the models are loaded.
@@ -38,7 +43,14 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
-        Self(Arc::new(Inner { store, engine: OnceLock::new(), config, credentials: CredentialCache::new() }))
+        Self(Arc::new(Inner {
+            store,
+            engine: OnceLock::new(),
+            config,
+            credentials: CredentialCache::new(),
+            throttle: LoginThrottle::new(),
+            writes: WriteLock::default(),
+        }))
     }
 
     /// Makes the engine available; requests needing it get 503 until then.
@@ -64,5 +76,15 @@ impl AppState {
 
     pub fn credentials(&self) -> &CredentialCache {
         &self.0.credentials
+    }
+
+    /// The lock that orders store writes with in-memory index updates (see the engine).
+    pub fn writes(&self) -> &WriteLock {
+        &self.0.writes
+    }
+
+    /// Failed-login counters per username and client address.
+    pub fn throttle(&self) -> &LoginThrottle {
+        &self.0.throttle
     }
 }

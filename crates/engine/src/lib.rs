@@ -9,14 +9,22 @@
 //! CPU-heavy pipeline work runs on the blocking thread pool, bounded by a semaphore so
 //! that a burst of requests queues (and can be refused) instead of piling up threads.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use facesearch_face::calibration::{Calibration, CalibrationError};
 use facesearch_face::{FaceChoice, FacePipeline, Liveness, PipelineError, ProbeFace};
 use facesearch_index::{FaceIndex, IndexError};
 use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
+
+/// Serialises "write the store, then update the in-memory index", so that an enrolment
+/// racing a delete can never leave a deleted person's vector in memory. The server
+/// holds it while the engine loads its snapshot, and deletes made before the engine is
+/// ready take it too. SQLite has one writer anyway, so this costs no parallelism.
+pub type WriteLock = Arc<Mutex<()>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -48,8 +56,10 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Live probability below which a probe is refused as a spoof.
     pub liveness_threshold: f32,
-    /// Photos analysed at once; more wait.
+    /// Photos analysed at once; more wait, up to `queue_timeout`.
     pub max_concurrent_analyses: usize,
+    /// How long a photo may wait for an analysis slot before the request is refused as busy.
+    pub queue_timeout: Duration,
 }
 
 /// Parameters of one search.
@@ -69,6 +79,7 @@ pub struct Match {
     pub index_type: String,
     pub image_id: String,
     pub similarity: f32,
+    /// Calibrated score, rounded to two decimals (the value the threshold applies to).
     pub score: f64,
     pub distance: f64,
 }
@@ -83,18 +94,30 @@ pub struct SearchOutcome {
 pub struct Engine {
     store: Arc<dyn Store>,
     pipeline: Arc<FacePipeline>,
-    index: FaceIndex,
+    index: Arc<FaceIndex>,
     calibration: Calibration,
     config: EngineConfig,
-    analyses: Semaphore,
+    analyses: Arc<Semaphore>,
+    writes: WriteLock,
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn task_failed(e: tokio::task::JoinError) -> EngineError {
+    EngineError::Task(e.to_string())
 }
 
 impl Engine {
-    /// Loads every stored vector of the pipeline's pack into memory.
+    /// Loads every stored vector of the pipeline's pack into memory. The caller holds
+    /// `writes` from before this call until the engine is published, so that no write
+    /// slips between the snapshot and the engine taking over.
     pub async fn open(
         store: Arc<dyn Store>,
         pipeline: Arc<FacePipeline>,
         config: EngineConfig,
+        writes: WriteLock,
     ) -> Result<Self, EngineError> {
         let pack = pipeline.pack();
         let calibration = Calibration::shipped(pack)?;
@@ -108,10 +131,11 @@ impl Engine {
         Ok(Self {
             store,
             pipeline,
-            index,
+            index: Arc::new(index),
             calibration,
-            analyses: Semaphore::new(config.max_concurrent_analyses.max(1)),
+            analyses: Arc::new(Semaphore::new(config.max_concurrent_analyses.max(1))),
             config,
+            writes,
         })
     }
 
@@ -144,45 +168,72 @@ impl Engine {
         Ok(index)
     }
 
+    /// Runs the face pipeline on the blocking pool. The slot is held by the blocking
+    /// task itself, so a cancelled request cannot let more analyses run than allowed.
     async fn analyse(&self, bytes: Vec<u8>, choice: FaceChoice, liveness: bool) -> Result<ProbeFace, EngineError> {
-        let _permit = self.analyses.acquire().await.map_err(|_| EngineError::Busy)?;
-        let pipeline = self.pipeline.clone();
-        let probe = tokio::task::spawn_blocking(move || pipeline.probe(&bytes, choice, liveness))
+        let permit = tokio::time::timeout(self.config.queue_timeout, self.analyses.clone().acquire_owned())
             .await
-            .map_err(|e| EngineError::Task(e.to_string()))??;
+            .map_err(|_| EngineError::Busy)?
+            .map_err(|_| EngineError::Busy)?;
+        let pipeline = self.pipeline.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            pipeline.probe(&bytes, choice, liveness)
+        })
+        .await
+        .map_err(task_failed)??;
         Ok(probe)
+    }
+
+    /// Runs a store write and the matching index update as one task under the write
+    /// lock: a client that disconnects mid-request cannot split them.
+    async fn committed<T, F>(&self, work: impl FnOnce(Arc<dyn Store>, Arc<FaceIndex>) -> F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, EngineError>> + Send + 'static,
+    {
+        let writes = self.writes.clone();
+        let job = work(self.store.clone(), self.index.clone());
+        tokio::spawn(async move {
+            let _guard = writes.lock().await;
+            job.await
+        })
+        .await
+        .map_err(task_failed)?
     }
 
     /// 1:N search of the largest face of `bytes` in `query.indexes`.
     pub async fn search(&self, bytes: Vec<u8>, query: &SearchQuery) -> Result<SearchOutcome, EngineError> {
         let probe = self.analyse(bytes, FaceChoice::Largest, query.liveness).await?;
+        let threshold = self.config.liveness_threshold;
         match probe.liveness {
-            Some(Liveness::Judged { live_probability }) if live_probability < self.config.liveness_threshold => {
-                return Err(EngineError::LivenessFailed {
-                    score: live_probability,
-                    threshold: self.config.liveness_threshold,
-                });
+            // Fail closed: a NaN probability is not live.
+            Some(Liveness::Judged { live_probability }) if !(live_probability >= threshold) => {
+                return Err(EngineError::LivenessFailed { score: live_probability, threshold });
             }
             Some(Liveness::CannotJudge { context, min_context }) => {
                 return Err(EngineError::LivenessCannotJudge { context, min_context });
             }
             _ => {}
         }
-        let names: Vec<&str> = query.indexes.iter().map(|i| i.id.as_str()).collect();
-        let min_similarity = self.calibration.similarity_for(query.min_score);
+        let names: Vec<String> = query.indexes.iter().map(|i| i.id.clone()).collect();
         // Slightly below the threshold, then filtered on the score itself, so that
         // rounding in the inverse never drops a match that scores exactly min_score.
-        let hits = self.index.search(
-            &probe.embedding,
-            &names,
-            min_similarity - 1e-4,
-            query.max_results.saturating_mul(2).max(query.max_results),
-        )?;
+        let min_similarity = self.calibration.similarity_for(query.min_score) - 1e-4;
+        let candidates = query.max_results.saturating_mul(2).max(query.max_results);
+        let (index, embedding) = (self.index.clone(), probe.embedding.clone());
+        // The scan reads every vector: keep it off the async worker threads.
+        let hits = tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            index.search(&embedding, &names, min_similarity, candidates)
+        })
+        .await
+        .map_err(task_failed)??;
         let ids: Vec<String> = hits.iter().map(|h| h.record_id.clone()).collect();
         let records = self.store.get_records(&ids).await?;
         let mut matches = Vec::new();
         for hit in hits {
-            let score = self.calibration.score(hit.similarity);
+            let score = round2(self.calibration.score(hit.similarity));
             // A record deleted between the scan and this read is simply not returned.
             let (Some(record), Some(index)) = (
                 records.iter().find(|r| r.record_id == hit.record_id),
@@ -240,17 +291,20 @@ impl Engine {
         }
         let probe = self.analyse(bytes.clone(), FaceChoice::Unambiguous, false).await?;
         let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
-        let outcome = self
-            .store
-            .enrol(&index.id, fields, reference, image)
-            .await?
-            .ok_or_else(|| EngineError::IndexNotFound(index.id.clone()))?;
-        if let EnrolOutcome::Created(record) = &outcome
-            && let Some(image_id) = record.image_ids.first()
-        {
-            self.index.insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
-        }
-        Ok(outcome)
+        let index_id = index.id.clone();
+        self.committed(move |store, vectors| async move {
+            let outcome = store
+                .enrol(&index_id, fields, reference, image)
+                .await?
+                .ok_or(EngineError::IndexNotFound(index_id.clone()))?;
+            if let EnrolOutcome::Created(record) = &outcome
+                && let Some(image_id) = record.image_ids.first()
+            {
+                vectors.insert(&index_id, &record.record_id, image_id, &probe.embedding)?;
+            }
+            Ok(outcome)
+        })
+        .await
     }
 
     /// Adds a photo to an existing record; `None` if there is no such record.
@@ -266,27 +320,39 @@ impl Engine {
         }
         let probe = self.analyse(bytes.clone(), FaceChoice::Unambiguous, false).await?;
         let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
-        let Some((record, image_id)) = self.store.add_image(&index.id, record_id, image).await? else {
-            return Ok(None);
-        };
-        self.index.insert(&index.id, record_id, &image_id, &probe.embedding)?;
-        Ok(Some(record))
+        let (index_id, record_id) = (index.id.clone(), record_id.to_string());
+        self.committed(move |store, vectors| async move {
+            let Some((record, image_id)) = store.add_image(&index_id, &record_id, image).await? else {
+                return Ok(None);
+            };
+            vectors.insert(&index_id, &record_id, &image_id, &probe.embedding)?;
+            Ok(Some(record))
+        })
+        .await
     }
 
     /// Deletes a record with its images and vectors; `false` if there was none.
     pub async fn delete_record(&self, index_id: &str, record_id: &str) -> Result<bool, EngineError> {
-        let Some(image_ids) = self.store.delete_record(index_id, record_id).await? else {
-            return Ok(false);
-        };
-        self.index.remove_images(index_id, &image_ids);
-        Ok(true)
+        let (index_id, record_id) = (index_id.to_string(), record_id.to_string());
+        self.committed(move |store, vectors| async move {
+            let Some(image_ids) = store.delete_record(&index_id, &record_id).await? else {
+                return Ok(false);
+            };
+            vectors.remove_images(&index_id, &image_ids);
+            Ok(true)
+        })
+        .await
     }
 
     /// Deletes an index with all its records, images and vectors.
     pub async fn delete_index(&self, index_id: &str) -> Result<bool, EngineError> {
-        let deleted = self.store.delete_index(index_id).await?;
-        self.index.remove_collection(index_id);
-        Ok(deleted)
+        let index_id = index_id.to_string();
+        self.committed(move |store, vectors| async move {
+            let deleted = store.delete_index(&index_id).await?;
+            vectors.remove_collection(&index_id);
+            Ok(deleted)
+        })
+        .await
     }
 
     /// Faces held in memory for an index.

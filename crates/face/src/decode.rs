@@ -70,7 +70,9 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
     let mut i = 2; // after SOI
     while i + 1 < bytes.len() {
         if bytes[i] != 0xFF {
-            return false;
+            // Some encoders leave padding between segments: skip to the next marker.
+            i += 1;
+            continue;
         }
         let marker = bytes[i + 1];
         match marker {
@@ -152,7 +154,10 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
         return Err(DecodeError::TooManyPixels { width, height, limit: limits.max_pixels });
     }
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    // A decoder bug on hostile input must be a refused image, not a crashed request.
+    let mut image = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| DynamicImage::from_decoder(decoder)))
+        .map_err(|_| DecodeError::Corrupt { format: name, detail: "the decoder failed on this data".into() })?
+        .map_err(corrupt)?;
     image.apply_orientation(orientation);
     Ok(DecodedImage { rgb: image.into_rgb8(), mime: mime_of(format), exif_orientation: orientation.to_exif() })
 }
@@ -262,6 +267,51 @@ mod tests {
                 let mean = diff as f64 / upright.as_raw().len() as f64;
                 assert!(mean < 8.0, "{set} orientation {o}: mean difference {mean}");
             }
+        }
+    }
+
+    /// A JPEG with an EXIF APP1 segment holding only the orientation tag.
+    fn jpeg_with_orientation(img: &DynamicImage, orientation: u16) -> Vec<u8> {
+        let jpeg = encode(img, ImageFormat::Jpeg);
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec(); // little-endian, IFD at 8, one entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes()); // count
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // value padding, no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    /// All eight EXIF orientations: pixels stored transformed, decoded upright.
+    #[test]
+    fn every_exif_orientation_is_applied() {
+        use image::metadata::Orientation;
+        // An asymmetric picture: a bright block in the top-left corner.
+        let upright = DynamicImage::ImageRgb8(RgbImage::from_fn(48, 32, |x, y| {
+            if x < 16 && y < 8 { image::Rgb([250, 250, 250]) } else { image::Rgb([10, 10, 10]) }
+        }));
+        // The inverse of each orientation's transform (5, 7 and the flips are their own inverse).
+        let inverse = |o: u8| match o {
+            6 => 8,
+            8 => 6,
+            other => other,
+        };
+        for o in 1u8..=8 {
+            let mut stored = upright.clone();
+            stored.apply_orientation(Orientation::from_exif(inverse(o)).unwrap());
+            let decoded = decode(&jpeg_with_orientation(&stored, u16::from(o)), &DecodeLimits::default()).unwrap();
+            assert_eq!(decoded.exif_orientation, o);
+            assert_eq!(decoded.rgb.dimensions(), (48, 32), "orientation {o}");
+            let corner = decoded.rgb.get_pixel(2, 2).0[0];
+            let far = decoded.rgb.get_pixel(45, 29).0[0];
+            assert!(corner > 200 && far < 60, "orientation {o}: corner {corner}, far {far}");
         }
     }
 

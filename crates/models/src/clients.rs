@@ -169,6 +169,13 @@ fn run(
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
+    // The registry clients need none of our secrets (e.g. FACESEARCH_ADMIN_PASSWORD).
+    for (name, _) in std::env::vars_os() {
+        let upper = name.to_string_lossy().to_ascii_uppercase();
+        if upper.starts_with("FACESEARCH_") && (upper.contains("PASSWORD") || upper.contains("SECRET")) {
+            cmd.env_remove(&name);
+        }
+    }
     if kind == ClientKind::Npm {
         cmd.env("NPM_CONFIG_UPDATE_NOTIFIER", "false").env("NPM_CONFIG_FUND", "false");
     }

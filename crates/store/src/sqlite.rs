@@ -138,6 +138,18 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// Makes the database file readable by its owner only; SQLite gives its -wal and -shm
+/// files the same permissions.
+fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let _ = path;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/facesearch.sqlite3`, creating `data_dir`
     /// (mode 0700 on Unix) if it does not exist, and applies pending migrations.
@@ -146,6 +158,7 @@ impl SqliteStore {
         let path = data_dir.join(DB_FILE);
 
         let mut writer = Connection::open(&path).ctx("opening the database")?;
+        restrict_to_owner(&path)?;
         configure(&writer, false)?;
         migrate(&mut writer)?;
 

@@ -75,7 +75,7 @@ pub async fn create(
             ));
         }
     };
-    let pack = state.engine()?.pipeline().pack().name().to_string();
+    let pack = state.config().pack.name().to_string();
     let index = state.store().create_index(NewIndex { index_name: name, title, description, index_type, pack }).await?;
     Ok(created(index_object(&index)))
 }
@@ -115,7 +115,16 @@ pub async fn delete(
     if !caller.is_admin() {
         return Err(ApiError::forbidden("delete indexes"));
     }
-    if !state.engine()?.delete_index(&id).await? {
+    // Erasure must not wait for the models: without an engine, delete in the store
+    // under the write lock (the engine loads its snapshot under the same lock).
+    let deleted = match state.engine() {
+        Ok(engine) => engine.delete_index(&id).await?,
+        Err(_) => {
+            let _guard = state.writes().lock().await;
+            state.store().delete_index(&id).await?
+        }
+    };
+    if !deleted {
         return Err(ApiError::index_not_found(&id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

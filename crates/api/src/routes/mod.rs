@@ -5,6 +5,7 @@ pub mod health;
 pub mod indexes;
 pub mod records;
 pub mod search;
+pub mod users;
 
 use axum::Json;
 use axum::http::StatusCode;

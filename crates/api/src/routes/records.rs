@@ -118,7 +118,15 @@ pub async fn delete(
     Path((index_id, record_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let index = writable_index(&state, &caller, &index_id).await?;
-    if !state.engine()?.delete_record(&index.id, &record_id).await? {
+    // Erasure must not wait for the models (see indexes::delete).
+    let deleted = match state.engine() {
+        Ok(engine) => engine.delete_record(&index.id, &record_id).await?,
+        Err(_) => {
+            let _guard = state.writes().lock().await;
+            state.store().delete_record(&index.id, &record_id).await?.is_some()
+        }
+    };
+    if !deleted {
         return Err(ApiError::record_not_found(&record_id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -63,14 +63,18 @@ pub async fn search(
     let min_score = form.number("min_match_score", DEFAULT_MIN_MATCH_SCORE, 0.0..=100.0)?;
     let max_results = form.integer("max_results", DEFAULT_MAX_RESULTS, 1..=state.config().max_results_cap)?;
 
-    let engine = state.engine()?;
-    let mut indexes = Vec::with_capacity(ids.len());
+    // Every named index must exist (404) before permissions are looked at (403).
+    let mut found = Vec::with_capacity(ids.len());
     for id in &ids {
-        let index = engine.store().get_index(id).await?.ok_or_else(|| ApiError::index_not_found(id))?;
-        if !caller.may_search(&index) {
-            return Err(ApiError::forbidden(&format!("search index {id:?}")).with("index_id", id.as_str()));
-        }
-        indexes.push(engine.usable_index(id).await?);
+        found.push(state.store().get_index(id).await?.ok_or_else(|| ApiError::index_not_found(id))?);
+    }
+    if let Some(denied) = found.iter().find(|index| !caller.may_search(index)) {
+        return Err(ApiError::forbidden(&format!("search index {:?}", denied.id)).with("index_id", denied.id.as_str()));
+    }
+    let engine = state.engine()?;
+    let mut indexes = Vec::with_capacity(found.len());
+    for index in &found {
+        indexes.push(engine.usable_index(&index.id).await?);
     }
     let outcome = engine.search(image.bytes, &SearchQuery { indexes, min_score, max_results, liveness }).await?;
     let results: Vec<Value> = outcome

@@ -1,0 +1,232 @@
+//! `facesearch user`: manage users directly in the database of a data directory,
+//! without a running server (or next to one: SQLite's WAL lets both work at once).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use facesearch_api::routes::users::{check_password, check_username, parse_role, user_object};
+use facesearch_store::{Role, SqliteStore, Store, User};
+use serde_json::{Value, json};
+
+/// The database file inside a data directory.
+const DB_FILE: &str = "facesearch.sqlite3";
+/// Where a new password comes from when not typed on standard input.
+const PASSWORD_ENV: &str = "FACESEARCH_NEW_PASSWORD";
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Passwords are read from the environment variable FACESEARCH_NEW_PASSWORD or, when it \
+is not set, as one line from standard input; they must be 12 to 1024 characters long. \
+Usernames are 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'.
+
+The commands work on the database directly and may run while a server uses the same \
+data directory. A running server remembers verified credentials for up to 30 s, so a \
+password change, a revoked grant or a removed user made here can take up to 30 s to \
+reach it (changes made through the HTTP API take effect at once).
+
+A role cannot be changed in place: remove the user and add them again.")]
+pub struct UserArgs {
+    /// Data directory of the server [default: ./facesearch-data].
+    #[arg(long, env = "FACESEARCH_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user (creates the data directory and database if needed).
+    Add {
+        username: String,
+        /// admin, operator, searcher or auditor.
+        #[arg(long)]
+        role: String,
+        /// Grant access to this index id (repeatable).
+        #[arg(long = "grant", value_name = "INDEX_ID")]
+        grants: Vec<String>,
+    },
+    /// List the users with their roles and grants.
+    List,
+    /// Set a new password.
+    Passwd { username: String },
+    /// Grant a user access to an index.
+    Grant { username: String, index_id: String },
+    /// Take a user's access to an index away.
+    Revoke { username: String, index_id: String },
+    /// Delete a user and their grants (the last admin cannot be removed).
+    Remove { username: String },
+}
+
+pub fn run(args: UserArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("facesearch-data"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(execute(args, &data_dir))
+}
+
+/// Opens the store; only `add` may create a new one.
+fn open(data_dir: &Path, create: bool) -> anyhow::Result<SqliteStore> {
+    if !create && !data_dir.join(DB_FILE).is_file() {
+        bail!("there is no facesearch database in {} (wrong --data-dir or FACESEARCH_DATA_DIR?)", data_dir.display());
+    }
+    SqliteStore::open(data_dir).with_context(|| format!("opening the database in {}", data_dir.display()))
+}
+
+/// The new password: from FACESEARCH_NEW_PASSWORD, else one line of standard input.
+fn read_password(username: &str) -> anyhow::Result<String> {
+    let password = match std::env::var(PASSWORD_ENV) {
+        Ok(p) => p,
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{PASSWORD_ENV} is not valid UTF-8"),
+        Err(std::env::VarError::NotPresent) => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprint!("new password for {username} (input is shown): ");
+                let _ = std::io::stderr().flush();
+            }
+            let mut line = String::new();
+            let n = stdin.lock().read_line(&mut line).context("reading the password from standard input")?;
+            if n == 0 {
+                bail!("no password given: set {PASSWORD_ENV} or write it as one line on standard input");
+            }
+            line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line).to_string()
+        }
+    };
+    check_password(&password).map_err(|e| anyhow!("{}", e.message))?;
+    Ok(password)
+}
+
+async fn existing_user(store: &SqliteStore, username: &str) -> anyhow::Result<User> {
+    store.get_user(username).await?.ok_or_else(|| anyhow!("there is no user named {username:?}"))
+}
+
+async fn existing_index(store: &SqliteStore, index_id: &str) -> anyhow::Result<()> {
+    store.get_index(index_id).await?.ok_or_else(|| anyhow!("there is no index with id {index_id:?}"))?;
+    Ok(())
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn grants_text(user: &User) -> String {
+    if user.grants.is_empty() { "-".to_string() } else { user.grants.join(",") }
+}
+
+async fn warn_if_no_admin(store: &SqliteStore) -> anyhow::Result<()> {
+    if !store.list_users().await?.iter().any(|u| u.role == Role::Admin) {
+        eprintln!(
+            "note: this database has no admin user, and the server only creates one in an empty database; \
+             add one with `facesearch user add NAME --role admin`"
+        );
+    }
+    Ok(())
+}
+
+async fn execute(args: UserArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let json = args.json;
+    match args.command {
+        UserCommand::Add { username, role, grants } => {
+            check_username(&username).map_err(|e| anyhow!("{}", e.message))?;
+            let role = parse_role(&role).map_err(|e| anyhow!("{}", e.message))?;
+            let password = read_password(&username)?;
+            let store = open(data_dir, true)?;
+            for id in &grants {
+                existing_index(&store, id).await?;
+            }
+            store.create_user(&username, &password, role).await.map_err(|e| match e {
+                facesearch_store::StoreError::DuplicateUser(_) => anyhow!("a user named {username:?} already exists"),
+                e => anyhow!(e).context("creating the user"),
+            })?;
+            for id in &grants {
+                if !store.grant(&username, id).await? {
+                    bail!("there is no index with id {id:?}");
+                }
+            }
+            let user = existing_user(&store, &username).await?;
+            if json {
+                print_json(&user_object(&user))?;
+            } else {
+                println!("created user {username} ({role}), grants: {}", grants_text(&user));
+            }
+            warn_if_no_admin(&store).await?;
+        }
+        UserCommand::List => {
+            let store = open(data_dir, false)?;
+            let users = store.list_users().await?;
+            if json {
+                print_json(&Value::Array(users.iter().map(user_object).collect()))?;
+            } else {
+                let width = users.iter().map(|u| u.username.len()).max().unwrap_or(0).max("USERNAME".len());
+                println!("{:width$}  {:8}  {:24}  GRANTS", "USERNAME", "ROLE", "CREATED");
+                for u in &users {
+                    println!("{:width$}  {:8}  {:24}  {}", u.username, u.role.as_str(), u.created_at, grants_text(u));
+                }
+            }
+        }
+        UserCommand::Passwd { username } => {
+            let store = open(data_dir, false)?;
+            existing_user(&store, &username).await?;
+            let password = read_password(&username)?;
+            if !store.set_password(&username, &password).await? {
+                bail!("there is no user named {username:?}");
+            }
+            let user = existing_user(&store, &username).await?;
+            if json {
+                print_json(&user_object(&user))?;
+            } else {
+                println!("changed the password of {username}");
+            }
+        }
+        UserCommand::Grant { username, index_id } => {
+            let store = open(data_dir, false)?;
+            existing_user(&store, &username).await?;
+            existing_index(&store, &index_id).await?;
+            if !store.grant(&username, &index_id).await? {
+                bail!("could not grant {index_id:?} to {username:?}: the user or the index no longer exists");
+            }
+            let user = existing_user(&store, &username).await?;
+            if json {
+                print_json(&user_object(&user))?;
+            } else {
+                println!("granted {username} access to index {index_id}");
+            }
+        }
+        UserCommand::Revoke { username, index_id } => {
+            let store = open(data_dir, false)?;
+            existing_user(&store, &username).await?;
+            let removed = store.revoke(&username, &index_id).await?;
+            let user = existing_user(&store, &username).await?;
+            if json {
+                print_json(&json!({"user": user_object(&user), "revoked": removed}))?;
+            } else if removed {
+                println!("revoked {username}'s access to index {index_id}");
+            } else {
+                println!("{username} had no grant for index {index_id}; nothing changed");
+            }
+        }
+        UserCommand::Remove { username } => {
+            let store = open(data_dir, false)?;
+            let user = existing_user(&store, &username).await?;
+            if user.role == Role::Admin {
+                let admins = store.list_users().await?.iter().filter(|u| u.role == Role::Admin).count();
+                if admins <= 1 {
+                    bail!("{username:?} is the last admin and cannot be removed; add another admin first");
+                }
+            }
+            if !store.delete_user(&username).await? {
+                bail!("there is no user named {username:?}");
+            }
+            if json {
+                print_json(&json!({"removed": username}))?;
+            } else {
+                println!("removed user {username}");
+            }
+        }
+    }
+    Ok(())
+}
