@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// Photos analysed at once [default: number of cores].
     #[arg(long, env = "FACESEARCH_WORKERS")]
     workers: Option<usize>,
+    /// Days the audit log is kept; 0 keeps it forever [default: 365].
+    #[arg(long, env = "FACESEARCH_AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u32>,
     /// Name of the admin user created on first start [default: admin].
     #[arg(long, env = "FACESEARCH_ADMIN_USER")]
     admin_user: Option<String>,
@@ -77,6 +80,7 @@ struct FileConfig {
     min_face_size: Option<f32>,
     request_timeout: Option<u64>,
     workers: Option<usize>,
+    audit_retention_days: Option<u32>,
     admin_user: Option<String>,
 }
 
@@ -135,6 +139,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         request_timeout: Duration::from_secs(args.request_timeout.or(file.request_timeout).unwrap_or(60).max(1)),
         max_concurrent_analyses: workers,
         queue_timeout: Duration::from_secs(10),
+        audit_retention_days: args.audit_retention_days.or(file.audit_retention_days).unwrap_or(365),
     };
     Ok((config, args.exit_on_stdin_close))
 }

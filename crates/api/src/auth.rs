@@ -508,6 +508,8 @@ impl FromRequestParts<AppState> for Caller {
 
 #[cfg(test)]
 mod tests {
+    use facesearch_store::Store as _;
+
     use super::*;
 
     #[test]
@@ -607,6 +609,59 @@ mod tests {
         assert_eq!(t.tracked(), (1, 1));
         t.failed("later", ip("10.0.0.2"), t0 + FAILURE_WINDOW * 2);
         assert_eq!(t.tracked(), (2, 2));
+    }
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+        h.insert(AUTHORIZATION, HeaderValue::from_str(&v).expect("a header value"));
+        h
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_guesses_cannot_overrun_the_username_limit() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = facesearch_store::SqliteStore::open(dir.path()).expect("a store");
+        store.create_user("alice", "alice-Password-1", Role::Searcher).await.expect("a user");
+        let state = AppState::new(std::sync::Arc::new(store), crate::ApiConfig::default());
+        let attempts = (0..20).map(|i| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let headers = basic("alice", &format!("guess-{i}"));
+                authenticate(&headers, ip(&format!("10.0.1.{i}")), &state).await.map(|_| ()).map_err(|e| e.code)
+            })
+        });
+        let mut codes = Vec::new();
+        for a in attempts.collect::<Vec<_>>() {
+            codes.push(a.await.expect("the attempt ran").expect_err("a wrong password"));
+        }
+        let verified = codes.iter().filter(|c| **c == "UNAUTHORIZED").count();
+        assert_eq!(verified, MAX_USER_FAILURES, "{codes:?}");
+        assert_eq!(codes.iter().filter(|c| **c == "TOO_MANY_ATTEMPTS").count(), 20 - MAX_USER_FAILURES);
+        // Locked for the right password too; other users are not.
+        let e = authenticate(&basic("alice", "alice-Password-1"), None, &state).await.expect_err("locked");
+        assert_eq!(e.code, "TOO_MANY_ATTEMPTS");
+        assert!(e.details["retry_after"].as_u64().is_some_and(|s| (1..=60).contains(&s)));
+        assert!(locked(&state.throttle().turns).is_empty(), "verification turns are given back");
+    }
+
+    #[tokio::test]
+    async fn a_cleared_cache_forgets_credentials() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = facesearch_store::SqliteStore::open(dir.path()).expect("a store");
+        store.create_user("bob", "bob-Password-12", Role::Admin).await.expect("a user");
+        let state = AppState::new(std::sync::Arc::new(store), crate::ApiConfig::default());
+        let headers = basic("bob", "bob-Password-12");
+        authenticate(&headers, None, &state).await.expect("logged in");
+        let digest = state.credentials().digest("bob", "bob-Password-12");
+        assert!(state.credentials().get(&digest).is_some(), "remembered");
+        // A verification that started before a clear does not put its result back.
+        let generation = state.credentials().generation();
+        state.credentials().clear();
+        assert!(state.credentials().get(&digest).is_none());
+        let user = state.store().get_user("bob").await.expect("store").expect("bob");
+        state.credentials().put(digest, user, generation);
+        assert!(state.credentials().get(&digest).is_none(), "a stale verification is not cached");
     }
 
     #[test]

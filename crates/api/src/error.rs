@@ -11,6 +11,10 @@ use facesearch_face::{DecodeError, PipelineError};
 use facesearch_store::StoreError;
 use serde_json::{Map, Value, json};
 
+/// The error code of an error response, kept in the response's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -76,6 +80,8 @@ impl IntoResponse for ApiError {
         error.insert("message".into(), self.message.into());
         error.extend(self.details);
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        // For middleware (the audit trail) that needs the code without parsing the body.
+        response.extensions_mut().insert(ErrorCode(self.code));
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

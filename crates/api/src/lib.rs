@@ -6,6 +6,7 @@
 //! store, and [`error`] is the one place where failures become status codes and
 //! error codes.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -62,7 +63,7 @@ macro_rules! routes {
 }
 
 static ROUTES: &[RouteSpec] = {
-    use routes::{health, indexes, records, search, users};
+    use routes::{audit, health, indexes, records, search, users};
     routes! {
         GET "/healthz" None => get(health::healthz);
         GET "/readyz" None => get(health::readyz);
@@ -90,6 +91,8 @@ static ROUTES: &[RouteSpec] = {
         DELETE "/users/{username}" Admin => delete(users::delete);
         PUT "/users/{username}/grants/{index_id}" Admin => put(users::grant);
         DELETE "/users/{username}/grants/{index_id}" Admin => delete(users::revoke);
+        // Part 2: the audit trail.
+        GET "/audit" Auditor => get(audit::list);
     }
 };
 
@@ -108,6 +111,9 @@ pub fn router(state: AppState) -> Router {
         if spec.permission != Permission::None {
             route = route
                 .route_layer(axum::middleware::from_fn_with_state((state.clone(), spec.permission), auth::require));
+        }
+        if spec.path.starts_with("/users") && spec.method != "GET" {
+            route = route.route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::user_change));
         }
         // Routes of one path with different methods merge into one method router.
         router = router.route(spec.path, route);

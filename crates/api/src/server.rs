@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub max_concurrent_analyses: usize,
     /// How long a photo may wait for an analysis slot before the request gets 503.
     pub queue_timeout: Duration,
+    /// Audit entries older than this many days are deleted (0 keeps them forever).
+    pub audit_retention_days: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,22 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     println!("facesearch listening on http://{addr} (data in {})", config.data_dir.display());
 
+    if config.audit_retention_days > 0 {
+        let (store, days) = (store.clone(), u64::from(config.audit_retention_days));
+        tokio::spawn(async move {
+            let mut daily = tokio::time::interval(Duration::from_secs(24 * 60 * 60));
+            loop {
+                daily.tick().await;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let cutoff = facesearch_store::format_rfc3339(now.saturating_sub(Duration::from_secs(days * 86_400)));
+                match store.prune_audit(&cutoff).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, before = %cutoff, "audit retention applied"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                }
+            }
+        });
+    }
     let loader_state = state.clone();
     let loader_config = config.clone();
     tokio::spawn(async move {

@@ -208,7 +208,9 @@ impl Engine {
         let threshold = self.config.liveness_threshold;
         match probe.liveness {
             // Fail closed: a NaN probability is not live.
-            Some(Liveness::Judged { live_probability }) if !(live_probability >= threshold) => {
+            Some(Liveness::Judged { live_probability })
+                if live_probability.is_nan() || live_probability < threshold =>
+            {
                 return Err(EngineError::LivenessFailed { score: live_probability, threshold });
             }
             Some(Liveness::CannotJudge { context, min_context }) => {

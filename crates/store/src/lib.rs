@@ -218,6 +218,28 @@ pub struct RecordPatch {
 }
 
 impl RecordPatch {
+    /// Names of the fields this patch changes (for the audit log; values are not logged).
+    pub fn changed_fields(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        let mut add = |set: bool, name| {
+            if set {
+                f.push(name)
+            }
+        };
+        add(self.name.is_some(), "name");
+        add(self.dob.is_some(), "dob");
+        add(self.nationality.is_some(), "nationality");
+        add(self.gender.is_some(), "gender");
+        add(self.id_no.is_some(), "id_no");
+        add(self.address.is_some(), "address");
+        add(self.watch_list.is_some(), "watch_list");
+        add(self.additional_info.is_some(), "additional_info");
+        add(self.reference.is_some(), "reference");
+        f
+    }
+}
+
+impl RecordPatch {
     /// True when the patch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.name.is_none()
@@ -346,6 +368,50 @@ impl FromStr for Role {
     }
 }
 
+/// One entry of the audit log: who did what, when, to which indexes and records, and
+/// how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Increasing sequence number.
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    /// e.g. `face.search`, `record.enrol`, `image.download`, `user.create`.
+    pub action: String,
+    /// `ok`, or the error code the request ended with.
+    pub outcome: String,
+    pub index_ids: Vec<String>,
+    pub record_ids: Vec<String>,
+    /// Parameters and results (for a search: the parameters, liveness, scores).
+    pub details: serde_json::Value,
+}
+
+/// An audit entry to append; the store stamps its id and time.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub index_ids: Vec<String>,
+    pub record_ids: Vec<String>,
+    pub details: serde_json::Value,
+}
+
+/// Filters of an audit-log read; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub index_id: Option<String>,
+    pub record_id: Option<String>,
+    /// RFC 3339 lower bound (inclusive) and upper bound (exclusive) of `at`.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Only entries with an id below this (paging backwards).
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
 /// A user account. `password_hash` is never serialized and is redacted in `Debug`.
 #[derive(Clone, Serialize)]
 pub struct User {
@@ -457,4 +523,10 @@ pub trait Store: Send + Sync + 'static {
     async fn integrity_check(&self) -> Result<(), StoreError>;
     /// Cheap liveness check of the storage backend.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Appends to the audit log (append-only; nothing updates an entry).
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<(), StoreError>;
+    /// Reads the audit log, newest first.
+    async fn query_audit(&self, query: AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Retention: deletes entries older than `before` (RFC 3339); returns how many.
+    async fn prune_audit(&self, before: &str) -> Result<u64, StoreError>;
 }

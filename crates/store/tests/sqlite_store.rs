@@ -503,3 +503,39 @@ async fn concurrent_enrolments_keep_exact_counts() {
     assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 12);
     store.integrity_check().await.unwrap();
 }
+
+#[tokio::test]
+async fn audit_log_appends_filters_pages_and_prunes() {
+    use facesearch_store::{AuditQuery, NewAuditEvent};
+    let (_dir, store) = open();
+    let event = |actor: &str, action: &str, index: &str, record: &str| NewAuditEvent {
+        actor: actor.into(),
+        action: action.into(),
+        outcome: "ok".into(),
+        index_ids: vec![index.into()],
+        record_ids: vec![record.into()],
+        details: serde_json::json!({"min_match_score": 70}),
+    };
+    store.append_audit(event("alice", "face.search", "i1", "r1")).await.unwrap();
+    store.append_audit(event("bob", "record.enrol", "i2", "r2")).await.unwrap();
+    store.append_audit(event("alice", "image.download", "i1", "r3")).await.unwrap();
+
+    let all = store.query_audit(AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[0].id > all[1].id && all[1].id > all[2].id, "newest first");
+    assert_eq!(all[2].details["min_match_score"], 70);
+
+    let q = |f: AuditQuery| store.query_audit(AuditQuery { limit: 10, ..f });
+    assert_eq!(q(AuditQuery { actor: Some("alice".into()), ..Default::default() }).await.unwrap().len(), 2);
+    assert_eq!(q(AuditQuery { action: Some("record.enrol".into()), ..Default::default() }).await.unwrap().len(), 1);
+    assert_eq!(q(AuditQuery { index_id: Some("i1".into()), ..Default::default() }).await.unwrap().len(), 2);
+    assert_eq!(q(AuditQuery { record_id: Some("r2".into()), ..Default::default() }).await.unwrap()[0].actor, "bob");
+    let page2 = q(AuditQuery { before_id: Some(all[0].id), ..Default::default() }).await.unwrap();
+    assert_eq!(page2.len(), 2);
+    assert_eq!(q(AuditQuery { since: Some("2999-01-01".into()), ..Default::default() }).await.unwrap().len(), 0);
+
+    assert_eq!(store.prune_audit("1970-01-02").await.unwrap(), 0, "nothing that old");
+    assert_eq!(store.prune_audit("2999-01-01").await.unwrap(), 3);
+    assert!(store.query_audit(AuditQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    store.integrity_check().await.unwrap();
+}

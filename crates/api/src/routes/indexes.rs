@@ -7,6 +7,7 @@ use facesearch_store::{IndexInfo, IndexPatch, IndexType, NewIndex};
 use serde::Deserialize;
 
 use super::{created, index_object, ok};
+use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -51,6 +52,17 @@ pub async fn visible_index(state: &AppState, caller: &Caller, id: &str) -> Resul
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    body: JsonBody<CreateIndexBody>,
+) -> Result<Response, ApiError> {
+    let mut entry = AuditEntry::new(&caller, "index.create");
+    let result = run_create(&state, &caller, &mut entry, body).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_create(
+    state: &AppState,
+    caller: &Caller,
+    entry: &mut AuditEntry,
     JsonBody(body): JsonBody<CreateIndexBody>,
 ) -> Result<Response, ApiError> {
     if !caller.is_admin() {
@@ -77,6 +89,7 @@ pub async fn create(
     };
     let pack = state.config().pack.name().to_string();
     let index = state.store().create_index(NewIndex { index_name: name, title, description, index_type, pack }).await?;
+    entry.index(&index.id).detail("index_name", index.index_name.as_str());
     Ok(created(index_object(&index)))
 }
 
@@ -87,6 +100,18 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,
+    Path(id): Path<String>,
+    body: JsonBody<PatchIndexBody>,
+) -> Result<Response, ApiError> {
+    let mut entry = AuditEntry::new(&caller, "index.update");
+    entry.index(&id);
+    let result = run_patch(&state, &caller, Path(id), body).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_patch(
+    state: &AppState,
+    caller: &Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PatchIndexBody>,
 ) -> Result<Response, ApiError> {
@@ -112,6 +137,13 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let mut entry = AuditEntry::new(&caller, "index.delete");
+    entry.index(&id);
+    let result = run_delete(&state, &caller, Path(id)).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_delete(state: &AppState, caller: &Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     if !caller.is_admin() {
         return Err(ApiError::forbidden("delete indexes"));
     }

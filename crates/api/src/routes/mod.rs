@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource. Handlers stay thin: extract validated
 //! input, check permission, call the engine or the store, shape the response.
 
+pub mod audit;
 pub mod health;
 pub mod indexes;
 pub mod records;

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::indexes::visible_index;
 use super::{created, ok};
+use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Form, JsonBody, QueryParams};
@@ -38,9 +39,22 @@ pub async fn enrol(
     State(state): State<AppState>,
     caller: Caller,
     Path(index_id): Path<String>,
+    form: Form,
+) -> Result<Response, ApiError> {
+    let mut entry = AuditEntry::new(&caller, "record.enrol");
+    entry.index(&index_id);
+    let result = run_enrol(&state, &caller, &mut entry, Path(index_id), form).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_enrol(
+    state: &AppState,
+    caller: &Caller,
+    entry: &mut AuditEntry,
+    Path(index_id): Path<String>,
     mut form: Form,
 ) -> Result<Response, ApiError> {
-    let index = writable_index(&state, &caller, &index_id).await?;
+    let index = writable_index(state, caller, &index_id).await?;
     let image = form.file("image")?;
     let fields = RecordFields {
         name: form.text("name").unwrap_or_default(),
@@ -60,8 +74,14 @@ pub async fn enrol(
     let engine = state.engine()?;
     let index = engine.usable_index(&index.id).await?;
     match engine.enrol(&index, fields, reference, image.bytes, image.file_name).await? {
-        EnrolOutcome::Created(record) => Ok(created(record)),
-        EnrolOutcome::Existing(record) => Ok(ok(record)),
+        EnrolOutcome::Created(record) => {
+            entry.record(&record.record_id).detail("created", true);
+            Ok(created(record))
+        }
+        EnrolOutcome::Existing(record) => {
+            entry.record(&record.record_id).detail("created", false);
+            Ok(ok(record))
+        }
     }
 }
 
@@ -100,10 +120,24 @@ pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,
     Path((index_id, record_id)): Path<(String, String)>,
+    body: JsonBody<RecordPatchBody>,
+) -> Result<Response, ApiError> {
+    let mut entry = AuditEntry::new(&caller, "record.update");
+    entry.index(&index_id).record(&record_id);
+    let result = run_patch(&state, &caller, &mut entry, Path((index_id, record_id)), body).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_patch(
+    state: &AppState,
+    caller: &Caller,
+    entry: &mut AuditEntry,
+    Path((index_id, record_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<RecordPatchBody>,
 ) -> Result<Response, ApiError> {
-    let index = writable_index(&state, &caller, &index_id).await?;
+    let index = writable_index(state, caller, &index_id).await?;
     let patch = body.validate()?;
+    entry.detail("fields", patch.changed_fields());
     let record = state
         .store()
         .update_record(&index.id, &record_id, patch)
@@ -117,7 +151,18 @@ pub async fn delete(
     caller: Caller,
     Path((index_id, record_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let index = writable_index(&state, &caller, &index_id).await?;
+    let mut entry = AuditEntry::new(&caller, "record.delete");
+    entry.index(&index_id).record(&record_id);
+    let result = run_delete(&state, &caller, Path((index_id, record_id))).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_delete(
+    state: &AppState,
+    caller: &Caller,
+    Path((index_id, record_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let index = writable_index(state, caller, &index_id).await?;
     // Erasure must not wait for the models (see indexes::delete).
     let deleted = match state.engine() {
         Ok(engine) => engine.delete_record(&index.id, &record_id).await?,
@@ -137,9 +182,22 @@ pub async fn add_image(
     State(state): State<AppState>,
     caller: Caller,
     Path((index_id, record_id)): Path<(String, String)>,
+    form: Form,
+) -> Result<Response, ApiError> {
+    let mut entry = AuditEntry::new(&caller, "record.add_image");
+    entry.index(&index_id).record(&record_id);
+    let result = run_add_image(&state, &caller, &mut entry, Path((index_id, record_id)), form).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_add_image(
+    state: &AppState,
+    caller: &Caller,
+    entry: &mut AuditEntry,
+    Path((index_id, record_id)): Path<(String, String)>,
     mut form: Form,
 ) -> Result<Response, ApiError> {
-    let index = writable_index(&state, &caller, &index_id).await?;
+    let index = writable_index(state, caller, &index_id).await?;
     let image = form.file("image")?;
     let engine = state.engine()?;
     let index = engine.usable_index(&index.id).await?;
@@ -147,5 +205,8 @@ pub async fn add_image(
         .add_image(&index, &record_id, image.bytes, image.file_name)
         .await?
         .ok_or_else(|| ApiError::record_not_found(&record_id))?;
+    if let Some(image_id) = record.image_ids.last() {
+        entry.detail("image_id", image_id.as_str());
+    }
     Ok(created(record))
 }

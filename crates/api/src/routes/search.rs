@@ -9,6 +9,7 @@ use facesearch_face::Liveness;
 use serde_json::{Value, json};
 
 use super::{index_object, ok};
+use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::{ApiError, round};
 use crate::extract::{Form, QueryParams};
@@ -37,12 +38,24 @@ pub async fn index_details(
     Ok(ok(visible))
 }
 
-/// `POST /face/search?perform_liveness_check=true`.
+/// `POST /face/search?perform_liveness_check=true`; audited.
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
     query: QueryParams,
+    form: Form,
+) -> Result<Response, ApiError> {
+    let mut entry = AuditEntry::new(&caller, "face.search");
+    let result = run_search(&state, &caller, query, form, &mut entry).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_search(
+    state: &AppState,
+    caller: &Caller,
+    query: QueryParams,
     mut form: Form,
+    entry: &mut AuditEntry,
 ) -> Result<Response, ApiError> {
     let liveness = query.bool("perform_liveness_check", true)?;
     let image = form.file("source_image")?;
@@ -62,6 +75,13 @@ pub async fn search(
     }
     let min_score = form.number("min_match_score", DEFAULT_MIN_MATCH_SCORE, 0.0..=100.0)?;
     let max_results = form.integer("max_results", DEFAULT_MAX_RESULTS, 1..=state.config().max_results_cap)?;
+    for id in &ids {
+        entry.index(id);
+    }
+    entry
+        .detail("min_match_score", min_score)
+        .detail("max_results", max_results)
+        .detail("perform_liveness_check", liveness);
 
     // Every named index must exist (404) before permissions are looked at (403).
     let mut found = Vec::with_capacity(ids.len());
@@ -77,6 +97,15 @@ pub async fn search(
         indexes.push(engine.usable_index(&index.id).await?);
     }
     let outcome = engine.search(image.bytes, &SearchQuery { indexes, min_score, max_results, liveness }).await?;
+    if let Some(verdict) = &outcome.probe.liveness {
+        entry.detail("liveness", serde_json::to_value(verdict).unwrap_or(Value::Null));
+    }
+    let mut scores = Vec::new();
+    for m in &outcome.matches {
+        entry.record(&m.record.record_id);
+        scores.push(json!({ "record_id": m.record.record_id, "index_id": m.record.index_id, "match_score": m.score }));
+    }
+    entry.detail("results", scores);
     let results: Vec<Value> = outcome
         .matches
         .iter()
@@ -113,17 +142,30 @@ pub async fn search(
 }
 
 /// `GET /media/file/download/{file_id}`: an enrolled image, base64. An image the
-/// caller may not read is indistinguishable from one that does not exist.
+/// caller may not read is indistinguishable from one that does not exist. Audited.
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,
     Path(file_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let image = state.store().get_image(&file_id).await?.ok_or_else(ApiError::file_not_found)?;
+    let mut entry = AuditEntry::new(&caller, "image.download");
+    entry.detail("file_id", file_id.as_str());
+    let result = run_download(&state, &caller, &file_id, &mut entry).await;
+    entry.finish(&state, result).await
+}
+
+async fn run_download(
+    state: &AppState,
+    caller: &Caller,
+    file_id: &str,
+    entry: &mut AuditEntry,
+) -> Result<Response, ApiError> {
+    let image = state.store().get_image(file_id).await?.ok_or_else(ApiError::file_not_found)?;
     let index = state.store().get_index(&image.index_id).await?.ok_or_else(ApiError::file_not_found)?;
     if !caller.may_read(&index) {
         return Err(ApiError::file_not_found());
     }
+    entry.index(&index.id).record(&image.record_id);
     Ok(ok(json!({
         "file_base64": base64::engine::general_purpose::STANDARD.encode(&image.bytes),
         "file_name": image.file_name,
