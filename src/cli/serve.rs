@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use facesearch_api::{ApiConfig, ServerConfig};
+use facesearch_api::{ApiConfig, ServerConfig, TlsFiles};
 use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, RuntimeOptions};
 use serde::Deserialize;
 
@@ -54,6 +54,15 @@ pub struct ServeArgs {
     /// Photos analysed at once [default: number of cores].
     #[arg(long, env = "FACESEARCH_WORKERS")]
     workers: Option<usize>,
+    /// Requests handled at once; more get 503 at once [default: 64].
+    #[arg(long, env = "FACESEARCH_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "FACESEARCH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "FACESEARCH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Days the audit log is kept; 0 keeps it forever [default: 365].
     #[arg(long, env = "FACESEARCH_AUDIT_RETENTION_DAYS")]
     audit_retention_days: Option<u32>,
@@ -81,6 +90,9 @@ struct FileConfig {
     request_timeout: Option<u64>,
     workers: Option<usize>,
     audit_retention_days: Option<u32>,
+    max_in_flight: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     admin_user: Option<String>,
 }
 
@@ -140,6 +152,12 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         max_concurrent_analyses: workers,
         queue_timeout: Duration::from_secs(10),
         audit_retention_days: args.audit_retention_days.or(file.audit_retention_days).unwrap_or(365),
+        max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1),
+        tls: match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both a certificate (tls_cert) and a key (tls_key)"),
+        },
     };
     Ok((config, args.exit_on_stdin_close))
 }

@@ -558,3 +558,39 @@ pub fn file_part(photo: &Path) -> Part {
     let name = photo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "photo".into());
     Part::bytes(read(photo)).file_name(name)
 }
+
+// ---------------------------------------------------------------------------------
+// Process and raw-connection helpers (robustness tests)
+// ---------------------------------------------------------------------------------
+
+impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address the server listens on (from [`Server::base`]).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("the server's base URL {} is not http://IP:PORT", self.base))
+    }
+
+    /// The server's resident set size in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS line in {path}:\n{status}"))
+    }
+}
+
+/// The value of an `Authorization` header with the admin's credentials.
+pub fn admin_basic_auth() -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_USER}:{ADMIN_PASSWORD}")))
+}

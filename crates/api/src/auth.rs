@@ -102,6 +102,9 @@ impl Permission {
     }
 }
 
+/// Password hashes checked at once, whoever asks.
+static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// The authenticated user making a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -438,6 +441,12 @@ pub async fn authenticate(headers: &HeaderMap, peer: Option<IpAddr>, state: &App
         return Ok(Caller { user });
     }
     let generation = credentials.generation();
+    // Each check costs tens of milliseconds and ~19 MiB by design: a flood of guesses
+    // must not take every core, so at most a few run at once and the rest wait briefly.
+    let _check = tokio::time::timeout(Duration::from_secs(5), PASSWORD_CHECKS.acquire())
+        .await
+        .map_err(|_| ApiError::unavailable("too many logins are being checked; retry shortly"))?
+        .map_err(|_| ApiError::unavailable("too many logins are being checked; retry shortly"))?;
     match state.store().verify_password(&name, &password).await? {
         Some(user) => {
             throttle.succeeded(&name);

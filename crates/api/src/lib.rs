@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -23,7 +24,7 @@ use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 pub use auth::Permission;
 pub use error::ApiError;
-pub use server::{ServerConfig, run};
+pub use server::{ServerConfig, TlsFiles, run};
 pub use state::{ApiConfig, AppState};
 
 /// One endpoint: its method, its path template (axum syntax, `{param}`), the least

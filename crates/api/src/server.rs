@@ -32,6 +32,18 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// Audit entries older than this many days are deleted (0 keeps them forever).
     pub audit_retention_days: u32,
+    /// Requests handled at once; beyond it new requests get 503 at once (backpressure
+    /// instead of an unbounded queue).
+    pub max_in_flight: usize,
+    /// Serve HTTPS with this certificate chain and private key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +56,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("could not load the TLS certificate {cert} or key {key}: {source}")]
+    Tls { cert: PathBuf, key: PathBuf, source: std::io::Error },
 }
 
 /// Creates the first admin on an empty store; prints a generated password once.
@@ -99,7 +113,8 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     let listener =
         TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    println!("facesearch listening on http://{addr} (data in {})", config.data_dir.display());
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    println!("facesearch listening on {scheme}://{addr} (data in {})", config.data_dir.display());
 
     if config.audit_retention_days > 0 {
         let (store, days) = (store.clone(), u64::from(config.audit_retention_days));
@@ -162,24 +177,34 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         }
     });
 
-    let timeout = config.request_timeout;
     let app =
-        crate::router(state).layer(axum::middleware::from_fn(move |req, next: axum::middleware::Next| async move {
-            // A request that takes too long is answered (in JSON) and its work dropped.
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(response) => response,
-                Err(_) => axum::response::IntoResponse::into_response(crate::ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "REQUEST_TIMEOUT",
-                    format!("the request took longer than {} s", timeout.as_secs()),
-                )),
-            }
-        }));
+        crate::limits::apply(crate::router(state), config.request_timeout, config.max_in_flight, config.tls.is_some());
     // The client address is recorded for failed-login throttling per address.
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }
-        })
-        .await
-        .map_err(ServerError::Serve)
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = async move {
+        tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }
+    };
+    match &config.tls {
+        None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve),
+        Some(files) => {
+            let tls_error = |source| ServerError::Tls { cert: files.cert.clone(), key: files.key.clone(), source };
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .map_err(tls_error)?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                // In-flight requests get this long to finish.
+                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            let listener = listener.into_std().map_err(ServerError::Serve)?;
+            axum_server::from_tcp_rustls(listener, rustls)
+                .map_err(ServerError::Serve)?
+                .handle(handle)
+                .serve(service)
+                .await
+                .map_err(ServerError::Serve)
+        }
+    }
 }

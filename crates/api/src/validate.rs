@@ -48,9 +48,26 @@ fn check_dob(dob: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The officially assigned ISO 3166-1 alpha-2 codes (249), sorted.
+const ISO_3166_ALPHA2: [&str; 249] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB", "BD",
+    "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY", "BZ", "CA",
+    "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE",
+    "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA",
+    "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK",
+    "HM", "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM", "JO", "JP",
+    "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC", "LI", "LK", "LR", "LS", "LT",
+    "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK", "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS",
+    "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ",
+    "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS",
+    "RU", "RW", "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS", "ST",
+    "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV", "TW",
+    "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA",
+    "ZM", "ZW",
+];
+
 fn check_nationality(n: &str) -> Result<(), ApiError> {
-    let alpha2 = n.len() == 2 && n.bytes().all(|c| c.is_ascii_uppercase());
-    if !n.is_empty() && !alpha2 {
+    if !n.is_empty() && ISO_3166_ALPHA2.binary_search(&n).is_err() {
         return Err(ApiError::invalid_parameter(
             "nationality",
             "nationality must be an ISO 3166-1 alpha-2 code such as IN or FR",
@@ -174,6 +191,8 @@ mod tests {
         assert!(check_fields(&ok).is_ok());
         for bad in [
             RecordFields { nationality: "India".into(), ..Default::default() },
+            RecordFields { nationality: "XX".into(), ..Default::default() },
+            RecordFields { nationality: "in".into(), ..Default::default() },
             RecordFields { dob: "15/01/1990".into(), ..Default::default() },
             RecordFields { name: "x".repeat(300), ..Default::default() },
             RecordFields { watch_list: vec!["a,b".into()], ..Default::default() },
