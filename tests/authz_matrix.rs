@@ -118,11 +118,19 @@ const fn case(
 
 const DOWNLOAD: &str = "/media/file/download/{file_id}";
 
+/// Endpoints whose success body is not `{"response": …}`, with their content type.
+const RAW_SUCCESS: &[(&str, &str)] =
+    &[("/openapi.json", "application/json"), ("/docs", "text/html"), ("/metrics", "text/plain; version=0.0.4")];
+
 fn cases() -> Vec<Case> {
     use Permission as P;
     vec![
         case("GET", "/healthz", P::None, false, 200, |_, _, _| req("/healthz")),
         case("GET", "/readyz", P::None, false, 200, |_, _, _| req("/readyz")),
+        case("GET", "/openapi.json", P::None, false, 200, |_, _, _| req("/openapi.json")),
+        case("GET", "/docs", P::None, false, 200, |_, _, _| req("/docs")),
+        // Without `--metrics-auth` (the default); tests/metrics.rs checks it with.
+        case("GET", "/metrics", P::None, false, 200, |_, _, _| req("/metrics")),
         case("GET", "/face/index/details", P::Any, false, 200, |_, _, _| {
             req("/face/index/details?action_type=FACE_SEARCH")
         }),
@@ -462,6 +470,12 @@ fn every_route_answers_every_role_as_the_rules_say() {
                         }
                     }
                     None if status == 204 => assert!(r.text.is_empty(), "{label}: a 204 has a body: {}", r.text),
+                    None if RAW_SUCCESS.iter().any(|(p, _)| *p == case.path) => {
+                        let (_, content_type) = RAW_SUCCESS.iter().find(|(p, _)| *p == case.path).expect("listed");
+                        let got = r.header("content-type").unwrap_or_default();
+                        assert!(got.starts_with(content_type), "{label}: Content-Type {got:?}, not {content_type}");
+                        assert!(!r.text.is_empty(), "{label}: empty body");
+                    }
                     None => {
                         r.ok(status);
                     }

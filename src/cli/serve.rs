@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Name of the admin user created on first start [default: admin].
     #[arg(long, env = "FACESEARCH_ADMIN_USER")]
     admin_user: Option<String>,
+    /// Make /metrics admin-only (HTTP Basic); by default it needs no credentials.
+    #[arg(long, env = "FACESEARCH_METRICS_AUTH")]
+    metrics_auth: bool,
     /// Stop when standard input closes (used by tests that start the server as a child).
     #[arg(long, hide = true)]
     exit_on_stdin_close: bool,
@@ -94,6 +97,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     admin_user: Option<String>,
+    metrics_auth: Option<bool>,
 }
 
 fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
@@ -143,6 +147,8 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
             max_image_bytes,
             max_results_cap: args.max_results_cap.or(file.max_results_cap).unwrap_or(100).max(1),
             pack,
+            max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1),
+            metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
             ..ApiConfig::default()
         },
         admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
@@ -152,7 +158,6 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         max_concurrent_analyses: workers,
         queue_timeout: Duration::from_secs(10),
         audit_retention_days: args.audit_retention_days.or(file.audit_retention_days).unwrap_or(365),
-        max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1),
         tls: match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,

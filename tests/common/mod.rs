@@ -52,6 +52,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "FACESEARCH_WORKERS",
     "FACESEARCH_ADMIN_USER",
     "FACESEARCH_LOG_JSON",
+    "FACESEARCH_METRICS_AUTH",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -210,6 +211,8 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Write the server's standard error (its log) to this file instead of the test's.
+    pub stderr: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -223,6 +226,10 @@ impl ServerOptions {
     }
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+    pub fn stderr_to(mut self, file: &Path) -> Self {
+        self.stderr = Some(file.to_path_buf());
         self
     }
 }
@@ -311,7 +318,13 @@ impl Server {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let stderr = match &opts.stderr {
+            Some(path) => {
+                Stdio::from(std::fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display())))
+            }
+            None => Stdio::inherit(),
+        };
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().expect("starting the facesearch binary");
 
         // One thread reads stdout for the whole life of the child: it hands the lines

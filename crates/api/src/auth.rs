@@ -488,17 +488,33 @@ pub async fn require(
         return next.run(request).await;
     }
     let peer = peer_of(request.extensions());
-    let caller = match authenticate(request.headers(), peer, &state).await {
-        Ok(caller) => caller,
-        Err(e) => return error_response(e),
+    let refused = match authenticate(request.headers(), peer, &state).await {
+        Err(e) => Err(error_response(e)),
+        Ok(caller) if !permission.admits_role(caller.user.role) => {
+            let what = match permission {
+                Permission::Auditor => "use this endpoint (admins and auditors only)",
+                _ => "use this endpoint (admins only)",
+            };
+            Err(ApiError::forbidden(what).into_response())
+        }
+        Ok(caller) => Ok(caller),
     };
-    if !permission.admits_role(caller.user.role) {
-        let what = match permission {
-            Permission::Auditor => "use this endpoint (admins and auditors only)",
-            _ => "use this endpoint (admins only)",
-        };
-        return ApiError::forbidden(what).into_response();
-    }
+    let caller = match refused {
+        Ok(caller) => caller,
+        Err(response) => {
+            // The body was not read yet (authentication comes first); read it away so
+            // the client receives this answer rather than a reset.
+            let limit = crate::body::limit_for(state.config().max_image_bytes).saturating_mul(4);
+            crate::body::discard(request.into_body(), limit).await;
+            return response;
+        }
+    };
+    // Only authenticated requests take one of the limited slots, so slow anonymous
+    // clients cannot lock the API.
+    let Ok(_slot) = state.in_flight().clone().try_acquire_owned() else {
+        crate::body::discard(request.into_body(), crate::body::limit_for(state.config().max_image_bytes)).await;
+        return ApiError::unavailable("too many requests in flight; retry shortly").into_response();
+    };
     request.extensions_mut().insert(caller);
     next.run(request).await
 }

@@ -51,3 +51,23 @@ pub async fn read_body(State(limit): State<usize>, request: Request, next: Next)
     }
     next.run(Request::from_parts(parts, Body::from(buffer))).await
 }
+
+/// Reads and throws away up to `limit` bytes of a body that will not be used, so that a
+/// client still sending receives the answer instead of a reset. Nothing is kept.
+pub async fn discard(mut body: Body, limit: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > limit {
+                break;
+            }
+        }
+    }
+}
+
+/// The body limit of a server whose largest image is `max_image_bytes`: room for one
+/// image plus the form's text fields and multipart framing.
+pub fn limit_for(max_image_bytes: usize) -> usize {
+    max_image_bytes + 256 * 1024
+}

@@ -12,9 +12,12 @@ pub mod body;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod validate;
 
 use axum::Router;
@@ -42,6 +45,17 @@ pub struct RouteSpec {
     handler: fn() -> MethodRouter<AppState>,
 }
 
+/// The path of the Prometheus endpoint, whose permission is configurable.
+pub const METRICS_PATH: &str = "/metrics";
+
+impl RouteSpec {
+    /// The permission the server enforces for this route: the table's, except that
+    /// [`ApiConfig::metrics_auth`] (`--metrics-auth`) makes `/metrics` admin-only.
+    pub fn permission_in(&self, config: &ApiConfig) -> Permission {
+        if self.path == METRICS_PATH && config.metrics_auth { Permission::Admin } else { self.permission }
+    }
+}
+
 impl std::fmt::Debug for RouteSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteSpec")
@@ -64,10 +78,15 @@ macro_rules! routes {
 }
 
 static ROUTES: &[RouteSpec] = {
-    use routes::{audit, health, indexes, records, search, users};
+    use routes::{audit, health, indexes, ops, records, search, users};
     routes! {
         GET "/healthz" None => get(health::healthz);
         GET "/readyz" None => get(health::readyz);
+        // Operations: the OpenAPI document, its interactive docs and Prometheus metrics
+        // (`--metrics-auth` makes /metrics admin-only: see `RouteSpec::permission_in`).
+        GET "/openapi.json" None => get(ops::openapi_json);
+        GET "/docs" None => get(ops::docs);
+        GET "/metrics" None => get(ops::metrics);
         // Part 1: the published Face Search (1:N) API.
         GET "/face/index/details" Any => get(search::index_details);
         POST "/face/search" Search => post(search::search);
@@ -97,24 +116,28 @@ static ROUTES: &[RouteSpec] = {
     }
 };
 
-/// Every endpoint of the service with the least permission it needs.
+/// Every endpoint of the service with the least permission it needs (by default; see
+/// [`RouteSpec::permission_in`]). Every one is documented in the OpenAPI document
+/// ([`openapi::ApiDoc`]); `tests/openapi.rs` fails for one that is not.
 pub fn route_table() -> &'static [RouteSpec] {
     ROUTES
 }
 
 /// Every route of the service, built from [`route_table`].
 pub fn router(state: AppState) -> Router {
-    // Room for one image plus the form's text fields and multipart framing.
-    let body_limit = state.config().max_image_bytes + 256 * 1024;
+    let body_limit = body::limit_for(state.config().max_image_bytes);
     let mut router = Router::new();
     for spec in route_table() {
+        // Layers run outermost (added last) first: authentication, then reading the
+        // body, then the user-change audit, then the handler.
         let mut route = (spec.handler)();
-        if spec.permission != Permission::None {
-            route = route
-                .route_layer(axum::middleware::from_fn_with_state((state.clone(), spec.permission), auth::require));
-        }
         if spec.path.starts_with("/users") && spec.method != "GET" {
             route = route.route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::user_change));
+        }
+        route = route.route_layer(axum::middleware::from_fn_with_state(body_limit, body::read_body));
+        let permission = spec.permission_in(state.config());
+        if permission != Permission::None {
+            route = route.route_layer(axum::middleware::from_fn_with_state((state.clone(), permission), auth::require));
         }
         // Routes of one path with different methods merge into one method router.
         router = router.route(spec.path, route);
@@ -129,6 +152,5 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(body_limit, body::read_body))
         .with_state(state)
 }

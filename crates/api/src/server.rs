@@ -32,9 +32,6 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// Audit entries older than this many days are deleted (0 keeps them forever).
     pub audit_retention_days: u32,
-    /// Requests handled at once; beyond it new requests get 503 at once (backpressure
-    /// instead of an unbounded queue).
-    pub max_in_flight: usize,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
 }
@@ -167,6 +164,7 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         let _guard = writes.lock().await;
         match Engine::open(store, pipeline, engine_config, writes.clone()).await {
             Ok(engine) => {
+                let engine = engine.with_observer(loader_state.metrics().clone());
                 loader_state.set_engine(Arc::new(engine));
                 println!("facesearch ready (model pack {pack})");
             }
@@ -177,34 +175,43 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         }
     });
 
-    let app =
-        crate::limits::apply(crate::router(state), config.request_timeout, config.max_in_flight, config.tls.is_some());
+    let metrics = state.metrics().clone();
+    let app = crate::limits::apply(crate::router(state), config.request_timeout, config.tls.is_some());
+    let app = crate::telemetry::apply(app, metrics);
     // The client address is recorded for failed-login throttling per address.
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = async move {
         tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }
     };
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // In-flight requests get this long to finish.
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let listener = listener.into_std().map_err(ServerError::Serve)?;
     match &config.tls {
-        None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve),
+        None => {
+            let mut server = axum_server::from_tcp(listener).map_err(ServerError::Serve)?.handle(handle);
+            limit_connections(server.http_builder());
+            server.serve(service).await.map_err(ServerError::Serve)
+        }
         Some(files) => {
             let tls_error = |source| ServerError::Tls { cert: files.cert.clone(), key: files.key.clone(), source };
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
                 .await
                 .map_err(tls_error)?;
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                // In-flight requests get this long to finish.
-                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-            });
-            let listener = listener.into_std().map_err(ServerError::Serve)?;
-            axum_server::from_tcp_rustls(listener, rustls)
-                .map_err(ServerError::Serve)?
-                .handle(handle)
-                .serve(service)
-                .await
-                .map_err(ServerError::Serve)
+            let mut server = axum_server::from_tcp_rustls(listener, rustls).map_err(ServerError::Serve)?.handle(handle);
+            limit_connections(server.http_builder());
+            server.serve(service).await.map_err(ServerError::Serve)
         }
     }
+}
+
+/// A client must send its whole header block within 10 s, in at most 64 KiB: a
+/// half-sent request cannot hold a connection open, nor a huge header memory.
+fn limit_connections(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    builder.http1().header_read_timeout(Duration::from_secs(10)).max_buf_size(64 * 1024);
+    builder.http2().max_header_list_size(64 * 1024);
 }

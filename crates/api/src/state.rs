@@ -8,6 +8,7 @@ use facesearch_store::Store;
 
 use crate::auth::{CredentialCache, LoginThrottle};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Limits and defaults of the HTTP API.
 #[derive(Debug, Clone)]
@@ -20,11 +21,23 @@ pub struct ApiConfig {
     pub max_page_size: usize,
     /// The model pack this server embeds with (new indexes hold its vectors).
     pub pack: Pack,
+    /// `/metrics` for admins only (`--metrics-auth`); by default it needs no credentials.
+    pub metrics_auth: bool,
+    /// Authenticated requests handled at once; beyond it new ones get 503 at once
+    /// (backpressure instead of an unbounded queue).
+    pub max_in_flight: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_image_bytes: 15 * 1024 * 1024, max_results_cap: 100, max_page_size: 1000, pack: Pack::Open }
+        Self {
+            max_image_bytes: 15 * 1024 * 1024,
+            max_results_cap: 100,
+            max_page_size: 1000,
+            pack: Pack::Open,
+            metrics_auth: false,
+            max_in_flight: 64,
+        }
     }
 }
 
@@ -35,6 +48,8 @@ struct Inner {
     credentials: CredentialCache,
     throttle: LoginThrottle,
     writes: WriteLock,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Cheap to clone; the engine arrives once the models are loaded.
@@ -46,11 +61,18 @@ impl AppState {
         Self(Arc::new(Inner {
             store,
             engine: OnceLock::new(),
-            config,
             credentials: CredentialCache::new(),
             throttle: LoginThrottle::new(),
             writes: WriteLock::default(),
+            metrics: Arc::new(Metrics::new(config.pack)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            config,
         }))
+    }
+
+    /// Slots for authenticated requests in flight.
+    pub fn in_flight(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.0.in_flight
     }
 
     /// Makes the engine available; requests needing it get 503 until then.
@@ -81,6 +103,11 @@ impl AppState {
     /// The lock that orders store writes with in-memory index updates (see the engine).
     pub fn writes(&self) -> &WriteLock {
         &self.0.writes
+    }
+
+    /// The server's Prometheus metrics (the engine reports into them too).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
     }
 
     /// Failed-login counters per username and client address.

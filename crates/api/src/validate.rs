@@ -113,18 +113,28 @@ pub fn check_fields(f: &RecordFields) -> Result<(), ApiError> {
     check_watch_list(&f.watch_list)
 }
 
-/// The JSON body of `PATCH …/records/{id}`: any record field.
-#[derive(Debug, Deserialize)]
+/// The JSON body of `PATCH …/records/{id}`: any record field; absent fields stay as
+/// they are.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordPatchBody {
+    /// At most 256 characters.
     pub name: Option<String>,
+    /// `YYYY-MM-DD` (a real date) or empty.
     pub dob: Option<String>,
+    /// ISO 3166-1 alpha-2 or empty.
     pub nationality: Option<String>,
+    /// At most 32 characters.
     pub gender: Option<String>,
+    /// At most 128 characters.
     pub id_no: Option<String>,
+    /// At most 1024 characters.
     pub address: Option<String>,
+    /// At most 64 categories of at most 64 characters, no commas.
     pub watch_list: Option<Vec<String>>,
+    /// At most 8192 characters.
     pub additional_info: Option<String>,
+    /// The client's own id, unique per index; `""` removes it.
     pub reference: Option<String>,
 }
 

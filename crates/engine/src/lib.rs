@@ -11,10 +11,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use facesearch_face::calibration::{Calibration, CalibrationError};
-use facesearch_face::{FaceChoice, FacePipeline, Liveness, PipelineError, ProbeFace};
+use facesearch_face::{FaceChoice, FacePipeline, Liveness, PipelineError, ProbeFace, StageTimings};
 use facesearch_index::{FaceIndex, IndexError};
 use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError};
 use serde::Serialize;
@@ -91,7 +91,55 @@ pub struct SearchOutcome {
     pub probe: ProbeFace,
 }
 
+/// Why the engine analysed a photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analysis {
+    /// The probe of a search.
+    Search,
+    /// A photo to enrol (a new record or another image of one).
+    Enrol,
+}
+
+impl Analysis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Analysis::Search => "search",
+            Analysis::Enrol => "enrol",
+        }
+    }
+}
+
+/// Why a search probe was refused by the liveness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LivenessRefusal {
+    /// Judged a spoof (`LivenessFailed`).
+    Spoof,
+    /// Too little context around the face to judge (`LivenessCannotJudge`).
+    CannotJudge,
+}
+
+impl LivenessRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivenessRefusal::Spoof => "spoof",
+            LivenessRefusal::CannotJudge => "cannot_judge",
+        }
+    }
+}
+
+/// Told what the engine did and how long it took, e.g. to export metrics. Every method
+/// has an empty default; calls are made on the request's task and must be quick.
+pub trait EngineObserver: Send + Sync {
+    /// A photo went through the face pipeline successfully (per-stage timings).
+    fn photo_analysed(&self, _analysis: Analysis, _timings: &StageTimings) {}
+    /// The in-memory vector search of one query took `elapsed`.
+    fn vectors_searched(&self, _elapsed: Duration) {}
+    /// A search probe was refused by the liveness check.
+    fn liveness_refused(&self, _refusal: LivenessRefusal) {}
+}
+
 pub struct Engine {
+    observer: Option<Arc<dyn EngineObserver>>,
     store: Arc<dyn Store>,
     pipeline: Arc<FacePipeline>,
     index: Arc<FaceIndex>,
@@ -129,6 +177,7 @@ impl Engine {
         }
         tracing::info!(faces = count, pack = pack.name(), "vector index loaded");
         Ok(Self {
+            observer: None,
             store,
             pipeline,
             index: Arc::new(index),
@@ -137,6 +186,18 @@ impl Engine {
             config,
             writes,
         })
+    }
+
+    /// Reports the engine's work (timings, liveness refusals) to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn EngineObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, f: impl FnOnce(&dyn EngineObserver)) {
+        if let Some(o) = &self.observer {
+            f(o.as_ref());
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -170,7 +231,11 @@ impl Engine {
 
     /// Runs the face pipeline on the blocking pool. The slot is held by the blocking
     /// task itself, so a cancelled request cannot let more analyses run than allowed.
-    async fn analyse(&self, bytes: Vec<u8>, choice: FaceChoice, liveness: bool) -> Result<ProbeFace, EngineError> {
+    async fn analyse(&self, bytes: Vec<u8>, analysis: Analysis, liveness: bool) -> Result<ProbeFace, EngineError> {
+        let choice = match analysis {
+            Analysis::Search => FaceChoice::Largest,
+            Analysis::Enrol => FaceChoice::Unambiguous,
+        };
         let permit = tokio::time::timeout(self.config.queue_timeout, self.analyses.clone().acquire_owned())
             .await
             .map_err(|_| EngineError::Busy)?
@@ -182,6 +247,7 @@ impl Engine {
         })
         .await
         .map_err(task_failed)??;
+        self.observe(|o| o.photo_analysed(analysis, &probe.timings));
         Ok(probe)
     }
 
@@ -204,16 +270,18 @@ impl Engine {
 
     /// 1:N search of the largest face of `bytes` in `query.indexes`.
     pub async fn search(&self, bytes: Vec<u8>, query: &SearchQuery) -> Result<SearchOutcome, EngineError> {
-        let probe = self.analyse(bytes, FaceChoice::Largest, query.liveness).await?;
+        let probe = self.analyse(bytes, Analysis::Search, query.liveness).await?;
         let threshold = self.config.liveness_threshold;
         match probe.liveness {
             // Fail closed: a NaN probability is not live.
             Some(Liveness::Judged { live_probability })
                 if live_probability.is_nan() || live_probability < threshold =>
             {
+                self.observe(|o| o.liveness_refused(LivenessRefusal::Spoof));
                 return Err(EngineError::LivenessFailed { score: live_probability, threshold });
             }
             Some(Liveness::CannotJudge { context, min_context }) => {
+                self.observe(|o| o.liveness_refused(LivenessRefusal::CannotJudge));
                 return Err(EngineError::LivenessCannotJudge { context, min_context });
             }
             _ => {}
@@ -225,12 +293,16 @@ impl Engine {
         let candidates = query.max_results.saturating_mul(2).max(query.max_results);
         let (index, embedding) = (self.index.clone(), probe.embedding.clone());
         // The scan reads every vector: keep it off the async worker threads.
-        let hits = tokio::task::spawn_blocking(move || {
+        let (hits, elapsed) = tokio::task::spawn_blocking(move || {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            index.search(&embedding, &names, min_similarity, candidates)
+            let start = Instant::now();
+            let hits = index.search(&embedding, &names, min_similarity, candidates);
+            (hits, start.elapsed())
         })
         .await
-        .map_err(task_failed)??;
+        .map_err(task_failed)?;
+        let hits = hits?;
+        self.observe(|o| o.vectors_searched(elapsed));
         let ids: Vec<String> = hits.iter().map(|h| h.record_id.clone()).collect();
         let records = self.store.get_records(&ids).await?;
         let mut matches = Vec::new();
@@ -291,7 +363,7 @@ impl Engine {
         {
             return Ok(EnrolOutcome::Existing(existing));
         }
-        let probe = self.analyse(bytes.clone(), FaceChoice::Unambiguous, false).await?;
+        let probe = self.analyse(bytes.clone(), Analysis::Enrol, false).await?;
         let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
         let index_id = index.id.clone();
         self.committed(move |store, vectors| async move {
@@ -320,7 +392,7 @@ impl Engine {
         if self.store.get_record(&index.id, record_id).await?.is_none() {
             return Ok(None);
         }
-        let probe = self.analyse(bytes.clone(), FaceChoice::Unambiguous, false).await?;
+        let probe = self.analyse(bytes.clone(), Analysis::Enrol, false).await?;
         let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
         let (index_id, record_id) = (index.id.clone(), record_id.to_string());
         self.committed(move |store, vectors| async move {

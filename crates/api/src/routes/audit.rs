@@ -11,6 +11,7 @@ use super::ok;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::QueryParams;
+use crate::openapi::{AuditPageResponse, AuthErrors, ErrorBody, ServerErrors, TAG_AUDIT};
 use crate::state::AppState;
 use crate::validate::is_date;
 
@@ -31,6 +32,31 @@ fn time_bound(query: &QueryParams, name: &str) -> Result<Option<String>, ApiErro
     Ok(Some(v.to_string()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = TAG_AUDIT,
+    operation_id = "audit",
+    summary = "The audit log, newest first (admins and auditors)",
+    params(
+        ("actor" = Option<String>, Query, description = "Only entries by this user"),
+        ("action" = Option<String>, Query, description = "Only this action, e.g. `face.search`"),
+        ("index_id" = Option<String>, Query, description = "Only entries about this index"),
+        ("record_id" = Option<String>, Query, description = "Only entries about this record"),
+        ("since" = Option<String>, Query, description = "`YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), inclusive"),
+        ("until" = Option<String>, Query, description = "`YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC), exclusive"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 100", minimum = 1, maximum = 1000),
+        ("before_id" = Option<i64>, Query, description = "Entries older than this id (the previous page's `next_before_id`)"),
+    ),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "A page of audit events", body = AuditPageResponse),
+        (status = 400, description = "`INVALID_PARAMETER`: bad `limit`, `before_id`, `since` or `until`", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: neither admin nor auditor", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller, query: QueryParams) -> Result<Response, ApiError> {
     if !matches!(caller.user.role, Role::Admin | Role::Auditor) {
         return Err(ApiError::forbidden("read the audit log"));

@@ -6,12 +6,36 @@ use axum::response::{IntoResponse, Response};
 
 use super::ok;
 use crate::error::ApiError;
+use crate::openapi::{ErrorBody, StatusResponse, TAG_OPERATIONS};
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = TAG_OPERATIONS,
+    operation_id = "healthz",
+    summary = "Liveness of the process",
+    description = "`{\"status\": \"ok\"}` while the process runs. No credentials needed.",
+    responses((status = 200, description = "The process answers", body = StatusResponse))
+)]
 pub async fn healthz() -> Response {
     ok(serde_json::json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = TAG_OPERATIONS,
+    operation_id = "readyz",
+    summary = "Readiness to search",
+    description = "`{\"status\": \"ready\"}` once the face models are loaded and the database answers. \
+                   No credentials needed.",
+    responses(
+        (status = 200, description = "Ready", body = StatusResponse),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: models still loading, database unreachable or too \
+                                      many requests in flight", body = ErrorBody),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::unavailable("the face models are still loading"));

@@ -11,21 +11,31 @@ use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::openapi::{AuthErrors, ErrorBody, IndexResponse, ServerErrors, TAG_INDEXES};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+/// The JSON body of `POST /face/index`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIndexBody {
+    /// Unique name, 1–128 characters.
     index_name: String,
+    /// Display title (at most 256 characters); defaults to the name.
     title: Option<String>,
+    /// What the database contains (at most 4096 characters).
     description: Option<String>,
+    /// `INTERNAL` (the default) or `EXTERNAL`.
+    #[schema(example = "INTERNAL")]
     index_type: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The JSON body of `PATCH /face/index/{index_id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchIndexBody {
+    /// At most 256 characters.
     title: Option<String>,
+    /// At most 4096 characters.
     description: Option<String>,
 }
 
@@ -49,6 +59,27 @@ pub async fn visible_index(state: &AppState, caller: &Caller, id: &str) -> Resul
     Ok(index)
 }
 
+#[utoipa::path(
+    post,
+    path = "/face/index",
+    tag = TAG_INDEXES,
+    operation_id = "create_index",
+    summary = "Create an index (admin)",
+    description = "Creates an empty face database for the model pack this server runs. Audited.",
+    request_body(content = CreateIndexBody, content_type = "application/json"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 201, description = "The new index", body = IndexResponse),
+        (status = 400, description = "`INVALID_JSON` (malformed, wrong type, unknown field) or `INVALID_PARAMETER` \
+                                      (empty or too long name, bad `index_type`, control characters)", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 409, description = "`INDEX_NAME_TAKEN`: another index has that name", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body exceeds the limit", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: not `application/json`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,10 +124,47 @@ async fn run_create(
     Ok(created(index_object(&index)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/face/index/{index_id}",
+    tag = TAG_INDEXES,
+    operation_id = "get_index",
+    summary = "An index",
+    params(("index_id" = String, Path, description = "The index id")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The index", body = IndexResponse),
+        (status = 403, description = "`FORBIDDEN`: the index is not granted to the caller (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     Ok(ok(index_object(&visible_index(&state, &caller, &id).await?)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/face/index/{index_id}",
+    tag = TAG_INDEXES,
+    operation_id = "patch_index",
+    summary = "Change an index's title or description (admin)",
+    description = "Audited.",
+    params(("index_id" = String, Path, description = "The index id")),
+    request_body(content = PatchIndexBody, content_type = "application/json"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The changed index", body = IndexResponse),
+        (status = 400, description = "`INVALID_JSON` or `INVALID_PARAMETER` (too long, control characters)", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: not `application/json`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,6 +200,23 @@ async fn run_patch(
     Ok(ok(index_object(&index)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/face/index/{index_id}",
+    tag = TAG_INDEXES,
+    operation_id = "delete_index",
+    summary = "Delete an index with all its records, images and vectors (admin)",
+    description = "Also removes the index's grants. Audited.",
+    params(("index_id" = String, Path, description = "The index id")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

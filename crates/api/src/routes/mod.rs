@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod health;
 pub mod indexes;
+pub mod ops;
 pub mod records;
 pub mod search;
 pub mod users;

@@ -12,6 +12,9 @@ use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Form, JsonBody, QueryParams};
+use crate::openapi::{
+    AuthErrors, EnrolForm, ErrorBody, ImageForm, RecordPageResponse, RecordResponse, ServerErrors, TAG_RECORDS,
+};
 use crate::state::AppState;
 use crate::validate::{RecordPatchBody, check_fields, check_reference, split_watch_list};
 
@@ -35,6 +38,35 @@ async fn readable_index(state: &AppState, caller: &Caller, id: &str) -> Result<I
 
 /// `POST /face/index/{index_id}/records`: enrol a person from a photo. A `reference`
 /// already in the index returns the existing record with 200 and stores nothing.
+#[utoipa::path(
+    post,
+    path = "/face/index/{index_id}/records",
+    tag = TAG_RECORDS,
+    operation_id = "enrol",
+    summary = "Enrol a person from a photo",
+    description = "The photo must show one clear face; nothing is stored otherwise. A `reference` that \
+                   already exists in the index returns the existing record with `200` and stores nothing, \
+                   so retries never duplicate. Audited.",
+    params(("index_id" = String, Path, description = "The index id")),
+    request_body(content = EnrolForm, content_type = "multipart/form-data"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 201, description = "The new record", body = RecordResponse),
+        (status = 200, description = "The existing record with that `reference`", body = RecordResponse),
+        (status = 400, description = "`MISSING_FIELD` (`image`), `INVALID_PARAMETER` (a field too long or \
+                                      malformed, e.g. `dob`, `nationality`, `watch_list`), `INVALID_IMAGE` or \
+                                      `INVALID_MULTIPART`", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the caller may not change records of this index (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`INDEX_PACK_MISMATCH` or `CONFLICT`", body = ErrorBody),
+        (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
+        (status = 422, description = "`NO_FACE_DETECTED`, `FACE_TOO_SMALL` (`face_size`, `min_face_size`) or \
+                                      `MULTIPLE_FACES` (`faces`)", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn enrol(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,6 +118,27 @@ async fn run_enrol(
 }
 
 /// `GET /face/index/{index_id}/records?limit=&cursor=`.
+#[utoipa::path(
+    get,
+    path = "/face/index/{index_id}/records",
+    tag = TAG_RECORDS,
+    operation_id = "list_records",
+    summary = "A page of an index's records",
+    params(
+        ("index_id" = String, Path, description = "The index id"),
+        ("limit" = Option<u32>, Query, description = "Records per page, 1–1000, default 100", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "A page of records and the next cursor", body = RecordPageResponse),
+        (status = 400, description = "`INVALID_PARAMETER`: bad `limit` or a `cursor` this server did not return", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the index is not granted to the caller (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,6 +158,22 @@ pub async fn list(
     Ok(ok(json!({ "records": records, "next_cursor": next })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/face/index/{index_id}/records/{record_id}",
+    tag = TAG_RECORDS,
+    operation_id = "get_record",
+    summary = "A record",
+    params(("index_id" = String, Path, description = "The index id"), ("record_id" = String, Path, description = "The record id")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The record", body = RecordResponse),
+        (status = 403, description = "`FORBIDDEN`: the index is not granted to the caller (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND` or `RECORD_NOT_FOUND`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,6 +185,28 @@ pub async fn get(
     Ok(ok(record))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/face/index/{index_id}/records/{record_id}",
+    tag = TAG_RECORDS,
+    operation_id = "patch_record",
+    summary = "Change a record's fields",
+    description = "Audited (the names of the changed fields, not their values).",
+    params(("index_id" = String, Path, description = "The index id"), ("record_id" = String, Path, description = "The record id")),
+    request_body(content = RecordPatchBody, content_type = "application/json"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The changed record", body = RecordResponse),
+        (status = 400, description = "`INVALID_JSON` (malformed, wrong type, unknown field) or `INVALID_PARAMETER`", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the caller may not change records of this index (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND` or `RECORD_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`CONFLICT`: the `reference` belongs to another record of the index", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: not `application/json`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,6 +237,23 @@ async fn run_patch(
     Ok(ok(record))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/face/index/{index_id}/records/{record_id}",
+    tag = TAG_RECORDS,
+    operation_id = "delete_record",
+    summary = "Delete a record with its images and vectors",
+    description = "Audited.",
+    params(("index_id" = String, Path, description = "The index id"), ("record_id" = String, Path, description = "The record id")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "`FORBIDDEN`: the caller may not change records of this index (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND` or `RECORD_NOT_FOUND`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,6 +286,29 @@ async fn run_delete(
 }
 
 /// `POST /face/index/{index_id}/records/{record_id}/images`: another photo of the person.
+#[utoipa::path(
+    post,
+    path = "/face/index/{index_id}/records/{record_id}/images",
+    tag = TAG_RECORDS,
+    operation_id = "add_image",
+    summary = "Add another photo to a record",
+    description = "The photo must show one clear face. Audited.",
+    params(("index_id" = String, Path, description = "The index id"), ("record_id" = String, Path, description = "The record id")),
+    request_body(content = ImageForm, content_type = "multipart/form-data"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 201, description = "The record with the new image", body = RecordResponse),
+        (status = 400, description = "`MISSING_FIELD` (`image`), `INVALID_IMAGE` or `INVALID_MULTIPART`", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the caller may not change records of this index (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND` or `RECORD_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`INDEX_PACK_MISMATCH`", body = ErrorBody),
+        (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
+        (status = 422, description = "`NO_FACE_DETECTED`, `FACE_TOO_SMALL` or `MULTIPLE_FACES`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn add_image(
     State(state): State<AppState>,
     caller: Caller,

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderValue;
 use axum::response::Response;
 use base64::Engine as _;
-use facesearch_engine::SearchQuery;
+use facesearch_engine::{Match, SearchQuery};
 use facesearch_face::Liveness;
 use serde_json::{Value, json};
 
@@ -13,6 +13,9 @@ use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::{ApiError, round};
 use crate::extract::{Form, QueryParams};
+use crate::openapi::{
+    AuthErrors, ErrorBody, FileResponse, IndexListResponse, MatchListResponse, SearchForm, ServerErrors, TAG_SEARCH,
+};
 use crate::state::AppState;
 
 /// Defaults of the published API.
@@ -21,6 +24,26 @@ pub const DEFAULT_MAX_RESULTS: usize = 5;
 const MAX_TARGET_INDEXES: usize = 100;
 
 /// `GET /face/index/details?action_type=FACE_SEARCH`: the indexes the caller may search.
+#[utoipa::path(
+    get,
+    path = "/face/index/details",
+    tag = TAG_SEARCH,
+    operation_id = "index_details",
+    summary = "The indexes the caller may search",
+    description = "The face databases available to the caller for searching (all of them for admins, the \
+                   granted ones for searchers, none for other roles).",
+    params(
+        ("action_type" = Option<String>, Query, description = "Only `FACE_SEARCH` (the default)", example = "FACE_SEARCH"),
+    ),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The indexes", body = IndexListResponse),
+        (status = 400, description = "`INVALID_PARAMETER`: an `action_type` other than `FACE_SEARCH`, or a \
+                                      malformed query string", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn index_details(
     State(state): State<AppState>,
     caller: Caller,
@@ -39,6 +62,43 @@ pub async fn index_details(
 }
 
 /// `POST /face/search?perform_liveness_check=true`; audited.
+#[utoipa::path(
+    post,
+    path = "/face/search",
+    tag = TAG_SEARCH,
+    operation_id = "search",
+    summary = "Search a face in one or more indexes (1:N)",
+    description = "The largest face of `source_image` is searched in every named index; matches are merged \
+                   best first, each record at most once (with its best image), each with \
+                   `match_score >= min_match_score`, at most `max_results`. No match is `{\"response\": []}`. \
+                   Order of checks: credentials → form → parameters → each index exists (404) → may search it \
+                   (403) → image (400/413) → face (422) → liveness (422) → search. Audited.",
+    params(
+        ("perform_liveness_check" = Option<bool>, Query,
+         description = "Run a passive liveness (presentation-attack) check on the probe face first; default `true`"),
+    ),
+    request_body(content = SearchForm, content_type = "multipart/form-data"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The matches, best first", body = MatchListResponse,
+         headers(("X-Liveness-Score" = String, description = "The probe's live probability (0–1), when liveness was judged"))),
+        (status = 400, description = "`MISSING_FIELD` (`source_image`, `target_index_ids`), `INVALID_PARAMETER` \
+                                      (empty or over 100 `target_index_ids`, `min_match_score` outside 0–100, \
+                                      `max_results` outside 1–cap, `perform_liveness_check` not a boolean), \
+                                      `INVALID_IMAGE` (empty, not an image, corrupt or truncated) or \
+                                      `INVALID_MULTIPART`", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the caller may not search one of the indexes (`index_id`)", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND`: no index with one of the ids (`index_id`)", body = ErrorBody),
+        (status = 409, description = "`INDEX_PACK_MISMATCH`: an index holds vectors of another model pack", body = ErrorBody),
+        (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
+        (status = 422, description = "`NO_FACE_DETECTED`, `FACE_TOO_SMALL`, `LIVENESS_CHECK_FAILED` (judged a \
+                                      spoof; `liveness_score`, `threshold`) or `LIVENESS_CANNOT_JUDGE` (the face \
+                                      fills the frame; `context`, `min_context`)", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
@@ -106,32 +166,7 @@ async fn run_search(
         scores.push(json!({ "record_id": m.record.record_id, "index_id": m.record.index_id, "match_score": m.score }));
     }
     entry.detail("results", scores);
-    let results: Vec<Value> = outcome
-        .matches
-        .iter()
-        .map(|m| {
-            let r = &m.record;
-            json!({
-                "match_score": round(m.score, 2),
-                "distance": round(m.distance, 6),
-                "match_image_id": m.image_id,
-                "name": r.fields.name,
-                "dob": r.fields.dob,
-                "nationality": r.fields.nationality,
-                "gender": r.fields.gender,
-                "id_no": r.fields.id_no,
-                "address": r.fields.address,
-                "watch_list": r.fields.watch_list,
-                "additional_info": r.fields.additional_info,
-                "index_name": m.index_name,
-                "index_type": m.index_type,
-                "index_id": r.index_id,
-                "record_id": r.record_id,
-                "reference": r.reference,
-                "similarity": round(f64::from(m.similarity), 6),
-            })
-        })
-        .collect();
+    let results: Vec<Value> = outcome.matches.iter().map(match_object).collect();
     let mut response = ok(results);
     if let Some(Liveness::Judged { live_probability }) = outcome.probe.liveness
         && let Ok(v) = HeaderValue::from_str(&format!("{live_probability:.4}"))
@@ -141,8 +176,49 @@ async fn run_search(
     Ok(response)
 }
 
+/// One match as the published API shows it, plus our extra fields.
+pub fn match_object(m: &Match) -> Value {
+    let r = &m.record;
+    json!({
+        "match_score": round(m.score, 2),
+        "distance": round(m.distance, 6),
+        "match_image_id": m.image_id,
+        "name": r.fields.name,
+        "dob": r.fields.dob,
+        "nationality": r.fields.nationality,
+        "gender": r.fields.gender,
+        "id_no": r.fields.id_no,
+        "address": r.fields.address,
+        "watch_list": r.fields.watch_list,
+        "additional_info": r.fields.additional_info,
+        "index_name": m.index_name,
+        "index_type": m.index_type,
+        "index_id": r.index_id,
+        "record_id": r.record_id,
+        "reference": r.reference,
+        "similarity": round(f64::from(m.similarity), 6),
+    })
+}
+
 /// `GET /media/file/download/{file_id}`: an enrolled image, base64. An image the
 /// caller may not read is indistinguishable from one that does not exist. Audited.
+#[utoipa::path(
+    get,
+    path = "/media/file/download/{file_id}",
+    tag = TAG_SEARCH,
+    operation_id = "download",
+    summary = "Download an enrolled image",
+    description = "The stored image (a `match_image_id` or one of a record's `image_ids`), base64; the bytes \
+                   are exactly those uploaded. Audited.",
+    params(("file_id" = String, Path, description = "The image id")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The image", body = FileResponse),
+        (status = 404, description = "`FILE_NOT_FOUND`: no image with that id, or one the caller may not read", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,

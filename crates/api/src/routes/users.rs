@@ -19,6 +19,7 @@ use super::{created, ok};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::openapi::{AuthErrors, ErrorBody, ServerErrors, TAG_USERS, UserListResponse, UserResponse};
 use crate::state::AppState;
 
 /// Shortest accepted password, in characters.
@@ -101,24 +102,48 @@ fn changed(state: &AppState) {
     state.credentials().clear();
 }
 
-#[derive(Debug, Deserialize)]
+/// The JSON body of `POST /users`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
+    /// 1–64 characters of `A–Z a–z 0–9 . _ -`; `me` is reserved.
     username: String,
+    /// 12–1024 characters.
+    #[schema(format = Password)]
     password: String,
+    /// `admin`, `operator`, `searcher` or `auditor`.
+    #[schema(example = "searcher")]
     role: String,
+    /// Ids of existing indexes to grant.
     #[serde(default)]
     grants: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The JSON body of `PATCH /users/{username}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUserBody {
+    /// A new password, 12–1024 characters.
+    #[schema(format = Password)]
     password: Option<String>,
+    /// Only the current role is accepted (roles cannot change in place).
     role: Option<String>,
 }
 
 /// `GET /users/me`: the caller's own account.
+#[utoipa::path(
+    get,
+    path = "/users/me",
+    tag = TAG_USERS,
+    operation_id = "me",
+    summary = "The caller's own account",
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The caller's user object", body = UserResponse),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     // Read afresh: a grant given since the credential was cached shows at once.
     let user = state.store().get_user(&caller.user.username).await?.unwrap_or(caller.user);
@@ -126,6 +151,27 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Respons
 }
 
 /// `POST /users`: `{username, password, role, grants?}` → `201` user.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = TAG_USERS,
+    operation_id = "create_user",
+    summary = "Create a user (admin)",
+    request_body(content = CreateUserBody, content_type = "application/json"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 201, description = "The new user", body = UserResponse),
+        (status = 400, description = "`INVALID_JSON`, `INVALID_PARAMETER` (username, role, too long password) or \
+                                      `WEAK_PASSWORD` (`min_length`)", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`INDEX_NOT_FOUND`: a grant names an unknown index (no user is created)", body = ErrorBody),
+        (status = 409, description = "`USER_EXISTS`", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: not `application/json`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,6 +202,20 @@ pub async fn create(
 }
 
 /// `GET /users`: every user, by username.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = TAG_USERS,
+    operation_id = "list_users",
+    summary = "Every user, by username (admin)",
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The users", body = UserListResponse),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     admins_only(&caller)?;
     let users = state.store().list_users().await?;
@@ -163,6 +223,22 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
 }
 
 /// `GET /users/{username}`.
+#[utoipa::path(
+    get,
+    path = "/users/{username}",
+    tag = TAG_USERS,
+    operation_id = "get_user",
+    summary = "A user (admin)",
+    params(("username" = String, Path, description = "The username")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND` (`username`)", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -175,6 +251,28 @@ pub async fn get(
 
 /// `PATCH /users/{username}`: `{password?, role?}`. The role cannot change (only
 /// by deleting and re-creating the user); naming the current role is accepted.
+#[utoipa::path(
+    patch,
+    path = "/users/{username}",
+    tag = TAG_USERS,
+    operation_id = "patch_user",
+    summary = "Set a user's password (admin)",
+    description = "A role cannot be changed in place: delete the user and create them again.",
+    params(("username" = String, Path, description = "The username")),
+    request_body(content = PatchUserBody, content_type = "application/json"),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 400, description = "`INVALID_JSON`, `INVALID_PARAMETER`, `WEAK_PASSWORD` or \
+                                      `ROLE_CHANGE_NOT_SUPPORTED`", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND` (`username`)", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: not `application/json`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -210,6 +308,23 @@ pub async fn patch(
 
 /// `DELETE /users/{username}` → `204`. Deleting yourself, or the last admin, is
 /// `409 CONFLICT`.
+#[utoipa::path(
+    delete,
+    path = "/users/{username}",
+    tag = TAG_USERS,
+    operation_id = "delete_user",
+    summary = "Delete a user and their grants (admin)",
+    params(("username" = String, Path, description = "The username")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND` (`username`)", body = ErrorBody),
+        (status = 409, description = "`CONFLICT`: deleting yourself or the last admin", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -237,6 +352,22 @@ pub async fn delete(
 }
 
 /// `PUT /users/{username}/grants/{index_id}` → `204`; idempotent.
+#[utoipa::path(
+    put,
+    path = "/users/{username}/grants/{index_id}",
+    tag = TAG_USERS,
+    operation_id = "grant",
+    summary = "Grant an index to a user (admin; idempotent)",
+    params(("username" = String, Path, description = "The username"), ("index_id" = String, Path, description = "The index id")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 204, description = "Granted"),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND` or `INDEX_NOT_FOUND`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn grant(
     State(state): State<AppState>,
     caller: Caller,
@@ -258,6 +389,22 @@ pub async fn grant(
 
 /// `DELETE /users/{username}/grants/{index_id}` → `204`; idempotent for an existing
 /// index, `404 INDEX_NOT_FOUND` for an index that does not exist.
+#[utoipa::path(
+    delete,
+    path = "/users/{username}/grants/{index_id}",
+    tag = TAG_USERS,
+    operation_id = "revoke",
+    summary = "Revoke a user's grant of an index (admin; idempotent for an existing index)",
+    params(("username" = String, Path, description = "The username"), ("index_id" = String, Path, description = "The index id")),
+    security(("basic_auth" = [])),
+    responses(
+        (status = 204, description = "Revoked (or was not granted)"),
+        (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND` or `INDEX_NOT_FOUND`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

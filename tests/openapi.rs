@@ -1,0 +1,277 @@
+//! The OpenAPI document (`GET /openapi.json`) and the interactive docs (`GET /docs`)
+//! of a running server: every route of `facesearch_api::route_table()` is documented
+//! (so a new endpoint cannot be left out), with the security its permission implies
+//! and error responses of the `{"error": {…}}` shape; the Part 1 response schemas carry
+//! the published field names; `/docs` is a self-contained page with its own CSP.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use common::Server;
+use facesearch_api::Permission;
+use serde_json::Value;
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(Server::start)
+}
+
+fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let s = server();
+        // No credentials: the document is public.
+        let r = s.send("GET /openapi.json", s.http().get(s.url("/openapi.json")));
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(r.header("content-type").unwrap_or_default().starts_with("application/json"));
+        assert!(r.json.is_object(), "not JSON: {}", r.text);
+        r.json.clone()
+    })
+}
+
+/// Follows `$ref`s into `components/schemas`.
+fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
+    for _ in 0..20 {
+        let Some(r) = schema.get("$ref").and_then(Value::as_str) else { return schema };
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("unexpected $ref {r}"));
+        schema = &doc["components"]["schemas"][name];
+        assert!(schema.is_object(), "$ref {r} points nowhere");
+    }
+    panic!("$ref cycle")
+}
+
+fn property_names(doc: &Value, schema: &Value) -> BTreeSet<String> {
+    resolve(doc, schema)["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("schema without properties: {schema}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// The schema of `response` in the JSON body of an operation's response.
+fn response_payload<'a>(doc: &'a Value, path: &str, method: &str, status: &str) -> &'a Value {
+    let body = &doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"];
+    assert!(body.is_object(), "{method} {path} {status} has no JSON body schema");
+    let envelope = resolve(doc, body);
+    let payload = &envelope["properties"]["response"];
+    assert!(payload.is_object(), "{method} {path} {status}: the body is not {{\"response\": …}}");
+    assert!(
+        envelope["required"].as_array().is_some_and(|r| r.iter().any(|f| f == "response")),
+        "{method} {path} {status}: `response` is not required"
+    );
+    payload
+}
+
+#[test]
+fn every_route_in_the_table_is_documented() {
+    let doc = document();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "not OpenAPI 3.1: {}", doc["openapi"]);
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut missing = Vec::new();
+    for spec in facesearch_api::route_table() {
+        let method = spec.method.as_str().to_ascii_lowercase();
+        if paths.get(spec.path).is_none_or(|item| item.get(&method).is_none()) {
+            missing.push(format!("{} {}", spec.method, spec.path));
+        }
+    }
+    assert!(missing.is_empty(), "routes missing from /openapi.json: {missing:?}");
+    // And nothing is documented that the server does not serve.
+    for (path, item) in paths {
+        for method in item.as_object().expect("path item").keys() {
+            if !["get", "put", "post", "patch", "delete", "head", "options"].contains(&method.as_str()) {
+                continue;
+            }
+            assert!(
+                facesearch_api::route_table()
+                    .iter()
+                    .any(|s| s.path == path && s.method.as_str().eq_ignore_ascii_case(method)),
+                "/openapi.json documents {method} {path}, which the route table does not have"
+            );
+        }
+    }
+    // Operation ids are unique (clients generate method names from them).
+    let mut ids = BTreeSet::new();
+    for item in paths.values() {
+        for op in item.as_object().expect("path item").values() {
+            if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
+            }
+        }
+    }
+}
+
+#[test]
+fn security_and_errors_follow_the_route_table() {
+    let doc = document();
+    assert_eq!(doc["components"]["securitySchemes"]["basic_auth"]["type"], "http");
+    assert_eq!(doc["components"]["securitySchemes"]["basic_auth"]["scheme"], "basic");
+    for spec in facesearch_api::route_table() {
+        let what = format!("{} {}", spec.method, spec.path);
+        let op = &doc["paths"][spec.path][spec.method.as_str().to_ascii_lowercase()];
+        let security: Vec<&Value> = op["security"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        let basic = security.iter().any(|s| s.get("basic_auth").is_some());
+        let anonymous = security.is_empty() || security.iter().any(|s| s.as_object().is_some_and(|o| o.is_empty()));
+        let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{what}: no responses"));
+        assert!(responses.keys().any(|k| k.starts_with('2')), "{what}: no success response");
+        if spec.permission == Permission::None {
+            assert!(anonymous, "{what} needs no credentials but is documented as needing them");
+        } else {
+            assert!(basic && !anonymous, "{what} needs credentials but its security is {security:?}");
+        }
+        if basic {
+            assert!(responses.contains_key("401"), "{what}: 401 is not documented");
+        }
+        // A download the caller may not read is a 404, never a 403 (docs/API.md).
+        let refuses_with_404 = spec.path == "/media/file/download/{file_id}";
+        if spec.permission != Permission::None && spec.permission != Permission::Any && !refuses_with_404 {
+            assert!(responses.contains_key("403"), "{what}: 403 is not documented");
+        }
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &response["content"]["application/json"]["schema"];
+                assert_eq!(
+                    schema["$ref"], "#/components/schemas/ErrorBody",
+                    "{what} {status}: the error body is not the ErrorBody schema"
+                );
+                assert!(
+                    response["description"].as_str().is_some_and(|d| d.contains('`')),
+                    "{what} {status}: the description names no error code"
+                );
+            }
+        }
+    }
+    let error = property_names(doc, &doc["components"]["schemas"]["ErrorBody"]);
+    assert_eq!(error, BTreeSet::from(["error".to_string()]));
+    let inner = property_names(doc, &doc["components"]["schemas"]["ErrorBody"]["properties"]["error"]);
+    assert!(inner.contains("code") && inner.contains("message"), "{inner:?}");
+}
+
+#[test]
+fn part_one_schemas_carry_the_published_field_names() {
+    let doc = document();
+    let details = response_payload(doc, "/face/index/details", "get", "200");
+    let index = resolve(doc, details)["items"].clone();
+    let index_fields = property_names(doc, &index);
+    for f in ["id", "index_name", "index_type", "record_count", "title", "description"] {
+        assert!(index_fields.contains(f), "the index object lacks {f}: {index_fields:?}");
+    }
+    let matches = response_payload(doc, "/face/search", "post", "200");
+    let m = resolve(doc, matches)["items"].clone();
+    let match_fields = property_names(doc, &m);
+    for f in [
+        "match_score",
+        "distance",
+        "match_image_id",
+        "name",
+        "dob",
+        "nationality",
+        "gender",
+        "id_no",
+        "address",
+        "watch_list",
+        "additional_info",
+        "index_name",
+        "index_type",
+    ] {
+        assert!(match_fields.contains(f), "the match result lacks {f}: {match_fields:?}");
+    }
+    let m = resolve(doc, &m);
+    assert_eq!(resolve(doc, &m["properties"]["watch_list"])["type"], "array", "watch_list is an array");
+    for f in ["match_score", "distance"] {
+        assert_eq!(m["properties"][f]["type"], "number", "{f} is a number");
+    }
+    let file = response_payload(doc, "/media/file/download/{file_id}", "get", "200");
+    let file_fields = property_names(doc, file);
+    for f in ["file_base64", "file_name", "file_type", "file_id"] {
+        assert!(file_fields.contains(f), "the file object lacks {f}: {file_fields:?}");
+    }
+    // The search form and its query parameter.
+    let search = &doc["paths"]["/face/search"]["post"];
+    let form = resolve(doc, &search["requestBody"]["content"]["multipart/form-data"]["schema"]);
+    let form_fields = property_names(doc, form);
+    for f in ["source_image", "target_index_ids", "min_match_score", "max_results"] {
+        assert!(form_fields.contains(f), "the search form lacks {f}");
+    }
+    let required: BTreeSet<&str> =
+        form["required"].as_array().expect("required fields").iter().filter_map(Value::as_str).collect();
+    assert_eq!(required, BTreeSet::from(["source_image", "target_index_ids"]));
+    assert!(
+        search["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .any(|p| p["name"] == "perform_liveness_check" && p["in"] == "query"),
+        "perform_liveness_check is not documented"
+    );
+    for status in ["400", "403", "404", "413", "422"] {
+        assert!(search["responses"].get(status).is_some(), "POST /face/search does not document {status}");
+    }
+    // Part 2 objects.
+    let record = response_payload(doc, "/face/index/{index_id}/records/{record_id}", "get", "200");
+    let record_fields = property_names(doc, record);
+    for f in ["record_id", "index_id", "name", "watch_list", "reference", "image_ids", "created_at", "updated_at"] {
+        assert!(record_fields.contains(f), "the record object lacks {f}");
+    }
+    let enrol = &doc["paths"]["/face/index/{index_id}/records"]["post"]["requestBody"]["content"];
+    assert!(enrol.get("multipart/form-data").is_some(), "enrolment is not documented as multipart");
+    let user = response_payload(doc, "/users/me", "get", "200");
+    assert_eq!(
+        property_names(doc, user),
+        ["created_at", "grants", "role", "username"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()
+    );
+    let audit = response_payload(doc, "/audit", "get", "200");
+    let events = &resolve(doc, audit)["properties"]["events"]["items"];
+    let event_fields = property_names(doc, events);
+    for f in ["id", "at", "actor", "action", "outcome", "index_ids", "record_ids", "details"] {
+        assert!(event_fields.contains(f), "the audit event lacks {f}");
+    }
+}
+
+#[test]
+fn docs_page_is_self_contained_with_its_own_csp() {
+    let s = server();
+    let r = s.send("GET /docs", s.http().get(s.url("/docs")));
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/html"), "{:?}", r.headers);
+    let csp = r.header("content-security-policy").expect("a CSP");
+    for directive in
+        ["default-src 'none'", "script-src 'self' 'unsafe-inline'", "style-src 'unsafe-inline'", "connect-src 'self'"]
+    {
+        assert!(csp.contains(directive), "the /docs CSP {csp:?} lacks {directive:?}");
+    }
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let page = r.text.to_ascii_lowercase();
+    for external in ["http://", "https://", "<link", "src=\"http", "src=\"/"] {
+        assert!(!page.contains(external), "the docs page refers to {external:?}");
+    }
+    assert!(page.contains("/openapi.json"), "the page does not load the document");
+    assert!(page.contains("<label"), "the page has no labelled inputs");
+    // Every other response keeps the strict global policy.
+    let r = s.send("GET /healthz", s.http().get(s.url("/healthz")));
+    assert_eq!(r.header("content-security-policy"), Some("default-src 'none'; frame-ancestors 'none'"));
+}
+
+#[test]
+fn every_response_carries_a_request_id() {
+    let s = server();
+    let r = s.send("GET /healthz", s.http().get(s.url("/healthz")));
+    let id = r.header("x-request-id").expect("an x-request-id");
+    assert_eq!(id.len(), 36, "not a UUID: {id}");
+    // A client's plain id is kept (to correlate with a proxy's logs)...
+    let r = s.send("GET /healthz", s.http().get(s.url("/healthz")).header("x-request-id", "proxy-1234.abc"));
+    assert_eq!(r.header("x-request-id"), Some("proxy-1234.abc"));
+    // ...anything else is replaced.
+    let r = s.send("GET /healthz", s.http().get(s.url("/healthz")).header("x-request-id", "has spaces {}"));
+    let id = r.header("x-request-id").expect("an x-request-id");
+    assert_ne!(id, "has spaces {}");
+    assert_eq!(id.len(), 36);
+    // Errors too, also for unknown paths.
+    let r = s.send("GET /nope", s.http().get(s.url("/no/such/endpoint")));
+    assert_eq!(r.status, 404);
+    assert!(r.header("x-request-id").is_some());
+}
