@@ -145,19 +145,22 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
     // buffers; anything asking for more is refused by the decoder itself.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(decoder_limits);
-    let mut decoder = reader.into_decoder().map_err(corrupt)?;
-    let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(DecodeError::Corrupt { format: name, detail: "zero width or height".into() });
-    }
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(DecodeError::TooManyPixels { width, height, limit: limits.max_pixels });
-    }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    // A decoder bug on hostile input must be a refused image, not a crashed request.
-    let mut image = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| DynamicImage::from_decoder(decoder)))
-        .map_err(|_| DecodeError::Corrupt { format: name, detail: "the decoder failed on this data".into() })?
-        .map_err(corrupt)?;
+    // Header parsing and decoding both run on untrusted bytes: a decoder bug on hostile
+    // input must be a refused image, not a crashed request.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut decoder = reader.into_decoder().map_err(corrupt)?;
+        let (width, height) = decoder.dimensions();
+        if width == 0 || height == 0 {
+            return Err(DecodeError::Corrupt { format: name, detail: "zero width or height".into() });
+        }
+        if u64::from(width) * u64::from(height) > limits.max_pixels {
+            return Err(DecodeError::TooManyPixels { width, height, limit: limits.max_pixels });
+        }
+        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+        Ok((DynamicImage::from_decoder(decoder).map_err(corrupt)?, orientation))
+    }))
+    .map_err(|_| DecodeError::Corrupt { format: name, detail: "the decoder failed on this data".into() })?;
+    let (mut image, orientation) = decoded?;
     image.apply_orientation(orientation);
     Ok(DecodedImage { rgb: image.into_rgb8(), mime: mime_of(format), exif_orientation: orientation.to_exif() })
 }
