@@ -8,7 +8,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    // Usage errors exit 1 (2 means "the server refused" for the client commands).
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
     cli::init_tracing(args.log_json);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

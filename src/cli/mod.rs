@@ -2,7 +2,9 @@
 //! the work is done by the library crates.
 
 mod bench;
+mod client;
 mod eval;
+mod import;
 mod models;
 mod serve;
 mod user;
@@ -34,6 +36,14 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Manage users (add, list, passwd, grant, revoke, remove) in a data directory.
     User(user::UserArgs),
+    /// Create, list, show and delete indexes on a running server (HTTP client).
+    Index(client::IndexArgs),
+    /// Enrol a photo with its record fields into an index of a running server.
+    Enrol(client::EnrolArgs),
+    /// Search indexes of a running server with a photo.
+    Search(client::SearchArgs),
+    /// Enrol the rows of a CSV or JSON-lines file into an index of a running server.
+    Import(import::ImportArgs),
 }
 
 /// Options shared by every subcommand that runs the face pipeline.
@@ -91,5 +101,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::User(args) => user::run(args),
+        Command::Index(args) => client::index(args),
+        Command::Enrol(args) => client::enrol(args),
+        Command::Search(args) => client::search(args),
+        Command::Import(args) => import::run(args),
     }
 }

@@ -504,7 +504,7 @@ pub async fn require(
         Err(response) => {
             // The body was not read yet (authentication comes first); read it away so
             // the client receives this answer rather than a reset.
-            let limit = crate::body::limit_for(state.config().max_image_bytes).saturating_mul(4);
+            let limit = crate::body::drain_cap(crate::body::limit_for(state.config().max_image_bytes));
             crate::body::discard(request.into_body(), limit).await;
             return response;
         }
@@ -512,7 +512,8 @@ pub async fn require(
     // Only authenticated requests take one of the limited slots, so slow anonymous
     // clients cannot lock the API.
     let Ok(_slot) = state.in_flight().clone().try_acquire_owned() else {
-        crate::body::discard(request.into_body(), crate::body::limit_for(state.config().max_image_bytes)).await;
+        let limit = crate::body::drain_cap(crate::body::limit_for(state.config().max_image_bytes));
+        crate::body::discard(request.into_body(), limit).await;
         return ApiError::unavailable("too many requests in flight; retry shortly").into_response();
     };
     request.extensions_mut().insert(caller);

@@ -19,9 +19,13 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTooLarge(pub usize);
 
-/// An oversize upload is read and discarded up to this many times the limit, so that
-/// its sender still receives the 413; beyond that the connection is simply closed.
-const DRAIN_FACTOR: usize = 4;
+/// How much of an unwanted body is read and thrown away so that its sender still
+/// receives the answer (a 401 or 413): four times the limit, and at least 32 MiB, since
+/// clients commonly send a few megabytes before they read anything. Beyond it the
+/// connection is simply closed. Discarding keeps nothing in memory.
+pub fn drain_cap(limit: usize) -> usize {
+    limit.saturating_mul(4).max(32 << 20)
+}
 
 pub async fn read_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let (mut parts, mut body) = request.into_parts();
@@ -41,7 +45,7 @@ pub async fn read_body(State(limit): State<usize>, request: Request, next: Next)
             buffer.extend_from_slice(&data);
         } else {
             buffer = Vec::new();
-            if seen > limit.saturating_mul(DRAIN_FACTOR) {
+            if seen > drain_cap(limit) {
                 break;
             }
         }

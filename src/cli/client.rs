@@ -1,0 +1,450 @@
+//! `facesearch index|enrol|search`: a command-line client of a running server's HTTP
+//! API (docs/API.md), over HTTP Basic. Exit codes: 0 done, 1 a usage or local error
+//! (e.g. an unreadable photo, no password), 2 the server refused the request (4xx; its
+//! error code and message are printed), 3 a server or network failure (5xx, no
+//! connection).
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use facesearch_eval::table;
+use reqwest::Method;
+use reqwest::blocking::multipart::{Form, Part};
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{Value, json};
+
+/// Where the server is and who we are; shared by every client subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// Server root.
+    #[arg(long, env = "FACESEARCH_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// User name (HTTP Basic).
+    #[arg(long, env = "FACESEARCH_USER", default_value = "admin", global = true)]
+    pub user: String,
+    /// Password (HTTP Basic).
+    #[arg(long, env = "FACESEARCH_PASSWORD", hide_env_values = true, global = true)]
+    pub password: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Why a client command failed; decides the exit code.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Usage or local error (exit 1); `code` names it in import reports.
+    Local { code: &'static str, message: String },
+    /// The server refused the request (4xx, exit 2).
+    Refused { status: u16, code: String, message: String },
+    /// The server failed or could not be reached (5xx, network; exit 3).
+    Server { code: String, message: String },
+}
+
+impl Failure {
+    pub fn local(code: &'static str, message: impl Into<String>) -> Failure {
+        Failure::Local { code, message: message.into() }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Local { .. } => 1,
+            Failure::Refused { .. } => 2,
+            Failure::Server { .. } => 3,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            Failure::Local { code, .. } => code,
+            Failure::Refused { code, .. } | Failure::Server { code, .. } => code,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Local { message, .. } | Failure::Refused { message, .. } | Failure::Server { message, .. } => {
+                message
+            }
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Local { message, .. } => write!(f, "{message}"),
+            Failure::Refused { status, code, message } => write!(f, "the server refused ({status} {code}): {message}"),
+            Failure::Server { code, message } => write!(f, "server or network failure ({code}): {message}"),
+        }
+    }
+}
+
+/// Ends the process with the failure's exit code (after printing it), or returns.
+pub fn finish(result: Result<(), Failure>) -> anyhow::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(f) => {
+            eprintln!("error: {f}");
+            exit(f.exit_code())
+        }
+    }
+}
+
+pub fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code)
+}
+
+/// An authenticated HTTP client of one server.
+pub struct Api {
+    client: Client,
+    base: String,
+    user: String,
+    password: String,
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+impl Api {
+    pub fn new(conn: &Conn) -> Result<Api, Failure> {
+        let password = conn
+            .password
+            .clone()
+            .ok_or_else(|| Failure::local("USAGE", "no password: pass --password or set FACESEARCH_PASSWORD"))?;
+        let client = Client::builder()
+            .timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Failure::local("USAGE", format!("building the HTTP client: {}", error_chain(&e))))?;
+        Ok(Api { client, base: conn.url.trim_end_matches('/').to_string(), user: conn.user.clone(), password })
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base)).basic_auth(&self.user, Some(&self.password))
+    }
+
+    /// Sends a request; on success the status and the `response` member (Null for 204).
+    pub fn send(&self, req: RequestBuilder) -> Result<(u16, Value), Failure> {
+        let network = |e: reqwest::Error| Failure::Server {
+            code: "NETWORK_ERROR".into(),
+            message: format!("{}: {}", self.base, error_chain(&e)),
+        };
+        let resp = req.send().map_err(network)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().map_err(network)?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok((status, body.get("response").cloned().unwrap_or(Value::Null)));
+        }
+        let code = body["error"]["code"].as_str().map_or_else(|| format!("HTTP_{status}"), str::to_string);
+        let message =
+            body["error"]["message"].as_str().map_or_else(|| text.chars().take(200).collect(), str::to_string);
+        if status < 500 {
+            Err(Failure::Refused { status, code, message })
+        } else {
+            Err(Failure::Server { code, message })
+        }
+    }
+}
+
+/// A photo as a multipart file part.
+pub fn image_part(path: &Path) -> Result<Part, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::local("FILE_NOT_READABLE", format!("reading {}: {e}", path.display())))?;
+    let name = path.file_name().map_or_else(|| "image".to_string(), |n| n.to_string_lossy().into_owned());
+    Ok(Part::bytes(bytes).file_name(name))
+}
+
+/// The record fields of a `POST /face/index/{id}/records` form, in API order.
+pub const RECORD_FIELDS: [&str; 9] =
+    ["name", "dob", "nationality", "gender", "id_no", "address", "watch_list", "additional_info", "reference"];
+
+/// A record-creation form: the non-empty fields and the image.
+pub fn record_form(fields: &[(String, String)], image: Part) -> Form {
+    let mut form = Form::new().part("image", image);
+    for (k, v) in fields {
+        if !v.is_empty() {
+            form = form.text(k.clone(), v.clone());
+        }
+    }
+    form
+}
+
+/// A JSON value as display text ("" for null, arrays joined with ", ").
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+// ---------------------------------------------------------------------------------
+// index
+// ---------------------------------------------------------------------------------
+
+#[derive(Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    what: IndexWhat,
+}
+
+#[derive(Subcommand)]
+enum IndexWhat {
+    /// Create an index.
+    Create {
+        /// Unique name (at most 128 characters).
+        name: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// An EXTERNAL index (read-only to everyone but admins) instead of INTERNAL.
+        #[arg(long)]
+        external: bool,
+    },
+    /// List the indexes the user may search.
+    List,
+    /// Show one index.
+    Show { id: String },
+    /// Delete an index with its records, images and vectors.
+    Delete { id: String },
+}
+
+fn index_rows(indexes: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = indexes
+        .iter()
+        .map(|i| {
+            ["id", "index_name", "index_type", "record_count", "title", "pack", "created_at"]
+                .iter()
+                .map(|k| text(&i[*k]))
+                .collect()
+        })
+        .collect();
+    table::render(&["id", "name", "type", "records", "title", "pack", "created"], &rows)
+}
+
+pub fn index(args: IndexArgs) -> anyhow::Result<()> {
+    finish(index_inner(args))
+}
+
+fn index_inner(args: IndexArgs) -> Result<(), Failure> {
+    let api = Api::new(&args.conn)?;
+    let json = args.conn.json;
+    let show = |v: &Value| {
+        if json {
+            print_json(v);
+        } else {
+            println!("{}", index_rows(std::slice::from_ref(v)));
+        }
+    };
+    match args.what {
+        IndexWhat::Create { name, title, description, external } => {
+            let mut body = json!({"index_name": name, "index_type": if external { "EXTERNAL" } else { "INTERNAL" }});
+            if let Some(t) = title {
+                body["title"] = json!(t);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            let (_, v) = api.send(api.request(Method::POST, "/face/index").json(&body))?;
+            show(&v);
+        }
+        IndexWhat::List => {
+            let (_, v) = api.send(api.request(Method::GET, "/face/index/details?action_type=FACE_SEARCH"))?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{}", index_rows(v.as_array().map(Vec::as_slice).unwrap_or_default()));
+            }
+        }
+        IndexWhat::Show { id } => {
+            let (_, v) = api.send(api.request(Method::GET, &format!("/face/index/{id}")))?;
+            show(&v);
+        }
+        IndexWhat::Delete { id } => {
+            api.send(api.request(Method::DELETE, &format!("/face/index/{id}")))?;
+            if json {
+                print_json(&json!({"deleted": id}));
+            } else {
+                println!("deleted index {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// enrol
+// ---------------------------------------------------------------------------------
+
+#[derive(Args)]
+pub struct EnrolArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Index to enrol into.
+    #[arg(long)]
+    index: String,
+    /// The photo (one clear face).
+    photo: std::path::PathBuf,
+    #[arg(long)]
+    name: Option<String>,
+    /// Date of birth, YYYY-MM-DD.
+    #[arg(long)]
+    dob: Option<String>,
+    /// ISO 3166-1 alpha-2 country code, e.g. IN.
+    #[arg(long)]
+    nationality: Option<String>,
+    #[arg(long)]
+    gender: Option<String>,
+    #[arg(long)]
+    id_no: Option<String>,
+    #[arg(long)]
+    address: Option<String>,
+    /// Watch-list categories, comma-separated.
+    #[arg(long)]
+    watch_list: Option<String>,
+    #[arg(long)]
+    additional_info: Option<String>,
+    /// Your own id of the record (unique per index): enrolling it again returns the existing record.
+    #[arg(long)]
+    reference: Option<String>,
+}
+
+fn record_rows(records: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let mut row: Vec<String> = ["record_id", "name", "reference", "dob", "nationality", "watch_list"]
+                .iter()
+                .map(|k| text(&r[*k]))
+                .collect();
+            row.push(r["image_ids"].as_array().map_or(0, Vec::len).to_string());
+            row
+        })
+        .collect();
+    table::render(&["record id", "name", "reference", "dob", "nationality", "watch lists", "images"], &rows)
+}
+
+pub fn enrol(args: EnrolArgs) -> anyhow::Result<()> {
+    finish(enrol_inner(args))
+}
+
+fn enrol_inner(args: EnrolArgs) -> Result<(), Failure> {
+    let api = Api::new(&args.conn)?;
+    let image = image_part(&args.photo)?;
+    let values = [
+        &args.name,
+        &args.dob,
+        &args.nationality,
+        &args.gender,
+        &args.id_no,
+        &args.address,
+        &args.watch_list,
+        &args.additional_info,
+        &args.reference,
+    ];
+    let fields: Vec<(String, String)> =
+        RECORD_FIELDS.iter().zip(values).filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone()))).collect();
+    let path = format!("/face/index/{}/records", args.index);
+    let (status, v) = api.send(api.request(Method::POST, &path).multipart(record_form(&fields, image)))?;
+    if args.conn.json {
+        print_json(&v);
+    } else {
+        println!("{}", if status == 201 { "created" } else { "already present (a record with this reference exists)" });
+        println!("{}", record_rows(std::slice::from_ref(&v)));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// search
+// ---------------------------------------------------------------------------------
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The probe photo; its largest face is searched.
+    photo: std::path::PathBuf,
+    /// Indexes to search, comma-separated or repeated.
+    #[arg(long, required = true, value_delimiter = ',')]
+    index: Vec<String>,
+    /// Lowest match score (0-100; server default 70).
+    #[arg(long)]
+    min_score: Option<f64>,
+    /// Most matches (server default 5).
+    #[arg(long)]
+    max_results: Option<u32>,
+    /// Skip the passive liveness check of the probe.
+    #[arg(long)]
+    no_liveness: bool,
+}
+
+pub fn search(args: SearchArgs) -> anyhow::Result<()> {
+    finish(search_inner(args))
+}
+
+fn search_inner(args: SearchArgs) -> Result<(), Failure> {
+    let api = Api::new(&args.conn)?;
+    let mut form =
+        Form::new().part("source_image", image_part(&args.photo)?).text("target_index_ids", args.index.join(","));
+    if let Some(s) = args.min_score {
+        form = form.text("min_match_score", s.to_string());
+    }
+    if let Some(n) = args.max_results {
+        form = form.text("max_results", n.to_string());
+    }
+    let path = format!("/face/search?perform_liveness_check={}", !args.no_liveness);
+    let (_, v) = api.send(api.request(Method::POST, &path).multipart(form))?;
+    if args.conn.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let matches = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    if matches.is_empty() {
+        println!("no match");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = matches
+        .iter()
+        .map(|m| {
+            vec![
+                m["match_score"].as_f64().map_or_else(String::new, |s| format!("{s:.2}")),
+                m["distance"].as_f64().map_or_else(String::new, |d| format!("{d:.4}")),
+                text(&m["name"]),
+                text(&m["dob"]),
+                text(&m["nationality"]),
+                text(&m["watch_list"]),
+                text(&m["index_name"]),
+                text(&m["record_id"]),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table::render(&["score", "distance", "name", "dob", "nationality", "watch lists", "index", "record id"], &rows)
+    );
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The HTTP client subcommands (`facesearch index|enrol|search|import`) against a real
+//! server: table and JSON output, exit codes, and an idempotent CSV import with bad rows.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use common::{ADMIN_PASSWORD, Server};
+use serde_json::Value;
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(Server::start)
+}
+
+/// Runs the CLI against `url` as admin with `password`.
+fn cli_at(url: &str, password: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facesearch"));
+    cmd.args(args)
+        .env("FACESEARCH_URL", url)
+        .env("FACESEARCH_USER", "admin")
+        .env("FACESEARCH_PASSWORD", password)
+        .env("FACESEARCH_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd.output().expect("running facesearch")
+}
+
+fn cli(args: &[&str]) -> Output {
+    cli_at(&server().base, ADMIN_PASSWORD, args)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+fn json(o: Output) -> Value {
+    let out = ok(o);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn lfw(name: &str, n: usize) -> PathBuf {
+    common::lfw_photos(name)[n].clone()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+fn create_index(name: &str) -> String {
+    let index = json(cli(&["index", "create", name, "--title", "CLI test", "--json"]));
+    assert_eq!(index["index_name"], name);
+    index["id"].as_str().expect("an id").to_string()
+}
+
+#[test]
+fn index_enrol_and_search() {
+    let id = create_index("cli-people");
+    let list = ok(cli(&["index", "list"]));
+    assert!(list.contains("cli-people") && list.contains(&id), "{list}");
+    let show = ok(cli(&["index", "show", &id]));
+    assert!(show.contains("CLI test"), "{show}");
+
+    let photo = lfw("Alan_Greenspan", 0);
+    let enrolled = ok(cli(&[
+        "enrol",
+        "--index",
+        &id,
+        p(&photo),
+        "--name",
+        "Alan Greenspan",
+        "--dob",
+        "1926-03-06",
+        "--nationality",
+        "US",
+        "--watch-list",
+        "pep,vip",
+        "--reference",
+        "ag-1",
+    ]));
+    assert!(enrolled.starts_with("created") && enrolled.contains("Alan Greenspan"), "{enrolled}");
+    let again = ok(cli(&["enrol", "--index", &id, p(&photo), "--reference", "ag-1"]));
+    assert!(again.starts_with("already present"), "{again}");
+    ok(cli(&["enrol", "--index", &id, p(&lfw("Al_Pacino", 0)), "--name", "Al Pacino"]));
+
+    let probe = lfw("Alan_Greenspan", 1);
+    let table = ok(cli(&["search", p(&probe), "--index", &id, "--no-liveness", "--min-score", "0"]));
+    let first = table.lines().nth(2).unwrap_or_default();
+    assert!(table.lines().next().unwrap_or_default().contains("score"), "{table}");
+    assert!(first.contains("Alan Greenspan") && first.contains("pep, vip") && first.contains("cli-people"), "{table}");
+    let matches = json(cli(&["search", p(&probe), "--index", &id, "--no-liveness", "--json"]));
+    assert_eq!(matches[0]["name"], "Alan Greenspan", "{matches}");
+    assert_eq!(matches[0]["reference"], "ag-1");
+
+    // Refusals: unknown index (2), unreadable photo (1).
+    let o = cli(&["search", p(&probe), "--index", "no-such-index", "--no-liveness"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INDEX_NOT_FOUND"), "{}", stderr(&o));
+    let o = cli(&["enrol", "--index", &id, "/no/such/photo.jpg"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+
+    let deleted = ok(cli(&["index", "delete", &id]));
+    assert!(deleted.contains(&id));
+    let o = cli(&["index", "show", &id]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("INDEX_NOT_FOUND"), "{}", stderr(&o));
+}
+
+#[test]
+fn exit_codes_for_credentials_and_connection() {
+    let s = server();
+    let o = cli_at(&s.base, "wrong-password-123", &["index", "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("UNAUTHORIZED"), "{}", stderr(&o));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("an address").port();
+    let o = cli_at(&format!("http://127.0.0.1:{port}"), ADMIN_PASSWORD, &["index", "list"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facesearch"));
+    let o = cmd.args(["index", "list", "--url", &s.base]).env_remove("FACESEARCH_PASSWORD").output().expect("running");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// Parses the summary line `N rows: created C, already present P, failed F; …`.
+fn summary(out: &str) -> (usize, usize, usize) {
+    let line = out.lines().find(|l| l.contains(" rows: created ")).unwrap_or_else(|| panic!("no summary: {out}"));
+    let num = |key: &str| -> usize {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).expect("a count")
+    };
+    (num("created "), num("already present "), num("failed "))
+}
+
+#[test]
+fn import_is_idempotent_and_reports_bad_rows() {
+    let id = create_index("cli-import");
+    let dir = common::temp_dir();
+    // People with two photos or more; Alex_Penelas's first photo shows two faces.
+    let people: Vec<String> = common::lfw_people()
+        .into_iter()
+        .filter(|n| n != "Alex_Penelas" && common::lfw_photos(n).len() >= 2)
+        .skip(10)
+        .take(26)
+        .collect();
+    let mut csv = String::from("reference,name,additional_info,watch_list,image\n");
+    for (i, person) in people.iter().enumerate() {
+        let photos = common::lfw_photos(person);
+        // Every fifth row has a second image.
+        let image = if i % 5 == 0 { format!("{};{}", p(&photos[0]), p(&photos[1])) } else { p(&photos[0]).to_string() };
+        let name =
+            if i == 0 { format!("{}, \"the first\"", person.replace('_', " ")) } else { person.replace('_', " ") };
+        let fields = [format!("r-{i:02}"), name, "line one\nline two".to_string(), "imported".into(), image];
+        csv.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        csv.push('\n');
+    }
+    let bad = [
+        ("bad-missing", dir.path().join("no-such-photo.jpg")),
+        ("bad-noface", common::eval("compreface/sample_images/017_0.jpg")),
+        ("bad-corrupt", common::eval("compreface/format_tests/corrupted.png")),
+        ("r-03", lfw(&people[4], 1)),
+    ];
+    for (reference, photo) in &bad {
+        csv.push_str(&format!("{reference},Bad,,,{}\n", p(photo)));
+    }
+    let file = dir.path().join("people.csv");
+    std::fs::write(&file, &csv).expect("writing the CSV");
+    let report = dir.path().join("report.csv");
+    let args = ["import", "--index", &id, p(&file), "--jobs", "2", "--report", p(&report)];
+
+    let o = cli(&args);
+    eprintln!("first import: {}", stdout(&o));
+    assert_eq!(o.status.code(), Some(2), "stdout:\n{}\nstderr:\n{}", stdout(&o), stderr(&o));
+    assert_eq!(summary(&stdout(&o)), (26, 0, 4), "stderr:\n{}", stderr(&o));
+    assert!(stderr(&o).contains("rows/s"), "progress on stderr: {}", stderr(&o));
+    let expected = "row,reference,code,message\n";
+    let first_report = std::fs::read_to_string(&report).expect("the report");
+    assert!(first_report.starts_with(expected), "{first_report}");
+    let codes: Vec<(String, String, String)> = first_report
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, ',').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect();
+    let want = [
+        ("27", "bad-missing", "FILE_NOT_READABLE"),
+        ("28", "bad-noface", "NO_FACE_DETECTED"),
+        ("29", "bad-corrupt", "INVALID_IMAGE"),
+        ("30", "r-03", "DUPLICATE_REFERENCE"),
+    ];
+    let want: Vec<(String, String, String)> =
+        want.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    assert_eq!(codes, want, "{first_report}");
+
+    let index = json(cli(&["index", "show", &id, "--json"]));
+    assert_eq!(index["record_count"], 26, "{index}");
+    let page = server().get(&format!("/face/index/{id}/records?limit=100"));
+    let records = page.ok(200)["records"].as_array().expect("records").clone();
+    let r0 = records.iter().find(|r| r["reference"] == "r-00").expect("row 1's record");
+    assert_eq!(r0["image_ids"].as_array().map(Vec::len), Some(2), "{r0}");
+    assert_eq!(r0["name"], format!("{}, \"the first\"", people[0].replace('_', " ")));
+    assert_eq!(r0["additional_info"], "line one\nline two");
+
+    // Again: nothing new, the same failures.
+    let o = cli(&args);
+    eprintln!("second import: {}", stdout(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(summary(&stdout(&o)), (0, 26, 4));
+    assert_eq!(std::fs::read_to_string(&report).expect("the report"), first_report);
+    let index = json(cli(&["index", "show", &id, "--json"]));
+    assert_eq!(index["record_count"], 26, "{index}");
+
+    // JSON lines, with arrays.
+    let jsonl = dir.path().join("more.jsonl");
+    let photos = common::lfw_photos(&people[0]);
+    let line = serde_json::json!({"reference": "j-1", "name": "J", "watch_list": ["a", "b"], "image": [p(&photos[0])]});
+    std::fs::write(&jsonl, format!("{line}\n{{\"reference\": \"r-01\", \"image\": \"{}\"}}\n", p(&photos[1])))
+        .expect("writing JSON lines");
+    let summary_json = json(cli(&["import", "--index", &id, p(&jsonl), "--json"]));
+    assert_eq!(summary_json["created"], 1, "{summary_json}");
+    assert_eq!(summary_json["already_present"], 1, "{summary_json}");
+    assert_eq!(summary_json["failed"], 0, "{summary_json}");
+}
