@@ -448,3 +448,108 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------
+// export
+// ---------------------------------------------------------------------------------
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The index to export.
+    #[arg(long)]
+    index: String,
+    /// Output file (default: standard output). `.jsonl`/`.ndjson` write JSON lines, anything else CSV.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Also download every image into this folder (as IMAGE_ID.EXT); the `image` column
+    /// then lists them relative to it, so `facesearch import --images DIR` reads the export back.
+    #[arg(long)]
+    images: Option<std::path::PathBuf>,
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    finish(export_inner(args))
+}
+
+fn extension_of(mime: &str) -> &'static str {
+    match mime {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "image/bmp" => "bmp",
+        "image/gif" => "gif",
+        "image/tiff" => "tiff",
+        _ => "img",
+    }
+}
+
+fn export_inner(args: ExportArgs) -> Result<(), Failure> {
+    use super::import::csv_field;
+    use base64::Engine as _;
+    let api = Api::new(&args.conn)?;
+    let jsonl = args.out.as_ref().and_then(|p| p.extension()).is_some_and(|e| e == "jsonl" || e == "ndjson");
+    let local = |what: &str, e: std::io::Error| Failure::local("FILE_NOT_WRITABLE", format!("{what}: {e}"));
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| local(&path.display().to_string(), e))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    if let Some(dir) = &args.images {
+        std::fs::create_dir_all(dir).map_err(|e| local(&dir.display().to_string(), e))?;
+    }
+    let columns = ["record_id", "reference", "name", "dob", "nationality", "gender", "id_no", "address", "watch_list"];
+    if !jsonl {
+        let header = columns.iter().chain(&["additional_info", "image", "image_ids", "created_at"]).copied();
+        writeln!(out, "{}", header.collect::<Vec<_>>().join(",")).map_err(|e| local("writing", e))?;
+    }
+    let (mut cursor, mut count) = (None::<String>, 0usize);
+    loop {
+        let mut path = format!("/face/index/{}/records?limit=500", args.index);
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (_, page) = api.send(api.request(Method::GET, &path))?;
+        for record in page["records"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let ids: Vec<String> =
+                record["image_ids"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(text).collect();
+            let mut files = Vec::new();
+            if let Some(dir) = &args.images {
+                for id in &ids {
+                    let (_, file) = api.send(api.request(Method::GET, &format!("/media/file/download/{id}")))?;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(file["file_base64"].as_str().unwrap_or_default())
+                        .map_err(|e| Failure::Server { code: "BAD_RESPONSE".into(), message: e.to_string() })?;
+                    let name = format!("{id}.{}", extension_of(file["file_type"].as_str().unwrap_or_default()));
+                    std::fs::write(dir.join(&name), bytes).map_err(|e| local(&name, e))?;
+                    files.push(name);
+                }
+            }
+            let line = if jsonl {
+                let mut r = record.clone();
+                if args.images.is_some() {
+                    r["image"] = json!(files);
+                }
+                r.to_string()
+            } else {
+                let mut fields: Vec<String> = columns.iter().map(|c| csv_field(&text(&record[*c]))).collect();
+                fields.push(csv_field(&text(&record["additional_info"])));
+                fields.push(csv_field(&files.join(";")));
+                fields.push(csv_field(&ids.join(";")));
+                fields.push(csv_field(&text(&record["created_at"])));
+                fields.join(",")
+            };
+            writeln!(out, "{line}").map_err(|e| local("writing", e))?;
+            count += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    out.flush().map_err(|e| local("writing", e))?;
+    eprintln!("exported {count} records");
+    Ok(())
+}

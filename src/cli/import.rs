@@ -121,9 +121,13 @@ pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
 }
 
 /// One CSV field, quoted where needed.
-fn csv_field(s: &str) -> String {
+pub(super) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
+
+/// Columns that `facesearch export` writes for information and an import ignores, so
+/// that an export can be read back.
+const EXPORT_ONLY: [&str; 5] = ["record_id", "index_id", "image_ids", "created_at", "updated_at"];
 
 fn build_row(no: usize, pairs: Vec<(String, String)>) -> Parsed {
     let mut fields = Vec::new();
@@ -133,7 +137,7 @@ fn build_row(no: usize, pairs: Vec<(String, String)>) -> Parsed {
             images.extend(v.split(';').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string));
         } else if RECORD_FIELDS.contains(&k.as_str()) {
             fields.push((k, v));
-        } else {
+        } else if !EXPORT_ONLY.contains(&k.as_str()) {
             return Err((no, String::new(), Failure::local("INVALID_ROW", format!("unknown field {k:?}"))));
         }
     }
@@ -152,7 +156,7 @@ fn read_rows(file: &Path) -> Result<Vec<Parsed>, Failure> {
     let mut records = records.into_iter();
     let header: Vec<String> = records.next().unwrap_or_default().into_iter().map(|h| h.trim().to_string()).collect();
     for h in &header {
-        if h != "image" && !RECORD_FIELDS.contains(&h.as_str()) {
+        if h != "image" && !RECORD_FIELDS.contains(&h.as_str()) && !EXPORT_ONLY.contains(&h.as_str()) {
             return Err(Failure::local(
                 "USAGE",
                 format!("{}: unknown column {h:?} (known: image, {})", file.display(), RECORD_FIELDS.join(", ")),

@@ -42,6 +42,8 @@ pub enum Command {
     Enrol(client::EnrolArgs),
     /// Search indexes of a running server with a photo.
     Search(client::SearchArgs),
+    /// Export the records of an index of a running server as CSV or JSON lines (images optionally).
+    Export(client::ExportArgs),
     /// Enrol the rows of a CSV or JSON-lines file into an index of a running server.
     Import(import::ImportArgs),
 }
@@ -104,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index(args) => client::index(args),
         Command::Enrol(args) => client::enrol(args),
         Command::Search(args) => client::search(args),
+        Command::Export(args) => client::export(args),
         Command::Import(args) => import::run(args),
     }
 }
