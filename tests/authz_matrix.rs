@@ -119,8 +119,12 @@ const fn case(
 const DOWNLOAD: &str = "/media/file/download/{file_id}";
 
 /// Endpoints whose success body is not `{"response": …}`, with their content type.
-const RAW_SUCCESS: &[(&str, &str)] =
-    &[("/openapi.json", "application/json"), ("/docs", "text/html"), ("/metrics", "text/plain; version=0.0.4")];
+const RAW_SUCCESS: &[(&str, &str)] = &[
+    ("/openapi.json", "application/json"),
+    ("/docs", "text/html"),
+    ("/console", "text/html"),
+    ("/metrics", "text/plain; version=0.0.4"),
+];
 
 fn cases() -> Vec<Case> {
     use Permission as P;
@@ -129,6 +133,7 @@ fn cases() -> Vec<Case> {
         case("GET", "/readyz", P::None, false, 200, |_, _, _| req("/readyz")),
         case("GET", "/openapi.json", P::None, false, 200, |_, _, _| req("/openapi.json")),
         case("GET", "/docs", P::None, false, 200, |_, _, _| req("/docs")),
+        case("GET", "/console", P::None, false, 200, |_, _, _| req("/console")),
         // Without `--metrics-auth` (the default); tests/metrics.rs checks it with.
         case("GET", "/metrics", P::None, false, 200, |_, _, _| req("/metrics")),
         case("GET", "/face/index/details", P::Any, false, 200, |_, _, _| {

@@ -257,6 +257,33 @@ fn docs_page_is_self_contained_with_its_own_csp() {
 }
 
 #[test]
+fn console_page_is_self_contained_with_its_own_csp() {
+    let s = server();
+    let r = s.send("GET /console", s.http().get(s.url("/console")));
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/html"), "{:?}", r.headers);
+    let csp = r.header("content-security-policy").expect("a CSP");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "the /console CSP {csp:?} lacks {directive:?}");
+    }
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let page = r.text.to_ascii_lowercase();
+    for external in ["http://", "https://", "<link", "src=\"http", "src=\"/"] {
+        assert!(!page.contains(external), "the console page refers to {external:?}");
+    }
+    assert!(page.contains("<label"), "the page has no labelled inputs");
+    assert!(page.contains("role=\"alert\""), "the page has no alert region");
+}
+
+#[test]
 fn every_response_carries_a_request_id() {
     let s = server();
     let r = s.send("GET /healthz", s.http().get(s.url("/healthz")));

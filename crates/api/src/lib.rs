@@ -86,6 +86,7 @@ static ROUTES: &[RouteSpec] = {
         // (`--metrics-auth` makes /metrics admin-only: see `RouteSpec::permission_in`).
         GET "/openapi.json" None => get(ops::openapi_json);
         GET "/docs" None => get(ops::docs);
+        GET "/console" None => get(ops::console);
         GET "/metrics" None => get(ops::metrics);
         // Part 1: the published Face Search (1:N) API.
         GET "/face/index/details" Any => get(search::index_details);

@@ -45,6 +45,7 @@ pub const TAG_OPERATIONS: &str = "Operations";
         routes::health::readyz,
         routes::ops::openapi_json,
         routes::ops::docs,
+        routes::ops::console,
         routes::ops::metrics,
         routes::search::index_details,
         routes::search::search,
@@ -117,6 +118,24 @@ pub fn docs_response() -> Response {
     let mut response =
         ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], DOCS_HTML).into_response();
     response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DOCS_CSP));
+    response
+}
+
+/// The web console: one self-contained page of plain HTML, CSS and JavaScript that
+/// uses the JSON API with credentials typed into the page.
+pub const CONSOLE_HTML: &str = include_str!("console.html");
+
+/// The console's own Content-Security-Policy: its inline script and style, images from
+/// `data:` and `blob:` URLs (enrolled images and the probe photo), requests to this
+/// server only.
+pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; \
+                               img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                               frame-ancestors 'none'";
+
+pub fn console_response() -> Response {
+    let mut response =
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], CONSOLE_HTML).into_response();
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONSOLE_CSP));
     response
 }
 
@@ -675,5 +694,14 @@ mod tests {
             assert!(!lower.contains(external), "the docs page refers to {external}");
         }
         assert!(DOCS_HTML.contains("/openapi.json"));
+    }
+
+    #[test]
+    fn console_page_is_self_contained() {
+        let lower = CONSOLE_HTML.to_ascii_lowercase();
+        for external in ["http://", "https://", "//cdn", "src=\"/", "<link"] {
+            assert!(!lower.contains(external), "the console page refers to {external}");
+        }
+        assert!(CONSOLE_HTML.contains("/face/search"));
     }
 }

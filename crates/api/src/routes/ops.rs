@@ -1,6 +1,7 @@
 //! Operations: the OpenAPI document (`/openapi.json`), the interactive documentation
-//! (`/docs`) and Prometheus metrics (`/metrics`). None needs credentials by default;
-//! `--metrics-auth` makes `/metrics` admin-only (see [`crate::router`]).
+//! (`/docs`), the web console (`/console`) and Prometheus metrics (`/metrics`). None
+//! needs credentials by default; `--metrics-auth` makes `/metrics` admin-only (see
+//! [`crate::router`]).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -45,6 +46,26 @@ pub async fn openapi_json() -> Response {
 )]
 pub async fn docs() -> Response {
     crate::openapi::docs_response()
+}
+
+/// `GET /console`: the web console.
+#[utoipa::path(
+    get,
+    path = "/console",
+    tag = TAG_OPERATIONS,
+    operation_id = "console",
+    summary = "Web console",
+    description = "A self-contained HTML page (no external scripts, styles or fonts) to sign in, list and \
+                   create indexes, enrol people, search with a photo, open records and read the audit log, all \
+                   through this API with HTTP Basic credentials typed into the page (kept in the page's memory \
+                   only). No credentials needed to load it.",
+    responses(
+        (status = 200, description = "The HTML page", content_type = "text/html", body = String),
+        ServerErrors,
+    )
+)]
+pub async fn console() -> Response {
+    crate::openapi::console_response()
 }
 
 /// `GET /metrics`: Prometheus metrics.

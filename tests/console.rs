@@ -1,0 +1,298 @@
+//! The web console (`GET /console`) end to end, in headless Chromium driven over
+//! WebDriver (HTTP + JSON) by the small client below: sign in, list indexes, enrol a
+//! person through the form, search with a photo and read the audit log.
+//!
+//! Needs `chromium` and `chromedriver` (Debian: `chromium chromium-driver`), which
+//! `.ci/run` installs when missing. Screenshots are written under
+//! `CARGO_TARGET_TMPDIR/console-screenshots/`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::Engine;
+use common::{ADMIN_PASSWORD, ADMIN_USER, Server};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+/// The W3C key of an element reference in WebDriver answers.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// How long an element lookup waits for the element to appear (WebDriver's implicit
+/// wait); a bounded loop of lookups covers results that take longer.
+const IMPLICIT_WAIT_MS: u64 = 10_000;
+
+fn chromedriver_path() -> PathBuf {
+    for p in ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("chromedriver")
+}
+
+fn chromium_path() -> String {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] {
+        if Path::new(p).is_file() {
+            return p.to_string();
+        }
+    }
+    panic!("no chromium binary found (install chromium and chromium-driver; .ci/run does)");
+}
+
+/// A `chromedriver` child process, killed on drop.
+struct Driver {
+    child: Child,
+    base: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
+        let mut child = Command::new(chromedriver_path())
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting chromedriver (install chromium-driver; .ci/run does)");
+        let stdout = child.stdout.take().expect("chromedriver stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("started successfully") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut driver = Driver { child, base: format!("http://127.0.0.1:{port}") };
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = driver.child.kill();
+            panic!("chromedriver did not start within 30 s");
+        }
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One WebDriver session.
+struct Browser {
+    http: Client,
+    session: String,
+    _profile: tempfile::TempDir,
+    _driver: Driver,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let driver = Driver::start();
+        let http = Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        let profile = common::temp_dir();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium_path(),
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--window-size=1366,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        }}});
+        let v = call(&http, "POST", &format!("{}/session", driver.base), Some(caps));
+        let session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session id in {v}")).to_string();
+        let b = Browser { http, session, _profile: profile, _driver: driver };
+        b.cmd("POST", "/timeouts", Some(json!({"implicit": IMPLICIT_WAIT_MS})));
+        b
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        call(&self.http, method, &format!("{}/session/{}{path}", self._driver.base, self.session), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({"url": url})));
+    }
+
+    /// The element for a CSS selector, waiting up to the implicit wait; `None` if absent.
+    fn try_find(&self, css: &str) -> Option<String> {
+        let url = format!("{}/session/{}/element", self._driver.base, self.session);
+        let r = self.http.post(&url).json(&json!({"using": "css selector", "value": css})).send().expect("WebDriver");
+        let status = r.status();
+        let v: Value = r.json().expect("WebDriver JSON");
+        if status.is_success() {
+            return Some(
+                v["value"][ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element id in {v}")).to_string(),
+            );
+        }
+        assert_eq!(v["value"]["error"], "no such element", "finding {css}: {v}");
+        None
+    }
+
+    /// Waits (a bounded number of implicit waits) for an element to appear.
+    fn wait_for(&self, css: &str, what: &str) -> String {
+        for _ in 0..9 {
+            if let Some(e) = self.try_find(css) {
+                return e;
+            }
+        }
+        let alert = self.try_find("#alert").map(|a| self.text(&a)).unwrap_or_default();
+        self.screenshot("failure");
+        panic!("{what}: no {css} after {} s (alert: {alert:?})", 9 * IMPLICIT_WAIT_MS / 1000);
+    }
+
+    fn find(&self, css: &str) -> String {
+        self.try_find(css).unwrap_or_else(|| panic!("no element {css}"))
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.cmd("POST", &format!("/element/{e}/clear"), Some(json!({})));
+        self.cmd("POST", &format!("/element/{e}/value"), Some(json!({"text": text})));
+    }
+
+    fn choose_file(&self, css: &str, file: &Path) {
+        let e = self.find(css);
+        let abs = file.canonicalize().expect("an absolute photo path");
+        self.cmd("POST", &format!("/element/{e}/value"), Some(json!({"text": abs.to_string_lossy()})));
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})));
+    }
+
+    fn text(&self, element: &str) -> String {
+        self.cmd("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or_default().to_string()
+    }
+
+    fn text_of(&self, css: &str) -> String {
+        self.text(&self.find(css))
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let v = self.cmd("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().expect("base64 PNG")).expect("base64");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let url = format!("{}/session/{}", self._driver.base, self.session);
+        let _ = self.http.delete(url).send();
+    }
+}
+
+/// One WebDriver command; returns its `value`, panicking on an error answer.
+fn call(http: &Client, method: &str, url: &str, body: Option<Value>) -> Value {
+    let req = match method {
+        "GET" => http.get(url),
+        "DELETE" => http.delete(url),
+        _ => http.post(url).json(&body.unwrap_or_else(|| json!({}))),
+    };
+    let r = req.send().unwrap_or_else(|e| panic!("WebDriver {method} {url}: {e}"));
+    let status = r.status();
+    let v: Value = r.json().unwrap_or_else(|e| panic!("WebDriver {method} {url}: not JSON: {e}"));
+    assert!(status.is_success(), "WebDriver {method} {url}: {status} {v}");
+    v["value"].clone()
+}
+
+#[test]
+fn console_signs_in_enrols_searches_and_shows_the_audit() {
+    let s = Server::start();
+    let index_id = s.create_index_id("console-people");
+    s.enrol_ok(
+        &index_id,
+        &common::eval("deepface/img1.jpg"),
+        &[
+            ("name", "Angelina Jolie"),
+            ("dob", "1975-06-04"),
+            ("nationality", "US"),
+            ("id_no", "P1234567"),
+            ("watch_list", "pep,vip"),
+            ("reference", "cust-0001"),
+        ],
+    );
+
+    let b = Browser::start();
+    b.goto(&s.url("/console"));
+    b.find("#signin-form");
+    // A wrong password is shown as the API's error, `CODE: message`.
+    b.type_into("#username", ADMIN_USER);
+    b.type_into("#password", "not-the-password");
+    b.click("#signin-button");
+    let alert = b.wait_for("#alert:not(:empty)", "sign-in error");
+    assert!(b.text(&alert).starts_with("UNAUTHORIZED: "), "{}", b.text(&alert));
+    b.find("#session.hidden");
+    b.type_into("#username", ADMIN_USER);
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.screenshot("sign-in");
+    b.click("#signin-button");
+    b.wait_for("#whoami[data-role=\"admin\"]", "sign-in");
+    assert_eq!(b.text_of("#whoami"), ADMIN_USER);
+
+    // The index is listed.
+    let row = b.wait_for("#index-list tr[data-index-name=\"console-people\"]", "index list");
+    assert!(b.text(&row).contains("console-people"));
+
+    // Enrol one more person through the form.
+    let other = common::lfw_photos(&common::lfw_people()[0])[0].clone();
+    b.click("#nav-enrol");
+    b.wait_for(&format!("#enrol-index option[value=\"{index_id}\"]"), "enrol index choice");
+    b.type_into("#enrol-name", "Console Person");
+    b.type_into("#enrol-nationality", "GB");
+    b.type_into("#enrol-watch-list", "vip");
+    b.type_into("#enrol-reference", "console-0002");
+    b.choose_file("#enrol-photo", &other);
+    b.click("#enrol-button");
+    let done = b.wait_for("#enrol-result[data-status=\"created\"]", "enrolment");
+    assert!(b.text(&done).contains("Console Person"), "{}", b.text(&done));
+    assert_eq!(s.record_count(&index_id), 2);
+
+    // Search with another photo of Angelina Jolie.
+    b.click("#nav-search");
+    b.wait_for(&format!("#search-indexes input[value=\"{index_id}\"]:checked"), "search index choice");
+    b.choose_file("#search-photo", &common::eval("deepface/img2.jpg"));
+    b.click("#search-button");
+    b.wait_for("#search-results[data-done]", "search results");
+    let name = b.text_of("#search-results .match:first-child .match-name");
+    assert_eq!(name, "Angelina Jolie");
+    let score: f64 = b.text_of("#search-results .match:first-child .match-score").parse().expect("a numeric score");
+    assert!(score >= 70.0, "score {score}");
+    // The enrolled image is shown (a data: URL from the download endpoint).
+    b.wait_for("#search-results .match:first-child img[src^=\"data:image/\"]", "match image");
+    b.wait_for("#probe-preview[src^=\"blob:\"]", "probe preview");
+    b.screenshot("search-results");
+
+    // Open the record.
+    b.click("#search-results .match:first-child .match-name");
+    b.wait_for("#record-images img[src^=\"data:image/\"]", "record images");
+    assert!(b.text_of("#record-view").contains("P1234567"));
+
+    // The audit view shows the search.
+    b.click("#nav-audit");
+    let row = b.wait_for("#audit-list tr[data-action=\"face.search\"]", "audit entries");
+    assert!(b.text(&row).contains("face.search"));
+    b.screenshot("audit");
+
+    // No error was shown along the way.
+    assert_eq!(b.text_of("#alert"), "");
+}
