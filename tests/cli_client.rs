@@ -305,3 +305,33 @@ fn export_reads_back_with_import() {
     assert_eq!(lines.len(), people.len());
     assert!(lines.iter().all(|r| r["image_ids"].as_array().is_some_and(|a| a.len() == 1)));
 }
+
+/// Server and credentials can come from a client config file; flags and environment
+/// variables win over it.
+#[test]
+fn a_client_config_file_supplies_server_and_credentials() {
+    let dir = common::temp_dir();
+    let config = dir.path().join("client.toml");
+    std::fs::write(&config, format!("url = {:?}\nuser = \"admin\"\npassword = {:?}\n", server().base, ADMIN_PASSWORD))
+        .expect("writing the config");
+    let run = |extra_env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facesearch"));
+        cmd.args(["index", "list", "--json", "--client-config", p(&config)])
+            .env_remove("FACESEARCH_URL")
+            .env_remove("FACESEARCH_USER")
+            .env_remove("FACESEARCH_PASSWORD")
+            .env("FACESEARCH_LOG", "warn")
+            .stdin(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running facesearch")
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(serde_json::from_str::<Value>(&stdout(&o)).expect("json").is_array());
+    // The environment wins over the file: a wrong password from the environment is refused.
+    let o = run(&[("FACESEARCH_PASSWORD", "not-the-password")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("UNAUTHORIZED"), "{}", stderr(&o));
+}

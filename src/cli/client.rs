@@ -16,21 +16,51 @@ use reqwest::blocking::multipart::{Form, Part};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
 
-/// Where the server is and who we are; shared by every client subcommand.
+/// Where the server is and who we are; shared by every client subcommand. Each value
+/// comes from its flag, else its environment variable, else the client config file,
+/// else the default.
 #[derive(Args, Clone, Debug)]
 pub struct Conn {
-    /// Server root.
-    #[arg(long, env = "FACESEARCH_URL", default_value = "http://127.0.0.1:8080", global = true)]
-    pub url: String,
-    /// User name (HTTP Basic).
-    #[arg(long, env = "FACESEARCH_USER", default_value = "admin", global = true)]
-    pub user: String,
+    /// Server root [default: http://127.0.0.1:8080].
+    #[arg(long, env = "FACESEARCH_URL", global = true)]
+    pub url: Option<String>,
+    /// User name (HTTP Basic) [default: admin].
+    #[arg(long, env = "FACESEARCH_USER", global = true)]
+    pub user: Option<String>,
     /// Password (HTTP Basic).
     #[arg(long, env = "FACESEARCH_PASSWORD", hide_env_values = true, global = true)]
     pub password: Option<String>,
+    /// TOML file with `url`, `user` and `password` [default: $XDG_CONFIG_HOME/facesearch/client.toml
+    /// or ~/.config/facesearch/client.toml, when it exists]. Keep it readable by you only.
+    #[arg(long, env = "FACESEARCH_CLIENT_CONFIG", global = true)]
+    pub client_config: Option<std::path::PathBuf>,
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// The client config file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    url: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Conn {
+    fn config_file(&self) -> Result<ClientConfig, Failure> {
+        let default = || {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))?;
+            Some(base.join("facesearch/client.toml")).filter(|p| p.is_file())
+        };
+        let Some(path) = self.client_config.clone().or_else(default) else { return Ok(ClientConfig::default()) };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Failure::local("USAGE", format!("reading {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Failure::local("USAGE", format!("{}: {e}", path.display())))
+    }
 }
 
 /// Why a client command failed; decides the exit code.
@@ -121,16 +151,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl Api {
     pub fn new(conn: &Conn) -> Result<Api, Failure> {
-        let password = conn
-            .password
-            .clone()
-            .ok_or_else(|| Failure::local("USAGE", "no password: pass --password or set FACESEARCH_PASSWORD"))?;
+        let file = conn.config_file()?;
+        let url = conn.url.clone().or(file.url).unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let user = conn.user.clone().or(file.user).unwrap_or_else(|| "admin".into());
+        let password = conn.password.clone().or(file.password).ok_or_else(|| {
+            Failure::local(
+                "USAGE",
+                "no password: pass --password, set FACESEARCH_PASSWORD or put it in the client config file",
+            )
+        })?;
         let client = Client::builder()
             .timeout(Duration::from_secs(300))
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Failure::local("USAGE", format!("building the HTTP client: {}", error_chain(&e))))?;
-        Ok(Api { client, base: conn.url.trim_end_matches('/').to_string(), user: conn.user.clone(), password })
+        Ok(Api { client, base: url.trim_end_matches('/').to_string(), user, password })
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
