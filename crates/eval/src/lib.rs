@@ -35,6 +35,6 @@ pub use identification::{
     IdentificationReport, OpenSetProtocol, OperatingPoint, ProbeResult, build_open_set_protocol, identification_report,
 };
 pub use liveness::{AttackTypeResult, CurvePoint, LivenessSample, PadReport, pad_report};
-pub use manifest::{ManifestRow, parse_manifest};
+pub use manifest::{ManifestRow, parse_csv, parse_manifest};
 pub use pairs::{ImageRef, Pair, parse_pairs};
 pub use verification::{VerificationReport, tar_at_far, ten_fold_accuracy, verification_report};

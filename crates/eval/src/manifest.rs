@@ -52,6 +52,12 @@ struct Record {
     fields: Vec<String>,
 }
 
+/// Parses CSV text (RFC 4180: quoted fields, doubled quotes, line breaks inside quotes,
+/// CRLF or LF, a leading BOM) into records of fields; errors name the line.
+pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, ParseError> {
+    Ok(split_records(text)?.into_iter().map(|r| r.fields).collect())
+}
+
 /// Splits CSV text into records (RFC 4180 with CRLF or LF line ends). Blank lines
 /// are skipped. A quote inside an unquoted field, text after a closing quote, or an
 /// unterminated quoted field is an error naming the line.
@@ -69,9 +75,11 @@ fn split_records(text: &str) -> Result<Vec<Record>, ParseError> {
         let mut fields = Vec::new();
         let mut field = String::new();
         let mut end_of_record = false;
+        let mut any_quoted = false;
         while !end_of_record {
             // Start of a field.
             if chars.peek() == Some(&'"') {
+                any_quoted = true;
                 chars.next();
                 let quote_line = line;
                 loop {
@@ -147,7 +155,8 @@ fn split_records(text: &str) -> Result<Vec<Record>, ParseError> {
             }
             fields.push(std::mem::take(&mut field));
         }
-        let blank = fields.len() == 1 && fields[0].is_empty();
+        // A blank line is no record; a line holding `""` is one empty field.
+        let blank = fields.len() == 1 && fields[0].is_empty() && !any_quoted;
         if !blank {
             records.push(Record { line: record_line, fields });
         }
@@ -200,6 +209,16 @@ pub fn parse_manifest(text: &str) -> Result<Vec<ManifestRow>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_quotes_and_line_breaks() {
+        let text = "a,b,c\r\n\"x, y\",\"say \"\"hi\"\"\",\"two\nlines\"\n\n1,,3";
+        let r = parse_csv(text).expect("valid CSV");
+        assert_eq!(r, vec![vec!["a", "b", "c"], vec!["x, y", "say \"hi\"", "two\nlines"], vec!["1", "", "3"]]);
+        assert!(parse_csv("a,\"b").is_err());
+        assert!(parse_csv("a,b\"c").is_err());
+        assert_eq!(parse_csv("\"\"").expect("one empty field"), vec![vec![""]]);
+    }
 
     #[test]
     fn handles_quotes_commas_doubled_quotes_and_crlf() {
