@@ -2,7 +2,6 @@
 //! whole-pipeline throughput with 1 and N concurrent workers.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -112,43 +111,25 @@ fn http(args: HttpBench, enrol: bool) -> anyhow::Result<()> {
     } else {
         format!("{}/face/search?perform_liveness_check={}", args.url.trim_end_matches('/'), args.liveness)
     };
-    let next = AtomicUsize::new(0);
     let start = Instant::now();
-    let results: Vec<(Duration, u16)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..args.concurrency.max(1))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= args.requests {
-                            break out;
-                        }
-                        let photo = reqwest::blocking::multipart::Part::bytes(photos[i % photos.len()].clone())
-                            .file_name("probe.jpg");
-                        let form = if enrol {
-                            reqwest::blocking::multipart::Form::new()
-                                .part("image", photo)
-                                .text("name", format!("bench {i}"))
-                        } else {
-                            reqwest::blocking::multipart::Form::new()
-                                .part("source_image", photo)
-                                .text("target_index_ids", args.index.clone())
-                        };
-                        let t = Instant::now();
-                        let status = client
-                            .post(&url)
-                            .basic_auth(&args.user, Some(&args.password))
-                            .multipart(form)
-                            .send()
-                            .map(|r| r.status().as_u16())
-                            .unwrap_or(0);
-                        out.push((t.elapsed(), status));
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    let results: Vec<(Duration, u16)> = super::parallel_map(args.requests, args.concurrency, |i| {
+        let photo = reqwest::blocking::multipart::Part::bytes(photos[i % photos.len()].clone()).file_name("probe.jpg");
+        let form = if enrol {
+            reqwest::blocking::multipart::Form::new().part("image", photo).text("name", format!("bench {i}"))
+        } else {
+            reqwest::blocking::multipart::Form::new()
+                .part("source_image", photo)
+                .text("target_index_ids", args.index.clone())
+        };
+        let t = Instant::now();
+        let status = client
+            .post(&url)
+            .basic_auth(&args.user, Some(&args.password))
+            .multipart(form)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        (t.elapsed(), status)
     });
     let wall = start.elapsed();
     let mut latencies: Vec<Duration> = results.iter().map(|(d, _)| *d).collect();
@@ -229,16 +210,9 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
     for (path, bytes) in &photos {
         for &workers in &args.workers {
             let total = args.iterations.max(workers) * 2;
-            let next = AtomicUsize::new(0);
             let start = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(|| {
-                        while next.fetch_add(1, Ordering::Relaxed) < total {
-                            let _ = pipeline.probe(bytes, FaceChoice::Largest, true);
-                        }
-                    });
-                }
+            super::parallel_map(total, workers, |_| {
+                let _ = pipeline.probe(bytes, FaceChoice::Largest, true);
             });
             let per_s = total as f64 / start.elapsed().as_secs_f64();
             rows.push(vec![

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -99,33 +98,14 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Runs `f` on every item with `jobs` threads, keeping the order; reports progress on stderr.
     fn map<T: Sync, R: Send>(&self, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-        let next = AtomicUsize::new(0);
-        let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
-        let chunks: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..self.jobs.max(1))
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= items.len() {
-                                break out;
-                            }
-                            if i.is_multiple_of(200) {
-                                eprint!("\r{i}/{} images", items.len());
-                            }
-                            out.push((i, f(&items[i])));
-                        }
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        let results = super::parallel_map(items.len(), self.jobs, |i| {
+            if i.is_multiple_of(200) {
+                eprint!("\r{i}/{} images", items.len());
+            }
+            f(&items[i])
         });
         eprintln!("\r{0}/{0} images", items.len());
-        for (i, r) in chunks.into_iter().flatten() {
-            results[i] = Some(r);
-        }
-        results.into_iter().flatten().collect()
+        results
     }
 
     /// The embedding of the chosen face of each photo (`None`: unreadable or no face).

@@ -89,6 +89,32 @@ impl PipelineArgs {
     }
 }
 
+/// Runs `f(i)` for every `i` in `0..n` on `workers` threads taking the next index as
+/// they finish (so slow items do not hold up a fixed share); results in index order.
+pub fn parallel_map<R: Send>(n: usize, workers: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break out;
+                        }
+                        out.push((i, f(i)));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FACESEARCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
@@ -108,5 +134,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => client::search(args),
         Command::Export(args) => client::export(args),
         Command::Import(args) => import::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parallel_map_keeps_order_and_covers_every_item() {
+        for workers in [1, 3, 8] {
+            let out = super::parallel_map(50, workers, |i| i * i);
+            assert_eq!(out, (0..50).map(|i| i * i).collect::<Vec<_>>());
+        }
+        assert!(super::parallel_map(0, 4, |i| i).is_empty());
     }
 }
