@@ -229,9 +229,15 @@ impl Engine {
         Ok(index)
     }
 
-    /// Runs the face pipeline on the blocking pool. The slot is held by the blocking
-    /// task itself, so a cancelled request cannot let more analyses run than allowed.
-    async fn analyse(&self, bytes: Vec<u8>, analysis: Analysis, liveness: bool) -> Result<ProbeFace, EngineError> {
+    /// Runs the face pipeline on the blocking pool and hands the photo back (enrolment
+    /// stores it; no copy of up to the image limit is made). The slot is held by the
+    /// blocking task itself, so a cancelled request cannot let more analyses run than allowed.
+    async fn analyse(
+        &self,
+        bytes: Vec<u8>,
+        analysis: Analysis,
+        liveness: bool,
+    ) -> Result<(ProbeFace, Vec<u8>), EngineError> {
         let choice = match analysis {
             Analysis::Search => FaceChoice::Largest,
             Analysis::Enrol => FaceChoice::Unambiguous,
@@ -241,14 +247,15 @@ impl Engine {
             .map_err(|_| EngineError::Busy)?
             .map_err(|_| EngineError::Busy)?;
         let pipeline = self.pipeline.clone();
-        let probe = tokio::task::spawn_blocking(move || {
+        let (probe, bytes) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            pipeline.probe(&bytes, choice, liveness)
+            (pipeline.probe(&bytes, choice, liveness), bytes)
         })
         .await
-        .map_err(task_failed)??;
+        .map_err(task_failed)?;
+        let probe = probe?;
         self.observe(|o| o.photo_analysed(analysis, &probe.timings));
-        Ok(probe)
+        Ok((probe, bytes))
     }
 
     /// Runs a store write and the matching index update as one task under the write
@@ -270,7 +277,7 @@ impl Engine {
 
     /// 1:N search of the largest face of `bytes` in `query.indexes`.
     pub async fn search(&self, bytes: Vec<u8>, query: &SearchQuery) -> Result<SearchOutcome, EngineError> {
-        let probe = self.analyse(bytes, Analysis::Search, query.liveness).await?;
+        let (probe, _) = self.analyse(bytes, Analysis::Search, query.liveness).await?;
         let threshold = self.config.liveness_threshold;
         match probe.liveness {
             // Fail closed: a NaN probability is not live.
@@ -363,7 +370,7 @@ impl Engine {
         {
             return Ok(EnrolOutcome::Existing(existing));
         }
-        let probe = self.analyse(bytes.clone(), Analysis::Enrol, false).await?;
+        let (probe, bytes) = self.analyse(bytes, Analysis::Enrol, false).await?;
         let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
         let index_id = index.id.clone();
         self.committed(move |store, vectors| async move {
@@ -392,7 +399,7 @@ impl Engine {
         if self.store.get_record(&index.id, record_id).await?.is_none() {
             return Ok(None);
         }
-        let probe = self.analyse(bytes.clone(), Analysis::Enrol, false).await?;
+        let (probe, bytes) = self.analyse(bytes, Analysis::Enrol, false).await?;
         let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
         let (index_id, record_id) = (index.id.clone(), record_id.to_string());
         self.committed(move |store, vectors| async move {
