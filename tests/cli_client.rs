@@ -334,4 +334,16 @@ fn a_client_config_file_supplies_server_and_credentials() {
     let o = run(&[("FACESEARCH_PASSWORD", "not-the-password")]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("UNAUTHORIZED"), "{}", stderr(&o));
+    // A broken config file is a local error naming the file; nothing is sent.
+    std::fs::write(&config, "url = \"http://127.0.0.1:1\"\npasword = \"typo\"\n").expect("writing the config");
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("client.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn export_of_an_unknown_index_is_refused() {
+    let o = cli(&["export", "--index", "no-such-index"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INDEX_NOT_FOUND"), "{}", stderr(&o));
 }
