@@ -25,6 +25,10 @@ enum BenchWhat {
     Search(HttpBench),
     /// Throughput of enrolment (`POST /face/index/{id}/records`) against a running server.
     Enrol(HttpBench),
+    /// Vector search latency, recall, memory and cold start at growing gallery sizes.
+    Index(super::bench_index::IndexBench),
+    /// Fill a (stopped) server's data directory with synthetic faces for benchmarks.
+    Seed(super::bench_index::SeedBench),
 }
 
 #[derive(Args)]
@@ -66,6 +70,35 @@ struct PipelineBench {
     /// Worker counts for the throughput runs.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
+    /// Also run bench/reference_pipeline.py (Python: onnxruntime + NumPy + OpenCV, same
+    /// models and steps) on the same photos in this run, and print the ratios.
+    #[arg(long)]
+    python_reference: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceReport {
+    photos: Vec<ReferencePhoto>,
+    enrol_images_per_s: f64,
+}
+
+#[derive(serde::Deserialize)]
+struct ReferencePhoto {
+    detect_embed_ms: f64,
+    liveness_ms: Option<f64>,
+}
+
+fn python_reference(images: &[PathBuf], iterations: usize) -> anyhow::Result<ReferenceReport> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/reference_pipeline.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--iterations")
+        .arg(iterations.to_string())
+        .args(images)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(out.status.success(), "the Python reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn default_images() -> Vec<PathBuf> {
@@ -87,6 +120,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Pipeline(p) => pipeline(p),
         BenchWhat::Search(h) => http(h, false),
         BenchWhat::Enrol(h) => http(h, true),
+        BenchWhat::Index(i) => super::bench_index::run(i),
+        BenchWhat::Seed(s) => super::bench_index::seed(s),
     }
 }
 
@@ -163,6 +198,7 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
     // Stage timings with all cores on one inference; throughput with one thread per worker.
     let pipeline = args.pipeline.load()?;
     let mut rows = Vec::new();
+    let mut identify = Vec::new(); // (decode+detect+align+embed, liveness) per photo
     for (path, bytes) in &photos {
         let n = args.iterations.max(1);
         let (mut dec, mut det, mut emb, mut live) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -184,6 +220,7 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
             live.push(t.elapsed());
         }
         let total = median(dec.clone()) + median(det.clone()) + median(emb.clone()) + median(live.clone());
+        identify.push((median(dec.clone()) + median(det.clone()) + median(emb.clone()), median(live.clone())));
         rows.push(vec![
             format!("{} ({}×{})", path.file_name().unwrap_or_default().to_string_lossy(), size.0, size.1),
             ms(median(dec)),
@@ -224,5 +261,50 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
     }
     println!("\nwhole pipeline (decode, detect, embed, liveness), one single-threaded inference per worker");
     println!("{}", table::render(&["photo", "workers", "images/s"], &rows));
+
+    if args.python_reference {
+        // Enrolment-like: every photo in turn, no liveness, all workers.
+        let rounds = (args.iterations / 4).max(1) * photos.len();
+        let start = Instant::now();
+        super::parallel_map(rounds * max_workers, max_workers, |i| {
+            let _ = pipeline.probe(&photos[i % photos.len()].1, FaceChoice::Largest, false);
+        });
+        let ours_enrol = (rounds * max_workers) as f64 / start.elapsed().as_secs_f64();
+        let reference = python_reference(&images, args.iterations)?;
+        let mut rows = Vec::new();
+        for ((path, _), (ours, reference)) in photos.iter().zip(identify.iter().zip(&reference.photos)) {
+            let ours_ms = ours.0.as_secs_f64() * 1000.0;
+            rows.push(vec![
+                path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                format!("{ours_ms:.1} ms"),
+                format!("{:.1} ms", reference.detect_embed_ms),
+                format!("{:.2}×", ours_ms / reference.detect_embed_ms),
+                ms(ours.1),
+                reference.liveness_ms.map_or("-".into(), |l| format!("{l:.1} ms")),
+            ]);
+        }
+        println!(
+            "\nsame photos through bench/reference_pipeline.py in this run (Python, default onnxruntime threading)"
+        );
+        println!(
+            "{}",
+            table::render(
+                &[
+                    "photo",
+                    "ours: decode→embed",
+                    "Python: decode→embed",
+                    "ours / Python",
+                    "ours: liveness",
+                    "Python: liveness"
+                ],
+                &rows
+            )
+        );
+        println!(
+            "enrolment-like throughput (decode→embed, every photo in turn): ours {ours_enrol:.1} images/s with {max_workers} workers, Python {:.1} images/s (one process): {:.2}×",
+            reference.enrol_images_per_s,
+            ours_enrol / reference.enrol_images_per_s
+        );
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use facesearch_api::{ApiConfig, ServerConfig, TlsFiles};
 use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, RuntimeOptions};
+use facesearch_index::IndexConfig;
 use serde::Deserialize;
 
 #[derive(Args, Debug)]
@@ -72,6 +73,17 @@ pub struct ServeArgs {
     /// Make /metrics admin-only (HTTP Basic); by default it needs no credentials.
     #[arg(long, env = "FACESEARCH_METRICS_AUTH")]
     metrics_auth: bool,
+    /// Indexes with at least this many faces are searched through an approximate
+    /// (HNSW) graph, smaller ones by an exact scan [default: 50000].
+    #[arg(long, env = "FACESEARCH_EXACT_SEARCH_BELOW")]
+    exact_search_below: Option<usize>,
+    /// HNSW candidate list size at search time: higher is slower and finds more [default: 128].
+    #[arg(long, env = "FACESEARCH_ANN_EF_SEARCH")]
+    ann_ef_search: Option<usize>,
+    /// Seconds between saves of a changed vector index to DATA_DIR/vectors, so a restart
+    /// need not re-read every vector; 0 never saves it [default: 60].
+    #[arg(long, env = "FACESEARCH_INDEX_SAVE_INTERVAL")]
+    index_save_interval: Option<u64>,
     /// Stop when standard input closes (used by tests that start the server as a child).
     #[arg(long, hide = true)]
     exit_on_stdin_close: bool,
@@ -98,6 +110,9 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     admin_user: Option<String>,
     metrics_auth: Option<bool>,
+    exact_search_below: Option<usize>,
+    ann_ef_search: Option<usize>,
+    index_save_interval: Option<u64>,
 }
 
 fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
@@ -136,6 +151,13 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         runtime: RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers },
         ..PipelineConfig::default()
     };
+    let defaults = IndexConfig::default();
+    let index = IndexConfig {
+        ann_min_rows: args.exact_search_below.or(file.exact_search_below).unwrap_or(defaults.ann_min_rows).max(1),
+        ef_search: args.ann_ef_search.or(file.ann_ef_search).unwrap_or(defaults.ef_search).clamp(1, 10_000),
+        ..defaults
+    };
+    let save_every = args.index_save_interval.or(file.index_save_interval).unwrap_or(60);
     let config = ServerConfig {
         bind: args.bind.or(file.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("facesearch-data")),
@@ -163,6 +185,8 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both a certificate (tls_cert) and a key (tls_key)"),
         },
+        index,
+        snapshot_interval: (save_every > 0).then(|| Duration::from_secs(save_every)),
     };
     Ok((config, args.exit_on_stdin_close))
 }

@@ -238,6 +238,8 @@ impl ServerOptions {
 pub struct Server {
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub base: String,
+    /// The server's `facesearch ready (…)` line.
+    pub ready_line: String,
     pub data_dir: PathBuf,
     child: Child,
     _dir: Option<TempDir>,
@@ -345,7 +347,7 @@ impl Server {
         let deadline = Instant::now() + READY_DEADLINE;
         let mut seen: Vec<String> = Vec::new();
         let mut base: Option<String> = None;
-        loop {
+        let ready_line = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
@@ -354,9 +356,9 @@ impl Server {
                         base = Some(url.trim_end_matches('/').to_string());
                     }
                     let ready = line.starts_with("facesearch ready (model pack");
-                    seen.push(line);
+                    seen.push(line.clone());
                     if ready {
-                        break;
+                        break line;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -373,13 +375,21 @@ impl Server {
                     panic!("the server exited before it was ready ({status:?}); its stdout:\n{}", seen.join("\n"));
                 }
             }
-        }
+        };
         let Some(base) = base.filter(|b| b.starts_with("http://")) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!("the server never said where it listens; its stdout:\n{}", seen.join("\n"));
         };
-        Server { base, data_dir, child, _dir: dir, client: client() }
+        Server { base, ready_line, data_dir, child, _dir: dir, client: client() }
+    }
+
+    /// Stops the server gracefully (closes its stdin, as a service manager's stop
+    /// would signal it) and waits for it to exit; asserts a clean exit.
+    pub fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().expect("waiting for the server");
+        assert!(status.success(), "the server exited with {status:?}");
     }
 
     /// Kills the server with SIGKILL (no graceful shutdown) and reaps it.

@@ -34,6 +34,11 @@ pub struct ServerConfig {
     pub audit_retention_days: u32,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Exact or approximate vector search, by collection size.
+    pub index: facesearch_index::IndexConfig,
+    /// How often a changed vector index is saved to `data_dir/vectors` (it is also
+    /// saved at shutdown); `None` never saves it (every start re-reads the store).
+    pub snapshot_interval: Option<Duration>,
 }
 
 /// PEM files for HTTPS.
@@ -157,16 +162,25 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             liveness_threshold: loader_config.liveness_threshold,
             max_concurrent_analyses: loader_config.max_concurrent_analyses,
             queue_timeout: loader_config.queue_timeout,
+            index: loader_config.index,
         };
+        let snapshot_dir = loader_config.snapshot_interval.map(|_| loader_config.data_dir.join("vectors"));
         // Held from the snapshot until the engine is published: a delete made
         // meanwhile waits, then goes through the engine.
         let writes = loader_state.writes().clone();
         let _guard = writes.lock().await;
-        match Engine::open(store, pipeline, engine_config, writes.clone()).await {
+        match Engine::open(store, pipeline, engine_config, writes.clone(), snapshot_dir).await {
             Ok(engine) => {
-                let engine = engine.with_observer(loader_state.metrics().clone());
-                loader_state.set_engine(Arc::new(engine));
-                println!("facesearch ready (model pack {pack})");
+                let engine = Arc::new(engine.with_observer(loader_state.metrics().clone()));
+                loader_state.set_engine(engine.clone());
+                let faces: usize = engine.index_stats().values().map(|s| s.vectors).sum();
+                println!(
+                    "facesearch ready (model pack {pack}; {faces} faces read from the {})",
+                    engine.index_origin().as_str()
+                );
+                if let Some(every) = loader_config.snapshot_interval {
+                    tokio::spawn(save_snapshots(engine, every));
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not open the engine");
@@ -176,6 +190,7 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     });
 
     let metrics = state.metrics().clone();
+    let final_state = state.clone();
     let app = crate::limits::apply(crate::router(state), config.request_timeout, config.tls.is_some());
     let app = crate::telemetry::apply(app, metrics);
     // The client address is recorded for failed-login throttling per address.
@@ -191,7 +206,7 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         stopper.graceful_shutdown(Some(Duration::from_secs(30)));
     });
     let listener = listener.into_std().map_err(ServerError::Serve)?;
-    match &config.tls {
+    let served = match &config.tls {
         None => {
             let mut server = axum_server::from_tcp(listener).map_err(ServerError::Serve)?.handle(handle);
             limit_connections(server.http_builder());
@@ -205,6 +220,29 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             let mut server = axum_server::from_tcp_rustls(listener, rustls).map_err(ServerError::Serve)?.handle(handle);
             limit_connections(server.http_builder());
             server.serve(service).await.map_err(ServerError::Serve)
+        }
+    };
+    // Requests have drained: save the vector index so the next start reads it
+    // instead of every stored vector.
+    if let Ok(engine) = final_state.engine() {
+        match engine.save_snapshot().await {
+            Ok(true) => println!("facesearch saved the vector index"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not save the vector index; the next start re-reads the store"),
+        }
+    }
+    served
+}
+
+/// Saves the vector index every `every` while it keeps changing. A crash loses
+/// nothing: the store is the truth, and a stale snapshot is detected and rebuilt.
+async fn save_snapshots(engine: Arc<Engine>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(e) = engine.save_snapshot().await {
+            tracing::warn!(error = %e, "could not save the vector index");
         }
     }
 }

@@ -10,12 +10,14 @@
 //! that a burst of requests queues (and can be refused) instead of piling up threads.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use facesearch_face::calibration::{Calibration, CalibrationError};
 use facesearch_face::{FaceChoice, FacePipeline, Liveness, PipelineError, ProbeFace, StageTimings};
-use facesearch_index::{FaceIndex, IndexError};
+use facesearch_index::{FaceIndex, IndexConfig, IndexError};
 use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError};
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
@@ -60,6 +62,8 @@ pub struct EngineConfig {
     pub max_concurrent_analyses: usize,
     /// How long a photo may wait for an analysis slot before the request is refused as busy.
     pub queue_timeout: Duration,
+    /// Exact or approximate vector search, by collection size.
+    pub index: IndexConfig,
 }
 
 /// Parameters of one search.
@@ -147,6 +151,30 @@ pub struct Engine {
     config: EngineConfig,
     analyses: Arc<Semaphore>,
     writes: WriteLock,
+    /// Where the vector index is saved between runs (`None`: never saved).
+    snapshot_dir: Option<PathBuf>,
+    /// The store's vector version that the saved snapshot matches.
+    saved_version: AtomicU64,
+    origin: IndexOrigin,
+}
+
+/// How the vector index came to be at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexOrigin {
+    /// Read from a snapshot that matched the store.
+    Snapshot,
+    /// Re-read from the store (no snapshot, a stale one after a crash, or a damaged one).
+    Store,
+}
+
+impl IndexOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexOrigin::Snapshot => "snapshot",
+            IndexOrigin::Store => "store",
+        }
+    }
 }
 
 fn round2(x: f64) -> f64 {
@@ -158,25 +186,67 @@ fn task_failed(e: tokio::task::JoinError) -> EngineError {
 }
 
 impl Engine {
-    /// Loads every stored vector of the pipeline's pack into memory. The caller holds
-    /// `writes` from before this call until the engine is published, so that no write
-    /// slips between the snapshot and the engine taking over.
+    /// Loads the vector index of the pipeline's pack: from the snapshot in
+    /// `snapshot_dir` when it matches the store's vector version, otherwise from every
+    /// stored vector (and then saves a fresh snapshot). The caller holds `writes` from
+    /// before this call until the engine is published, so that no write slips between
+    /// the loading and the engine taking over.
     pub async fn open(
         store: Arc<dyn Store>,
         pipeline: Arc<FacePipeline>,
         config: EngineConfig,
         writes: WriteLock,
+        snapshot_dir: Option<PathBuf>,
     ) -> Result<Self, EngineError> {
         let pack = pipeline.pack();
         let calibration = Calibration::shipped(pack)?;
-        let index = FaceIndex::new(pack.dimension());
-        let rows = store.embeddings(pack.name()).await?;
-        let count = rows.len();
-        for row in rows {
-            index.insert(&row.index_id, &row.record_id, &row.image_id, &row.vector)?;
-        }
-        tracing::info!(faces = count, pack = pack.name(), "vector index loaded");
-        Ok(Self {
+        let started = Instant::now();
+        let version = store.vectors_version().await?;
+        let dir = snapshot_dir.as_ref().map(|d| d.join(pack.name()));
+        let (dim, index_config) = (pack.dimension(), config.index);
+        let loaded = match dir.clone() {
+            Some(dir) => tokio::task::spawn_blocking(move || FaceIndex::load(&dir, dim, index_config))
+                .await
+                .map_err(task_failed)?,
+            None => Ok(None),
+        };
+        let (index, origin, saved) = match loaded {
+            Ok(Some((index, tag))) if tag == version => (index, IndexOrigin::Snapshot, version),
+            other => {
+                match other {
+                    Ok(Some((_, tag))) => {
+                        tracing::warn!(
+                            snapshot = tag,
+                            store = version,
+                            "vector index snapshot is stale; rebuilding from the store"
+                        )
+                    }
+                    Err(e) => tracing::warn!(error = %e, "vector index snapshot unusable; rebuilding from the store"),
+                    Ok(None) => {}
+                }
+                let rows = store.embeddings(pack.name()).await?;
+                let index = tokio::task::spawn_blocking(move || {
+                    let index = FaceIndex::with_config(dim, index_config);
+                    index
+                        .insert_bulk(rows.iter().map(|r| {
+                            (r.index_id.as_str(), r.record_id.as_str(), r.image_id.as_str(), r.vector.as_slice())
+                        }))
+                        .map(|()| index)
+                })
+                .await
+                .map_err(task_failed)??;
+                (index, IndexOrigin::Store, u64::MAX)
+            }
+        };
+        let faces: usize = index.stats().values().map(|s| s.vectors).sum();
+        tracing::info!(
+            faces,
+            pack = pack.name(),
+            from = ?origin,
+            ms = started.elapsed().as_millis() as u64,
+            "vector index loaded"
+        );
+        let engine = Self {
             observer: None,
             store,
             pipeline,
@@ -185,7 +255,50 @@ impl Engine {
             analyses: Arc::new(Semaphore::new(config.max_concurrent_analyses.max(1))),
             config,
             writes,
-        })
+            snapshot_dir: dir,
+            saved_version: AtomicU64::new(saved),
+            origin,
+        };
+        if origin == IndexOrigin::Store {
+            // The caller holds the write lock, so the index matches `version` now.
+            engine.write_snapshot(version).await?;
+        }
+        Ok(engine)
+    }
+
+    /// Saves the vector index if it changed since the last save, so the next start
+    /// reads it instead of every stored vector. Holds off writes (not searches) while
+    /// it runs. Returns whether a snapshot was written.
+    pub async fn save_snapshot(&self) -> Result<bool, EngineError> {
+        let _writes = self.writes.lock().await;
+        let version = self.store.vectors_version().await?;
+        if self.saved_version.load(Ordering::Acquire) == version {
+            return Ok(false);
+        }
+        self.write_snapshot(version).await
+    }
+
+    /// The caller holds the write lock.
+    async fn write_snapshot(&self, version: u64) -> Result<bool, EngineError> {
+        let Some(dir) = self.snapshot_dir.clone() else {
+            return Ok(false);
+        };
+        let index = self.index.clone();
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || index.save(&dir, version)).await.map_err(task_failed)??;
+        self.saved_version.store(version, Ordering::Release);
+        tracing::info!(version, ms = started.elapsed().as_millis() as u64, "vector index snapshot saved");
+        Ok(true)
+    }
+
+    /// Where the vector index was read from at start.
+    pub fn index_origin(&self) -> IndexOrigin {
+        self.origin
+    }
+
+    /// Vectors per index and whether each is searched approximately.
+    pub fn index_stats(&self) -> std::collections::HashMap<String, facesearch_index::CollectionStats> {
+        self.index.stats()
     }
 
     /// Reports the engine's work (timings, liveness refusals) to `observer`.

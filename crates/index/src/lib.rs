@@ -1,18 +1,64 @@
-//! In-memory exact vector search over face embeddings.
+//! In-memory vector search over face embeddings.
 //!
-//! The store is the source of truth; this index is a copy of its vectors, loaded at
-//! start and kept in step with every write and delete, so that a search never touches
-//! the disk. Vectors are L2-normalised, so cosine similarity is a dot product.
-//! Each face database (collection) is a flat row-major matrix: a scan is one pass over
-//! contiguous memory that the compiler vectorises.
+//! The store is the source of truth; this index is a copy of its vectors, kept in step
+//! with every write and delete, so that a search never touches the disk. Vectors are
+//! L2-normalised, so cosine similarity is a dot product.
+//!
+//! Each face database (collection) keeps its vectors as a flat row-major f32 matrix.
+//! Small collections are searched exactly (a SIMD scan over that matrix, see [`scan`]);
+//! from [`IndexConfig::ann_min_rows`] vectors on, an HNSW graph ([`ann`]) proposes
+//! candidates and every candidate is re-scored exactly from the f32 matrix, so the
+//! similarities reported are always exact and only recall is approximate.
+//! [`snapshot`] saves and loads the whole index so that a restart does not re-read
+//! every vector from the store.
+
+mod ann;
+mod scan;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+pub use ann::Quantization;
+pub use scan::{dot, kernel_name};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum IndexError {
     #[error("vector has {got} dimensions; this index holds {expected}")]
     Dimension { expected: usize, got: usize },
+    #[error("approximate index: {0}")]
+    Graph(String),
+    #[error("index snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// How collections are searched.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexConfig {
+    /// Collections with at least this many vectors get an approximate (HNSW) graph;
+    /// smaller ones are always scanned exactly. `usize::MAX` disables the graph.
+    pub ann_min_rows: usize,
+    /// HNSW links per node (M).
+    pub connectivity: usize,
+    /// Candidate list size while inserting (efConstruction).
+    pub expansion_add: usize,
+    /// Candidate list size while searching (ef): higher is slower and more exact.
+    pub ef_search: usize,
+    /// How the graph stores its copy of the vectors.
+    pub quantization: Quantization,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            ann_min_rows: 50_000,
+            connectivity: 16,
+            expansion_add: 128,
+            ef_search: 128,
+            quantization: Quantization::F16,
+        }
+    }
 }
 
 /// One search result: the best-matching image of one record.
@@ -25,55 +71,223 @@ pub struct Hit {
     pub similarity: f32,
 }
 
+struct Owner {
+    image_id: Box<str>,
+    record_id: Box<str>,
+    /// The row's key in the graph: stable while rows move on deletion.
+    key: u64,
+}
+
 #[derive(Default)]
 struct Collection {
     vectors: Vec<f32>,
-    owners: Vec<(String, String)>, // (image_id, record_id), row-aligned with `vectors`
-    rows: HashMap<String, usize>,  // image_id -> row
+    owners: Vec<Owner>,             // row-aligned with `vectors`
+    rows: HashMap<Box<str>, usize>, // image_id -> row
+    keys: HashMap<u64, usize>,      // graph key -> row, only while a graph exists
+    next_key: u64,
+    graph: Option<ann::AnnGraph>,
 }
 
 impl Collection {
-    fn insert(&mut self, dim: usize, image_id: &str, record_id: &str, vector: &[f32]) {
+    fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    fn row(&self, row: usize, dim: usize) -> &[f32] {
+        &self.vectors[row * dim..(row + 1) * dim]
+    }
+
+    /// Adds or replaces a row; the graph, if any, is updated unless `defer_graph`
+    /// (the caller then adds the new rows with [`Collection::graph_add_rows`]).
+    fn insert(
+        &mut self,
+        dim: usize,
+        config: &IndexConfig,
+        image_id: &str,
+        record_id: &str,
+        vector: &[f32],
+        defer_graph: bool,
+    ) -> Result<(), IndexError> {
         if let Some(&row) = self.rows.get(image_id) {
             self.vectors[row * dim..(row + 1) * dim].copy_from_slice(vector);
-            self.owners[row].1 = record_id.to_string();
-            return;
+            self.owners[row].record_id = record_id.into();
+            if let Some(graph) = &self.graph {
+                // An image's vector never changes in practice; keep the graph exact if it does.
+                graph.remove(self.owners[row].key)?;
+                graph.add(self.owners[row].key, vector)?;
+            }
+            return Ok(());
         }
-        self.rows.insert(image_id.to_string(), self.owners.len());
-        self.owners.push((image_id.to_string(), record_id.to_string()));
+        let key = self.next_key;
+        self.next_key += 1;
+        let row = self.owners.len();
+        if let Some(graph) = &self.graph
+            && !defer_graph
+        {
+            graph.add(key, vector)?;
+            self.keys.insert(key, row);
+        }
+        self.rows.insert(image_id.into(), row);
+        self.owners.push(Owner { image_id: image_id.into(), record_id: record_id.into(), key });
         self.vectors.extend_from_slice(vector);
+        if self.graph.is_none() && !defer_graph && self.len() >= config.ann_min_rows {
+            self.build_graph(dim, config)?;
+        }
+        Ok(())
+    }
+
+    /// Adds rows `from..` to the graph in parallel (after deferred inserts).
+    fn graph_add_rows(&mut self, dim: usize, from: usize) -> Result<(), IndexError> {
+        let Some(graph) = &self.graph else { return Ok(()) };
+        let rows: Vec<(u64, &[f32])> =
+            (from..self.len()).map(|row| (self.owners[row].key, &self.vectors[row * dim..(row + 1) * dim])).collect();
+        graph.add_many(rows)?;
+        for row in from..self.len() {
+            self.keys.insert(self.owners[row].key, row);
+        }
+        Ok(())
+    }
+
+    fn build_graph(&mut self, dim: usize, config: &IndexConfig) -> Result<(), IndexError> {
+        let rows = self.owners.iter().enumerate().map(|(row, o)| (o.key, &self.vectors[row * dim..(row + 1) * dim]));
+        let graph = ann::AnnGraph::build(dim, config, rows)?;
+        self.keys = self.owners.iter().enumerate().map(|(row, o)| (o.key, row)).collect();
+        self.graph = Some(graph);
+        Ok(())
     }
 
     /// Removes a row by moving the last row into its place.
-    fn remove(&mut self, dim: usize, image_id: &str) -> bool {
+    fn remove(&mut self, dim: usize, image_id: &str) -> Result<bool, IndexError> {
         let Some(row) = self.rows.remove(image_id) else {
-            return false;
+            return Ok(false);
         };
+        if let Some(graph) = &self.graph {
+            graph.remove(self.owners[row].key)?;
+            self.keys.remove(&self.owners[row].key);
+        }
         let last = self.owners.len() - 1;
         if row != last {
             self.vectors.copy_within(last * dim..(last + 1) * dim, row * dim);
             self.owners.swap(row, last);
-            self.rows.insert(self.owners[row].0.clone(), row);
+            self.rows.insert(self.owners[row].image_id.clone(), row);
+            if self.graph.is_some() {
+                self.keys.insert(self.owners[row].key, row);
+            }
         }
         self.owners.pop();
         self.vectors.truncate(last * dim);
-        true
+        Ok(true)
+    }
+
+    /// The `k` best rows (exact similarities, best first) with similarity ≥ `min`.
+    fn candidates(
+        &self,
+        dim: usize,
+        config: &IndexConfig,
+        query: &[f32],
+        k: usize,
+        min: f32,
+        exact: bool,
+    ) -> Result<Vec<scan::Scored>, IndexError> {
+        match &self.graph {
+            Some(graph) if !exact && self.len() >= config.ann_min_rows => {
+                // Asking for ef results makes the graph keep (and return) its whole
+                // candidate list; re-scoring a few hundred rows exactly is cheap.
+                let keys = graph.search(query, k.max(config.ef_search).min(self.len()))?;
+                let mut found: Vec<scan::Scored> = keys
+                    .iter()
+                    .filter_map(|key| self.keys.get(key))
+                    .map(|&row| scan::Scored { score: dot(query, self.row(row, dim)), row })
+                    .filter(|s| s.score >= min)
+                    .collect();
+                found.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.row.cmp(&b.row)));
+                found.truncate(k);
+                Ok(found)
+            }
+            _ => Ok(scan::top_k(query, &self.vectors, dim, k, min)),
+        }
     }
 }
 
-/// Exact cosine search over several collections of one embedding dimension.
+impl Collection {
+    /// Rows (with exact scores) of the best `max_results` distinct records. Rows, not
+    /// records, are ranked: a record with several images can fill several of the best
+    /// rows, so the search widens until it has enough distinct records or has
+    /// considered every row. The first pass almost always suffices.
+    fn best_per_record(
+        &self,
+        dim: usize,
+        config: &IndexConfig,
+        query: &[f32],
+        min: f32,
+        max_results: usize,
+        exact: bool,
+    ) -> Result<Vec<(f32, &Owner)>, IndexError> {
+        let mut k = (max_results * 2).max(16).min(self.len().max(1));
+        loop {
+            let found = self.candidates(dim, config, query, k, min, exact)?;
+            let distinct: std::collections::HashSet<&str> =
+                found.iter().map(|s| &*self.owners[s.row].record_id).collect();
+            if distinct.len() >= max_results || found.len() < k || k >= self.len() {
+                return Ok(found.into_iter().map(|s| (s.score, &self.owners[s.row])).collect());
+            }
+            k = (k * 4).min(self.len());
+        }
+    }
+}
+
+/// What one collection holds, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CollectionStats {
+    pub vectors: usize,
+    /// Whether searches go through the approximate graph.
+    pub approximate: bool,
+    /// Bytes of the f32 matrix plus the graph (ids and maps not counted).
+    pub vector_bytes: usize,
+}
+
+/// Cosine search over several collections of one embedding dimension.
 pub struct FaceIndex {
     dim: usize,
+    config: IndexConfig,
     collections: RwLock<HashMap<String, Collection>>,
+    /// Bumped on every change, so a saver can tell whether anything moved since.
+    changes: AtomicU64,
+    /// The search-time ef, adjustable while serving.
+    ef_search: AtomicUsize,
 }
 
 impl FaceIndex {
+    /// An index with the default configuration.
     pub fn new(dim: usize) -> Self {
-        Self { dim, collections: RwLock::new(HashMap::new()) }
+        Self::with_config(dim, IndexConfig::default())
+    }
+
+    pub fn with_config(dim: usize, config: IndexConfig) -> Self {
+        let ef = AtomicUsize::new(config.ef_search);
+        Self { dim, config, collections: RwLock::new(HashMap::new()), changes: AtomicU64::new(0), ef_search: ef }
     }
 
     pub fn dimension(&self) -> usize {
         self.dim
+    }
+
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+
+    /// Changes how many candidates the graph explores per search (recall vs time).
+    pub fn set_ef_search(&self, ef: usize) {
+        self.ef_search.store(ef.max(1), Ordering::Relaxed);
+    }
+
+    /// A counter that changes whenever the index does.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Collection>> {
@@ -84,12 +298,44 @@ impl FaceIndex {
         self.collections.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds (or replaces) the vector of one enrolled image.
-    pub fn insert(&self, collection: &str, record_id: &str, image_id: &str, vector: &[f32]) -> Result<(), IndexError> {
+    fn check(&self, vector: &[f32]) -> Result<(), IndexError> {
         if vector.len() != self.dim {
             return Err(IndexError::Dimension { expected: self.dim, got: vector.len() });
         }
-        self.write().entry(collection.to_string()).or_default().insert(self.dim, image_id, record_id, vector);
+        Ok(())
+    }
+
+    /// Adds (or replaces) the vector of one enrolled image.
+    pub fn insert(&self, collection: &str, record_id: &str, image_id: &str, vector: &[f32]) -> Result<(), IndexError> {
+        self.check(vector)?;
+        let mut all = self.write();
+        let c = all.entry(collection.to_string()).or_default();
+        let result = c.insert(self.dim, &self.config, image_id, record_id, vector, false);
+        self.changed();
+        result
+    }
+
+    /// Adds many vectors at once (loading from the store): the graph, when the
+    /// collection is large enough, is built once at the end instead of row by row.
+    pub fn insert_bulk<'a>(
+        &self,
+        rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a [f32])>,
+    ) -> Result<(), IndexError> {
+        let mut all = self.write();
+        let before: HashMap<String, usize> = all.iter().map(|(name, c)| (name.clone(), c.len())).collect();
+        for (collection, record_id, image_id, vector) in rows {
+            self.check(vector)?;
+            let c = all.entry(collection.to_string()).or_default();
+            c.insert(self.dim, &self.config, image_id, record_id, vector, true)?;
+        }
+        for (name, c) in all.iter_mut() {
+            if c.graph.is_some() {
+                c.graph_add_rows(self.dim, before.get(name).copied().unwrap_or(0))?;
+            } else if c.len() >= self.config.ann_min_rows {
+                c.build_graph(self.dim, &self.config)?;
+            }
+        }
+        self.changed();
         Ok(())
     }
 
@@ -99,17 +345,49 @@ impl FaceIndex {
         let Some(c) = all.get_mut(collection) else {
             return 0;
         };
-        image_ids.iter().filter(|id| c.remove(self.dim, id)).count()
+        let mut removed = 0;
+        for id in image_ids {
+            match c.remove(self.dim, id) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    // The row is gone from the exact matrix (searches re-check every
+                    // candidate against it), so a graph that failed to forget a key can
+                    // only cost recall, never return the deleted image.
+                    tracing::warn!(error = %e, "graph removal failed");
+                    removed += 1;
+                }
+            }
+        }
+        self.changed();
+        removed
     }
 
     /// Drops a whole collection.
     pub fn remove_collection(&self, collection: &str) {
         self.write().remove(collection);
+        self.changed();
     }
 
     /// Number of vectors in a collection.
     pub fn len(&self, collection: &str) -> usize {
-        self.read().get(collection).map_or(0, |c| c.owners.len())
+        self.read().get(collection).map_or(0, Collection::len)
+    }
+
+    /// Vectors, search mode and memory of every collection.
+    pub fn stats(&self) -> HashMap<String, CollectionStats> {
+        self.read()
+            .iter()
+            .map(|(name, c)| {
+                let graph = c.graph.as_ref();
+                let stats = CollectionStats {
+                    vectors: c.len(),
+                    approximate: graph.is_some() && c.len() >= self.config.ann_min_rows,
+                    vector_bytes: c.vectors.capacity() * 4 + graph.map_or(0, |g| g.memory()),
+                };
+                (name.clone(), stats)
+            })
+            .collect()
     }
 
     /// The best `max_results` records across `collections` with similarity at least
@@ -121,22 +399,42 @@ impl FaceIndex {
         min_similarity: f32,
         max_results: usize,
     ) -> Result<Vec<Hit>, IndexError> {
-        if query.len() != self.dim {
-            return Err(IndexError::Dimension { expected: self.dim, got: query.len() });
+        self.search_with(query, collections, min_similarity, max_results, false)
+    }
+
+    /// [`FaceIndex::search`] by an exact scan even where a graph exists: the ground
+    /// truth that the graph's recall is measured against.
+    pub fn search_exact(
+        &self,
+        query: &[f32],
+        collections: &[&str],
+        min_similarity: f32,
+        max_results: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.search_with(query, collections, min_similarity, max_results, true)
+    }
+
+    fn search_with(
+        &self,
+        query: &[f32],
+        collections: &[&str],
+        min_similarity: f32,
+        max_results: usize,
+        exact: bool,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.check(query)?;
+        if max_results == 0 {
+            return Ok(Vec::new());
         }
         let all = self.read();
         let mut best: HashMap<(&str, &str), (f32, &str)> = HashMap::new();
+        let config = IndexConfig { ef_search: self.ef_search.load(Ordering::Relaxed), ..self.config };
         for &name in collections {
             let Some(c) = all.get(name) else { continue };
-            for (row, v) in c.vectors.chunks_exact(self.dim).enumerate() {
-                let s = dot(query, v);
-                if s < min_similarity {
-                    continue;
-                }
-                let (image_id, record_id) = (&c.owners[row].0, &c.owners[row].1);
-                let slot = best.entry((name, record_id.as_str())).or_insert((f32::NEG_INFINITY, ""));
-                if s > slot.0 {
-                    *slot = (s, image_id.as_str());
+            for (score, owner) in c.best_per_record(self.dim, &config, query, min_similarity, max_results, exact)? {
+                let slot = best.entry((name, &*owner.record_id)).or_insert((f32::NEG_INFINITY, ""));
+                if score > slot.0 {
+                    *slot = (score, &*owner.image_id);
                 }
             }
         }
@@ -149,80 +447,16 @@ impl FaceIndex {
                 similarity,
             })
             .collect();
-        hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then_with(|| a.record_id.cmp(&b.record_id)));
+        hits.sort_by(|a, b| {
+            b.similarity
+                .total_cmp(&a.similarity)
+                .then_with(|| a.collection.cmp(&b.collection))
+                .then_with(|| a.record_id.cmp(&b.record_id))
+        });
         hits.truncate(max_results);
         Ok(hits)
     }
 }
 
-/// Dot product with eight independent accumulators, which lets the compiler use SIMD
-/// lanes without reassociating a single sum.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unit(dim: usize, hot: usize) -> Vec<f32> {
-        let mut v = vec![0.0; dim];
-        v[hot] = 1.0;
-        v
-    }
-
-    #[test]
-    fn dot_matches_naive() {
-        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
-        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.05).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - naive).abs() < 1e-3);
-    }
-
-    #[test]
-    fn search_ranks_dedups_and_filters() {
-        let idx = FaceIndex::new(4);
-        idx.insert("db1", "alice", "a1", &unit(4, 0)).unwrap();
-        idx.insert("db1", "alice", "a2", &[0.8, 0.6, 0.0, 0.0]).unwrap();
-        idx.insert("db1", "bob", "b1", &[0.6, 0.8, 0.0, 0.0]).unwrap();
-        idx.insert("db2", "carol", "c1", &[0.9, 0.0, 0.435_889_9, 0.0]).unwrap();
-        idx.insert("db2", "dave", "d1", &unit(4, 3)).unwrap();
-
-        let hits = idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 10).unwrap();
-        let got: Vec<(&str, &str)> = hits.iter().map(|h| (h.record_id.as_str(), h.image_id.as_str())).collect();
-        assert_eq!(got, vec![("alice", "a1"), ("carol", "c1"), ("bob", "b1")], "one hit per record, best image");
-        assert_eq!(idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 2).unwrap().len(), 2);
-        assert_eq!(idx.search(&unit(4, 0), &["db2"], 0.95, 10).unwrap().len(), 0);
-        assert!(idx.search(&unit(4, 0), &["nope"], -1.0, 10).unwrap().is_empty());
-        assert_eq!(idx.search(&[1.0], &["db1"], 0.0, 1), Err(IndexError::Dimension { expected: 4, got: 1 }));
-    }
-
-    #[test]
-    fn deletes_are_reflected_immediately() {
-        let idx = FaceIndex::new(2);
-        for i in 0..5 {
-            idx.insert("db", &format!("r{i}"), &format!("i{i}"), &[1.0, i as f32 * 0.01]).unwrap();
-        }
-        assert_eq!(idx.remove_images("db", &["i0".into(), "i3".into(), "zzz".into()]), 2);
-        assert_eq!(idx.len("db"), 3);
-        let ids: Vec<String> =
-            idx.search(&[1.0, 0.0], &["db"], -1.0, 10).unwrap().into_iter().map(|h| h.image_id).collect();
-        assert_eq!(ids.len(), 3);
-        assert!(!ids.contains(&"i0".to_string()) && !ids.contains(&"i3".to_string()));
-        // The moved row still maps to its own vector.
-        idx.insert("db", "r4", "i4", &[0.0, 1.0]).unwrap();
-        let top = idx.search(&[0.0, 1.0], &["db"], 0.99, 1).unwrap();
-        assert_eq!(top[0].image_id, "i4");
-        idx.remove_collection("db");
-        assert_eq!(idx.len("db"), 0);
-    }
-}
+mod tests;

@@ -462,6 +462,13 @@ pub trait Store: Send + Sync + 'static {
         reference: Option<String>,
         image: NewImage,
     ) -> Result<Option<EnrolOutcome>, StoreError>;
+    /// Enrols many records in one transaction, all or nothing (bulk loading); `None`
+    /// when the index does not exist. Each item is (fields, reference, image).
+    async fn enrol_batch(
+        &self,
+        index_id: &str,
+        batch: Vec<(RecordFields, Option<String>, NewImage)>,
+    ) -> Result<Option<Vec<EnrolOutcome>>, StoreError>;
     async fn find_by_reference(&self, index_id: &str, reference: &str) -> Result<Option<Record>, StoreError>;
     /// `None` also when the record exists but in another index.
     async fn get_record(&self, index_id: &str, record_id: &str) -> Result<Option<Record>, StoreError>;
@@ -500,6 +507,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_image(&self, image_id: &str) -> Result<Option<StoredImage>, StoreError>;
     /// Every embedding of the given pack, for loading the in-memory index at start.
     async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError>;
+    /// A counter that changes whenever any embedding is added, changed or removed (in
+    /// the same transaction), so a saved copy of the vector index can be checked
+    /// against the store at start.
+    async fn vectors_version(&self) -> Result<u64, StoreError>;
     /// Argon2id hash with a random salt; [`StoreError::DuplicateUser`] if taken.
     /// Usernames are case-sensitive, non-empty and may not contain `:`.
     async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, StoreError>;

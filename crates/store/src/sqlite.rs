@@ -135,6 +135,25 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;
 "#,
+    // 3: a counter of embedding changes, bumped by triggers in the same transaction as
+    // every insert, update and delete of an embedding (cascades included), so a saved
+    // copy of the vector index can tell whether it still matches the store.
+    r#"
+CREATE TABLE vector_version (
+    id      INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO vector_version (id, version) VALUES (1, 0);
+CREATE TRIGGER embeddings_inserted AFTER INSERT ON embeddings BEGIN
+    UPDATE vector_version SET version = version + 1 WHERE id = 1;
+END;
+CREATE TRIGGER embeddings_updated AFTER UPDATE ON embeddings BEGIN
+    UPDATE vector_version SET version = version + 1 WHERE id = 1;
+END;
+CREATE TRIGGER embeddings_deleted AFTER DELETE ON embeddings BEGIN
+    UPDATE vector_version SET version = version + 1 WHERE id = 1;
+END;
+"#,
 ];
 
 /// The SQLite implementation of [`Store`]. Cheap to share behind an `Arc`.
@@ -550,6 +569,64 @@ struct PreparedImage {
     vector: Vec<u8>,
 }
 
+/// One enrolment inside the caller's write transaction.
+fn enrol_in(
+    tx: &rusqlite::Transaction<'_>,
+    index_id: &str,
+    pack: &str,
+    fields: RecordFields,
+    reference: Option<String>,
+    image: PreparedImage,
+) -> Result<EnrolOutcome, StoreError> {
+    let reference = reference.filter(|r| !r.is_empty());
+    let watch_list = to_json(&fields.watch_list)?;
+    if let Some(reference) = &reference
+        && let Some(existing) = load_record_by_reference(tx, index_id, reference)?
+    {
+        return Ok(EnrolOutcome::Existing(existing));
+    }
+    let record_id = new_id();
+    let now = now_rfc3339();
+    tx.prepare_cached(
+        "INSERT INTO records (id, index_id, name, dob, nationality, gender, id_no, address,
+                              watch_list, additional_info, reference, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            record_id,
+            index_id,
+            fields.name,
+            fields.dob,
+            fields.nationality,
+            fields.gender,
+            fields.id_no,
+            fields.address,
+            watch_list,
+            fields.additional_info,
+            reference,
+            now
+        ])
+    })
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict("reference already used in this index".into())
+        } else {
+            StoreError::Sqlite { context: "inserting a record", source: e }
+        }
+    })?;
+    insert_image(tx, &record_id, pack, &image, &now)?;
+    Ok(EnrolOutcome::Created(Record {
+        record_id,
+        index_id: index_id.to_string(),
+        fields,
+        reference,
+        image_ids: vec![image.id],
+        created_at: now.clone(),
+        updated_at: now,
+    }))
+}
+
 fn prepare_image(image: NewImage) -> Result<PreparedImage, StoreError> {
     if image.bytes.is_empty() {
         return Err(StoreError::InvalidInput("image has no bytes".into()));
@@ -787,61 +864,43 @@ impl Store for SqliteStore {
         image: NewImage,
     ) -> Result<Option<EnrolOutcome>, StoreError> {
         let index_id = index_id.to_owned();
-        let reference = reference.filter(|r| !r.is_empty());
         self.run(move |inner| {
             let image = prepare_image(image)?;
-            let watch_list = to_json(&fields.watch_list)?;
             inner.write(|conn| {
                 let tx = immediate(conn, "enrolling")?;
                 let Some(pack) = index_pack(&tx, &index_id)? else {
                     return Ok(None);
                 };
-                if let Some(reference) = &reference
-                    && let Some(existing) = load_record_by_reference(&tx, &index_id, reference)?
-                {
-                    return Ok(Some(EnrolOutcome::Existing(existing)));
-                }
-                let record_id = new_id();
-                let now = now_rfc3339();
-                tx.prepare_cached(
-                    "INSERT INTO records (id, index_id, name, dob, nationality, gender, id_no, address,
-                                          watch_list, additional_info, reference, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        record_id,
-                        index_id,
-                        fields.name,
-                        fields.dob,
-                        fields.nationality,
-                        fields.gender,
-                        fields.id_no,
-                        fields.address,
-                        watch_list,
-                        fields.additional_info,
-                        reference,
-                        now
-                    ])
-                })
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Conflict("reference already used in this index".into())
-                    } else {
-                        StoreError::Sqlite { context: "inserting a record", source: e }
-                    }
-                })?;
-                insert_image(&tx, &record_id, &pack, &image, &now)?;
+                let outcome = enrol_in(&tx, &index_id, &pack, fields, reference, image)?;
                 tx.commit().ctx("committing an enrolment")?;
-                Ok(Some(EnrolOutcome::Created(Record {
-                    record_id,
-                    index_id: index_id.clone(),
-                    fields,
-                    reference,
-                    image_ids: vec![image.id],
-                    created_at: now.clone(),
-                    updated_at: now,
-                })))
+                Ok(Some(outcome))
+            })
+        })
+        .await
+    }
+
+    async fn enrol_batch(
+        &self,
+        index_id: &str,
+        batch: Vec<(RecordFields, Option<String>, NewImage)>,
+    ) -> Result<Option<Vec<EnrolOutcome>>, StoreError> {
+        let index_id = index_id.to_owned();
+        self.run(move |inner| {
+            let batch = batch
+                .into_iter()
+                .map(|(f, r, i)| prepare_image(i).map(|i| (f, r, i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            inner.write(|conn| {
+                let tx = immediate(conn, "enrolling a batch")?;
+                let Some(pack) = index_pack(&tx, &index_id)? else {
+                    return Ok(None);
+                };
+                let mut out = Vec::with_capacity(batch.len());
+                for (fields, reference, image) in batch {
+                    out.push(enrol_in(&tx, &index_id, &pack, fields, reference, image)?);
+                }
+                tx.commit().ctx("committing an enrolment batch")?;
+                Ok(Some(out))
             })
         })
         .await
@@ -1097,6 +1156,18 @@ impl Store for SqliteStore {
                     .optional()
                 })
                 .ctx("loading an image")
+            })
+        })
+        .await
+    }
+
+    async fn vectors_version(&self) -> Result<u64, StoreError> {
+        self.run(|inner| {
+            inner.read(|conn| {
+                let v: i64 = conn
+                    .query_row("SELECT version FROM vector_version WHERE id = 1", [], |r| r.get(0))
+                    .ctx("reading the vector version")?;
+                Ok(v as u64)
             })
         })
         .await

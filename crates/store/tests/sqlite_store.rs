@@ -539,3 +539,53 @@ async fn audit_log_appends_filters_pages_and_prunes() {
     assert!(store.query_audit(AuditQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
     store.integrity_check().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_vector_version_moves_with_every_embedding_change_and_only_then() {
+    let (_dir, store) = open();
+    let idx = store.create_index(new_index("v")).await.unwrap();
+    let mut last = store.vectors_version().await.unwrap();
+    let mut moved = |now: u64, what: &str| {
+        assert!(now > last, "{what}: {now} after {last}");
+        last = now;
+    };
+    let r = enrol_new(&store, &idx.id, "a", None, 1).await;
+    moved(store.vectors_version().await.unwrap(), "enrol");
+    store.add_image(&idx.id, &r.record_id, image(2)).await.unwrap().unwrap();
+    moved(store.vectors_version().await.unwrap(), "add image");
+    // Changes that do not touch vectors leave it alone.
+    let unchanged = store.vectors_version().await.unwrap();
+    store.create_user("u", "pw", Role::Searcher).await.unwrap();
+    store
+        .update_record(&idx.id, &r.record_id, RecordPatch { name: Some("b".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(store.vectors_version().await.unwrap(), unchanged);
+    store.delete_record(&idx.id, &r.record_id).await.unwrap().unwrap();
+    moved(store.vectors_version().await.unwrap(), "delete record (cascade)");
+    enrol_new(&store, &idx.id, "c", None, 3).await;
+    moved(store.vectors_version().await.unwrap(), "enrol again");
+    assert!(store.delete_index(&idx.id).await.unwrap());
+    moved(store.vectors_version().await.unwrap(), "delete index (cascade)");
+}
+
+#[tokio::test]
+async fn enrol_batch_is_one_all_or_nothing_transaction() {
+    let (_dir, store) = open();
+    let idx = store.create_index(new_index("bulk")).await.unwrap();
+    let batch = (0..20u8).map(|i| (fields(&format!("b{i}")), Some(format!("ref-{i}")), image(i))).collect();
+    let out = store.enrol_batch(&idx.id, batch).await.unwrap().unwrap();
+    assert_eq!(out.len(), 20);
+    assert!(out.iter().all(EnrolOutcome::is_created));
+    assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 20);
+    // A bad item (no image bytes) refuses the whole batch: nothing of it is stored.
+    let mut bad = image(99);
+    bad.bytes.clear();
+    let batch = vec![(fields("ok"), None, image(30)), (fields("bad"), None, bad)];
+    assert!(store.enrol_batch(&idx.id, batch).await.is_err());
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 20);
+    // Known references come back as existing records; an unknown index is None.
+    let again = store.enrol_batch(&idx.id, vec![(fields("x"), Some("ref-3".into()), image(3))]).await.unwrap().unwrap();
+    assert!(!again[0].is_created());
+    assert!(store.enrol_batch("nope", vec![]).await.unwrap().is_none());
+}

@@ -1,0 +1,192 @@
+use super::*;
+
+fn unit(dim: usize, hot: usize) -> Vec<f32> {
+    let mut v = vec![0.0; dim];
+    v[hot] = 1.0;
+    v
+}
+
+/// Deterministic pseudo-random unit vectors (splitmix64), no extra dependency.
+fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) as f64 / u64::MAX as f64 - 0.5) as f32
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn approximate(min_rows: usize) -> IndexConfig {
+    IndexConfig { ann_min_rows: min_rows, ..IndexConfig::default() }
+}
+
+#[test]
+fn search_ranks_dedups_and_filters() {
+    for config in [IndexConfig::default(), approximate(1)] {
+        let idx = FaceIndex::with_config(4, config);
+        idx.insert("db1", "alice", "a1", &unit(4, 0)).unwrap();
+        idx.insert("db1", "alice", "a2", &[0.8, 0.6, 0.0, 0.0]).unwrap();
+        idx.insert("db1", "bob", "b1", &[0.6, 0.8, 0.0, 0.0]).unwrap();
+        idx.insert("db2", "carol", "c1", &[0.9, 0.0, 0.435_889_9, 0.0]).unwrap();
+        idx.insert("db2", "dave", "d1", &unit(4, 3)).unwrap();
+
+        let hits = idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 10).unwrap();
+        let got: Vec<(&str, &str)> = hits.iter().map(|h| (h.record_id.as_str(), h.image_id.as_str())).collect();
+        assert_eq!(got, vec![("alice", "a1"), ("carol", "c1"), ("bob", "b1")], "one hit per record, best image");
+        assert_eq!(idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 2).unwrap().len(), 2);
+        assert_eq!(idx.search(&unit(4, 0), &["db2"], 0.95, 10).unwrap().len(), 0);
+        assert!(idx.search(&unit(4, 0), &["nope"], -1.0, 10).unwrap().is_empty());
+        assert_eq!(idx.search(&[1.0], &["db1"], 0.0, 1), Err(IndexError::Dimension { expected: 4, got: 1 }));
+    }
+}
+
+#[test]
+fn a_record_with_many_images_does_not_hide_the_others() {
+    // 100 near-identical images of one record rank above everyone else: the search
+    // must widen past them to return the next records.
+    let idx = FaceIndex::new(2);
+    for i in 0..100 {
+        idx.insert("db", "many", &format!("m{i}"), &[1.0, 0.0]).unwrap();
+    }
+    idx.insert("db", "other", "o1", &[0.9, 0.435_889_9]).unwrap();
+    idx.insert("db", "third", "t1", &[0.0, 1.0]).unwrap();
+    let hits = idx.search(&[1.0, 0.0], &["db"], -1.0, 3).unwrap();
+    let records: Vec<&str> = hits.iter().map(|h| h.record_id.as_str()).collect();
+    assert_eq!(records, vec!["many", "other", "third"]);
+}
+
+#[test]
+fn deletes_are_reflected_immediately() {
+    for config in [IndexConfig::default(), approximate(1)] {
+        let idx = FaceIndex::with_config(2, config);
+        for i in 0..5 {
+            idx.insert("db", &format!("r{i}"), &format!("i{i}"), &[1.0, i as f32 * 0.01]).unwrap();
+        }
+        assert_eq!(idx.remove_images("db", &["i0".into(), "i3".into(), "zzz".into()]), 2);
+        assert_eq!(idx.len("db"), 3);
+        let ids: Vec<String> =
+            idx.search(&[1.0, 0.0], &["db"], -1.0, 10).unwrap().into_iter().map(|h| h.image_id).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(!ids.contains(&"i0".to_string()) && !ids.contains(&"i3".to_string()));
+        // The moved row still maps to its own vector.
+        idx.insert("db", "r4", "i4", &[0.0, 1.0]).unwrap();
+        let top = idx.search(&[0.0, 1.0], &["db"], 0.99, 1).unwrap();
+        assert_eq!(top[0].image_id, "i4");
+        idx.remove_collection("db");
+        assert_eq!(idx.len("db"), 0);
+    }
+}
+
+/// Recall@10 of the graph against the exact scan on clustered vectors (identities
+/// with several noisy images each), the shape of a face gallery.
+#[test]
+fn approximate_search_recall_is_measured_against_exact() {
+    let dim = 64;
+    let (exact, approx) = (FaceIndex::new(dim), FaceIndex::with_config(dim, approximate(1000)));
+    let mut rows = Vec::new();
+    for person in 0..1500u64 {
+        let centre = random_unit(person, dim);
+        for shot in 0..3u64 {
+            let noise = random_unit(1_000_000 + person * 7 + shot, dim);
+            let mut v: Vec<f32> = centre.iter().zip(&noise).map(|(c, n)| c + 0.6 * n).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= n);
+            rows.push((format!("p{person}"), format!("p{person}-{shot}"), v));
+        }
+    }
+    let bulk = rows.iter().map(|(r, i, v)| ("db", r.as_str(), i.as_str(), v.as_slice()));
+    approx.insert_bulk(bulk).unwrap();
+    for (r, i, v) in &rows {
+        exact.insert("db", r, i, v).unwrap();
+    }
+    assert!(approx.stats()["db"].approximate && !exact.stats()["db"].approximate);
+    let (mut found, mut wanted) = (0, 0);
+    for q in 0..100u64 {
+        let query = &rows[(q * 37 % rows.len() as u64) as usize].2;
+        let truth: Vec<String> =
+            exact.search(query, &["db"], -1.0, 10).unwrap().into_iter().map(|h| h.record_id).collect();
+        let scanned = approx.search_exact(query, &["db"], -1.0, 10).unwrap();
+        assert_eq!(scanned.into_iter().map(|h| h.record_id).collect::<Vec<_>>(), truth);
+        let got = approx.search(query, &["db"], -1.0, 10).unwrap();
+        // Similarities are exact even when found through the graph.
+        for h in &got {
+            let row = rows.iter().find(|(_, i, _)| *i == h.image_id).unwrap();
+            assert!((h.similarity - dot(query, &row.2)).abs() < 1e-5);
+        }
+        wanted += truth.len();
+        found += got.iter().filter(|h| truth.contains(&h.record_id)).count();
+    }
+    let recall = found as f64 / wanted as f64;
+    assert!(recall >= 0.97, "recall@10 {recall}");
+}
+
+#[test]
+fn the_graph_is_built_when_a_collection_grows_past_the_threshold() {
+    let idx = FaceIndex::with_config(8, approximate(50));
+    for i in 0..49u64 {
+        idx.insert("db", &format!("r{i}"), &format!("i{i}"), &random_unit(i, 8)).unwrap();
+    }
+    assert!(!idx.stats()["db"].approximate);
+    idx.insert("db", "r49", "i49", &random_unit(49, 8)).unwrap();
+    assert!(idx.stats()["db"].approximate);
+    // Inserted after the build: found through the graph.
+    idx.insert("db", "late", "late", &unit(8, 2)).unwrap();
+    assert_eq!(idx.search(&unit(8, 2), &["db"], 0.99, 1).unwrap()[0].record_id, "late");
+}
+
+#[test]
+fn snapshot_round_trip_keeps_every_vector_and_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = FaceIndex::with_config(16, approximate(100));
+    for i in 0..300u64 {
+        idx.insert(if i % 3 == 0 { "small" } else { "big" }, &format!("r{i}"), &format!("i{i}"), &random_unit(i, 16))
+            .unwrap();
+    }
+    idx.remove_images("big", &["i1".into(), "i2".into()]);
+    idx.save(dir.path(), 42).unwrap();
+    // A second save replaces the first and leaves one snapshot directory.
+    idx.save(dir.path(), 43).unwrap();
+    let snaps = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-"));
+    assert_eq!(snaps.count(), 1);
+
+    let (loaded, tag) = FaceIndex::load(dir.path(), 16, approximate(100)).unwrap().unwrap();
+    assert_eq!(tag, 43);
+    for (name, stats) in idx.stats() {
+        let got = loaded.stats()[&name];
+        assert_eq!((got.vectors, got.approximate), (stats.vectors, stats.approximate), "{name}");
+    }
+    for i in (0..300u64).filter(|i| *i != 1 && *i != 2) {
+        let q = random_unit(i, 16);
+        let c = if i % 3 == 0 { "small" } else { "big" };
+        let hit = &loaded.search(&q, &[c], 0.999, 1).unwrap()[0];
+        assert_eq!(hit.image_id, format!("i{i}"));
+    }
+    assert!(loaded.search(&random_unit(1, 16), &["big"], 0.999, 1).unwrap().is_empty(), "deleted stays deleted");
+    // Keys go on from where they were: a new image after loading is searchable.
+    loaded.insert("big", "new", "new", &unit(16, 5)).unwrap();
+    assert_eq!(loaded.search(&unit(16, 5), &["big"], 0.99, 1).unwrap()[0].image_id, "new");
+}
+
+#[test]
+fn a_damaged_or_missing_snapshot_is_reported_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(FaceIndex::load(dir.path(), 4, IndexConfig::default()).unwrap().is_none());
+    let idx = FaceIndex::new(4);
+    idx.insert("db", "r", "i", &unit(4, 1)).unwrap();
+    idx.save(dir.path(), 7).unwrap();
+    assert!(FaceIndex::load(dir.path(), 8, IndexConfig::default()).is_err(), "other dimension");
+    let snap = std::fs::read_to_string(dir.path().join("CURRENT")).unwrap();
+    let vec_file = dir.path().join(snap).join("c0.vec");
+    let bytes = std::fs::read(&vec_file).unwrap();
+    std::fs::write(&vec_file, &bytes[..bytes.len() - 4]).unwrap();
+    assert!(matches!(FaceIndex::load(dir.path(), 4, IndexConfig::default()), Err(IndexError::Snapshot(_))));
+}

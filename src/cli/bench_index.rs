@@ -1,0 +1,509 @@
+//! `facesearch bench index`: search latency, recall, memory and cold start of the
+//! vector index at growing gallery sizes, and (with `--faiss`) faiss's exact
+//! `IndexFlatIP` on the very same vectors in the same run.
+//!
+//! The gallery is real embeddings of ../shared/eval photos topped up with synthetic
+//! ones drawn from a Gaussian fitted to the real embeddings (their mean and full
+//! covariance, sampled through its Cholesky factor, then L2-normalised), so the
+//! synthetic faces occupy the same region of the space, with the same correlations, as
+//! real faces do. Queries are real embeddings of held-out photos (one per identity
+//! with at least two photos), never in the gallery themselves.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use facesearch_eval::table;
+use facesearch_face::FaceChoice;
+use facesearch_index::{FaceIndex, IndexConfig, Quantization};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use super::PipelineArgs;
+
+#[derive(Args)]
+pub struct IndexBench {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Manifest whose `face` photos give the real embeddings.
+    #[arg(long, default_value = "../shared/eval/manifest.csv")]
+    manifest: PathBuf,
+    /// Where the real embeddings are cached between runs (computing them takes a minute).
+    #[arg(long, default_value = "target/bench-index")]
+    work_dir: PathBuf,
+    /// Gallery sizes, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<usize>,
+    /// Queries per size (held-out real photos).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Results per query (recall@k).
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// HNSW ef values to try at search time (one table row each).
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    ef_search: Vec<usize>,
+    /// HNSW links per node.
+    #[arg(long, default_value_t = IndexConfig::default().connectivity)]
+    connectivity: usize,
+    /// How the graph stores vectors: f32, f16 or i8.
+    #[arg(long, default_value = "f16")]
+    quantization: Quantization,
+    /// Also time faiss IndexFlatIP on the same vectors (needs python3 with faiss-cpu and numpy).
+    #[arg(long)]
+    faiss: bool,
+    /// Save and reload the index at each size, timing the load (cold start).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cold_start: bool,
+}
+
+/// `facesearch bench seed`: fills a data directory with synthetic enrolled faces
+/// (offline, server stopped) so the server can be measured at gallery sizes no one
+/// would enrol photo by photo for a benchmark.
+#[derive(Args)]
+pub struct SeedBench {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// The server's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Name of the index to create (or add to).
+    #[arg(long, default_value = "bench")]
+    index_name: String,
+    /// Faces to add.
+    #[arg(long)]
+    faces: usize,
+    /// Manifest whose `face` photos give the real embeddings the synthetic ones are fitted to.
+    #[arg(long, default_value = "../shared/eval/manifest.csv")]
+    manifest: PathBuf,
+    /// Where the real embeddings are cached.
+    #[arg(long, default_value = "target/bench-index")]
+    work_dir: PathBuf,
+}
+
+struct Real {
+    identity: String,
+    vector: Vec<f32>,
+}
+
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+}
+
+/// Real embeddings of every `face` photo of the manifest, cached in `work_dir`.
+fn real_embeddings(pipeline_args: &PipelineArgs, manifest: &Path, work_dir: &Path) -> anyhow::Result<Vec<Real>> {
+    let cache = work_dir.join(format!("real-{}.jsonl", pipeline_args.pack.name()));
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let rows: Result<Vec<(String, Vec<f32>)>, _> = text.lines().map(serde_json::from_str).collect();
+        if let Ok(rows) = rows {
+            return Ok(rows.into_iter().map(|(identity, vector)| Real { identity, vector }).collect());
+        }
+    }
+    let text = std::fs::read_to_string(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let root = manifest.parent().unwrap_or(Path::new("."));
+    let rows: Vec<_> =
+        facesearch_eval::manifest::parse_manifest(&text)?.into_iter().filter(|r| r.kind == "face").collect();
+    eprintln!("embedding {} photos of {} (cached in {})", rows.len(), manifest.display(), cache.display());
+    let pipeline = pipeline_args.load()?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let vectors = super::parallel_map(rows.len(), workers, |i| {
+        let bytes = std::fs::read(root.join(&rows[i].path)).ok()?;
+        pipeline.probe(&bytes, FaceChoice::Largest, false).ok().map(|p| p.embedding)
+    });
+    let real: Vec<Real> = rows
+        .iter()
+        .zip(vectors)
+        .filter_map(|(r, v)| v.map(|vector| Real { identity: r.identity.clone(), vector }))
+        .collect();
+    std::fs::create_dir_all(work_dir)?;
+    let lines: Vec<String> =
+        real.iter().map(|r| serde_json::to_string(&(&r.identity, &r.vector))).collect::<Result<_, _>>()?;
+    std::fs::write(&cache, lines.join("\n"))?;
+    Ok(real)
+}
+
+/// Samples unit vectors from the Gaussian (mean, full covariance) of `real`.
+struct FittedGaussian {
+    mean: Vec<f64>,
+    chol: Vec<f64>, // lower-triangular, row-major dim × dim
+    dim: usize,
+}
+
+impl FittedGaussian {
+    fn fit(real: &[&[f32]]) -> anyhow::Result<Self> {
+        let dim = real.first().map_or(0, |v| v.len());
+        let n = real.len() as f64;
+        let mut mean = vec![0f64; dim];
+        for v in real {
+            for (m, x) in mean.iter_mut().zip(v.iter()) {
+                *m += *x as f64 / n;
+            }
+        }
+        let mut cov = vec![0f64; dim * dim];
+        for v in real {
+            for i in 0..dim {
+                let di = v[i] as f64 - mean[i];
+                for j in 0..=i {
+                    cov[i * dim + j] += di * (v[j] as f64 - mean[j]) / (n - 1.0);
+                }
+            }
+        }
+        // Cholesky with a small ridge: fewer photos than dimensions (512-d) leave the
+        // sample covariance singular.
+        let ridge = (0..dim).map(|i| cov[i * dim + i]).sum::<f64>() / dim as f64 * 1e-3;
+        let mut l = vec![0f64; dim * dim];
+        for i in 0..dim {
+            for j in 0..=i {
+                let mut sum = cov[i * dim + j] + if i == j { ridge } else { 0.0 };
+                for k in 0..j {
+                    sum -= l[i * dim + k] * l[j * dim + k];
+                }
+                if i == j {
+                    anyhow::ensure!(sum > 0.0, "covariance of the real embeddings is not positive definite");
+                    l[i * dim + i] = sum.sqrt();
+                } else {
+                    l[i * dim + j] = sum / l[j * dim + j];
+                }
+            }
+        }
+        Ok(Self { mean, chol: l, dim })
+    }
+
+    fn sample(&self, rng: &mut StdRng) -> Vec<f32> {
+        let z: Vec<f64> = (0..self.dim)
+            .map(|_| {
+                // Box–Muller.
+                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
+                (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+            })
+            .collect();
+        let mut v: Vec<f64> = self.mean.clone();
+        for (i, x) in v.iter_mut().enumerate() {
+            *x += (0..=i).map(|k| self.chol[i * self.dim + k] * z[k]).sum::<f64>();
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter().map(|x| (x / norm) as f32).collect()
+    }
+}
+
+/// Writes a little-endian f32 matrix in NumPy's .npy format (version 1.0).
+fn write_npy(path: &Path, rows: usize, dim: usize, data: impl Iterator<Item = f32>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    w.write_all(b"\x93NUMPY\x01\x00")?;
+    w.write_all(&(header.len() as u16).to_le_bytes())?;
+    w.write_all(header.as_bytes())?;
+    for x in data {
+        w.write_all(&x.to_le_bytes())?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct FaissResult {
+    p50_ms: f64,
+    p99_ms: f64,
+    threads: usize,
+}
+
+fn run_faiss(dir: &Path, gallery: &[f32], dim: usize, queries: &[&[f32]], k: usize) -> anyhow::Result<FaissResult> {
+    let g = dir.join("gallery.npy");
+    let q = dir.join("queries.npy");
+    write_npy(&g, gallery.len() / dim, dim, gallery.iter().copied())?;
+    write_npy(&q, queries.len(), dim, queries.iter().flat_map(|v| v.iter().copied()))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/faiss_flat.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&g)
+        .arg(&q)
+        .arg(k.to_string())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(out.status.success(), "faiss run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&g);
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+pub fn run(args: IndexBench) -> anyhow::Result<()> {
+    let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
+    anyhow::ensure!(real.len() > 10, "too few real embeddings ({})", real.len());
+    let dim = real[0].vector.len();
+    // Hold out the first photo of every identity with two or more as a query.
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    for r in &real {
+        *seen.entry(&r.identity).or_default() += 1;
+    }
+    let (mut queries, mut gallery_real) = (Vec::new(), Vec::new());
+    let mut query_identity: Vec<&str> = Vec::new();
+    let mut held = std::collections::HashSet::new();
+    for r in &real {
+        if seen[r.identity.as_str()] >= 2 && queries.len() < args.queries && held.insert(r.identity.as_str()) {
+            queries.push(r.vector.as_slice());
+            query_identity.push(&r.identity);
+        } else {
+            gallery_real.push(r);
+        }
+    }
+    let gaussian = FittedGaussian::fit(&gallery_real.iter().map(|r| r.vector.as_slice()).collect::<Vec<_>>())?;
+    let config = IndexConfig {
+        ann_min_rows: 1,
+        connectivity: args.connectivity,
+        ef_search: args.ef_search.first().copied().unwrap_or(128),
+        quantization: args.quantization,
+        ..IndexConfig::default()
+    };
+    println!(
+        "pack {} ({dim}-d), {} real gallery faces + synthetic, {} real queries, k={}, HNSW M={} ef={:?} {} graph, scan kernel {}",
+        args.pipeline.pack.name(),
+        gallery_real.len(),
+        queries.len(),
+        args.k,
+        args.connectivity,
+        args.ef_search,
+        args.quantization.as_str(),
+        facesearch_index::kernel_name()
+    );
+    std::fs::create_dir_all(&args.work_dir)?;
+    let rss0 = rss_bytes();
+    let index = FaceIndex::with_config(dim, config);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut flat: Vec<f32> = Vec::new(); // the same gallery, for faiss
+    let mut inserted = 0usize;
+    let mut rows = Vec::new();
+    for &size in &args.sizes {
+        let t = Instant::now();
+        let mut batch: Vec<(String, String, Vec<f32>)> = Vec::with_capacity(size.saturating_sub(inserted));
+        while inserted + batch.len() < size {
+            let i = inserted + batch.len();
+            let (record, vector) = match gallery_real.get(i) {
+                Some(r) => (r.identity.clone(), r.vector.clone()),
+                None => (format!("synthetic-{i}"), gaussian.sample(&mut rng)),
+            };
+            batch.push((record, format!("img-{i}"), vector));
+        }
+        let made = t.elapsed();
+        let t = Instant::now();
+        index.insert_bulk(batch.iter().map(|(r, i, v)| ("bench", r.as_str(), i.as_str(), v.as_slice())))?;
+        let insert = t.elapsed();
+        if args.faiss {
+            flat.extend(batch.iter().flat_map(|(_, _, v)| v.iter().copied()));
+        }
+        inserted += batch.len();
+        drop(batch);
+        eprintln!("{size}: made in {:.1} s, indexed in {:.1} s", made.as_secs_f64(), insert.as_secs_f64());
+
+        let mut exact_t = Vec::new();
+        let mut truths = Vec::new();
+        for q in &queries {
+            let t = Instant::now();
+            truths.push(index.search_exact(q, &["bench"], -1.0, args.k)?);
+            exact_t.push(t.elapsed());
+        }
+        exact_t.sort();
+        let mut per_ef = Vec::new();
+        for &ef in &args.ef_search {
+            index.set_ef_search(ef);
+            let (mut ann_t, mut hit, mut want) = (Vec::new(), 0usize, 0usize);
+            let (mut mated_found, mut mated) = (0usize, 0usize);
+            for ((q, truth), identity) in queries.iter().zip(&truths).zip(&query_identity) {
+                let t = Instant::now();
+                let got = index.search(q, &["bench"], -1.0, args.k)?;
+                ann_t.push(t.elapsed());
+                want += truth.len();
+                hit += got.iter().filter(|h| truth.iter().any(|t| t.record_id == h.record_id)).count();
+                // The query's own identity (its other photos are in the gallery).
+                if truth.iter().any(|h| h.record_id == *identity) {
+                    mated += 1;
+                    mated_found += usize::from(got.iter().any(|h| h.record_id == *identity));
+                }
+            }
+            ann_t.sort();
+            let mated = format!("{:.4} ({mated})", mated_found as f64 / mated.max(1) as f64);
+            per_ef.push((ef, ann_t, hit as f64 / want.max(1) as f64, mated));
+        }
+        let stats = index.stats()["bench"];
+        let rss = rss_bytes().saturating_sub(rss0);
+        let cold = if args.cold_start {
+            let dir = args.work_dir.join("snapshot");
+            let t = Instant::now();
+            index.save(&dir, size as u64)?;
+            let saved = t.elapsed();
+            let t = Instant::now();
+            let loaded = FaceIndex::load(&dir, dim, config)?.context("snapshot missing after save")?;
+            let load = t.elapsed();
+            drop(loaded);
+            let _ = std::fs::remove_dir_all(&dir);
+            format!("{} / {}", ms(saved), ms(load))
+        } else {
+            "-".into()
+        };
+        let faiss = if args.faiss {
+            let f = run_faiss(&args.work_dir, &flat, dim, &queries, args.k)?;
+            format!(
+                "{} / {} ({} thr)",
+                ms(Duration::from_secs_f64(f.p50_ms / 1e3)),
+                ms(Duration::from_secs_f64(f.p99_ms / 1e3)),
+                f.threads
+            )
+        } else {
+            "-".into()
+        };
+        for (i, (ef, ann_t, recall, mated)) in per_ef.iter().enumerate() {
+            let first = i == 0;
+            let blank = || "".to_string();
+            rows.push(vec![
+                if first { size.to_string() } else { blank() },
+                if first {
+                    format!("{} / {}", ms(percentile(&exact_t, 0.5)), ms(percentile(&exact_t, 0.99)))
+                } else {
+                    blank()
+                },
+                if first { faiss.clone() } else { blank() },
+                format!("ef {ef}: {} / {}", ms(percentile(ann_t, 0.5)), ms(percentile(ann_t, 0.99))),
+                format!("{recall:.4}"),
+                mated.clone(),
+                if first { format!("{:.0} / s", size as f64 / insert.as_secs_f64().max(1e-9)) } else { blank() },
+                if first {
+                    format!("{} B (RSS {} B)", stats.vector_bytes / size.max(1), rss / size.max(1))
+                } else {
+                    blank()
+                },
+                if first { cold.clone() } else { blank() },
+            ]);
+        }
+        println!(
+            "{}",
+            table::render(
+                &[
+                    "faces",
+                    "exact p50 / p99",
+                    "faiss flat p50 / p99",
+                    "HNSW p50 / p99",
+                    &format!("recall@{}", args.k),
+                    "mated recall (n)",
+                    "index build",
+                    "memory per face",
+                    "save / load",
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(())
+}
+
+pub fn seed(args: SeedBench) -> anyhow::Result<()> {
+    use facesearch_store::{IndexType, NewImage, NewIndex, RecordFields, SqliteStore, Store};
+    let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
+    let vectors: Vec<&[f32]> = real.iter().map(|r| r.vector.as_slice()).collect();
+    let gaussian = FittedGaussian::fit(&vectors)?;
+    // A tiny stand-in photo: the benchmark measures search, not downloads, and a
+    // million copies of a real photo would be gigabytes.
+    let mut photo = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(8, 8, image::Rgb([128, 128, 128])).write_to(&mut photo, image::ImageFormat::Png)?;
+    let photo = photo.into_inner();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let store = SqliteStore::open(&args.data_dir)?;
+        let pack = args.pipeline.pack.name();
+        let index = match store.list_indexes().await?.into_iter().find(|i| i.index_name == args.index_name) {
+            Some(i) => {
+                anyhow::ensure!(i.pack == pack, "index {} holds {} vectors, not {pack}", i.index_name, i.pack);
+                i
+            }
+            None => {
+                store
+                    .create_index(NewIndex {
+                        index_name: args.index_name.clone(),
+                        title: "synthetic benchmark faces".into(),
+                        description: "made by facesearch bench seed".into(),
+                        index_type: IndexType::Internal,
+                        pack: pack.into(),
+                    })
+                    .await?
+            }
+        };
+        let mut rng = StdRng::seed_from_u64(11);
+        let started = Instant::now();
+        let mut done = 0;
+        while done < args.faces {
+            let n = (args.faces - done).min(5000);
+            let batch = (done..done + n)
+                .map(|i| {
+                    let fields = RecordFields { name: format!("synthetic {i}"), ..RecordFields::default() };
+                    let image = NewImage {
+                        bytes: photo.clone(),
+                        mime: "image/png".into(),
+                        file_name: "synthetic.png".into(),
+                        embedding: gaussian.sample(&mut rng),
+                        face: serde_json::json!({"synthetic": true}),
+                    };
+                    (fields, None, image)
+                })
+                .collect();
+            store.enrol_batch(&index.id, batch).await?.context("index vanished")?;
+            done += n;
+            eprint!("\r{done} / {} faces ({:.0} /s)", args.faces, done as f64 / started.elapsed().as_secs_f64());
+        }
+        eprintln!();
+        println!("index {} ({}) now has {} more synthetic faces", index.index_name, index.id, args.faces);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitted_gaussian_reproduces_the_mean_direction() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let real: Vec<Vec<f32>> = (0..300)
+            .map(|i| {
+                let mut v = vec![1.0f32, 0.5, (i % 7) as f32 * 0.1, ((i * 13) % 5) as f32 * 0.1];
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+                v
+            })
+            .collect();
+        let g = FittedGaussian::fit(&real.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
+        let mean: Vec<f32> = (0..4).map(|d| (0..2000).map(|_| g.sample(&mut rng)[d]).sum::<f32>() / 2000.0).collect();
+        assert!(mean[0] > 0.6 && mean[1] > 0.3, "{mean:?}");
+        assert!(g.sample(&mut rng).iter().map(|x| x * x).sum::<f32>() - 1.0 < 1e-4);
+    }
+
+    #[test]
+    fn npy_header_is_aligned_and_parsable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        write_npy(&path, 2, 3, [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].into_iter()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        assert!(std::str::from_utf8(&bytes[10..10 + header_len]).unwrap().contains("'shape': (2, 3)"));
+        assert_eq!(bytes.len(), 10 + header_len + 24);
+        assert_eq!(f32::from_le_bytes(bytes[10 + header_len..14 + header_len].try_into().unwrap()), 1.0);
+    }
+}
