@@ -651,10 +651,8 @@ fn reembed_inner(args: ReembedArgs) -> Result<(), Failure> {
         let failures = job["failures"].as_array().map(Vec::as_slice).unwrap_or_default();
         if !failures.is_empty() {
             println!("images without a usable face for the new pack (their records are kept, not searchable):");
-            let rows: Vec<Vec<String>> = failures
-                .iter()
-                .map(|f| vec![text(&f["image_id"]), text(&f["record_id"]), text(&f["code"])])
-                .collect();
+            let rows: Vec<Vec<String>> =
+                failures.iter().map(|f| vec![text(&f["image_id"]), text(&f["record_id"]), text(&f["code"])]).collect();
             println!("{}", table::render(&["image id", "record id", "code"], &rows));
         }
     }

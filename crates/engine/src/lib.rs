@@ -263,7 +263,11 @@ impl Engine {
         for pack in Pack::ALL {
             let slot = PackSlot {
                 pack,
-                pipeline: if pack == default_pack { OnceCell::new_with(Some(pipeline.clone())) } else { OnceCell::new() },
+                pipeline: if pack == default_pack {
+                    OnceCell::new_with(Some(pipeline.clone()))
+                } else {
+                    OnceCell::new()
+                },
                 vectors: FaceIndex::new(pack.dimension()),
                 calibration: Calibration::shipped(pack)?,
             };
@@ -344,7 +348,9 @@ impl Engine {
             .pipeline
             .get_or_try_init(|| async move {
                 if pack.non_commercial() {
-                    tracing::warn!("the insightface pack's pretrained models are licensed for non-commercial research only");
+                    tracing::warn!(
+                        "the insightface pack's pretrained models are licensed for non-commercial research only"
+                    );
                 }
                 tracing::info!(pack = pack.name(), "loading the models of another pack");
                 let pipeline = tokio::task::spawn_blocking(move || loader(pack)).await.map_err(task_failed)??;

@@ -136,17 +136,22 @@ impl Engine {
             }
             let pipeline = self.pipeline(pack).await?;
             for image in batch {
+                if self.pause_reached(job).await? {
+                    return Ok(JobEnd::Paused);
+                }
                 let image_id = image.image_id.clone();
                 let vector = self.embed_stored(&pipeline, image).await?;
                 self.store.stage_vector(&image_id, pack.name(), vector).await?;
-                if let Some(limit) = self.config.reembed_pause_after {
-                    let progress = self.store.reembed_job(&job.index_id).await?;
-                    if progress.is_none_or(|p| p.done >= limit) {
-                        return Ok(JobEnd::Paused);
-                    }
-                }
             }
         }
+    }
+
+    /// Whether the test-only pause applies: the job has staged its share (checked
+    /// before each image, so a task started again stages nothing more).
+    async fn pause_reached(&self, job: &ReembedJob) -> Result<bool, EngineError> {
+        let Some(limit) = self.config.reembed_pause_after else { return Ok(false) };
+        let progress = self.store.reembed_job(&job.index_id).await?;
+        Ok(progress.is_none_or(|p| p.done >= limit))
     }
 
     /// The vector of a stored image under `pipeline`'s pack, or the code of why it has

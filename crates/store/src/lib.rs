@@ -645,12 +645,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every running job (to resume them at start).
     async fn running_reembeds(&self) -> Result<Vec<ReembedJob>, StoreError>;
     /// Up to `limit` images of the index without a staged vector of `pack`, oldest first.
-    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize)
-    -> Result<Vec<PendingImage>, StoreError>;
+    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize) -> Result<Vec<PendingImage>, StoreError>;
     /// Stages the image's vector of `pack`, or the code of why it has none. `false` if
     /// the image no longer exists (deleted meanwhile).
-    async fn stage_vector(&self, image_id: &str, pack: &str, vector: Result<Vec<f32>, String>)
-    -> Result<bool, StoreError>;
+    async fn stage_vector(
+        &self,
+        image_id: &str,
+        pack: &str,
+        vector: Result<Vec<f32>, String>,
+    ) -> Result<bool, StoreError>;
     /// In one transaction: if every image of the index has a staged vector of the
     /// job's pack, replaces the index's vectors with them (images with no usable face
     /// keep none), sets the index's pack, clears its staging and marks the job done.

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::time::now_rfc3339;
 use crate::{
-    AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, IndexType, JobState, MAX_LISTED_FAILURES,
-    NewAuditEvent, NewImage, NewIndex, PackSwitch, PendingImage, Record, RecordFields, RecordPatch, ReembedFailure,
-    ReembedJob, ReembedStart, Role, Store, StoreError, StoredImage, User,
+    AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, IndexType, JobState,
+    MAX_LISTED_FAILURES, NewAuditEvent, NewImage, NewIndex, PackSwitch, PendingImage, Record, RecordFields,
+    RecordPatch, ReembedFailure, ReembedJob, ReembedStart, Role, Store, StoreError, StoredImage, User,
 };
 
 /// File name of the database inside the data directory.
@@ -1623,9 +1623,10 @@ impl Store for SqliteStore {
                     )));
                 }
                 // Vectors staged for another pack by an abandoned job are of no use now.
-                tx.execute(&format!("DELETE FROM staged_embeddings WHERE pack <> ?2 AND image_id IN ({INDEX_IMAGES})"), [
-                    &index_id, &pack,
-                ])
+                tx.execute(
+                    &format!("DELETE FROM staged_embeddings WHERE pack <> ?2 AND image_id IN ({INDEX_IMAGES})"),
+                    [&index_id, &pack],
+                )
                 .ctx("clearing stale staged vectors")?;
                 let now = now_rfc3339();
                 tx.execute(
@@ -1671,12 +1672,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pending_images(
-        &self,
-        index_id: &str,
-        pack: &str,
-        limit: usize,
-    ) -> Result<Vec<PendingImage>, StoreError> {
+    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
         let (index_id, pack) = (index_id.to_owned(), pack.to_owned());
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         self.run(move |inner| {
@@ -1778,7 +1774,14 @@ impl Store for SqliteStore {
                     "UPDATE reembed_jobs SET state = 'done', total = ?2, done = ?3, failed = ?4, failures = ?5,
                                              updated_at = ?6, finished_at = ?6
                      WHERE index_id = ?1",
-                    params![index_id, as_i64(job.total), as_i64(job.done), as_i64(job.failed), to_json(&job.failures)?, now],
+                    params![
+                        index_id,
+                        as_i64(job.total),
+                        as_i64(job.done),
+                        as_i64(job.failed),
+                        to_json(&job.failures)?,
+                        now
+                    ],
                 )
                 .ctx("finishing a re-embedding job")?;
                 let job = load_job(&tx, &index_id)?
