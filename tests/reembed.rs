@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{Server, ServerOptions, lfw_people, lfw_photos, temp_dir};
 use facesearch_face::Pack;
@@ -91,7 +91,7 @@ fn poll_until(s: &Server, index_id: &str, done: impl Fn(&Value) -> bool) -> Valu
 }
 
 /// The match of `record_id` when searching with `probe` at `min_match_score` 0.
-fn match_of(s: &Server, index_id: &str, probe: &PathBuf, record_id: &str) -> Option<Value> {
+fn match_of(s: &Server, index_id: &str, probe: &Path, record_id: &str) -> Option<Value> {
     let params = [("perform_liveness_check", "false"), ("min_match_score", "0"), ("max_results", "50")];
     s.search_ok(&[index_id], probe, &params).into_iter().find(|m| m["record_id"] == record_id)
 }

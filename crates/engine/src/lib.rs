@@ -426,7 +426,12 @@ impl Engine {
         let mut bytes = bytes;
         let mut probes: Vec<(Pack, ProbeFace)> = Vec::new();
         for _ in 0..PACK_ATTEMPTS {
-            for pack in self.packs_of(&query.indexes)? {
+            let mut packs = self.packs_of(&query.indexes)?;
+            if packs.is_empty() {
+                // No index to search: the probe is still analysed (and judged live).
+                packs.push(self.default_pack);
+            }
+            for pack in packs {
                 if probes.iter().any(|(p, _)| *p == pack) {
                     continue;
                 }

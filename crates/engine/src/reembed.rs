@@ -48,7 +48,7 @@ const SAME_FACE_IOU: f32 = 0.3;
 /// How a job's task ended.
 enum JobEnd {
     /// The index now holds the new pack's vectors.
-    Switched(ReembedJob),
+    Switched(Box<ReembedJob>),
     /// Stopped by the test-only pause; the job is still running and resumes at the
     /// next start.
     Paused,

@@ -395,7 +395,7 @@ pub enum PackSwitch {
     NoJob,
     /// The index now holds the new pack's vectors: the finished job and every vector
     /// of the index, read in the switching transaction.
-    Switched { job: ReembedJob, vectors: Vec<EmbeddingRow> },
+    Switched { job: Box<ReembedJob>, vectors: Vec<EmbeddingRow> },
 }
 
 /// Result of [`Store::enrol`].

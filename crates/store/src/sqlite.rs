@@ -1790,7 +1790,7 @@ impl Store for SqliteStore {
                 tx.commit().ctx("committing a pack switch")?;
                 // The old vectors are biometric data: do not leave them in the log.
                 checkpoint_after_erase(conn);
-                Ok(PackSwitch::Switched { job, vectors })
+                Ok(PackSwitch::Switched { job: Box::new(job), vectors })
             })
         })
         .await
