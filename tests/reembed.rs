@@ -214,6 +214,24 @@ fn a_reembed_interrupted_by_kill_9_resumes_and_switches_with_the_index_always_se
         }
     }
     assert!(telling > 0, "no probe tells the two calibrations apart");
+    // One search over indexes of both packs: each is searched with its own pack's
+    // embedding of the probe, and the matches are merged by score.
+    let open_index = s.create_index_id("reembed-e2e-open");
+    assert_eq!(s.index(&open_index).ok(200)["pack"], "open");
+    let twin = &live[0];
+    let twin_record = s.enrol_ok(&open_index, &twin.enrolled, &[("name", &twin.name)])["record_id"].clone();
+    let params = [("perform_liveness_check", "false"), ("min_match_score", "0"), ("max_results", "50")];
+    let both = s.search_ok(&[&index_id, &open_index], &twin.probe, &params);
+    let from = |record: &Value| both.iter().find(|m| &m["record_id"] == record).cloned();
+    let in_insightface = from(&json!(twin.record_id)).expect("the insightface index's match");
+    let in_open = from(&twin_record).expect("the open index's match");
+    let (score, similarity) = score_of(&in_insightface);
+    assert!((score - insightface.score(similarity as f32)).abs() < 0.02, "{in_insightface}");
+    let (score, similarity) = score_of(&in_open);
+    assert!((score - open.score(similarity as f32)).abs() < 0.02, "{in_open}");
+    let scores: Vec<f64> = both.iter().map(|m| m["match_score"].as_f64().expect("score")).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "matches are not merged by score: {scores:?}");
+
     let audit = s.get(&format!("/audit?action=index.reembed.finish&index_id={index_id}")).ok(200).clone();
     let event = &audit["events"][0];
     assert_eq!((event["outcome"].as_str(), event["actor"].as_str()), (Some("ok"), Some(common::ADMIN_USER)), "{audit}");
