@@ -226,7 +226,7 @@ pub struct ErrorObject {
     pub parameter: Option<String>,
     /// The missing or empty form field (`MISSING_FIELD`, `INVALID_IMAGE`).
     pub field: Option<String>,
-    /// The index concerned (`INDEX_NOT_FOUND`, `FORBIDDEN`).
+    /// The index concerned (`INDEX_NOT_FOUND`, `FORBIDDEN`, `JOB_NOT_FOUND`).
     pub index_id: Option<String>,
     /// The record concerned (`RECORD_NOT_FOUND`).
     pub record_id: Option<String>,

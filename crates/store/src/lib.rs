@@ -614,7 +614,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the user and their grants; `false` if no such user.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
     async fn user_count(&self) -> Result<u64, StoreError>;
-    /// Full consistency check; [`StoreError::Corrupt`] describing the first problems.
+    /// Full consistency check (database integrity, foreign keys, record counts, every
+    /// live vector of its index's pack); [`StoreError::Corrupt`] describing the first
+    /// problems.
     async fn integrity_check(&self) -> Result<(), StoreError>;
     /// Cheap liveness check of the storage backend.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1500,6 +1500,21 @@ impl Store for SqliteStore {
                 if !drift.is_empty() {
                     return Err(StoreError::Corrupt(format!("record_count wrong for index(es) {}", drift.join(", "))));
                 }
+                // An index's live vectors are all of its pack: packs never mix.
+                let mixed = tx
+                    .prepare(
+                        "SELECT DISTINCT x.id FROM embeddings e JOIN images i ON i.id = e.image_id
+                         JOIN records r ON r.id = i.record_id JOIN indexes x ON x.id = r.index_id
+                         WHERE e.pack <> x.pack",
+                    )
+                    .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>())
+                    .ctx("checking embedding packs")?;
+                if !mixed.is_empty() {
+                    return Err(StoreError::Corrupt(format!(
+                        "vectors of another pack than the index's in index(es) {}",
+                        mixed.join(", ")
+                    )));
+                }
                 Ok(())
             })
         })
