@@ -184,6 +184,17 @@ fn cases() -> Vec<Case> {
             let form = Form::new().part("image", file_part(&c.photo));
             form_req(format!("/face/index/{}/records/{}/images", c.index(i), c.record(i)), form)
         }),
+        // Moving an index to another pack: an allowed start is aimed at a throw-away
+        // index (empty, moved to the pack it has: the job finishes at once), refused
+        // ones at the fixtures; the job read is of a throw-away index that has one.
+        case("POST", "/face/index/{index_id}/reembed", P::Admin, true, 202, |c, i, allowed| {
+            let id = if allowed { c.throwaway_index(i.unwrap()) } else { c.index(i).to_string() };
+            json_req(format!("/face/index/{id}/reembed"), json!({"pack": "open"}))
+        }),
+        case("GET", "/face/index/{index_id}/reembed", P::Admin, true, 200, |c, i, allowed| {
+            let id = if allowed { c.reembedded_index(i.unwrap()) } else { c.index(i).to_string() };
+            req(format!("/face/index/{id}/reembed"))
+        }),
         case("GET", "/users/me", P::Any, false, 200, |_, _, _| req("/users/me")),
         case("POST", "/users", P::Admin, false, 201, |c, _, _| {
             json_req(
@@ -279,6 +290,13 @@ impl Ctx<'_> {
             &json!({"index_name": format!("m-throwaway-{}", self.next()), "index_type": i.index_type()}),
         );
         r.ok(201)["id"].as_str().expect("index id").to_string()
+    }
+
+    /// A throw-away index with a (finished or running) re-embedding job.
+    fn reembedded_index(&self, i: Idx) -> String {
+        let id = self.throwaway_index(i);
+        self.s.post_json(&format!("/face/index/{id}/reembed"), &json!({"pack": "open"})).ok(202);
+        id
     }
 
     fn throwaway_record(&self, i: Idx) -> String {

@@ -1,4 +1,4 @@
-//! The HTTP client subcommands (`facesearch index|enrol|search|import`) against a real
+//! The HTTP client subcommands (`facesearch index|enrol|search|import|export|reembed`) against a real
 //! server: table and JSON output, exit codes, and an idempotent CSV import with bad rows.
 
 mod common;
@@ -344,6 +344,34 @@ fn a_client_config_file_supplies_server_and_credentials() {
 #[test]
 fn export_of_an_unknown_index_is_refused() {
     let o = cli(&["export", "--index", "no-such-index"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INDEX_NOT_FOUND"), "{}", stderr(&o));
+}
+
+#[test]
+fn reembed_moves_an_index_and_waits_for_the_switch() {
+    let id = create_index("cli-reembed");
+    ok(cli(&["enrol", "--index", &id, p(&lfw("Alan_Greenspan", 0)), "--name", "Alan Greenspan"]));
+    ok(cli(&["enrol", "--index", &id, p(&lfw("Al_Pacino", 0)), "--name", "Al Pacino"]));
+
+    // Waits for the job, then prints its result; the index is then of the new pack.
+    let out = ok(cli(&["reembed", "--index", &id, "--pack", "insightface", "--poll-interval", "0.05"]));
+    assert!(out.contains("open → insightface: 2 of 2 images, 0 without a usable face (done)"), "{out}");
+    let index = json(cli(&["index", "show", &id, "--json"]));
+    assert_eq!(index["pack"], "insightface");
+    let job = json(cli(&["reembed", "--index", &id, "--pack", "open", "--json", "--poll-interval", "0.05"]));
+    assert_eq!(
+        (job["state"].as_str(), job["from_pack"].as_str(), job["done"].as_u64()),
+        (Some("done"), Some("insightface"), Some(2))
+    );
+    let matches = json(cli(&["search", p(&lfw("Alan_Greenspan", 1)), "--index", &id, "--no-liveness", "--json"]));
+    assert_eq!(matches[0]["name"], "Alan Greenspan", "{matches}");
+
+    // Refusals exit 2 with the server's code.
+    let o = cli(&["reembed", "--index", &id, "--pack", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INVALID_PARAMETER"), "{}", stderr(&o));
+    let o = cli(&["reembed", "--index", "no-such-index", "--pack", "insightface"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("INDEX_NOT_FOUND"), "{}", stderr(&o));
 }

@@ -588,3 +588,76 @@ fn export_inner(args: ExportArgs) -> Result<(), Failure> {
     eprintln!("exported {count} records");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------
+// reembed
+// ---------------------------------------------------------------------------------
+
+#[derive(Args)]
+pub struct ReembedArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The index to move.
+    #[arg(long)]
+    index: String,
+    /// The model pack to move it to: open or insightface.
+    #[arg(long)]
+    pack: String,
+    /// Start the job (or find the running one) and return without waiting for it.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds between two progress polls while waiting.
+    #[arg(long, default_value_t = 1.0)]
+    poll_interval: f64,
+}
+
+pub fn reembed(args: ReembedArgs) -> anyhow::Result<()> {
+    finish(reembed_inner(args))
+}
+
+fn job_line(job: &Value) -> String {
+    format!(
+        "{} → {}: {} of {} images, {} without a usable face ({})",
+        text(&job["from_pack"]),
+        text(&job["pack"]),
+        text(&job["done"]),
+        text(&job["total"]),
+        text(&job["failed"]),
+        text(&job["state"]),
+    )
+}
+
+fn reembed_inner(args: ReembedArgs) -> Result<(), Failure> {
+    let api = Api::new(&args.conn)?;
+    let path = format!("/face/index/{}/reembed", args.index);
+    let (_, mut job) = api.send(api.request(Method::POST, &path).json(&json!({"pack": args.pack})))?;
+    let interval = Duration::from_secs_f64(args.poll_interval.clamp(0.05, 60.0));
+    let progress = !args.conn.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    while !args.no_wait && job["state"] == "running" {
+        if progress {
+            eprint!("\r{}", job_line(&job));
+            let _ = std::io::stderr().flush();
+        }
+        std::thread::sleep(interval);
+        job = api.send(api.request(Method::GET, &path))?.1;
+    }
+    if progress {
+        eprintln!();
+    }
+    if args.conn.json {
+        print_json(&job);
+    } else {
+        println!("{}", job_line(&job));
+        let failures = job["failures"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if !failures.is_empty() {
+            println!("images without a usable face for the new pack (their records are kept, not searchable):");
+            let rows: Vec<Vec<String>> =
+                failures.iter().map(|f| vec![text(&f["image_id"]), text(&f["record_id"]), text(&f["code"])]).collect();
+            println!("{}", table::render(&["image id", "record id", "code"], &rows));
+        }
+    }
+    if job["state"] == "failed" {
+        return Err(Failure::Server { code: "REEMBED_FAILED".into(), message: text(&job["error"]) });
+    }
+    Ok(())
+}

@@ -47,6 +47,8 @@ pub enum Command {
     Export(client::ExportArgs),
     /// Enrol the rows of a CSV or JSON-lines file into an index of a running server.
     Import(import::ImportArgs),
+    /// Move an index of a running server to another model pack (re-embeds its stored images).
+    Reembed(client::ReembedArgs),
 }
 
 /// Options shared by every subcommand that runs the face pipeline.
@@ -135,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => client::search(args),
         Command::Export(args) => client::export(args),
         Command::Import(args) => import::run(args),
+        Command::Reembed(args) => client::reembed(args),
     }
 }
 

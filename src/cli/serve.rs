@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// Stop when standard input closes (used by tests that start the server as a child).
     #[arg(long, hide = true)]
     exit_on_stdin_close: bool,
+    /// Test-only: re-embedding jobs stop (still running, resumed at the next start) once
+    /// this many images of their index are staged, so a test can interrupt one at a
+    /// known point.
+    #[arg(long, hide = true)]
+    reembed_pause_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +192,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         },
         index,
         snapshot_interval: (save_every > 0).then(|| Duration::from_secs(save_every)),
+        reembed_pause_after: args.reembed_pause_after,
     };
     Ok((config, args.exit_on_stdin_close))
 }

@@ -172,7 +172,8 @@ impl From<EngineError> for ApiError {
                     .with("min_context", round(f64::from(min_context), 2))
             }
             EngineError::IndexNotFound(id) => Self::index_not_found(&id),
-            EngineError::PackMismatch { .. } => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
+            EngineError::UnknownPack { .. } => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
+            EngineError::PackMoved(_) => Self::unavailable(e.to_string()),
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
             EngineError::Index(_) | EngineError::Calibration(_) | EngineError::Task(_) => {
                 tracing::error!(error = %e, "engine failure");

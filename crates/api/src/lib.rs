@@ -78,7 +78,7 @@ macro_rules! routes {
 }
 
 static ROUTES: &[RouteSpec] = {
-    use routes::{audit, health, indexes, ops, records, search, users};
+    use routes::{audit, health, indexes, ops, records, reembed, search, users};
     routes! {
         GET "/healthz" None => get(health::healthz);
         GET "/readyz" None => get(health::readyz);
@@ -103,6 +103,9 @@ static ROUTES: &[RouteSpec] = {
         PATCH "/face/index/{index_id}/records/{record_id}" Write => patch(records::patch);
         DELETE "/face/index/{index_id}/records/{record_id}" Write => delete(records::delete);
         POST "/face/index/{index_id}/records/{record_id}/images" Write => post(records::add_image);
+        // Part 2: moving an index to another model pack.
+        POST "/face/index/{index_id}/reembed" Admin => post(reembed::start);
+        GET "/face/index/{index_id}/reembed" Admin => get(reembed::get);
         // Part 2: users. `/users/me` is a static segment, matched before `{username}`.
         GET "/users/me" Any => get(users::me);
         POST "/users" Admin => post(users::create);

@@ -60,6 +60,8 @@ pub const TAG_OPERATIONS: &str = "Operations";
         routes::records::patch,
         routes::records::delete,
         routes::records::add_image,
+        routes::reembed::start,
+        routes::reembed::get,
         routes::users::me,
         routes::users::create,
         routes::users::list,
@@ -224,7 +226,7 @@ pub struct ErrorObject {
     pub parameter: Option<String>,
     /// The missing or empty form field (`MISSING_FIELD`, `INVALID_IMAGE`).
     pub field: Option<String>,
-    /// The index concerned (`INDEX_NOT_FOUND`, `FORBIDDEN`).
+    /// The index concerned (`INDEX_NOT_FOUND`, `FORBIDDEN`, `JOB_NOT_FOUND`).
     pub index_id: Option<String>,
     /// The record concerned (`RECORD_NOT_FOUND`).
     pub record_id: Option<String>,
@@ -278,6 +280,7 @@ pub enum ErrorCode {
     RecordNotFound,
     FileNotFound,
     UserNotFound,
+    JobNotFound,
     NotFound,
     MethodNotAllowed,
     IndexNameTaken,
@@ -405,6 +408,58 @@ pub struct RecordObject {
     pub updated_at: String,
 }
 
+/// Where a re-embedding job stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Images are being embedded; searches use the old vectors.
+    Running,
+    /// The index holds the new pack's vectors.
+    Done,
+    /// Stopped by an error (`error`); starting it again continues where it was.
+    Failed,
+}
+
+/// A stored image in which the new pack found no usable face: its record is kept, it
+/// has no vector under the new pack.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReembedFailure {
+    pub image_id: String,
+    pub record_id: String,
+    /// `NO_FACE_DETECTED`, `FACE_TOO_SMALL`, `INVALID_IMAGE` or `IMAGE_TOO_LARGE`.
+    pub code: String,
+}
+
+/// A job moving an index to another model pack.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReembedJobObject {
+    pub job_id: String,
+    pub index_id: String,
+    /// The pack the index moves to.
+    pub pack: String,
+    /// The pack the index held when the job started.
+    pub from_pack: String,
+    pub state: JobState,
+    /// Images of the index (now, while it runs).
+    pub total: u64,
+    /// Images processed so far (embedded, or found to have no usable face).
+    pub done: u64,
+    /// Images in which the new pack found no usable face.
+    pub failed: u64,
+    /// Those images (at most 1000 listed).
+    pub failures: Vec<ReembedFailure>,
+    /// Why the job stopped, when `failed`.
+    pub error: Option<String>,
+    /// The admin who started it.
+    pub requested_by: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+    /// RFC 3339, UTC; `null` while running.
+    pub finished_at: Option<String>,
+}
+
 /// A page of records.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecordPage {
@@ -486,6 +541,7 @@ envelope! {
     MatchListResponse(Vec<MatchResult>): "`{\"response\": [match, …]}`, best first; `[]` when nothing matches";
     FileResponse(FileObject): "`{\"response\": file}`";
     RecordResponse(RecordObject): "`{\"response\": record}`";
+    ReembedJobResponse(ReembedJobObject): "`{\"response\": job}`";
     RecordPageResponse(RecordPage): "`{\"response\": {\"records\": […], \"next_cursor\": …}}`";
     UserResponse(UserObject): "`{\"response\": user}`";
     UserListResponse(Vec<UserObject>): "`{\"response\": [user, …]}`, by username";
@@ -632,6 +688,29 @@ mod tests {
             distance: 0.5,
         };
         assert_eq!(keys(&routes::search::match_object(&m)), properties(&doc, "MatchResult"));
+        let job = facesearch_store::ReembedJob {
+            job_id: "j".into(),
+            index_id: "i".into(),
+            pack: "insightface".into(),
+            from_pack: "open".into(),
+            state: facesearch_store::JobState::Done,
+            total: 2,
+            done: 2,
+            failed: 1,
+            failures: vec![facesearch_store::ReembedFailure {
+                image_id: "img".into(),
+                record_id: "r".into(),
+                code: "NO_FACE_DETECTED".into(),
+            }],
+            error: None,
+            requested_by: "admin".into(),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            finished_at: Some("t".into()),
+        };
+        let job = serde_json::to_value(&job).unwrap();
+        assert_eq!(keys(&job), properties(&doc, "ReembedJobObject"));
+        assert_eq!(keys(&job["failures"][0]), properties(&doc, "ReembedFailure"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facesearch_engine::{Engine, EngineConfig};
+use facesearch_engine::{Engine, EngineConfig, PipelineLoader};
 use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError};
 use facesearch_models::ModelCache;
 use facesearch_store::{Role, SqliteStore, Store};
@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// How often a changed vector index is saved to `data_dir/vectors` (it is also
     /// saved at shutdown); `None` never saves it (every start re-reads the store).
     pub snapshot_interval: Option<Duration>,
+    /// Test-only: re-embedding jobs pause after staging this many images (see
+    /// `EngineConfig::reembed_pause_after`).
+    pub reembed_pause_after: Option<u64>,
 }
 
 /// PEM files for HTTPS.
@@ -141,11 +144,15 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         if pack.non_commercial() {
             tracing::warn!("the insightface pack's pretrained models are licensed for non-commercial research only");
         }
-        let load = tokio::task::spawn_blocking(move || {
-            let cache = ModelCache::resolve(loader_config.models_dir.clone()).map_err(PipelineError::from)?;
-            FacePipeline::load(pack, &cache, loader_config.pipeline)
-        })
-        .await;
+        // Loads any pack's pipeline: the server's own now, others (for indexes moved to
+        // them) on first need, with the same settings and model cache.
+        let (models_dir, pipeline_config) = (loader_config.models_dir.clone(), loader_config.pipeline);
+        let loader: PipelineLoader = Arc::new(move |pack| {
+            let cache = ModelCache::resolve(models_dir.clone()).map_err(PipelineError::from)?;
+            FacePipeline::load(pack, &cache, pipeline_config)
+        });
+        let load_default = loader.clone();
+        let load = tokio::task::spawn_blocking(move || load_default(pack)).await;
         let pipeline = match load {
             Ok(Ok(p)) => Arc::new(p),
             Ok(Err(e)) => {
@@ -163,29 +170,34 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             max_concurrent_analyses: loader_config.max_concurrent_analyses,
             queue_timeout: loader_config.queue_timeout,
             index: loader_config.index,
+            reembed_pause_after: loader_config.reembed_pause_after,
         };
         let snapshot_dir = loader_config.snapshot_interval.map(|_| loader_config.data_dir.join("vectors"));
         // Held from the snapshot until the engine is published: a delete made
         // meanwhile waits, then goes through the engine.
         let writes = loader_state.writes().clone();
-        let _guard = writes.lock().await;
-        match Engine::open(store, pipeline, engine_config, writes.clone(), snapshot_dir).await {
-            Ok(engine) => {
-                let engine = Arc::new(engine.with_observer(loader_state.metrics().clone()));
-                loader_state.set_engine(engine.clone());
-                let faces: usize = engine.index_stats().values().map(|s| s.vectors).sum();
-                println!(
-                    "facesearch ready (model pack {pack}; {faces} faces read from the {})",
-                    engine.index_origin().as_str()
-                );
-                if let Some(every) = loader_config.snapshot_interval {
-                    tokio::spawn(save_snapshots(engine, every));
-                }
-            }
+        let guard = writes.lock().await;
+        let engine = match Engine::open(store, pipeline, loader, engine_config, writes.clone(), snapshot_dir).await {
+            Ok(engine) => Arc::new(engine.with_observer(loader_state.metrics().clone())),
             Err(e) => {
                 tracing::error!(error = %e, "could not open the engine");
                 eprintln!("error: could not open the engine: {e}");
+                return;
             }
+        };
+        loader_state.set_engine(engine.clone());
+        drop(guard);
+        let faces: usize = engine.index_stats().values().map(|s| s.vectors).sum();
+        println!(
+            "facesearch ready (model pack {pack}; {faces} faces read from the {})",
+            engine.index_origin().as_str()
+        );
+        if let Some(every) = loader_config.snapshot_interval {
+            tokio::spawn(save_snapshots(engine.clone(), every));
+        }
+        // Re-embedding jobs interrupted by the last stop continue where they were.
+        if let Err(e) = engine.resume_reembeds().await {
+            tracing::error!(error = %e, "could not resume the re-embedding jobs");
         }
     });
 

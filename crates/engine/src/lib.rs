@@ -8,19 +8,44 @@
 //!
 //! CPU-heavy pipeline work runs on the blocking thread pool, bounded by a semaphore so
 //! that a burst of requests queues (and can be refused) instead of piling up threads.
+//!
+//! # Several model packs
+//!
+//! Every index records the model pack its vectors come from, and the engine serves
+//! indexes of every pack this build knows: per pack it keeps a vector index (one
+//! embedding dimension each), the pack's score calibration, and the pack's face
+//! pipeline. The server's configured pipeline is handed in at start; the others are
+//! loaded on first need (their models fetched on first use, as always), so a server
+//! whose indexes are all of its own pack never loads a second pack.
+//!
+//! Vectors of different packs are never compared. A search over indexes of several
+//! packs embeds the probe once per pack involved (the liveness check runs once, on the
+//! first), searches each pack's indexes with that pack's embedding, and merges the
+//! matches by `match_score`, which is calibrated per pack to the same false-match
+//! rates and so means the same thing whichever pack produced it. (Within one pack this
+//! is the same order as by distance.)
+//!
+//! Which pack an index is searched with is decided under one lock together with the
+//! scan, and an index moves to another pack (see [`reembed`]) under the same lock in
+//! its write mode, so a search sees an index's vectors all of one pack, never a mix
+//! and never none. A probe or an enrolment embedded with a pack the index has just
+//! left is embedded again with the new one.
 
+pub mod reembed;
+
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use facesearch_face::calibration::{Calibration, CalibrationError};
-use facesearch_face::{FaceChoice, FacePipeline, Liveness, PipelineError, ProbeFace, StageTimings};
-use facesearch_index::{FaceIndex, IndexConfig, IndexError};
+use facesearch_face::{FaceChoice, FacePipeline, Liveness, Pack, PipelineError, ProbeFace, StageTimings};
+use facesearch_index::{FaceIndex, Hit, IndexConfig, IndexError};
 use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError};
 use serde::Serialize;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 /// Serialises "write the store, then update the in-memory index", so that an enrolment
 /// racing a delete can never leave a deleted person's vector in memory. The server
@@ -40,8 +65,10 @@ pub enum EngineError {
     LivenessCannotJudge { context: f32, min_context: f32 },
     #[error("no index with id {0:?}")]
     IndexNotFound(String),
-    #[error("index {index} holds vectors of the {index_pack} model pack; this server runs {server_pack}")]
-    PackMismatch { index: String, index_pack: String, server_pack: String },
+    #[error("index {index} holds vectors of the {pack:?} model pack, which this server cannot run")]
+    UnknownPack { index: String, pack: String },
+    #[error("index {0} moved to another model pack during the request; retry")]
+    PackMoved(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -64,7 +91,18 @@ pub struct EngineConfig {
     pub queue_timeout: Duration,
     /// Exact or approximate vector search, by collection size.
     pub index: IndexConfig,
+    /// Test-only: a re-embedding job stops (still `running`, resumed at the next start)
+    /// once this many images of its index are staged. Lets a test interrupt a job at a
+    /// known point without timing. `None` in production.
+    pub reembed_pause_after: Option<u64>,
 }
+
+/// Loads the face pipeline of a pack (fetching its models if needed). Called on the
+/// blocking pool, at most once per pack.
+pub type PipelineLoader = Arc<dyn Fn(Pack) -> Result<FacePipeline, PipelineError> + Send + Sync>;
+
+/// How often a request embedded for a pack that its index has just left is tried again.
+const PACK_ATTEMPTS: usize = 3;
 
 /// Parameters of one search.
 #[derive(Debug, Clone)]
@@ -142,15 +180,65 @@ pub trait EngineObserver: Send + Sync {
     fn liveness_refused(&self, _refusal: LivenessRefusal) {}
 }
 
+/// One model pack as the engine holds it.
+struct PackSlot {
+    pack: Pack,
+    pipeline: OnceCell<Arc<FacePipeline>>,
+    vectors: FaceIndex,
+    calibration: Calibration,
+}
+
+/// The vectors of every pack, and the pack each index is searched with.
+struct Vectors {
+    /// One per [`Pack::ALL`], in that order.
+    slots: Vec<PackSlot>,
+    /// Index id → pack, for the indexes known at start and those moved since; an
+    /// index missing here (created since start) is of the pack its store row names.
+    /// Read for the whole of a scan; written when an index moves to another pack.
+    routes: RwLock<HashMap<String, Pack>>,
+}
+
+impl Vectors {
+    fn slot(&self, pack: Pack) -> &PackSlot {
+        // Every pack has a slot (built from Pack::ALL).
+        self.slots.iter().find(|s| s.pack == pack).unwrap_or(&self.slots[0])
+    }
+
+    fn routes(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Pack>> {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pack `index` is searched with now.
+    fn pack_of(&self, routes: &HashMap<String, Pack>, index: &IndexInfo) -> Result<Pack, EngineError> {
+        match routes.get(&index.id) {
+            Some(pack) => Ok(*pack),
+            None => parse_pack(index),
+        }
+    }
+}
+
+fn parse_pack(index: &IndexInfo) -> Result<Pack, EngineError> {
+    index.pack.parse().map_err(|_| EngineError::UnknownPack { index: index.id.clone(), pack: index.pack.clone() })
+}
+
+/// The result of one try of a write that depends on the index's pack.
+enum Attempt<T> {
+    Done(T),
+    /// The index moved to another pack meanwhile; the photo is handed back.
+    Moved(Vec<u8>),
+}
+
 pub struct Engine {
     observer: Option<Arc<dyn EngineObserver>>,
     store: Arc<dyn Store>,
-    pipeline: Arc<FacePipeline>,
-    index: Arc<FaceIndex>,
-    calibration: Calibration,
+    default_pack: Pack,
+    loader: PipelineLoader,
+    vectors: Arc<Vectors>,
     config: EngineConfig,
     analyses: Arc<Semaphore>,
     writes: WriteLock,
+    /// Ids of the re-embedding jobs that have a task in this process.
+    jobs: std::sync::Mutex<HashSet<String>>,
     /// Where the vector index is saved between runs (`None`: never saved).
     snapshot_dir: Option<PathBuf>,
     /// The store's vector version that the saved snapshot matches.
@@ -185,78 +273,119 @@ fn task_failed(e: tokio::task::JoinError) -> EngineError {
     EngineError::Task(e.to_string())
 }
 
+/// The vectors of one pack: its snapshot under `dir` when that matches the store's
+/// vector `version`, otherwise every stored vector of the pack.
+async fn load_vectors(
+    store: &Arc<dyn Store>,
+    pack: Pack,
+    config: IndexConfig,
+    dir: Option<&std::path::Path>,
+    version: u64,
+) -> Result<(FaceIndex, IndexOrigin), EngineError> {
+    let dim = pack.dimension();
+    let loaded = match dir.map(|d| d.join(pack.name())) {
+        Some(dir) => {
+            tokio::task::spawn_blocking(move || FaceIndex::load(&dir, dim, config)).await.map_err(task_failed)?
+        }
+        None => Ok(None),
+    };
+    match loaded {
+        Ok(Some((index, tag))) if tag == version => return Ok((index, IndexOrigin::Snapshot)),
+        Ok(Some((_, tag))) => {
+            tracing::warn!(
+                snapshot = tag,
+                store = version,
+                pack = pack.name(),
+                "vector index snapshot is stale; rebuilding from the store"
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, pack = pack.name(), "vector index snapshot unusable; rebuilding from the store")
+        }
+        Ok(None) => {}
+    }
+    let rows = store.embeddings(pack.name()).await?;
+    let index = tokio::task::spawn_blocking(move || {
+        let index = FaceIndex::with_config(dim, config);
+        index
+            .insert_bulk(
+                rows.iter()
+                    .map(|r| (r.index_id.as_str(), r.record_id.as_str(), r.image_id.as_str(), r.vector.as_slice())),
+            )
+            .map(|()| index)
+    })
+    .await
+    .map_err(task_failed)??;
+    Ok((index, IndexOrigin::Store))
+}
+
 impl Engine {
-    /// Loads the vector index of the pipeline's pack: from the snapshot in
-    /// `snapshot_dir` when it matches the store's vector version, otherwise from every
-    /// stored vector (and then saves a fresh snapshot). The caller holds `writes` from
-    /// before this call until the engine is published, so that no write slips between
-    /// the loading and the engine taking over.
+    /// Loads the vectors of every pack: from the snapshot in `snapshot_dir` when it
+    /// matches the store's vector version, otherwise from every stored vector (and then
+    /// saves a fresh snapshot). `pipeline` is the server's own (its pack is the default
+    /// for new indexes); other packs' pipelines are made by `loader` on first need. The
+    /// caller holds `writes` from before this call until the engine is published, so
+    /// that no write slips between the loading and the engine taking over.
     pub async fn open(
         store: Arc<dyn Store>,
         pipeline: Arc<FacePipeline>,
+        loader: PipelineLoader,
         config: EngineConfig,
         writes: WriteLock,
         snapshot_dir: Option<PathBuf>,
     ) -> Result<Self, EngineError> {
-        let pack = pipeline.pack();
-        let calibration = Calibration::shipped(pack)?;
+        let default_pack = pipeline.pack();
         let started = Instant::now();
         let version = store.vectors_version().await?;
-        let dir = snapshot_dir.as_ref().map(|d| d.join(pack.name()));
-        let (dim, index_config) = (pack.dimension(), config.index);
-        let loaded = match dir.clone() {
-            Some(dir) => tokio::task::spawn_blocking(move || FaceIndex::load(&dir, dim, index_config))
-                .await
-                .map_err(task_failed)?,
-            None => Ok(None),
-        };
-        let (index, origin, saved) = match loaded {
-            Ok(Some((index, tag))) if tag == version => (index, IndexOrigin::Snapshot, version),
-            other => {
-                match other {
-                    Ok(Some((_, tag))) => {
-                        tracing::warn!(
-                            snapshot = tag,
-                            store = version,
-                            "vector index snapshot is stale; rebuilding from the store"
-                        )
-                    }
-                    Err(e) => tracing::warn!(error = %e, "vector index snapshot unusable; rebuilding from the store"),
-                    Ok(None) => {}
-                }
-                let rows = store.embeddings(pack.name()).await?;
-                let index = tokio::task::spawn_blocking(move || {
-                    let index = FaceIndex::with_config(dim, index_config);
-                    index
-                        .insert_bulk(rows.iter().map(|r| {
-                            (r.index_id.as_str(), r.record_id.as_str(), r.image_id.as_str(), r.vector.as_slice())
-                        }))
-                        .map(|()| index)
-                })
-                .await
-                .map_err(task_failed)??;
-                (index, IndexOrigin::Store, u64::MAX)
+        let mut slots = Vec::new();
+        let mut origin = IndexOrigin::Snapshot;
+        for pack in Pack::ALL {
+            let (vectors, from) = load_vectors(&store, pack, config.index, snapshot_dir.as_deref(), version).await?;
+            if from == IndexOrigin::Store {
+                origin = IndexOrigin::Store;
             }
-        };
-        let faces: usize = index.stats().values().map(|s| s.vectors).sum();
-        tracing::info!(
-            faces,
-            pack = pack.name(),
-            from = ?origin,
-            ms = started.elapsed().as_millis() as u64,
-            "vector index loaded"
-        );
+            let count: usize = vectors.stats().values().map(|s| s.vectors).sum();
+            if count > 0 || pack == default_pack {
+                tracing::info!(
+                    faces = count,
+                    pack = pack.name(),
+                    from = from.as_str(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "vector index loaded"
+                );
+            }
+            slots.push(PackSlot {
+                pack,
+                pipeline: if pack == default_pack {
+                    OnceCell::new_with(Some(pipeline.clone()))
+                } else {
+                    OnceCell::new()
+                },
+                vectors,
+                calibration: Calibration::shipped(pack)?,
+            });
+        }
+        let mut routes = HashMap::new();
+        for index in store.list_indexes().await? {
+            match parse_pack(&index) {
+                Ok(pack) => {
+                    routes.insert(index.id, pack);
+                }
+                Err(e) => tracing::warn!(error = %e, "an index cannot be served"),
+            }
+        }
         let engine = Self {
             observer: None,
             store,
-            pipeline,
-            index: Arc::new(index),
-            calibration,
+            default_pack,
+            loader,
+            vectors: Arc::new(Vectors { slots, routes: RwLock::new(routes) }),
             analyses: Arc::new(Semaphore::new(config.max_concurrent_analyses.max(1))),
             config,
             writes,
-            snapshot_dir: dir,
-            saved_version: AtomicU64::new(saved),
+            jobs: std::sync::Mutex::new(HashSet::new()),
+            snapshot_dir,
+            saved_version: AtomicU64::new(if origin == IndexOrigin::Snapshot { version } else { u64::MAX }),
             origin,
         };
         if origin == IndexOrigin::Store {
@@ -283,9 +412,13 @@ impl Engine {
         let Some(dir) = self.snapshot_dir.clone() else {
             return Ok(false);
         };
-        let index = self.index.clone();
+        let vectors = self.vectors.clone();
         let started = Instant::now();
-        tokio::task::spawn_blocking(move || index.save(&dir, version)).await.map_err(task_failed)??;
+        tokio::task::spawn_blocking(move || {
+            vectors.slots.iter().try_for_each(|slot| slot.vectors.save(&dir.join(slot.pack.name()), version))
+        })
+        .await
+        .map_err(task_failed)??;
         self.saved_version.store(version, Ordering::Release);
         tracing::info!(version, ms = started.elapsed().as_millis() as u64, "vector index snapshot saved");
         Ok(true)
@@ -296,9 +429,9 @@ impl Engine {
         self.origin
     }
 
-    /// Vectors per index and whether each is searched approximately.
-    pub fn index_stats(&self) -> std::collections::HashMap<String, facesearch_index::CollectionStats> {
-        self.index.stats()
+    /// Vectors per index (of every pack) and whether each is searched approximately.
+    pub fn index_stats(&self) -> HashMap<String, facesearch_index::CollectionStats> {
+        self.vectors.slots.iter().flat_map(|slot| slot.vectors.stats()).collect()
     }
 
     /// Reports the engine's work (timings, liveness refusals) to `observer`.
@@ -317,12 +450,14 @@ impl Engine {
         &self.store
     }
 
-    pub fn pipeline(&self) -> &FacePipeline {
-        &self.pipeline
+    /// The pack of the server's own pipeline: new indexes hold its vectors.
+    pub fn default_pack(&self) -> Pack {
+        self.default_pack
     }
 
-    pub fn calibration(&self) -> &Calibration {
-        &self.calibration
+    /// The score calibration of a pack.
+    pub fn calibration(&self, pack: Pack) -> &Calibration {
+        &self.vectors.slot(pack).calibration
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -332,14 +467,42 @@ impl Engine {
     /// The index with this id, ready to be searched or written by this server.
     pub async fn usable_index(&self, id: &str) -> Result<IndexInfo, EngineError> {
         let index = self.store.get_index(id).await?.ok_or_else(|| EngineError::IndexNotFound(id.to_string()))?;
-        if index.pack != self.pipeline.pack().name() {
-            return Err(EngineError::PackMismatch {
-                index: index.id,
-                index_pack: index.pack,
-                server_pack: self.pipeline.pack().name().to_string(),
-            });
-        }
+        parse_pack(&index)?;
         Ok(index)
+    }
+
+    /// The pipeline of `pack`, loaded (and its models fetched) on first need.
+    async fn pipeline(&self, pack: Pack) -> Result<Arc<FacePipeline>, EngineError> {
+        let loader = self.loader.clone();
+        self.vectors
+            .slot(pack)
+            .pipeline
+            .get_or_try_init(|| async move {
+                if pack.non_commercial() {
+                    tracing::warn!(
+                        "the insightface pack's pretrained models are licensed for non-commercial research only"
+                    );
+                }
+                tracing::info!(pack = pack.name(), "loading the models of another pack");
+                let pipeline = tokio::task::spawn_blocking(move || loader(pack)).await.map_err(task_failed)??;
+                Ok(Arc::new(pipeline))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The pack each index is searched with now, each once, the default pack first.
+    fn packs_of(&self, indexes: &[IndexInfo]) -> Result<Vec<Pack>, EngineError> {
+        let routes = self.vectors.routes();
+        let mut packs = Vec::new();
+        for index in indexes {
+            let pack = self.vectors.pack_of(&routes, index)?;
+            if !packs.contains(&pack) {
+                packs.push(pack);
+            }
+        }
+        packs.sort_by_key(|p| *p != self.default_pack);
+        Ok(packs)
     }
 
     /// Runs the face pipeline on the blocking pool and hands the photo back (enrolment
@@ -347,10 +510,12 @@ impl Engine {
     /// blocking task itself, so a cancelled request cannot let more analyses run than allowed.
     async fn analyse(
         &self,
+        pack: Pack,
         bytes: Vec<u8>,
         analysis: Analysis,
         liveness: bool,
     ) -> Result<(ProbeFace, Vec<u8>), EngineError> {
+        let pipeline = self.pipeline(pack).await?;
         let choice = match analysis {
             Analysis::Search => FaceChoice::Largest,
             Analysis::Enrol => FaceChoice::Unambiguous,
@@ -359,7 +524,6 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Busy)?
             .map_err(|_| EngineError::Busy)?;
-        let pipeline = self.pipeline.clone();
         let (probe, bytes) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             (pipeline.probe(&bytes, choice, liveness), bytes)
@@ -373,13 +537,13 @@ impl Engine {
 
     /// Runs a store write and the matching index update as one task under the write
     /// lock: a client that disconnects mid-request cannot split them.
-    async fn committed<T, F>(&self, work: impl FnOnce(Arc<dyn Store>, Arc<FaceIndex>) -> F) -> Result<T, EngineError>
+    async fn committed<T, F>(&self, work: impl FnOnce(Arc<dyn Store>, Arc<Vectors>) -> F) -> Result<T, EngineError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, EngineError>> + Send + 'static,
     {
         let writes = self.writes.clone();
-        let job = work(self.store.clone(), self.index.clone());
+        let job = work(self.store.clone(), self.vectors.clone());
         tokio::spawn(async move {
             let _guard = writes.lock().await;
             job.await
@@ -390,7 +554,37 @@ impl Engine {
 
     /// 1:N search of the largest face of `bytes` in `query.indexes`.
     pub async fn search(&self, bytes: Vec<u8>, query: &SearchQuery) -> Result<SearchOutcome, EngineError> {
-        let (probe, _) = self.analyse(bytes, Analysis::Search, query.liveness).await?;
+        let mut bytes = bytes;
+        let mut probes: Vec<(Pack, ProbeFace)> = Vec::new();
+        for _ in 0..PACK_ATTEMPTS {
+            let mut packs = self.packs_of(&query.indexes)?;
+            if packs.is_empty() {
+                // No index to search: the probe is still analysed (and judged live).
+                packs.push(self.default_pack);
+            }
+            for pack in packs {
+                if probes.iter().any(|(p, _)| *p == pack) {
+                    continue;
+                }
+                // Liveness is judged once, on the first analysis.
+                let first = probes.is_empty();
+                let (probe, back) = self.analyse(pack, bytes, Analysis::Search, query.liveness && first).await?;
+                bytes = back;
+                if first {
+                    self.check_liveness(&probe)?;
+                }
+                probes.push((pack, probe));
+            }
+            if let Some(hits) = self.scan(query, &probes).await? {
+                let matches = self.matches(query, hits).await?;
+                let probe = probes.swap_remove(0).1;
+                return Ok(SearchOutcome { matches, probe });
+            }
+        }
+        Err(EngineError::PackMoved(query.indexes.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(",")))
+    }
+
+    fn check_liveness(&self, probe: &ProbeFace) -> Result<(), EngineError> {
         let threshold = self.config.liveness_threshold;
         match probe.liveness {
             // Fail closed: a NaN probability is not live.
@@ -398,36 +592,76 @@ impl Engine {
                 if live_probability.is_nan() || live_probability < threshold =>
             {
                 self.observe(|o| o.liveness_refused(LivenessRefusal::Spoof));
-                return Err(EngineError::LivenessFailed { score: live_probability, threshold });
+                Err(EngineError::LivenessFailed { score: live_probability, threshold })
             }
             Some(Liveness::CannotJudge { context, min_context }) => {
                 self.observe(|o| o.liveness_refused(LivenessRefusal::CannotJudge));
-                return Err(EngineError::LivenessCannotJudge { context, min_context });
+                Err(EngineError::LivenessCannotJudge { context, min_context })
             }
-            _ => {}
+            _ => Ok(()),
         }
-        let names: Vec<String> = query.indexes.iter().map(|i| i.id.clone()).collect();
-        // Slightly below the threshold, then filtered on the score itself, so that
-        // rounding in the inverse never drops a match that scores exactly min_score.
-        let min_similarity = self.calibration.similarity_for(query.min_score) - 1e-4;
+    }
+
+    /// The vector scan: each index searched with the probe embedded by its pack, the
+    /// hits of all packs merged by calibrated score. `None` when an index is now of a
+    /// pack that has no probe embedding (it moved since the probe was analysed).
+    async fn scan(
+        &self,
+        query: &SearchQuery,
+        probes: &[(Pack, ProbeFace)],
+    ) -> Result<Option<Vec<(Hit, f64)>>, EngineError> {
+        let vectors = self.vectors.clone();
+        let indexes = query.indexes.clone();
+        let embeddings: Vec<(Pack, Vec<f32>)> = probes.iter().map(|(p, f)| (*p, f.embedding.clone())).collect();
+        let min_score = query.min_score;
         let candidates = query.max_results.saturating_mul(2).max(query.max_results);
-        let (index, embedding) = (self.index.clone(), probe.embedding.clone());
         // The scan reads every vector: keep it off the async worker threads.
         let (hits, elapsed) = tokio::task::spawn_blocking(move || {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let start = Instant::now();
-            let hits = index.search(&embedding, &names, min_similarity, candidates);
-            (hits, start.elapsed())
+            // Held for the whole scan: an index cannot move to another pack meanwhile.
+            let routes = vectors.routes();
+            let mut by_pack: Vec<(Pack, Vec<&str>)> = Vec::new();
+            for index in &indexes {
+                let pack = vectors.pack_of(&routes, index)?;
+                match by_pack.iter_mut().find(|(p, _)| *p == pack) {
+                    Some((_, ids)) => ids.push(&index.id),
+                    None => by_pack.push((pack, vec![&index.id])),
+                }
+            }
+            let mut scored = Vec::new();
+            for (pack, ids) in by_pack {
+                let Some((_, embedding)) = embeddings.iter().find(|(p, _)| *p == pack) else {
+                    return Ok((None, start.elapsed()));
+                };
+                let slot = vectors.slot(pack);
+                // Slightly below the threshold, then filtered on the score itself, so that
+                // rounding in the inverse never drops a match that scores exactly min_score.
+                let min_similarity = slot.calibration.similarity_for(min_score) - 1e-4;
+                for hit in slot.vectors.search(embedding, &ids, min_similarity, candidates)? {
+                    let score = round2(slot.calibration.score(hit.similarity));
+                    scored.push((hit, score));
+                }
+            }
+            scored.sort_by(|(a, sa), (b, sb)| {
+                sb.total_cmp(sa)
+                    .then_with(|| b.similarity.total_cmp(&a.similarity))
+                    .then_with(|| a.record_id.cmp(&b.record_id))
+            });
+            scored.truncate(candidates);
+            Ok::<_, EngineError>((Some(scored), start.elapsed()))
         })
         .await
-        .map_err(task_failed)?;
-        let hits = hits?;
+        .map_err(task_failed)??;
         self.observe(|o| o.vectors_searched(elapsed));
-        let ids: Vec<String> = hits.iter().map(|h| h.record_id.clone()).collect();
+        Ok(hits)
+    }
+
+    /// The records of the hits, as matches, best first.
+    async fn matches(&self, query: &SearchQuery, hits: Vec<(Hit, f64)>) -> Result<Vec<Match>, EngineError> {
+        let ids: Vec<String> = hits.iter().map(|(h, _)| h.record_id.clone()).collect();
         let records = self.store.get_records(&ids).await?;
         let mut matches = Vec::new();
-        for hit in hits {
-            let score = round2(self.calibration.score(hit.similarity));
+        for (hit, score) in hits {
             // A record deleted between the scan and this read is simply not returned.
             let (Some(record), Some(index)) = (
                 records.iter().find(|r| r.record_id == hit.record_id),
@@ -450,7 +684,7 @@ impl Engine {
             });
         }
         matches.truncate(query.max_results);
-        Ok(SearchOutcome { matches, probe })
+        Ok(matches)
     }
 
     fn new_image(probe: &ProbeFace, bytes: Vec<u8>, file_name: String) -> NewImage {
@@ -483,22 +717,46 @@ impl Engine {
         {
             return Ok(EnrolOutcome::Existing(existing));
         }
-        let (probe, bytes) = self.analyse(bytes, Analysis::Enrol, false).await?;
-        let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
-        let index_id = index.id.clone();
-        self.committed(move |store, vectors| async move {
-            let outcome = store
-                .enrol(&index_id, fields, reference, image)
-                .await?
-                .ok_or(EngineError::IndexNotFound(index_id.clone()))?;
-            if let EnrolOutcome::Created(record) = &outcome
-                && let Some(image_id) = record.image_ids.first()
-            {
-                vectors.insert(&index_id, &record.record_id, image_id, &probe.embedding)?;
+        let mut bytes = bytes;
+        for _ in 0..PACK_ATTEMPTS {
+            let (pack, probe, image) = self.enrolment_image(index, bytes, file_name.as_deref()).await?;
+            let (index, fields, reference) = (index.clone(), fields.clone(), reference.clone());
+            let attempt = self
+                .committed(move |store, vectors| async move {
+                    if vectors.pack_of(&vectors.routes(), &index)? != pack {
+                        return Ok(Attempt::Moved(image.bytes));
+                    }
+                    let outcome = store
+                        .enrol(&index.id, fields, reference, image)
+                        .await?
+                        .ok_or(EngineError::IndexNotFound(index.id.clone()))?;
+                    if let EnrolOutcome::Created(record) = &outcome
+                        && let Some(image_id) = record.image_ids.first()
+                    {
+                        vectors.slot(pack).vectors.insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
+                    }
+                    Ok(Attempt::Done(outcome))
+                })
+                .await?;
+            match attempt {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Moved(back) => bytes = back,
             }
-            Ok(outcome)
-        })
-        .await
+        }
+        Err(EngineError::PackMoved(index.id.clone()))
+    }
+
+    /// Analyses a photo to enrol with the index's current pack.
+    async fn enrolment_image(
+        &self,
+        index: &IndexInfo,
+        bytes: Vec<u8>,
+        file_name: Option<&str>,
+    ) -> Result<(Pack, ProbeFace, NewImage), EngineError> {
+        let pack = self.vectors.pack_of(&self.vectors.routes(), index)?;
+        let (probe, bytes) = self.analyse(pack, bytes, Analysis::Enrol, false).await?;
+        let image = Self::new_image(&probe, bytes, stored_file_name(file_name, probe.mime));
+        Ok((pack, probe, image))
     }
 
     /// Adds a photo to an existing record; `None` if there is no such record.
@@ -512,17 +770,28 @@ impl Engine {
         if self.store.get_record(&index.id, record_id).await?.is_none() {
             return Ok(None);
         }
-        let (probe, bytes) = self.analyse(bytes, Analysis::Enrol, false).await?;
-        let image = Self::new_image(&probe, bytes, stored_file_name(file_name.as_deref(), probe.mime));
-        let (index_id, record_id) = (index.id.clone(), record_id.to_string());
-        self.committed(move |store, vectors| async move {
-            let Some((record, image_id)) = store.add_image(&index_id, &record_id, image).await? else {
-                return Ok(None);
-            };
-            vectors.insert(&index_id, &record_id, &image_id, &probe.embedding)?;
-            Ok(Some(record))
-        })
-        .await
+        let mut bytes = bytes;
+        for _ in 0..PACK_ATTEMPTS {
+            let (pack, probe, image) = self.enrolment_image(index, bytes, file_name.as_deref()).await?;
+            let (index, record_id) = (index.clone(), record_id.to_string());
+            let attempt = self
+                .committed(move |store, vectors| async move {
+                    if vectors.pack_of(&vectors.routes(), &index)? != pack {
+                        return Ok(Attempt::Moved(image.bytes));
+                    }
+                    let Some((record, image_id)) = store.add_image(&index.id, &record_id, image).await? else {
+                        return Ok(Attempt::Done(None));
+                    };
+                    vectors.slot(pack).vectors.insert(&index.id, &record_id, &image_id, &probe.embedding)?;
+                    Ok(Attempt::Done(Some(record)))
+                })
+                .await?;
+            match attempt {
+                Attempt::Done(record) => return Ok(record),
+                Attempt::Moved(back) => bytes = back,
+            }
+        }
+        Err(EngineError::PackMoved(index.id.clone()))
     }
 
     /// Deletes a record with its images and vectors; `false` if there was none.
@@ -532,18 +801,24 @@ impl Engine {
             let Some(image_ids) = store.delete_record(&index_id, &record_id).await? else {
                 return Ok(false);
             };
-            vectors.remove_images(&index_id, &image_ids);
+            for slot in &vectors.slots {
+                slot.vectors.remove_images(&index_id, &image_ids);
+            }
             Ok(true)
         })
         .await
     }
 
-    /// Deletes an index with all its records, images and vectors.
+    /// Deletes an index with all its records, images and vectors (and its
+    /// re-embedding job and staged vectors).
     pub async fn delete_index(&self, index_id: &str) -> Result<bool, EngineError> {
         let index_id = index_id.to_string();
         self.committed(move |store, vectors| async move {
             let deleted = store.delete_index(&index_id).await?;
-            vectors.remove_collection(&index_id);
+            for slot in &vectors.slots {
+                slot.vectors.remove_collection(&index_id);
+            }
+            vectors.routes.write().unwrap_or_else(PoisonError::into_inner).remove(&index_id);
             Ok(deleted)
         })
         .await
@@ -551,7 +826,7 @@ impl Engine {
 
     /// Faces held in memory for an index.
     pub fn vectors_in(&self, index_id: &str) -> usize {
-        self.index.len(index_id)
+        self.vectors.slots.iter().map(|s| s.vectors.len(index_id)).sum()
     }
 }
 

@@ -28,6 +28,9 @@ pub enum Pack {
 }
 
 impl Pack {
+    /// Every pack this build can run.
+    pub const ALL: [Pack; 2] = [Pack::Open, Pack::Insightface];
+
     pub fn name(self) -> &'static str {
         match self {
             Pack::Open => "open",

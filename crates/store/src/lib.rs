@@ -303,6 +303,101 @@ pub struct EmbeddingRow {
     pub vector: Vec<f32>,
 }
 
+/// Where a re-embedding job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Images are being embedded with the new pack; searches use the old vectors.
+    Running,
+    /// The index was switched to the new pack.
+    Done,
+    /// Stopped by an error (`error`); what was staged is kept, and starting the job
+    /// again continues from there.
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+/// A stored image in which the new pack found no usable face.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReembedFailure {
+    pub image_id: String,
+    pub record_id: String,
+    /// The error code, e.g. `NO_FACE_DETECTED` or `FACE_TOO_SMALL`.
+    pub code: String,
+}
+
+/// A job moving an index to another model pack (see [`Store::start_reembed`]).
+/// While it runs, `done` and `failed` are counted live from the staged vectors; once
+/// it is done they are the figures of the switch.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReembedJob {
+    pub job_id: String,
+    pub index_id: String,
+    /// The pack the index moves to.
+    pub pack: String,
+    /// The pack the index held when the job started.
+    pub from_pack: String,
+    pub state: JobState,
+    /// Images of the index.
+    pub total: u64,
+    /// Images processed (embedded, or found to have no usable face).
+    pub done: u64,
+    /// Images in which the new pack found no usable face (at most
+    /// [`MAX_LISTED_FAILURES`] are listed in `failures`).
+    pub failed: u64,
+    pub failures: Vec<ReembedFailure>,
+    /// Why the job stopped, when it failed.
+    pub error: Option<String>,
+    pub requested_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// At most this many failed images are listed in a job (all are counted).
+pub const MAX_LISTED_FAILURES: usize = 1000;
+
+/// A stored image still to be embedded by a re-embedding job.
+#[derive(Clone, Debug)]
+pub struct PendingImage {
+    pub image_id: String,
+    pub record_id: String,
+    pub bytes: Vec<u8>,
+    /// The detection stored at enrolment (box, landmarks), to find the same face again.
+    pub face: serde_json::Value,
+}
+
+/// Result of [`Store::start_reembed`].
+#[derive(Clone, Debug)]
+pub enum ReembedStart {
+    /// A new job (staged vectors of an earlier job to the same pack are kept).
+    Started(ReembedJob),
+    /// A job to the same pack was already running; it is returned unchanged.
+    Running(ReembedJob),
+}
+
+/// Result of [`Store::switch_pack`].
+#[derive(Clone, Debug)]
+pub enum PackSwitch {
+    /// This many images of the index have no staged vector yet (e.g. enrolled since
+    /// the job's last batch); nothing was changed.
+    Pending(u64),
+    /// No such running job (the index was deleted, or the job ended).
+    NoJob,
+    /// The index now holds the new pack's vectors: the finished job and every vector
+    /// of the index, read in the switching transaction.
+    Switched { job: Box<ReembedJob>, vectors: Vec<EmbeddingRow> },
+}
+
 /// Result of [`Store::enrol`].
 #[derive(Clone, Debug, Serialize)]
 pub enum EnrolOutcome {
@@ -530,7 +625,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the user and their grants; `false` if no such user.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
     async fn user_count(&self) -> Result<u64, StoreError>;
-    /// Full consistency check; [`StoreError::Corrupt`] describing the first problems.
+    /// Full consistency check (database integrity, foreign keys, record counts, every
+    /// live vector of its index's pack); [`StoreError::Corrupt`] describing the first
+    /// problems.
     async fn integrity_check(&self) -> Result<(), StoreError>;
     /// Cheap liveness check of the storage backend.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -540,4 +637,40 @@ pub trait Store: Send + Sync + 'static {
     async fn query_audit(&self, query: AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
     /// Retention: deletes entries older than `before` (RFC 3339); returns how many.
     async fn prune_audit(&self, before: &str) -> Result<u64, StoreError>;
+
+    // Re-embedding (moving an index to another model pack). The new pack's vectors are
+    // staged beside the live ones, keyed by (image, pack), so that the job can stop
+    // anywhere and continue, and searches keep using the live vectors until
+    // [`Store::switch_pack`] replaces them in one transaction.
+
+    /// Starts a job moving `index_id` to `pack`, or returns the one already running to
+    /// the same pack. A job to another pack running is [`StoreError::Conflict`].
+    /// Staged vectors of other packs for the index (left by an abandoned job) are
+    /// deleted. `None` if there is no such index.
+    async fn start_reembed(
+        &self,
+        index_id: &str,
+        pack: &str,
+        requested_by: &str,
+    ) -> Result<Option<ReembedStart>, StoreError>;
+    /// The index's latest job, with live progress while it runs.
+    async fn reembed_job(&self, index_id: &str) -> Result<Option<ReembedJob>, StoreError>;
+    /// Every running job (to resume them at start).
+    async fn running_reembeds(&self) -> Result<Vec<ReembedJob>, StoreError>;
+    /// Up to `limit` images of the index without a staged vector of `pack`, oldest first.
+    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize) -> Result<Vec<PendingImage>, StoreError>;
+    /// Stages the image's vector of `pack`, or the code of why it has none. `false` if
+    /// the image no longer exists (deleted meanwhile).
+    async fn stage_vector(
+        &self,
+        image_id: &str,
+        pack: &str,
+        vector: Result<Vec<f32>, String>,
+    ) -> Result<bool, StoreError>;
+    /// In one transaction: if every image of the index has a staged vector of the
+    /// job's pack, replaces the index's vectors with them (images with no usable face
+    /// keep none), sets the index's pack, clears its staging and marks the job done.
+    async fn switch_pack(&self, index_id: &str, job_id: &str) -> Result<PackSwitch, StoreError>;
+    /// Marks a running job failed with `error`; staged vectors are kept.
+    async fn fail_reembed(&self, index_id: &str, job_id: &str, error: &str) -> Result<(), StoreError>;
 }

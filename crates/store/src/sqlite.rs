@@ -15,8 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::time::now_rfc3339;
 use crate::{
-    AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, IndexType, NewAuditEvent, NewImage,
-    NewIndex, Record, RecordFields, RecordPatch, Role, Store, StoreError, StoredImage, User,
+    AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, IndexType, JobState,
+    MAX_LISTED_FAILURES, NewAuditEvent, NewImage, NewIndex, PackSwitch, PendingImage, Record, RecordFields,
+    RecordPatch, ReembedFailure, ReembedJob, ReembedStart, Role, Store, StoreError, StoredImage, User,
 };
 
 /// File name of the database inside the data directory.
@@ -135,7 +136,41 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;
 "#,
-    // 3: a counter of embedding changes, bumped by triggers in the same transaction as
+    // 3: moving an index to another model pack. One job row per index (its latest
+    // job); the new pack's vectors are staged per (image, pack) beside the live ones
+    // and go with their image (cascade). A staged row has a vector or the code of why
+    // the new pack found no usable face, never both.
+    r#"
+CREATE TABLE reembed_jobs (
+    index_id     TEXT PRIMARY KEY NOT NULL REFERENCES indexes (id) ON DELETE CASCADE,
+    id           TEXT NOT NULL UNIQUE,
+    pack         TEXT NOT NULL,
+    from_pack    TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+    total        INTEGER NOT NULL DEFAULT 0 CHECK (total >= 0),
+    done         INTEGER NOT NULL DEFAULT 0 CHECK (done >= 0),
+    failed       INTEGER NOT NULL DEFAULT 0 CHECK (failed >= 0),
+    failures     TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(failures)),
+    error        TEXT,
+    requested_by TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    finished_at  TEXT
+);
+CREATE INDEX reembed_jobs_state ON reembed_jobs (state);
+
+CREATE TABLE staged_embeddings (
+    image_id TEXT NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    pack     TEXT NOT NULL,
+    dim      INTEGER,
+    vector   BLOB,
+    failure  TEXT,
+    PRIMARY KEY (image_id, pack),
+    CHECK ((vector IS NULL) <> (failure IS NULL)),
+    CHECK (vector IS NULL OR (dim > 0 AND length(vector) = 4 * dim))
+) WITHOUT ROWID;
+"#,
+    // 4: a counter of embedding changes, bumped by triggers in the same transaction as
     // every insert, update and delete of an embedding (cascades included), so a saved
     // copy of the vector index can tell whether it still matches the store.
     r#"
@@ -687,6 +722,161 @@ fn decode_vector(image_id: &str, dim: i64, blob: &[u8]) -> Result<Vec<f32>, Stor
     Ok(blob.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
+/// The live vectors matching `filter` (an SQL condition on `e`, `i`, `r` with one
+/// parameter `?1`). One statement = one consistent snapshot; rows are decoded as they
+/// are stepped, so only the decoded vectors are held in memory.
+fn scan_embeddings(conn: &Connection, filter: &str, param: &str) -> Result<Vec<EmbeddingRow>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT e.image_id, i.record_id, r.index_id, e.dim, e.vector
+             FROM embeddings e
+             JOIN images i ON i.id = e.image_id
+             JOIN records r ON r.id = i.record_id
+             WHERE {filter} ORDER BY e.rowid"
+        ))
+        .ctx("preparing the embedding scan")?;
+    let mut rows = stmt.query([param]).ctx("scanning embeddings")?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().ctx("scanning embeddings")? {
+        let image_id: String = row.get(0).ctx("reading an embedding")?;
+        let dim: i64 = row.get(3).ctx("reading an embedding")?;
+        let blob = row
+            .get_ref(4)
+            .ctx("reading an embedding")?
+            .as_blob()
+            .map_err(|e| StoreError::Corrupt(format!("embedding of image {image_id}: {e}")))?;
+        let vector = decode_vector(&image_id, dim, blob)?;
+        out.push(EmbeddingRow {
+            record_id: row.get(1).ctx("reading an embedding")?,
+            index_id: row.get(2).ctx("reading an embedding")?,
+            image_id,
+            vector,
+        });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------
+// Re-embedding jobs
+
+/// The ids of an index's images, as a subquery on parameter `?1`.
+const INDEX_IMAGES: &str = "SELECT i.id FROM images i JOIN records r ON r.id = i.record_id WHERE r.index_id = ?1";
+
+const JOB_COLS: &str = "id, index_id, pack, from_pack, state, total, done, failed, failures, error, requested_by, \
+                        created_at, updated_at, finished_at";
+
+struct RawJob {
+    id: String,
+    index_id: String,
+    pack: String,
+    from_pack: String,
+    state: String,
+    counts: (i64, i64, i64),
+    failures: String,
+    error: Option<String>,
+    requested_by: String,
+    created_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
+}
+
+fn raw_job(r: &Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        id: r.get(0)?,
+        index_id: r.get(1)?,
+        pack: r.get(2)?,
+        from_pack: r.get(3)?,
+        state: r.get(4)?,
+        counts: (r.get(5)?, r.get(6)?, r.get(7)?),
+        failures: r.get(8)?,
+        error: r.get(9)?,
+        requested_by: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+        finished_at: r.get(13)?,
+    })
+}
+
+/// (images, images with a staged row of `pack`, of which failures) of an index.
+fn staging_progress(conn: &Connection, index_id: &str, pack: &str) -> Result<(u64, u64, u64), StoreError> {
+    let (total, done, failed): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COUNT(s.image_id), COUNT(s.failure)
+             FROM images i JOIN records r ON r.id = i.record_id
+             LEFT JOIN staged_embeddings s ON s.image_id = i.id AND s.pack = ?2
+             WHERE r.index_id = ?1",
+        )
+        .and_then(|mut s| s.query_row([index_id, pack], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .ctx("counting staged vectors")?;
+    Ok((count_u64(total, "image count")?, count_u64(done, "staged count")?, count_u64(failed, "failure count")?))
+}
+
+/// The images of an index in which `pack` found no usable face (staged failures).
+fn staged_failures(conn: &Connection, index_id: &str, pack: &str) -> Result<Vec<ReembedFailure>, StoreError> {
+    let limit = i64::try_from(MAX_LISTED_FAILURES).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "SELECT s.image_id, i.record_id, s.failure
+         FROM staged_embeddings s JOIN images i ON i.id = s.image_id JOIN records r ON r.id = i.record_id
+         WHERE r.index_id = ?1 AND s.pack = ?2 AND s.failure IS NOT NULL
+         ORDER BY i.created_at, i.id LIMIT ?3",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![index_id, pack, limit], |r| {
+            Ok(ReembedFailure { image_id: r.get(0)?, record_id: r.get(1)?, code: r.get(2)? })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .ctx("listing staged failures")
+}
+
+/// The index's job; the counts of a running one are read live from the staging.
+fn load_job(conn: &Connection, index_id: &str) -> Result<Option<ReembedJob>, StoreError> {
+    let raw = conn
+        .prepare_cached(&format!("SELECT {JOB_COLS} FROM reembed_jobs WHERE index_id = ?1"))
+        .and_then(|mut s| s.query_row([index_id], raw_job).optional())
+        .ctx("loading a re-embedding job")?;
+    raw.map(|raw| job_from_raw(conn, raw)).transpose()
+}
+
+fn job_from_raw(conn: &Connection, raw: RawJob) -> Result<ReembedJob, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt(format!("re-embedding job {}: {what}", raw.id));
+    let state = match raw.state.as_str() {
+        "running" => JobState::Running,
+        "done" => JobState::Done,
+        "failed" => JobState::Failed,
+        other => return Err(corrupt(format!("state {other:?}"))),
+    };
+    let (total, done, failed, failures) = if state == JobState::Done {
+        let failures: Vec<ReembedFailure> =
+            serde_json::from_str(&raw.failures).map_err(|e| corrupt(format!("failures: {e}")))?;
+        let (t, d, f) = raw.counts;
+        (count_u64(t, "total")?, count_u64(d, "done")?, count_u64(f, "failed")?, failures)
+    } else {
+        let (t, d, f) = staging_progress(conn, &raw.index_id, &raw.pack)?;
+        (t, d, f, staged_failures(conn, &raw.index_id, &raw.pack)?)
+    };
+    Ok(ReembedJob {
+        job_id: raw.id,
+        index_id: raw.index_id,
+        pack: raw.pack,
+        from_pack: raw.from_pack,
+        state,
+        total,
+        done,
+        failed,
+        failures,
+        error: raw.error,
+        requested_by: raw.requested_by,
+        created_at: raw.created_at,
+        updated_at: raw.updated_at,
+        finished_at: raw.finished_at,
+    })
+}
+
+fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
 // ---------------------------------------------------------------------------------
 // Users
 
@@ -1175,41 +1365,7 @@ impl Store for SqliteStore {
 
     async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError> {
         let pack = pack.to_owned();
-        self.run(move |inner| {
-            inner.read(|conn| {
-                // One statement = one consistent snapshot; rows are decoded as they are
-                // stepped, so only the decoded vectors are held in memory.
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT e.image_id, i.record_id, r.index_id, e.dim, e.vector
-                         FROM embeddings e
-                         JOIN images i ON i.id = e.image_id
-                         JOIN records r ON r.id = i.record_id
-                         WHERE e.pack = ?1 ORDER BY e.rowid",
-                    )
-                    .ctx("preparing the embedding scan")?;
-                let mut rows = stmt.query([&pack]).ctx("scanning embeddings")?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next().ctx("scanning embeddings")? {
-                    let image_id: String = row.get(0).ctx("reading an embedding")?;
-                    let dim: i64 = row.get(3).ctx("reading an embedding")?;
-                    let blob = row
-                        .get_ref(4)
-                        .ctx("reading an embedding")?
-                        .as_blob()
-                        .map_err(|e| StoreError::Corrupt(format!("embedding of image {image_id}: {e}")))?;
-                    let vector = decode_vector(&image_id, dim, blob)?;
-                    out.push(EmbeddingRow {
-                        record_id: row.get(1).ctx("reading an embedding")?,
-                        index_id: row.get(2).ctx("reading an embedding")?,
-                        image_id,
-                        vector,
-                    });
-                }
-                Ok(out)
-            })
-        })
-        .await
+        self.run(move |inner| inner.read(|conn| scan_embeddings(conn, "e.pack = ?1", &pack))).await
     }
 
     async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, StoreError> {
@@ -1415,6 +1571,21 @@ impl Store for SqliteStore {
                 if !drift.is_empty() {
                     return Err(StoreError::Corrupt(format!("record_count wrong for index(es) {}", drift.join(", "))));
                 }
+                // An index's live vectors are all of its pack: packs never mix.
+                let mixed = tx
+                    .prepare(
+                        "SELECT DISTINCT x.id FROM embeddings e JOIN images i ON i.id = e.image_id
+                         JOIN records r ON r.id = i.record_id JOIN indexes x ON x.id = r.index_id
+                         WHERE e.pack <> x.pack",
+                    )
+                    .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>())
+                    .ctx("checking embedding packs")?;
+                if !mixed.is_empty() {
+                    return Err(StoreError::Corrupt(format!(
+                        "vectors of another pack than the index's in index(es) {}",
+                        mixed.join(", ")
+                    )));
+                }
                 Ok(())
             })
         })
@@ -1510,6 +1681,218 @@ impl Store for SqliteStore {
             inner.write(|conn| {
                 let n = conn.execute("DELETE FROM audit_log WHERE at < ?1", [before]).ctx("pruning the audit log")?;
                 Ok(n as u64)
+            })
+        })
+        .await
+    }
+
+    async fn start_reembed(
+        &self,
+        index_id: &str,
+        pack: &str,
+        requested_by: &str,
+    ) -> Result<Option<ReembedStart>, StoreError> {
+        let (index_id, pack, requested_by) = (index_id.to_owned(), pack.to_owned(), requested_by.to_owned());
+        self.run(move |inner| {
+            inner.write(|conn| {
+                let tx = immediate(conn, "starting a re-embedding job")?;
+                let Some(from_pack) = index_pack(&tx, &index_id)? else {
+                    return Ok(None);
+                };
+                if let Some(job) = load_job(&tx, &index_id)?.filter(|j| j.state == JobState::Running) {
+                    if job.pack == pack {
+                        return Ok(Some(ReembedStart::Running(job)));
+                    }
+                    return Err(StoreError::Conflict(format!(
+                        "a re-embedding of this index to the {} pack is running",
+                        job.pack
+                    )));
+                }
+                // Vectors staged for another pack by an abandoned job are of no use now.
+                tx.execute(
+                    &format!("DELETE FROM staged_embeddings WHERE pack <> ?2 AND image_id IN ({INDEX_IMAGES})"),
+                    [&index_id, &pack],
+                )
+                .ctx("clearing stale staged vectors")?;
+                let now = now_rfc3339();
+                tx.execute(
+                    "INSERT OR REPLACE INTO reembed_jobs
+                         (index_id, id, pack, from_pack, state, requested_by, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?6)",
+                    params![index_id, new_id(), pack, from_pack, requested_by, now],
+                )
+                .ctx("creating a re-embedding job")?;
+                let job = load_job(&tx, &index_id)?
+                    .ok_or_else(|| StoreError::Corrupt("the new re-embedding job vanished".into()))?;
+                tx.commit().ctx("committing a new re-embedding job")?;
+                Ok(Some(ReembedStart::Started(job)))
+            })
+        })
+        .await
+    }
+
+    async fn reembed_job(&self, index_id: &str) -> Result<Option<ReembedJob>, StoreError> {
+        let index_id = index_id.to_owned();
+        self.run(move |inner| {
+            inner.read(|conn| {
+                let tx = conn.transaction().ctx("starting a read")?;
+                load_job(&tx, &index_id)
+            })
+        })
+        .await
+    }
+
+    async fn running_reembeds(&self) -> Result<Vec<ReembedJob>, StoreError> {
+        self.run(|inner| {
+            inner.read(|conn| {
+                let tx = conn.transaction().ctx("starting a read")?;
+                let raws = tx
+                    .prepare_cached(&format!(
+                        "SELECT {JOB_COLS} FROM reembed_jobs WHERE state = 'running' ORDER BY created_at"
+                    ))
+                    .and_then(|mut s| s.query_map([], raw_job)?.collect::<rusqlite::Result<Vec<_>>>())
+                    .ctx("listing running re-embedding jobs")?;
+                raws.into_iter().map(|raw| job_from_raw(&tx, raw)).collect()
+            })
+        })
+        .await
+    }
+
+    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
+        let (index_id, pack) = (index_id.to_owned(), pack.to_owned());
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        self.run(move |inner| {
+            inner.read(|conn| {
+                let raws = conn
+                    .prepare_cached(
+                        "SELECT i.id, i.record_id, i.face, i.bytes
+                         FROM images i JOIN records r ON r.id = i.record_id
+                         WHERE r.index_id = ?1
+                           AND NOT EXISTS (SELECT 1 FROM staged_embeddings s WHERE s.image_id = i.id AND s.pack = ?2)
+                         ORDER BY i.created_at, i.id LIMIT ?3",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![index_id, pack, limit], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .ctx("listing images to re-embed")?;
+                raws.into_iter()
+                    .map(|(image_id, record_id, face, bytes)| {
+                        let face = serde_json::from_str(&face)
+                            .map_err(|e| StoreError::Corrupt(format!("image {image_id}: face: {e}")))?;
+                        Ok(PendingImage { image_id, record_id, bytes, face })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn stage_vector(
+        &self,
+        image_id: &str,
+        pack: &str,
+        vector: Result<Vec<f32>, String>,
+    ) -> Result<bool, StoreError> {
+        let (image_id, pack) = (image_id.to_owned(), pack.to_owned());
+        let (dim, blob, failure) = match vector {
+            Ok(v) => {
+                if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
+                    return Err(StoreError::InvalidInput("a staged vector must be non-empty and finite".into()));
+                }
+                let dim = i64::try_from(v.len()).map_err(|_| StoreError::InvalidInput("vector too long".into()))?;
+                (Some(dim), Some(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()), None)
+            }
+            Err(code) => (None, None, Some(code)),
+        };
+        self.run(move |inner| {
+            inner.write(|conn| {
+                let result = conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO staged_embeddings (image_id, pack, dim, vector, failure)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| s.execute(params![image_id, pack, dim, blob, failure]));
+                match result {
+                    Ok(_) => Ok(true),
+                    // The image was deleted while it was being embedded.
+                    Err(e) if is_foreign_key_violation(&e) => Ok(false),
+                    Err(e) => Err(StoreError::Sqlite { context: "staging a vector", source: e }),
+                }
+            })
+        })
+        .await
+    }
+
+    async fn switch_pack(&self, index_id: &str, job_id: &str) -> Result<PackSwitch, StoreError> {
+        let (index_id, job_id) = (index_id.to_owned(), job_id.to_owned());
+        self.run(move |inner| {
+            inner.write(|conn| {
+                let tx = immediate(conn, "switching an index's pack")?;
+                let Some(job) =
+                    load_job(&tx, &index_id)?.filter(|j| j.job_id == job_id && j.state == JobState::Running)
+                else {
+                    return Ok(PackSwitch::NoJob);
+                };
+                if job.done < job.total {
+                    return Ok(PackSwitch::Pending(job.total - job.done));
+                }
+                tx.execute(&format!("DELETE FROM embeddings WHERE image_id IN ({INDEX_IMAGES})"), [&index_id])
+                    .ctx("removing the old vectors")?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO embeddings (image_id, pack, dim, vector)
+                         SELECT image_id, pack, dim, vector FROM staged_embeddings
+                         WHERE pack = ?2 AND vector IS NOT NULL AND image_id IN ({INDEX_IMAGES})"
+                    ),
+                    [&index_id, &job.pack],
+                )
+                .ctx("installing the new vectors")?;
+                tx.execute(&format!("DELETE FROM staged_embeddings WHERE image_id IN ({INDEX_IMAGES})"), [&index_id])
+                    .ctx("clearing the staged vectors")?;
+                let now = now_rfc3339();
+                tx.execute("UPDATE indexes SET pack = ?2, updated_at = ?3 WHERE id = ?1", [&index_id, &job.pack, &now])
+                    .ctx("setting the index's pack")?;
+                let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                tx.execute(
+                    "UPDATE reembed_jobs SET state = 'done', total = ?2, done = ?3, failed = ?4, failures = ?5,
+                                             updated_at = ?6, finished_at = ?6
+                     WHERE index_id = ?1",
+                    params![
+                        index_id,
+                        as_i64(job.total),
+                        as_i64(job.done),
+                        as_i64(job.failed),
+                        to_json(&job.failures)?,
+                        now
+                    ],
+                )
+                .ctx("finishing a re-embedding job")?;
+                let job = load_job(&tx, &index_id)?
+                    .ok_or_else(|| StoreError::Corrupt("the finished re-embedding job vanished".into()))?;
+                let vectors = scan_embeddings(&tx, "r.index_id = ?1", &index_id)?;
+                tx.commit().ctx("committing a pack switch")?;
+                // The old vectors are biometric data: do not leave them in the log.
+                checkpoint_after_erase(conn);
+                Ok(PackSwitch::Switched { job: Box::new(job), vectors })
+            })
+        })
+        .await
+    }
+
+    async fn fail_reembed(&self, index_id: &str, job_id: &str, error: &str) -> Result<(), StoreError> {
+        let (index_id, job_id, error) = (index_id.to_owned(), job_id.to_owned(), error.to_owned());
+        self.run(move |inner| {
+            inner.write(|conn| {
+                conn.execute(
+                    "UPDATE reembed_jobs SET state = 'failed', error = ?3, updated_at = ?4, finished_at = ?4
+                     WHERE index_id = ?1 AND id = ?2 AND state = 'running'",
+                    params![index_id, job_id, error, now_rfc3339()],
+                )
+                .ctx("failing a re-embedding job")?;
+                Ok(())
             })
         })
         .await

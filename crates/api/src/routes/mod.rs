@@ -6,6 +6,7 @@ pub mod health;
 pub mod indexes;
 pub mod ops;
 pub mod records;
+pub mod reembed;
 pub mod search;
 pub mod users;
 

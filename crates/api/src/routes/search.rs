@@ -71,6 +71,8 @@ pub async fn index_details(
     description = "The largest face of `source_image` is searched in every named index; matches are merged \
                    best first, each record at most once (with its best image), each with \
                    `match_score >= min_match_score`, at most `max_results`. No match is `{\"response\": []}`. \
+                   Indexes of different model packs are each searched with their own pack's embedding of the \
+                   probe; matches are merged by `match_score`. \
                    Order of checks: credentials → form → parameters → each index exists (404) → may search it \
                    (403) → image (400/413) → face (422) → liveness (422) → search. Audited.",
     params(
@@ -89,7 +91,7 @@ pub async fn index_details(
                                       `INVALID_MULTIPART`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the caller may not search one of the indexes (`index_id`)", body = ErrorBody),
         (status = 404, description = "`INDEX_NOT_FOUND`: no index with one of the ids (`index_id`)", body = ErrorBody),
-        (status = 409, description = "`INDEX_PACK_MISMATCH`: an index holds vectors of another model pack", body = ErrorBody),
+        (status = 409, description = "`INDEX_PACK_MISMATCH`: an index holds vectors of a model pack this server cannot run", body = ErrorBody),
         (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
         (status = 422, description = "`NO_FACE_DETECTED`, `FACE_TOO_SMALL`, `LIVENESS_CHECK_FAILED` (judged a \
