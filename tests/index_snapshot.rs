@@ -41,6 +41,8 @@ fn the_index_is_read_from_its_snapshot_and_rebuilt_after_a_crash() {
     let fourth = s.enrol_ok(&index_id, &photos[3][0], &[("name", "Jennifer Capriati")]);
     let fourth = fourth["record_id"].as_str().expect("record_id").to_string();
     assert_eq!(s.delete(&format!("/face/index/{index_id}/records/{}", ids[0])).status, 204);
+    // A deleted face must not outlive its record in a saved copy of the index.
+    assert!(!data.join("vectors/open/CURRENT").exists(), "the snapshot is deleted with a face");
     s.kill();
 
     let s = Server::start_in(&data);

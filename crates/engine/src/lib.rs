@@ -273,6 +273,23 @@ fn task_failed(e: tokio::task::JoinError) -> EngineError {
     EngineError::Task(e.to_string())
 }
 
+/// Deletes the saved vector index of every pack after faces were deleted, so that no
+/// deleted face survives in a file; the next periodic save writes a fresh one (a crash
+/// before then costs a rebuild from the store at the next start, never a deleted face).
+/// A failure is logged, not returned: the delete itself is committed, and the next
+/// save replaces the files anyway.
+async fn forget_snapshots(dir: Option<PathBuf>, vectors: &Vectors) {
+    let Some(dir) = dir else { return };
+    let packs: Vec<PathBuf> = vectors.slots.iter().map(|s| dir.join(s.pack.name())).collect();
+    let removed =
+        tokio::task::spawn_blocking(move || packs.iter().try_for_each(|d| facesearch_index::snapshot::remove(d))).await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not delete the saved vector index after a delete"),
+        Err(e) => tracing::error!(error = %e, "could not delete the saved vector index after a delete"),
+    }
+}
+
 /// The vectors of one pack: its snapshot under `dir` when that matches the store's
 /// vector `version`, otherwise every stored vector of the pack.
 async fn load_vectors(
@@ -797,6 +814,7 @@ impl Engine {
     /// Deletes a record with its images and vectors; `false` if there was none.
     pub async fn delete_record(&self, index_id: &str, record_id: &str) -> Result<bool, EngineError> {
         let (index_id, record_id) = (index_id.to_string(), record_id.to_string());
+        let snapshots = self.snapshot_dir.clone();
         self.committed(move |store, vectors| async move {
             let Some(image_ids) = store.delete_record(&index_id, &record_id).await? else {
                 return Ok(false);
@@ -804,6 +822,7 @@ impl Engine {
             for slot in &vectors.slots {
                 slot.vectors.remove_images(&index_id, &image_ids);
             }
+            forget_snapshots(snapshots, &vectors).await;
             Ok(true)
         })
         .await
@@ -813,12 +832,16 @@ impl Engine {
     /// re-embedding job and staged vectors).
     pub async fn delete_index(&self, index_id: &str) -> Result<bool, EngineError> {
         let index_id = index_id.to_string();
+        let snapshots = self.snapshot_dir.clone();
         self.committed(move |store, vectors| async move {
             let deleted = store.delete_index(&index_id).await?;
             for slot in &vectors.slots {
                 slot.vectors.remove_collection(&index_id);
             }
             vectors.routes.write().unwrap_or_else(PoisonError::into_inner).remove(&index_id);
+            if deleted {
+                forget_snapshots(snapshots, &vectors).await;
+            }
             Ok(deleted)
         })
         .await

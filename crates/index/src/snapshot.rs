@@ -236,6 +236,19 @@ fn load_collection(
     Ok(c)
 }
 
+/// Deletes the snapshot under `dir` (its `CURRENT` first, so a crash midway leaves
+/// no snapshot rather than half of one). Used when faces are deleted: a deleted
+/// person's vector must not outlive the record in a file on disk.
+pub fn remove(dir: &Path) -> Result<(), IndexError> {
+    match fs::remove_file(dir.join(CURRENT)) {
+        Ok(()) => sync_dir(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(dir, e)),
+    }
+    remove_other_snapshots(dir, "");
+    Ok(())
+}
+
 /// Best effort: an old snapshot left behind only costs disk space.
 fn remove_other_snapshots(dir: &Path, keep: &str) {
     let Ok(entries) = fs::read_dir(dir) else { return };

@@ -177,6 +177,18 @@ fn snapshot_round_trip_keeps_every_vector_and_the_graph() {
 }
 
 #[test]
+fn a_removed_snapshot_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = FaceIndex::new(4);
+    idx.insert("db", "r", "i", &unit(4, 1)).unwrap();
+    idx.save(dir.path(), 1).unwrap();
+    snapshot::remove(dir.path()).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(FaceIndex::load(dir.path(), 4, IndexConfig::default()).unwrap().is_none());
+    snapshot::remove(&dir.path().join("never-made")).unwrap();
+}
+
+#[test]
 fn a_damaged_or_missing_snapshot_is_reported_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
     assert!(FaceIndex::load(dir.path(), 4, IndexConfig::default()).unwrap().is_none());
