@@ -56,6 +56,8 @@ pub struct AttackTypeResult {
     pub attacks: usize,
     /// Attacks of this type the detector could not judge.
     pub cannot_judge: usize,
+    /// 95% percentile-bootstrap interval of `apcer`.
+    pub apcer_ci95: (f64, f64),
 }
 
 /// APCER and BPCER at one threshold.
@@ -105,6 +107,8 @@ pub struct PadReport {
     pub apcer_ci95: (f64, f64),
     /// 95% percentile-bootstrap interval of `bpcer` (resampling judged bona fide).
     pub bpcer_ci95: (f64, f64),
+    /// 95% percentile-bootstrap interval of `eer` (resampling each class).
+    pub eer_ci95: (f64, f64),
 }
 
 /// Fraction of `scores` classified live (`>= threshold`).
@@ -123,14 +127,20 @@ fn bootstrap_ci95(errors: &[bool], resamples: usize, rng: &mut StdRng) -> (f64, 
     if n == 0 || resamples == 0 {
         return (f64::NAN, f64::NAN);
     }
-    let mut means: Vec<f64> = (0..resamples)
+    let means: Vec<f64> = (0..resamples)
         .map(|_| {
             let hits = (0..n).filter(|_| errors[rng.random_range(0..n)]).count();
             hits as f64 / n as f64
         })
         .collect();
-    means.sort_by(f64::total_cmp);
-    let pick = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    percentile_interval(means)
+}
+
+/// The 2.5th and 97.5th percentiles of non-empty bootstrap statistics.
+fn percentile_interval(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let last = values.len() - 1;
+    let pick = |q: f64| values[((q * last as f64).round() as usize).min(last)];
     (pick(0.025), pick(0.975))
 }
 
@@ -163,13 +173,14 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
             None => entry.2 += 1,
         }
     }
-    let per_attack_type: Vec<AttackTypeResult> = by_type
+    let mut per_attack_type: Vec<AttackTypeResult> = by_type
         .into_iter()
         .map(|(name, (accepted, judged, cannot_judge))| AttackTypeResult {
             attack_type: name.to_string(),
             apcer: rate(accepted, judged),
             attacks: judged,
             cannot_judge,
+            apcer_ci95: (f64::NAN, f64::NAN),
         })
         .collect();
     let apcer_max_type = per_attack_type.iter().map(|t| t.apcer).filter(|a| !a.is_nan()).fold(f64::NAN, f64::max);
@@ -187,6 +198,16 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
     let bona_fide_errors: Vec<bool> = bona_fide_scores.iter().map(|&s| s < threshold).collect();
     let apcer_ci95 = bootstrap_ci95(&attack_errors, resamples, &mut rng);
     let bpcer_ci95 = bootstrap_ci95(&bona_fide_errors, resamples, &mut rng);
+    let eer_ci95 = bootstrap_eer_ci95(&bona_fide_scores, &attack_scores, resamples, &mut rng);
+    for t in &mut per_attack_type {
+        let errors: Vec<bool> = samples
+            .iter()
+            .filter(|s| s.is_attack && s.attack_type == t.attack_type)
+            .filter_map(|s| s.live_score)
+            .map(|score| score >= threshold)
+            .collect();
+        t.apcer_ci95 = bootstrap_ci95(&errors, resamples, &mut rng);
+    }
 
     PadReport {
         threshold,
@@ -204,7 +225,27 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
         curve,
         apcer_ci95,
         bpcer_ci95,
+        eer_ci95,
     }
+}
+
+/// 95% percentile bootstrap interval of the EER, resampling bona fide and attack
+/// scores independently. `(NaN, NaN)` when either side is empty.
+fn bootstrap_eer_ci95(bona_fide: &[f32], attack: &[f32], resamples: usize, rng: &mut StdRng) -> (f64, f64) {
+    if bona_fide.is_empty() || attack.is_empty() || resamples == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let draw = |scores: &[f32], rng: &mut StdRng| -> Vec<f32> {
+        (0..scores.len()).map(|_| scores[rng.random_range(0..scores.len())]).collect()
+    };
+    let eers: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let b = draw(bona_fide, rng);
+            let a = draw(attack, rng);
+            equal_error_rate(&b, &a).0
+        })
+        .collect();
+    percentile_interval(eers)
 }
 
 #[cfg(test)]
@@ -256,8 +297,12 @@ mod tests {
         // CIs bracket the point estimates and are reproducible.
         assert!(r.apcer_ci95.0 <= r.apcer && r.apcer <= r.apcer_ci95.1);
         assert!(r.bpcer_ci95.0 <= r.bpcer && r.bpcer <= r.bpcer_ci95.1);
+        assert!(r.eer_ci95.0 <= r.eer && r.eer <= r.eer_ci95.1, "{:?} {}", r.eer_ci95, r.eer);
+        assert!(t[0].apcer_ci95.0.is_nan());
+        assert!(t[1].apcer_ci95.0 <= 0.5 && 0.5 <= t[1].apcer_ci95.1);
         let again = pad_report(&samples, 0.5);
         assert_eq!(again.apcer_ci95, r.apcer_ci95);
+        assert_eq!(again.eer_ci95, r.eer_ci95);
         assert_eq!(again.bpcer_ci95, r.bpcer_ci95);
     }
 
@@ -284,6 +329,7 @@ mod tests {
         assert_eq!((r.apcer, r.bpcer, r.eer), (0.0, 0.0, 0.0));
         assert_eq!(r.apcer_ci95, (0.0, 0.0));
         assert_eq!(r.bpcer_ci95, (0.0, 0.0));
+        assert_eq!(r.eer_ci95, (0.0, 0.0));
     }
 
     #[test]
