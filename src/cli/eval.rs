@@ -412,14 +412,31 @@ fn pad_rows(report: &facesearch_eval::PadReport) -> Vec<Vec<String>> {
     let ci = |(lo, hi): (f64, f64)| format!("(95% CI {} – {})", pct(lo), pct(hi));
     let mut out = vec![
         vec!["threshold".into(), format!("{:.3}", report.threshold)],
-        vec!["attacks / bona fide".into(), format!("{} / {}", report.attacks, report.bona_fide)],
+        vec![
+            "attacks / bona fide (judged)".into(),
+            format!(
+                "{} / {} ({} / {})",
+                report.attacks,
+                report.bona_fide,
+                report.attacks - report.cannot_judge_attacks,
+                report.bona_fide - report.cannot_judge_bona_fide
+            ),
+        ],
         vec!["APCER (pooled)".into(), format!("{} {}", pct(report.apcer), ci(report.apcer_ci95))],
         vec!["APCER (worst type)".into(), pct(report.apcer_max_type)],
         vec!["BPCER".into(), format!("{} {}", pct(report.bpcer), ci(report.bpcer_ci95))],
         vec!["EER".into(), format!("{} {} at threshold {:.3}", pct(report.eer), ci(report.eer_ci95), report.eer_threshold)],
         vec![
+            "BPCER at APCER ≤ 5 %".into(),
+            format!("{} at threshold {:.3}", pct(report.bpcer_at_apcer_5), report.threshold_at_apcer_5),
+        ],
+        vec![
             "cannot judge (attacks / bona fide)".into(),
             format!("{} / {}", report.cannot_judge_attacks, report.cannot_judge_bona_fide),
+        ],
+        vec![
+            "counting cannot judge as refused".into(),
+            format!("APCER {} BPCER {}", pct(report.apcer_with_refusals), pct(report.bpcer_with_refusals)),
         ],
     ];
     for t in &report.per_attack_type {
@@ -442,7 +459,7 @@ fn default_fit_sources() -> Vec<String> {
 }
 
 fn default_fit_features() -> Vec<String> {
-    ["model_logit_4_0", "saturation", "sharpness"].map(String::from).to_vec()
+    ["model_logit_4_0_flipavg", "saturation", "sharpness"].map(String::from).to_vec()
 }
 
 struct LivenessFitArgs {
@@ -489,14 +506,28 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     // The positive class is bona fide: the fused score is a live score.
     let y: Vec<bool> = judged.iter().map(|(r, _)| r.kind == "live").collect();
     let groups: Vec<String> = judged.iter().map(|(r, _)| fit_group(r)).collect();
+    let group_count = groups.iter().collect::<std::collections::BTreeSet<_>>().len();
+    if group_count < 2 || y.iter().all(|&l| l) || y.iter().all(|&l| !l) {
+        bail!("cross-validation needs live and spoof samples from at least two collections");
+    }
     let oof = leave_one_group_out(&x, &y, &groups, args.l2);
-    let samples: Vec<LivenessSample> = judged
+    // Out-of-fold scores of the judged rows, and the rows the check cannot judge (kept
+    // so the report also gives the rates counting those refusals).
+    let mut oof_scores = oof.iter();
+    let samples: Vec<LivenessSample> = rows
         .iter()
-        .zip(&oof)
-        .map(|((row, _), &p)| LivenessSample {
-            live_score: Some(p as f32),
-            is_attack: row.kind == "spoof",
-            attack_type: row.attack_type().unwrap_or("none").to_string(),
+        .zip(&outcomes)
+        .filter_map(|(row, outcome)| {
+            let live_score = match outcome {
+                LivenessOutcome::NoFace => return None,
+                LivenessOutcome::CannotJudge => None,
+                LivenessOutcome::Judged(_) => oof_scores.next().map(|&p| p as f32),
+            };
+            Some(LivenessSample {
+                live_score,
+                is_attack: row.kind == "spoof",
+                attack_type: row.attack_type().unwrap_or("none").to_string(),
+            })
         })
         .collect();
     // The operating point: the out-of-fold equal-error threshold.
@@ -504,8 +535,15 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     let out_of_fold = pad_report(&samples, raw_threshold);
     let model = fit_logistic(&x, &y, args.l2);
     let shift = sigmoid_logit(f64::from(raw_threshold));
-    let group_count = groups.iter().collect::<std::collections::BTreeSet<_>>().len();
     let mut command = format!("facesearch eval liveness-fit --manifest {}", manifest.display());
+    // Settings that change the boxes or the judged set change the fit: recorded when not the default.
+    let pipeline_config = ctx.pipeline.config();
+    if ctx.pipeline.pack() != facesearch_face::Pack::Open {
+        command += &format!(" --pack {}", ctx.pipeline.pack());
+    }
+    if pipeline_config.liveness.min_context != facesearch_face::LivenessConfig::default().min_context {
+        command += &format!(" --liveness-min-context {}", pipeline_config.liveness.min_context);
+    }
     if args.source != default_fit_sources() {
         command += &format!(" --source {}", args.source.join(","));
     }
@@ -537,8 +575,8 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         l2: args.l2,
         validation: FusionValidation {
             folds: format!("leave one collection out ({group_count} collections)"),
-            attacks: out_of_fold.attacks,
-            bona_fide: out_of_fold.bona_fide,
+            attacks: out_of_fold.attacks - out_of_fold.cannot_judge_attacks,
+            bona_fide: out_of_fold.bona_fide - out_of_fold.cannot_judge_bona_fide,
             apcer: round_to(out_of_fold.apcer, 6),
             bpcer: round_to(out_of_fold.bpcer, 6),
             eer: round_to(out_of_fold.eer, 6),

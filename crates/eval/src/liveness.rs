@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::rates::{equal_error_rate, rate};
+use crate::rates::{equal_error_rate, rate, threshold_at_rate};
 
 /// Number of bootstrap resamples behind the confidence intervals.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
@@ -93,6 +93,12 @@ pub struct PadReport {
     pub apcer_max_type: f64,
     /// Judged bona fide rejected / judged bona fide.
     pub bpcer: f64,
+    /// APCER over all attacks, a "cannot judge" counting as rejected (the service
+    /// refuses such a probe).
+    pub apcer_with_refusals: f64,
+    /// BPCER over all bona fide, a "cannot judge" counting as rejected: the share of
+    /// real people the service turns away.
+    pub bpcer_with_refusals: f64,
     /// APCER per attack type, sorted by type name.
     pub per_attack_type: Vec<AttackTypeResult>,
     /// Equal error rate over judged samples (mean of APCER and BPCER where they are
@@ -100,6 +106,10 @@ pub struct PadReport {
     pub eer: f64,
     /// Threshold at which the EER was found.
     pub eer_threshold: f32,
+    /// Lowest BPCER (judged) at a threshold keeping APCER (judged) at most 5 %, the
+    /// issue's target operating point, and that threshold.
+    pub bpcer_at_apcer_5: f64,
+    pub threshold_at_apcer_5: f32,
     /// APCER/BPCER at thresholds 0.00, 0.05, ..., 1.00 and at the EER threshold,
     /// sorted by threshold.
     pub curve: Vec<CurvePoint>,
@@ -186,6 +196,8 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
     let apcer_max_type = per_attack_type.iter().map(|t| t.apcer).filter(|a| !a.is_nan()).fold(f64::NAN, f64::max);
 
     let (eer, eer_threshold) = equal_error_rate(&bona_fide_scores, &attack_scores);
+    let threshold_at_apcer_5 = threshold_at_rate(&attack_scores, attack_scores.len(), 0.05);
+    let bpcer_at_apcer_5 = 1.0 - accepted_rate(&bona_fide_scores, threshold_at_apcer_5);
     let mut curve: Vec<CurvePoint> =
         (0..=20).map(|i| curve_point(&attack_scores, &bona_fide_scores, i as f32 / 20.0)).collect();
     if !eer_threshold.is_nan() {
@@ -219,9 +231,16 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
         apcer: accepted_rate(&attack_scores, threshold),
         apcer_max_type,
         bpcer: rate(bona_fide_errors.iter().filter(|&&e| e).count(), bona_fide_errors.len()),
+        apcer_with_refusals: rate(attack_errors.iter().filter(|&&e| e).count(), attacks),
+        bpcer_with_refusals: rate(
+            bona_fide_errors.iter().filter(|&&e| e).count() + cannot_judge_bona_fide,
+            bona_fide,
+        ),
         per_attack_type,
         eer,
         eer_threshold,
+        bpcer_at_apcer_5,
+        threshold_at_apcer_5,
         curve,
         apcer_ci95,
         bpcer_ci95,
@@ -280,6 +299,9 @@ mod tests {
         assert_eq!((r.cannot_judge_attacks, r.cannot_judge_bona_fide), (1, 1));
         assert!((r.apcer - 2.0 / 5.0).abs() < 1e-12);
         assert!((r.bpcer - 1.0 / 3.0).abs() < 1e-12);
+        // Counting refusals: 2 of 6 attacks pass; 1 rejected + 1 cannot judge of 4 bona fide.
+        assert!((r.apcer_with_refusals - 2.0 / 6.0).abs() < 1e-12);
+        assert!((r.bpcer_with_refusals - 2.0 / 4.0).abs() < 1e-12);
         assert_eq!(r.per_attack_type.len(), 3);
         let t = &r.per_attack_type;
         assert_eq!((t[0].attack_type.as_str(), t[0].attacks, t[0].cannot_judge), ("mask", 0, 1));
@@ -327,6 +349,8 @@ mod tests {
         samples.extend((0..20).map(|i| live(Some(0.8 + i as f32 / 100.0))));
         let r = pad_report(&samples, 0.5);
         assert_eq!((r.apcer, r.bpcer, r.eer), (0.0, 0.0, 0.0));
+        assert_eq!(r.bpcer_at_apcer_5, 0.0);
+        assert!(r.threshold_at_apcer_5 > 0.18 && r.threshold_at_apcer_5 < 0.8);
         assert_eq!(r.apcer_ci95, (0.0, 0.0));
         assert_eq!(r.bpcer_ci95, (0.0, 0.0));
         assert_eq!(r.eer_ci95, (0.0, 0.0));

@@ -1,14 +1,15 @@
 //! Passive liveness (presentation-attack detection): the MiniFASNet-design model looks
-//! at the face with its surroundings (a square 2.7× the face box) and says how likely
-//! the capture is of a live person rather than a print, a screen or a mask.
+//! at the face with its surroundings (a square crop several times the face box) and
+//! says how likely the capture is of a live person rather than a print, a screen or a mask.
 //!
 //! The model needs that context: on a photo where the face fills the frame it calls
-//! nearly every live face a spoof. Such inputs are reported as "cannot judge", never
-//! as a confident answer.
+//! nearly every live face a spoof. A face whose 2.7× crop does not fit (context under
+//! `min_context`) is reported as "cannot judge", never as a confident answer.
 //!
-//! The decision fuses several views of the model (2.7× and 4.0× crops, each also
-//! mirrored) with hand-crafted cues ([`crate::liveness_cues`]) through a small logistic
-//! regression shipped as data ([`crate::liveness_fusion`]); the live score is its output.
+//! The decision fuses features of the face — the model's live logit on the 2.7× and
+//! 4.0× crops and their mirror images, and hand-crafted cues ([`crate::liveness_cues`])
+//! — through a small logistic regression shipped as data ([`crate::liveness_fusion`]);
+//! only the features the shipped fusion uses are computed, and the live score is its output.
 
 use std::sync::Arc;
 
@@ -69,13 +70,20 @@ pub struct LivenessChecker {
 /// looks at 4.0× the face box).
 const WIDE_SCALE: f32 = 4.0;
 
+/// Number of liveness features.
+pub const FEATURES: usize = 14;
+
 /// Names of every liveness feature, in the order of [`LivenessFeatures::values`]:
-/// the model's live logit on four views, then the hand-crafted cues.
-pub const FEATURE_NAMES: [&str; 12] = [
+/// the model's live logit on the 2.7× and 4.0× crops, their mirror images and the
+/// mean of each crop with its mirror (a decision that does not change when a front
+/// camera mirrors the picture), then the hand-crafted cues.
+pub const FEATURE_NAMES: [&str; FEATURES] = [
     "model_logit_2_7",
     "model_logit_2_7_flip",
     "model_logit_4_0",
     "model_logit_4_0_flip",
+    "model_logit_2_7_flipavg",
+    "model_logit_4_0_flipavg",
     CUE_NAMES[0],
     CUE_NAMES[1],
     CUE_NAMES[2],
@@ -89,7 +97,7 @@ pub const FEATURE_NAMES: [&str; 12] = [
 /// Every liveness feature of one judged face (see [`FEATURE_NAMES`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LivenessFeatures {
-    pub values: [f64; 12],
+    pub values: [f64; FEATURES],
 }
 
 /// The square crop around a face: left, top, side (pixels), and the context it gives.
@@ -126,12 +134,7 @@ fn logit(p: f32) -> f64 {
 impl LivenessChecker {
     /// A checker deciding with the fusion shipped in `crates/face/liveness/fusion.json`.
     pub fn new(model: Arc<dyn InferenceModel>, config: LivenessConfig) -> Self {
-        Self::with_fusion(model, config, Fusion::shipped())
-    }
-
-    /// A checker deciding with another fusion (evaluation of a candidate fit).
-    pub fn with_fusion(model: Arc<dyn InferenceModel>, config: LivenessConfig, fusion: &'static Fusion) -> Self {
-        Self { model, config, fusion }
+        Self { model, config, fusion: Fusion::shipped() }
     }
 
     pub fn config(&self) -> &LivenessConfig {
@@ -153,7 +156,7 @@ impl LivenessChecker {
 
     /// Every feature of a face the check can judge, or the "cannot judge" verdict.
     pub fn features(&self, image: &RgbImage, face: &Detection) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
-        self.features_wanted(image, face, &[true; 12])
+        self.features_wanted(image, face, &[true; FEATURES])
     }
 
     /// The features marked in `wanted` (the others are NaN), or the "cannot judge" verdict.
@@ -161,7 +164,7 @@ impl LivenessChecker {
         &self,
         image: &RgbImage,
         face: &Detection,
-        wanted: &[bool; 12],
+        wanted: &[bool; FEATURES],
     ) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
         let min_context = self.config.min_context;
         let Some(crop) = context_crop(image.width(), image.height(), face, self.config.crop_scale) else {
@@ -170,27 +173,28 @@ impl LivenessChecker {
         if crop.context < min_context {
             return Ok(Err(Liveness::CannotJudge { context: crop.context, min_context }));
         }
-        let mut values = [f64::NAN; 12];
+        let mut values = [f64::NAN; FEATURES];
         let wide = context_crop(image.width(), image.height(), face, WIDE_SCALE).unwrap_or(crop);
         for (view, crop) in [crop, wide].into_iter().enumerate() {
-            let (plain, mirror) = (2 * view, 2 * view + 1);
-            if !(wanted[plain] || wanted[mirror]) {
+            let (plain, mirror, mean) = (2 * view, 2 * view + 1, 4 + view);
+            if !(wanted[plain] || wanted[mirror] || wanted[mean]) {
                 continue;
             }
             let sample = imageops::crop_imm(image, crop.x, crop.y, crop.side.max(1), crop.side.max(1)).to_image();
             let resized = imageops::resize(&sample, INPUT, INPUT, imageops::FilterType::Triangle);
-            if wanted[plain] {
+            if wanted[plain] || wanted[mean] {
                 values[plain] = logit(self.live_probability(&resized)?);
             }
-            if wanted[mirror] {
+            if wanted[mirror] || wanted[mean] {
                 values[mirror] = logit(self.live_probability(&imageops::flip_horizontal(&resized))?);
             }
+            values[mean] = (values[plain] + values[mirror]) / 2.0;
         }
         let mut cues_wanted = [false; 8];
-        cues_wanted.copy_from_slice(&wanted[4..]);
+        cues_wanted.copy_from_slice(&wanted[6..]);
         if cues_wanted.iter().any(|&w| w) {
             let cues = measure(image, face, (crop.x, crop.y, crop.side.max(1)), &cues_wanted);
-            values[4..].copy_from_slice(&cues.values());
+            values[6..].copy_from_slice(&cues.values());
         }
         Ok(Ok(LivenessFeatures { values }))
     }

@@ -28,6 +28,7 @@ pub struct FusionFeature {
 pub struct FusionValidation {
     /// How folds were formed.
     pub folds: String,
+    /// Judged attack and bona fide samples the rates are over.
     pub attacks: usize,
     pub bona_fide: usize,
     /// Out-of-fold APCER / BPCER at the operating point, and the out-of-fold EER.
