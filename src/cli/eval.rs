@@ -425,7 +425,10 @@ fn pad_rows(report: &facesearch_eval::PadReport) -> Vec<Vec<String>> {
         vec!["APCER (pooled)".into(), format!("{} {}", pct(report.apcer), ci(report.apcer_ci95))],
         vec!["APCER (worst type)".into(), pct(report.apcer_max_type)],
         vec!["BPCER".into(), format!("{} {}", pct(report.bpcer), ci(report.bpcer_ci95))],
-        vec!["EER".into(), format!("{} {} at threshold {:.3}", pct(report.eer), ci(report.eer_ci95), report.eer_threshold)],
+        vec![
+            "EER".into(),
+            format!("{} {} at threshold {:.3}", pct(report.eer), ci(report.eer_ci95), report.eer_threshold),
+        ],
         vec![
             "BPCER at APCER ≤ 5 %".into(),
             format!("{} at threshold {:.3}", pct(report.bpcer_at_apcer_5), report.threshold_at_apcer_5),
@@ -532,9 +535,18 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         .collect();
     // The operating point: the out-of-fold equal-error threshold.
     let raw_threshold = pad_report(&samples, 0.5).eer_threshold;
-    let out_of_fold = pad_report(&samples, raw_threshold);
-    let model = fit_logistic(&x, &y, args.l2);
     let shift = sigmoid_logit(f64::from(raw_threshold));
+    // Reported on the shipped score's scale: the operating point moved to 0.5, so the
+    // curve's thresholds are the ones a deployment would set.
+    let shipped_scale: Vec<LivenessSample> = samples
+        .iter()
+        .map(|s| LivenessSample {
+            live_score: s.live_score.map(|p| sigmoid(sigmoid_logit(f64::from(p)) - shift) as f32),
+            ..s.clone()
+        })
+        .collect();
+    let out_of_fold = pad_report(&shipped_scale, facesearch_face::liveness::DEFAULT_THRESHOLD);
+    let model = fit_logistic(&x, &y, args.l2);
     let mut command = format!("facesearch eval liveness-fit --manifest {}", manifest.display());
     // Settings that change the boxes or the judged set change the fit: recorded when not the default.
     let pipeline_config = ctx.pipeline.config();

@@ -110,8 +110,8 @@ pub struct PadReport {
     /// issue's target operating point, and that threshold.
     pub bpcer_at_apcer_5: f64,
     pub threshold_at_apcer_5: f32,
-    /// APCER/BPCER at thresholds 0.00, 0.05, ..., 1.00 and at the EER threshold,
-    /// sorted by threshold.
+    /// APCER/BPCER at thresholds 0.00, 0.05, ..., 1.00 and at the EER threshold (when
+    /// not one of those), sorted by threshold.
     pub curve: Vec<CurvePoint>,
     /// 95% percentile-bootstrap interval of `apcer` (resampling judged attacks).
     pub apcer_ci95: (f64, f64),
@@ -200,7 +200,7 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
     let bpcer_at_apcer_5 = 1.0 - accepted_rate(&bona_fide_scores, threshold_at_apcer_5);
     let mut curve: Vec<CurvePoint> =
         (0..=20).map(|i| curve_point(&attack_scores, &bona_fide_scores, i as f32 / 20.0)).collect();
-    if !eer_threshold.is_nan() {
+    if !eer_threshold.is_nan() && !curve.iter().any(|p| p.threshold == eer_threshold) {
         curve.push(curve_point(&attack_scores, &bona_fide_scores, eer_threshold));
         curve.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
     }
@@ -232,10 +232,7 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
         apcer_max_type,
         bpcer: rate(bona_fide_errors.iter().filter(|&&e| e).count(), bona_fide_errors.len()),
         apcer_with_refusals: rate(attack_errors.iter().filter(|&&e| e).count(), attacks),
-        bpcer_with_refusals: rate(
-            bona_fide_errors.iter().filter(|&&e| e).count() + cannot_judge_bona_fide,
-            bona_fide,
-        ),
+        bpcer_with_refusals: rate(bona_fide_errors.iter().filter(|&&e| e).count() + cannot_judge_bona_fide, bona_fide),
         per_attack_type,
         eer,
         eer_threshold,

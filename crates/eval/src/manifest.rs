@@ -51,10 +51,7 @@ pub fn attack_type_of_note(note: &str) -> &'static str {
         return t;
     }
     let lower = note.to_ascii_lowercase();
-    ATTACK_KEYWORDS
-        .iter()
-        .find(|(_, words)| words.iter().any(|w| lower.contains(w)))
-        .map_or("unspecified", |(t, _)| t)
+    ATTACK_KEYWORDS.iter().find(|(_, words)| words.iter().any(|w| lower.contains(w))).map_or("unspecified", |(t, _)| t)
 }
 
 impl ManifestRow {

@@ -155,7 +155,11 @@ impl LivenessChecker {
     }
 
     /// Every feature of a face the check can judge, or the "cannot judge" verdict.
-    pub fn features(&self, image: &RgbImage, face: &Detection) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
+    pub fn features(
+        &self,
+        image: &RgbImage,
+        face: &Detection,
+    ) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
         self.features_wanted(image, face, &[true; FEATURES])
     }
 

@@ -92,16 +92,16 @@ fn resampled(image: &RgbImage, (x, y, side): (u32, u32, u32)) -> RgbImage {
 }
 
 /// Measures the cues for `face`, whose context crop (as used by the model) is
-/// `context` = (x, y, side). The costlier ones (spectrum, full-frame blockiness) only
-/// when `wanted` (in the order of [`CUE_NAMES`]) asks for them; skipped cues are NaN.
+/// `context` = (x, y, side). Only the cues `wanted` (in the order of [`CUE_NAMES`])
+/// asks for are measured; the others are NaN.
 pub fn measure(image: &RgbImage, face: &Detection, context: (u32, u32, u32), wanted: &[bool; 8]) -> Cues {
     let face_side = face.bbox.width().max(face.bbox.height());
     let cx = (face.bbox.x1 + face.bbox.x2) / 2.0;
     let cy = (face.bbox.y1 + face.bbox.y2) / 2.0;
-    let face_img = resampled(image, square(image, cx, cy, face_side));
-    let context_img = resampled(image, context);
-    let face_gray: Vec<f64> = face_img.pixels().map(luma).collect();
-    let context_gray: Vec<f64> = context_img.pixels().map(luma).collect();
+    // Resampling a large crop costs more than any cue: only what is wanted.
+    let face_img = (wanted[2] || wanted[3] || wanted[4]).then(|| resampled(image, square(image, cx, cy, face_side)));
+    let context_img = (wanted[5] || wanted[6]).then(|| resampled(image, context));
+    let gray = |img: &RgbImage| -> Vec<f64> { img.pixels().map(luma).collect() };
 
     // The spectrum window: the largest power of two fitting in 80 % of the face, native pixels.
     let mut n = MAX_FFT;
@@ -120,11 +120,11 @@ pub fn measure(image: &RgbImage, face: &Detection, context: (u32, u32, u32), wan
     Cues {
         moire_peak,
         high_freq,
-        sharpness: sharpness(&face_gray, SIDE as usize),
-        saturation: saturation(&face_img),
-        specular_face: specular(&face_img),
-        specular_context: specular(&context_img),
-        straight_edge: straight_edge(&context_gray, SIDE as usize),
+        sharpness: face_img.as_ref().map_or(f64::NAN, |img| sharpness(&gray(img), SIDE as usize)),
+        saturation: face_img.as_ref().map_or(f64::NAN, saturation),
+        specular_face: face_img.as_ref().map_or(f64::NAN, specular),
+        specular_context: context_img.as_ref().map_or(f64::NAN, specular),
+        straight_edge: context_img.as_ref().map_or(f64::NAN, |img| straight_edge(&gray(img), SIDE as usize)),
         blockiness: if wanted[7] { blockiness(image) } else { f64::NAN },
     }
 }
@@ -185,11 +185,8 @@ fn spectrum_cues(image: &RgbImage, x0: u32, y0: u32, n: usize) -> (f64, f64) {
             ring[ring.len() / 2]
         })
         .collect();
-    let peak = cells
-        .iter()
-        .filter(|(ring, _)| medians[*ring] > 0.0)
-        .map(|(ring, p)| p / medians[*ring])
-        .fold(1.0, f64::max);
+    let peak =
+        cells.iter().filter(|(ring, _)| medians[*ring] > 0.0).map(|(ring, p)| p / medians[*ring]).fold(1.0, f64::max);
     let high_freq = if band > 0.0 { high / band } else { 0.0 };
     (peak.log10(), high_freq)
 }
@@ -379,7 +376,8 @@ mod tests {
     #[test]
     fn a_periodic_pattern_has_a_stronger_spectral_peak_than_noise() {
         // Deterministic pseudo-noise vs the same noise plus a fine grating (a screen's pixel grid).
-        let noise = |x: u32, y: u32| ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729)).wrapping_mul(2_654_435_761) >> 26) as u8;
+        let noise =
+            |x: u32, y: u32| ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729)).wrapping_mul(2_654_435_761) >> 26) as u8;
         let plain = image_from(128, |x, y| 96 + noise(x, y));
         let grating = image_from(128, |x, y| 96 + noise(x, y) + if (x + y) % 5 < 2 { 60 } else { 0 });
         let (p_plain, _) = spectrum_cues(&plain, 0, 0, 128);
