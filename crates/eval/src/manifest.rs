@@ -36,7 +36,7 @@ const ATTACK_TYPES: [&str; 4] = ["print", "replay", "mask", "other"];
 /// Words that identify an attack type when the note does not start with its name,
 /// tried in this order (a "photo of a screen" is a replay, not a print).
 const ATTACK_KEYWORDS: [(&str, &[&str]); 3] = [
-    ("replay", &["replay", "screen", "monitor", "display", "tablet", "video"]),
+    ("replay", &["replay", "screen", "monitor", "display", "tablet"]),
     ("mask", &["mask", "silicone", "latex"]),
     ("print", &["print", "paper", "cut-out", "cutout"]),
 ];
