@@ -389,14 +389,16 @@ mod tests {
     fn straight_edge_finds_a_border_and_not_texture() {
         let n = 128usize;
         let edge: Vec<f64> = (0..n * n).map(|i| if i / n < 40 { 30.0 } else { 200.0 }).collect();
-        let checker: Vec<f64> = (0..n * n).map(|i| if (i / n + i % n) % 2 == 0 { 30.0 } else { 200.0 }).collect();
+        let checker: Vec<f64> =
+            (0..n * n).map(|i| if (i / n + i % n).is_multiple_of(2) { 30.0 } else { 200.0 }).collect();
         assert!(straight_edge(&edge, n) > 10.0 * straight_edge(&checker, n).max(0.1));
     }
 
     #[test]
     fn blur_lowers_sharpness() {
         let n = 128usize;
-        let sharp: Vec<f64> = (0..n * n).map(|i| if (i / n / 4 + i % n / 4) % 2 == 0 { 30.0 } else { 200.0 }).collect();
+        let sharp: Vec<f64> =
+            (0..n * n).map(|i| if (i / n / 4 + i % n / 4).is_multiple_of(2) { 30.0 } else { 200.0 }).collect();
         let blurred: Vec<f64> = (0..n * n)
             .map(|i| {
                 let (x, y) = ((i % n) as f64, (i / n) as f64);
