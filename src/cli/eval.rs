@@ -349,6 +349,30 @@ fn liveness_outcomes(ctx: &Ctx, base: &Path, rows: &[&ManifestRow]) -> Vec<Liven
     })
 }
 
+/// The PAD samples of the rows with a face: `score` for a judged one (called in row
+/// order), no score for one that cannot be judged.
+fn pad_samples(
+    rows: &[&ManifestRow],
+    outcomes: &[LivenessOutcome],
+    mut score: impl FnMut(&LivenessFeatures) -> Option<f32>,
+) -> Vec<LivenessSample> {
+    rows.iter()
+        .zip(outcomes)
+        .filter_map(|(row, outcome)| {
+            let live_score = match outcome {
+                LivenessOutcome::NoFace => return None,
+                LivenessOutcome::CannotJudge => None,
+                LivenessOutcome::Judged(f) => score(f),
+            };
+            Some(LivenessSample {
+                live_score,
+                is_attack: row.kind == "spoof",
+                attack_type: row.attack_type().unwrap_or("none").to_string(),
+            })
+        })
+        .collect()
+}
+
 fn feature_index(name: &str) -> anyhow::Result<usize> {
     FEATURE_NAMES
         .iter()
@@ -381,25 +405,12 @@ fn liveness(
     };
     let outcomes = liveness_outcomes(ctx, &base, &rows);
     let no_face = outcomes.iter().filter(|o| matches!(o, LivenessOutcome::NoFace)).count();
-    let samples: Vec<LivenessSample> = rows
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(row, outcome)| {
-            let live_score = match outcome {
-                LivenessOutcome::NoFace => return None,
-                LivenessOutcome::CannotJudge => None,
-                LivenessOutcome::Judged(f) => Some(match single {
-                    Some(i) => sigmoid(f.values[i]) as f32,
-                    None => fusion.score(&FEATURE_NAMES, &f.values) as f32,
-                }),
-            };
-            Some(LivenessSample {
-                live_score,
-                is_attack: row.kind == "spoof",
-                attack_type: row.attack_type().unwrap_or("none").to_string(),
-            })
+    let samples = pad_samples(&rows, &outcomes, |f| {
+        Some(match single {
+            Some(i) => sigmoid(f.values[i]) as f32,
+            None => fusion.score(&FEATURE_NAMES, &f.values) as f32,
         })
-        .collect();
+    });
     let report = pad_report(&samples, threshold);
     let mut out = vec![vec!["scoring".into(), scoring.clone()]];
     out.extend(pad_rows(&report));
@@ -517,22 +528,7 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     // Out-of-fold scores of the judged rows, and the rows the check cannot judge (kept
     // so the report also gives the rates counting those refusals).
     let mut oof_scores = oof.iter();
-    let samples: Vec<LivenessSample> = rows
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(row, outcome)| {
-            let live_score = match outcome {
-                LivenessOutcome::NoFace => return None,
-                LivenessOutcome::CannotJudge => None,
-                LivenessOutcome::Judged(_) => oof_scores.next().map(|&p| p as f32),
-            };
-            Some(LivenessSample {
-                live_score,
-                is_attack: row.kind == "spoof",
-                attack_type: row.attack_type().unwrap_or("none").to_string(),
-            })
-        })
-        .collect();
+    let samples = pad_samples(&rows, &outcomes, |_| oof_scores.next().map(|&p| p as f32));
     // The operating point: the out-of-fold equal-error threshold.
     let raw_threshold = pad_report(&samples, 0.5).eer_threshold;
     let shift = sigmoid_logit(f64::from(raw_threshold));
