@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use facesearch_eval::{
-    LivenessSample, ManifestRow, ProbeResult, build_open_set_protocol, fit_logistic, identification_report,
+    Hinge, LivenessSample, ManifestRow, ProbeResult, build_open_set_protocol, fit_logistic, identification_report,
     leave_one_group_out, pad_report, parse_manifest, parse_pairs, table, verification_report,
 };
 use facesearch_face::calibration::{Calibration, CalibrationPoint};
 use facesearch_face::liveness::{FEATURE_NAMES, LivenessFeatures};
-use facesearch_face::liveness_fusion::{Fusion, FusionFeature, FusionValidation, round_to, sigmoid};
+use facesearch_face::liveness_fusion::{Fusion, FusionFeature, FusionValidation, OneSided, round_to, sigmoid};
 use facesearch_face::{FaceChoice, FacePipeline, RuntimeOptions, cosine};
 use serde::Serialize;
 
@@ -76,7 +76,9 @@ enum EvalTask {
         /// Sources (the manifest's `source` column) to fit on, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = default_fit_sources())]
         source: Vec<String>,
-        /// Features to fuse, comma-separated (see `facesearch_face::liveness::FEATURE_NAMES`).
+        /// Features to fuse, comma-separated (see `facesearch_face::liveness::FEATURE_NAMES`);
+        /// `name:above` / `name:below` counts only how far a value lies above / below the
+        /// median of the live samples (a cue that may only count against liveness).
         #[arg(long, value_delimiter = ',', default_values_t = default_fit_features())]
         features: Vec<String>,
         /// L2 penalty on the standardised weights.
@@ -473,7 +475,7 @@ fn default_fit_sources() -> Vec<String> {
 }
 
 fn default_fit_features() -> Vec<String> {
-    ["model_logit_4_0_flipavg", "saturation", "sharpness"].map(String::from).to_vec()
+    ["model_logit_4_0_flipavg", "saturation:above", "sharpness:below"].map(String::from).to_vec()
 }
 
 struct LivenessFitArgs {
@@ -503,7 +505,19 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         .into_iter()
         .filter(|r| matches!(r.kind.as_str(), "live" | "spoof") && r.attack_type() != Some("other"))
         .collect();
-    let columns: Vec<usize> = args.features.iter().map(|n| feature_index(n)).collect::<anyhow::Result<_>>()?;
+    // `name`, or `name:above` / `name:below` for a one-sided input.
+    let specs: Vec<(&str, Option<Hinge>)> = args
+        .features
+        .iter()
+        .map(|spec| match spec.split_once(':') {
+            None => Ok((spec.as_str(), None)),
+            Some((name, "above")) => Ok((name, Some(Hinge::Above))),
+            Some((name, "below")) => Ok((name, Some(Hinge::Below))),
+            Some((_, side)) => bail!("{spec:?}: a one-sided feature is `name:above` or `name:below`, not {side:?}"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let columns: Vec<usize> = specs.iter().map(|(n, _)| feature_index(n)).collect::<anyhow::Result<_>>()?;
+    let hinges: Vec<Option<Hinge>> = specs.iter().map(|(_, h)| *h).collect();
     let outcomes = liveness_outcomes(ctx, &base, &rows);
     let judged: Vec<(&ManifestRow, &LivenessFeatures)> = rows
         .iter()
@@ -524,7 +538,7 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     if group_count < 2 || y.iter().all(|&l| l) || y.iter().all(|&l| !l) {
         bail!("cross-validation needs live and spoof samples from at least two collections");
     }
-    let oof = leave_one_group_out(&x, &y, &groups, args.l2);
+    let oof = leave_one_group_out(&x, &y, &groups, &hinges, args.l2);
     // Out-of-fold scores of the judged rows, and the rows the check cannot judge (kept
     // so the report also gives the rates counting those refusals).
     let mut oof_scores = oof.iter();
@@ -542,7 +556,7 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         })
         .collect();
     let out_of_fold = pad_report(&shipped_scale, facesearch_face::liveness::DEFAULT_THRESHOLD);
-    let model = fit_logistic(&x, &y, args.l2);
+    let model = fit_logistic(&x, &y, &hinges, args.l2);
     let mut command = format!("facesearch eval liveness-fit --manifest {}", manifest.display());
     // Settings that change the boxes or the judged set change the fit: recorded when not the default.
     let pipeline_config = ctx.pipeline.config();
@@ -564,16 +578,21 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     command += " --out crates/face/liveness/fusion.json";
     let fusion = Fusion {
         about: "Liveness fusion: live score = logistic(intercept + sum of weight × (feature − mean) / scale). \
+                A one-sided feature counts only how far it lies above or below its knot (the median of the live \
+                samples), so it can only count against liveness. \
                 The intercept includes the shift that puts the out-of-fold equal-error operating point at 0.5. \
                 Fitted on the manifest's liveness sets only; regenerate with `command`."
             .into(),
         command,
-        features: args
-            .features
+        features: specs
             .iter()
             .enumerate()
-            .map(|(j, name)| FusionFeature {
-                name: name.clone(),
+            .map(|(j, (name, _))| FusionFeature {
+                name: name.to_string(),
+                one_sided: model.hinges[j].map(|(side, knot)| match side {
+                    Hinge::Above => OneSided::Above(round_to(knot, 6)),
+                    Hinge::Below => OneSided::Below(round_to(knot, 6)),
+                }),
                 mean: round_to(model.mean[j], 6),
                 scale: round_to(model.scale[j], 6),
                 weight: round_to(model.weights[j], 6),

@@ -38,7 +38,7 @@ pub use identification::{
     IdentificationReport, OpenSetProtocol, OperatingPoint, ProbeResult, build_open_set_protocol, identification_report,
 };
 pub use liveness::{AttackTypeResult, CurvePoint, LivenessSample, PadReport, pad_report};
-pub use logistic::{LogisticModel, fit_logistic, leave_one_group_out};
+pub use logistic::{Hinge, LogisticModel, fit_logistic, leave_one_group_out};
 pub use manifest::{ManifestRow, attack_type_of_note, parse_csv, parse_manifest};
 pub use pairs::{ImageRef, Pair, parse_pairs};
 pub use verification::{VerificationReport, tar_at_far, ten_fold_accuracy, verification_report};

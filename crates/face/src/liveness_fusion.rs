@@ -13,13 +13,37 @@ use serde::{Deserialize, Serialize};
 /// The fusion file shipped with the code.
 const SHIPPED: &str = include_str!("../liveness/fusion.json");
 
-/// One input of the fusion: `weight × (value − mean) / scale`.
+/// One input of the fusion: `weight × (value − mean) / scale`, where a one-sided
+/// input's value is first replaced by how far it lies beyond its knot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FusionFeature {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_sided: Option<OneSided>,
     pub mean: f64,
     pub scale: f64,
     pub weight: f64,
+}
+
+/// A one-sided input: only the distance beyond the knot counts, so a cue that speaks
+/// against liveness cannot be pushed to an extreme (a grey-scale photo for colour, a
+/// sharpened one for blur) to earn credit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OneSided {
+    /// `max(0, value − knot)`.
+    Above(f64),
+    /// `max(0, knot − value)`.
+    Below(f64),
+}
+
+impl OneSided {
+    pub fn apply(self, value: f64) -> f64 {
+        match self {
+            OneSided::Above(knot) => (value - knot).max(0.0),
+            OneSided::Below(knot) => (knot - value).max(0.0),
+        }
+    }
 }
 
 /// Cross-validated (out-of-fold) rates of the fusion at its operating point, kept
@@ -85,7 +109,11 @@ impl Fusion {
     pub fn score(&self, names: &[&str], values: &[f64]) -> f64 {
         let mut z = self.intercept;
         for f in &self.features {
-            let value = names.iter().position(|n| *n == f.name).map_or(f.mean, |i| values[i]);
+            let Some(value) = names.iter().position(|n| *n == f.name).map(|i| values[i]) else {
+                // Parsing refuses unknown features; a missing one adds nothing.
+                continue;
+            };
+            let value = f.one_sided.map_or(value, |o| o.apply(value));
             z += f.weight * (value - f.mean) / f.scale;
         }
         sigmoid(z)
@@ -135,7 +163,16 @@ mod tests {
         let f = Fusion {
             about: String::new(),
             command: String::new(),
-            features: vec![FusionFeature { name: "a".into(), mean: 1.0, scale: 2.0, weight: 3.0 }],
+            features: vec![
+                FusionFeature { name: "a".into(), one_sided: None, mean: 1.0, scale: 2.0, weight: 3.0 },
+                FusionFeature {
+                    name: "b".into(),
+                    one_sided: Some(OneSided::Above(0.5)),
+                    mean: 0.1,
+                    scale: 0.2,
+                    weight: -1.0,
+                },
+            ],
             intercept: -0.5,
             l2: 0.0,
             validation: FusionValidation {
@@ -148,8 +185,11 @@ mod tests {
                 raw_threshold: 0.5,
             },
         };
-        let s = f.score(&["b", "a"], &[100.0, 5.0]);
-        assert!((s - sigmoid(-0.5 + 3.0 * 2.0)).abs() < 1e-12);
+        let s = f.score(&["b", "a"], &[0.9, 5.0]);
+        assert!((s - sigmoid(-0.5 + 3.0 * 2.0 - (0.4 - 0.1) / 0.2)).abs() < 1e-12);
+        // Below its knot, a one-sided input scores the same however far it goes.
+        assert_eq!(f.score(&["b", "a"], &[0.5, 5.0]), f.score(&["b", "a"], &[-100.0, 5.0]));
+        assert_eq!(OneSided::Below(2.0).apply(1.5), 0.5);
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-15);
         assert!(sigmoid(-800.0) >= 0.0 && sigmoid(800.0) <= 1.0);
         assert_eq!(round_to(0.1234567, 4), 0.1235);
