@@ -1,4 +1,4 @@
-//! `facesearch eval verify | identify | liveness | calibrate`: accuracy of the face
+//! `facesearch eval verify | identify | liveness | liveness-fit | calibrate`: accuracy of the face
 //! pipeline on labelled photos, measured with the protocols of `facesearch-eval`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use facesearch_eval::{
-    LivenessSample, ManifestRow, ProbeResult, build_open_set_protocol, identification_report, pad_report,
-    parse_manifest, parse_pairs, table, verification_report,
+    Hinge, LivenessSample, ManifestRow, ProbeResult, build_open_set_protocol, fit_logistic, identification_report,
+    leave_one_group_out, pad_report, parse_manifest, parse_pairs, table, verification_report,
 };
 use facesearch_face::calibration::{Calibration, CalibrationPoint};
-use facesearch_face::{FaceChoice, FacePipeline, Liveness, RuntimeOptions, cosine};
+use facesearch_face::liveness::{FEATURE_NAMES, LivenessFeatures};
+use facesearch_face::liveness_fusion::{Fusion, FusionFeature, FusionValidation, OneSided, round_to, sigmoid};
+use facesearch_face::{FaceChoice, FacePipeline, RuntimeOptions, cosine};
 use serde::Serialize;
 
 use super::PipelineArgs;
@@ -46,16 +48,48 @@ enum EvalTask {
         #[arg(long)]
         manifest: PathBuf,
     },
-    /// Presentation-attack detection on the `live`, `spoof` and `face` rows of a manifest.
+    /// Presentation-attack detection on the `live`, `spoof` and `face` rows of a manifest:
+    /// APCER per attack type, BPCER, EER, the threshold curve, bootstrap CIs.
     Liveness {
         #[arg(long)]
         manifest: PathBuf,
-        /// Live-probability threshold: a face is live when its score is at least this.
+        /// Live-score threshold: a face is live when its score is at least this.
         #[arg(long, default_value_t = facesearch_face::liveness::DEFAULT_THRESHOLD)]
         threshold: f32,
         /// Only rows of these sources (the manifest's `source` column), comma-separated.
         #[arg(long, value_delimiter = ',')]
         source: Vec<String>,
+        /// Score with this fusion file instead of the shipped one.
+        #[arg(long, conflicts_with = "score")]
+        fusion: Option<PathBuf>,
+        /// Score with one liveness feature alone (its logistic), e.g. `model_logit_2_7`
+        /// for the single model on the 2.7× crop (the pre-fusion baseline).
+        #[arg(long)]
+        score: Option<String>,
+    },
+    /// Fit the liveness fusion (logistic regression over liveness features) with
+    /// leave-one-collection-out cross-validation; print the out-of-fold rates and
+    /// write the coefficients.
+    LivenessFit {
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Sources (the manifest's `source` column) to fit on, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = default_fit_sources())]
+        source: Vec<String>,
+        /// Features to fuse, comma-separated (see `facesearch_face::liveness::FEATURE_NAMES`);
+        /// `name:above` / `name:below` counts only how far a value lies above / below the
+        /// median of the live samples (a cue that may only count against liveness).
+        #[arg(long, value_delimiter = ',', default_values_t = default_fit_features())]
+        features: Vec<String>,
+        /// L2 penalty on the standardised weights.
+        #[arg(long, default_value_t = DEFAULT_L2)]
+        l2: f64,
+        /// Output file (default: print to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write every row's features and out-of-fold score as CSV here.
+        #[arg(long)]
+        features_csv: Option<PathBuf>,
     },
     /// Print the detected faces and the embedding of the largest face of each photo as JSON lines.
     Embed { images: Vec<PathBuf> },
@@ -83,7 +117,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     match args.task {
         EvalTask::Verify { pairs, images } => verify(&ctx, &pairs, images),
         EvalTask::Identify { manifest } => identify(&ctx, &manifest),
-        EvalTask::Liveness { manifest, threshold, source } => liveness(&ctx, &manifest, threshold, &source),
+        EvalTask::Liveness { manifest, threshold, source, fusion, score } => {
+            liveness(&ctx, &manifest, threshold, &source, fusion.as_deref(), score.as_deref())
+        }
+        EvalTask::LivenessFit { manifest, source, features, l2, out, features_csv } => {
+            let fit = LivenessFitArgs { source, features, l2, out, features_csv };
+            liveness_fit(&ctx, &manifest, &fit)
+        }
         EvalTask::Calibrate { manifest, out } => calibrate(&ctx, &manifest, out),
         EvalTask::Embed { images } => embed(&ctx, &images),
     }
@@ -273,62 +313,343 @@ fn identify(ctx: &Ctx, manifest: &Path) -> anyhow::Result<()> {
 
 #[derive(Serialize)]
 struct LivenessOutput {
+    scoring: String,
     no_face: usize,
     #[serde(flatten)]
     report: facesearch_eval::PadReport,
 }
 
-fn liveness(ctx: &Ctx, manifest: &Path, threshold: f32, sources: &[String]) -> anyhow::Result<()> {
-    let (base, rows) = read_manifest(manifest)?;
-    let rows: Vec<&ManifestRow> = rows
-        .iter()
+/// What the liveness check made of one manifest row.
+enum LivenessOutcome {
+    /// Unreadable, or no face found.
+    NoFace,
+    CannotJudge,
+    Judged(LivenessFeatures),
+}
+
+/// The `live`/`spoof` (and `face`) rows of the chosen sources.
+fn liveness_rows<'a>(rows: &'a [ManifestRow], sources: &[String]) -> Vec<&'a ManifestRow> {
+    rows.iter()
         .filter(|r| matches!(r.kind.as_str(), "live" | "spoof" | "face"))
         .filter(|r| sources.is_empty() || sources.contains(&r.source))
-        .collect();
-    let verdicts = ctx.map(&rows, |row| -> Option<Liveness> {
-        let bytes = std::fs::read(base.join(&row.path)).ok()?;
-        let image = ctx.pipeline.decode(&bytes).ok()?;
-        let faces = ctx.pipeline.detect(&image.rgb).ok()?;
-        ctx.pipeline.liveness(&image.rgb, faces.first()?).ok()
-    });
-    let no_face = verdicts.iter().filter(|v| v.is_none()).count();
-    let samples: Vec<LivenessSample> = rows
-        .iter()
-        .zip(&verdicts)
-        .filter_map(|(row, v)| {
-            v.map(|v| LivenessSample {
-                live_score: v.live_probability(),
+        .collect()
+}
+
+/// The liveness features of the largest face of each row's photo.
+fn liveness_outcomes(ctx: &Ctx, base: &Path, rows: &[&ManifestRow]) -> Vec<LivenessOutcome> {
+    ctx.map(rows, |row| {
+        let Ok(bytes) = std::fs::read(base.join(&row.path)) else { return LivenessOutcome::NoFace };
+        let Ok(image) = ctx.pipeline.decode(&bytes) else { return LivenessOutcome::NoFace };
+        let Some(face) = ctx.pipeline.detect(&image.rgb).ok().and_then(|f| f.into_iter().next()) else {
+            return LivenessOutcome::NoFace;
+        };
+        match ctx.pipeline.liveness_features(&image.rgb, &face) {
+            Ok(Ok(features)) => LivenessOutcome::Judged(features),
+            Ok(Err(_)) => LivenessOutcome::CannotJudge,
+            Err(_) => LivenessOutcome::NoFace,
+        }
+    })
+}
+
+/// The PAD samples of the rows with a face: `score` for a judged one (called in row
+/// order), no score for one that cannot be judged.
+fn pad_samples(
+    rows: &[&ManifestRow],
+    outcomes: &[LivenessOutcome],
+    mut score: impl FnMut(&LivenessFeatures) -> Option<f32>,
+) -> Vec<LivenessSample> {
+    rows.iter()
+        .zip(outcomes)
+        .filter_map(|(row, outcome)| {
+            let live_score = match outcome {
+                LivenessOutcome::NoFace => return None,
+                LivenessOutcome::CannotJudge => None,
+                LivenessOutcome::Judged(f) => score(f),
+            };
+            Some(LivenessSample {
+                live_score,
                 is_attack: row.kind == "spoof",
                 attack_type: row.attack_type().unwrap_or("none").to_string(),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn feature_index(name: &str) -> anyhow::Result<usize> {
+    FEATURE_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .with_context(|| format!("unknown liveness feature {name:?} (known: {})", FEATURE_NAMES.join(", ")))
+}
+
+fn liveness(
+    ctx: &Ctx,
+    manifest: &Path,
+    threshold: f32,
+    sources: &[String],
+    fusion_file: Option<&Path>,
+    single: Option<&str>,
+) -> anyhow::Result<()> {
+    let (base, rows) = read_manifest(manifest)?;
+    let rows = liveness_rows(&rows, sources);
+    let fusion: Fusion = match fusion_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Fusion::parse(&text, &FEATURE_NAMES)?
+        }
+        None => Fusion::shipped().clone(),
+    };
+    let single = single.map(feature_index).transpose()?;
+    let scoring = match (single, fusion_file) {
+        (Some(i), _) => format!("single feature {}", FEATURE_NAMES[i]),
+        (None, Some(path)) => format!("fusion {}", path.display()),
+        (None, None) => "shipped fusion".to_string(),
+    };
+    let outcomes = liveness_outcomes(ctx, &base, &rows);
+    let no_face = outcomes.iter().filter(|o| matches!(o, LivenessOutcome::NoFace)).count();
+    let samples = pad_samples(&rows, &outcomes, |f| {
+        Some(match single {
+            Some(i) => sigmoid(f.values[i]) as f32,
+            None => fusion.score(&FEATURE_NAMES, &f.values) as f32,
+        })
+    });
     let report = pad_report(&samples, threshold);
+    let mut out = vec![vec!["scoring".into(), scoring.clone()]];
+    out.extend(pad_rows(&report));
+    out.push(vec!["no face found".into(), no_face.to_string()]);
+    ctx.print(&LivenessOutput { scoring, no_face, report }, out)
+}
+
+/// The table rows of a PAD report: headline rates with CIs, per attack type, the curve.
+fn pad_rows(report: &facesearch_eval::PadReport) -> Vec<Vec<String>> {
+    let ci = |(lo, hi): (f64, f64)| format!("(95% CI {} – {})", pct(lo), pct(hi));
     let mut out = vec![
-        vec!["threshold".into(), format!("{threshold:.2}")],
-        vec!["attacks / bona fide judged".into(), format!("{} / {}", report.attacks, report.bona_fide)],
+        vec!["threshold".into(), format!("{:.3}", report.threshold)],
         vec![
-            "APCER".into(),
-            format!("{} (95% CI {} – {})", pct(report.apcer), pct(report.apcer_ci95.0), pct(report.apcer_ci95.1)),
+            "attacks / bona fide (judged)".into(),
+            format!(
+                "{} / {} ({} / {})",
+                report.attacks,
+                report.bona_fide,
+                report.attacks - report.cannot_judge_attacks,
+                report.bona_fide - report.cannot_judge_bona_fide
+            ),
+        ],
+        vec!["APCER (pooled)".into(), format!("{} {}", pct(report.apcer), ci(report.apcer_ci95))],
+        vec!["APCER (worst type)".into(), pct(report.apcer_max_type)],
+        vec!["BPCER".into(), format!("{} {}", pct(report.bpcer), ci(report.bpcer_ci95))],
+        vec![
+            "EER".into(),
+            format!("{} {} at threshold {:.3}", pct(report.eer), ci(report.eer_ci95), report.eer_threshold),
         ],
         vec![
-            "BPCER".into(),
-            format!("{} (95% CI {} – {})", pct(report.bpcer), pct(report.bpcer_ci95.0), pct(report.bpcer_ci95.1)),
+            "BPCER at APCER ≤ 5 %".into(),
+            format!("{} at threshold {:.3}", pct(report.bpcer_at_apcer_5), report.threshold_at_apcer_5),
         ],
-        vec!["EER".into(), format!("{} at threshold {:.3}", pct(report.eer), report.eer_threshold)],
         vec![
             "cannot judge (attacks / bona fide)".into(),
             format!("{} / {}", report.cannot_judge_attacks, report.cannot_judge_bona_fide),
         ],
-        vec!["no face found".into(), no_face.to_string()],
+        vec![
+            "counting cannot judge as refused".into(),
+            format!("APCER {} BPCER {}", pct(report.apcer_with_refusals), pct(report.bpcer_with_refusals)),
+        ],
     ];
     for t in &report.per_attack_type {
-        out.push(vec![format!("APCER {}", t.attack_type), format!("{} of {}", pct(t.apcer), t.attacks)]);
+        out.push(vec![
+            format!("APCER {}", t.attack_type),
+            format!("{} of {} judged {} ({} cannot judge)", pct(t.apcer), t.attacks, ci(t.apcer_ci95), t.cannot_judge),
+        ]);
     }
     for p in &report.curve {
-        out.push(vec![format!("curve t={:.2}", p.threshold), format!("APCER {} BPCER {}", pct(p.apcer), pct(p.bpcer))]);
+        out.push(vec![format!("curve t={:.3}", p.threshold), format!("APCER {} BPCER {}", pct(p.apcer), pct(p.bpcer))]);
     }
-    ctx.print(&LivenessOutput { no_face, report }, out)
+    out
+}
+
+/// The L2 penalty of the shipped fusion.
+const DEFAULT_L2: f64 = 1.0;
+
+fn default_fit_sources() -> Vec<String> {
+    vec!["fullframe-liveness".into(), "silent-face-antispoofing".into()]
+}
+
+fn default_fit_features() -> Vec<String> {
+    ["model_logit_4_0_flipavg", "saturation:above", "sharpness:below"].map(String::from).to_vec()
+}
+
+struct LivenessFitArgs {
+    source: Vec<String>,
+    features: Vec<String>,
+    l2: f64,
+    out: Option<PathBuf>,
+    features_csv: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct LivenessFitOutput {
+    fusion: Fusion,
+    out_of_fold: facesearch_eval::PadReport,
+}
+
+/// The cross-validation group of a row: its collection (the first two path parts,
+/// e.g. one GitHub repository's samples: one person, one room, one camera).
+fn fit_group(row: &ManifestRow) -> String {
+    row.path.split('/').take(2).collect::<Vec<_>>().join("/")
+}
+
+fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::Result<()> {
+    let (base, rows) = read_manifest(manifest)?;
+    // Attacks of type `other` (synthetic faces) are no physical presentation: not fitted on.
+    let rows: Vec<&ManifestRow> = liveness_rows(&rows, &args.source)
+        .into_iter()
+        .filter(|r| matches!(r.kind.as_str(), "live" | "spoof") && r.attack_type() != Some("other"))
+        .collect();
+    // `name`, or `name:above` / `name:below` for a one-sided input.
+    let specs: Vec<(&str, Option<Hinge>)> = args
+        .features
+        .iter()
+        .map(|spec| match spec.split_once(':') {
+            None => Ok((spec.as_str(), None)),
+            Some((name, "above")) => Ok((name, Some(Hinge::Above))),
+            Some((name, "below")) => Ok((name, Some(Hinge::Below))),
+            Some((_, side)) => bail!("{spec:?}: a one-sided feature is `name:above` or `name:below`, not {side:?}"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let columns: Vec<usize> = specs.iter().map(|(n, _)| feature_index(n)).collect::<anyhow::Result<_>>()?;
+    let hinges: Vec<Option<Hinge>> = specs.iter().map(|(_, h)| *h).collect();
+    let outcomes = liveness_outcomes(ctx, &base, &rows);
+    let judged: Vec<(&ManifestRow, &LivenessFeatures)> = rows
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(row, o)| match o {
+            LivenessOutcome::Judged(f) => Some((*row, f)),
+            _ => None,
+        })
+        .collect();
+    if judged.is_empty() {
+        bail!("no judged liveness samples in {}", manifest.display());
+    }
+    let x: Vec<Vec<f64>> = judged.iter().map(|(_, f)| columns.iter().map(|&c| f.values[c]).collect()).collect();
+    // The positive class is bona fide: the fused score is a live score.
+    let y: Vec<bool> = judged.iter().map(|(r, _)| r.kind == "live").collect();
+    let groups: Vec<String> = judged.iter().map(|(r, _)| fit_group(r)).collect();
+    let group_count = groups.iter().collect::<std::collections::BTreeSet<_>>().len();
+    if group_count < 2 || y.iter().all(|&l| l) || y.iter().all(|&l| !l) {
+        bail!("cross-validation needs live and spoof samples from at least two collections");
+    }
+    let oof = leave_one_group_out(&x, &y, &groups, &hinges, args.l2);
+    // Out-of-fold scores of the judged rows, and the rows the check cannot judge (kept
+    // so the report also gives the rates counting those refusals).
+    let mut oof_scores = oof.iter();
+    let samples = pad_samples(&rows, &outcomes, |_| oof_scores.next().map(|&p| p as f32));
+    // The operating point: the out-of-fold equal-error threshold.
+    let raw_threshold = pad_report(&samples, 0.5).eer_threshold;
+    let shift = sigmoid_logit(f64::from(raw_threshold));
+    // Reported on the shipped score's scale: the operating point moved to 0.5, so the
+    // curve's thresholds are the ones a deployment would set.
+    let shipped_scale: Vec<LivenessSample> = samples
+        .iter()
+        .map(|s| LivenessSample {
+            live_score: s.live_score.map(|p| sigmoid(sigmoid_logit(f64::from(p)) - shift) as f32),
+            ..s.clone()
+        })
+        .collect();
+    let out_of_fold = pad_report(&shipped_scale, facesearch_face::liveness::DEFAULT_THRESHOLD);
+    let model = fit_logistic(&x, &y, &hinges, args.l2);
+    let mut command = format!("facesearch eval liveness-fit --manifest {}", manifest.display());
+    // Settings that change the boxes or the judged set change the fit: recorded when not the default.
+    let pipeline_config = ctx.pipeline.config();
+    if ctx.pipeline.pack() != facesearch_face::Pack::Open {
+        command += &format!(" --pack {}", ctx.pipeline.pack());
+    }
+    if pipeline_config.liveness.min_context != facesearch_face::LivenessConfig::default().min_context {
+        command += &format!(" --liveness-min-context {}", pipeline_config.liveness.min_context);
+    }
+    if args.source != default_fit_sources() {
+        command += &format!(" --source {}", args.source.join(","));
+    }
+    if args.features != default_fit_features() {
+        command += &format!(" --features {}", args.features.join(","));
+    }
+    if args.l2 != DEFAULT_L2 {
+        command += &format!(" --l2 {}", args.l2);
+    }
+    command += " --out crates/face/liveness/fusion.json";
+    let fusion = Fusion {
+        about: "Liveness fusion: live score = logistic(intercept + sum of weight × (feature − mean) / scale). \
+                A one-sided feature counts only how far it lies above or below its knot (the median of the live \
+                samples), so it can only count against liveness. \
+                The intercept includes the shift that puts the out-of-fold equal-error operating point at 0.5. \
+                Fitted on the manifest's liveness sets only; regenerate with `command`."
+            .into(),
+        command,
+        features: specs
+            .iter()
+            .enumerate()
+            .map(|(j, (name, _))| FusionFeature {
+                name: name.to_string(),
+                one_sided: model.hinges[j].map(|(side, knot)| match side {
+                    Hinge::Above => OneSided::Above(round_to(knot, 6)),
+                    Hinge::Below => OneSided::Below(round_to(knot, 6)),
+                }),
+                mean: round_to(model.mean[j], 6),
+                scale: round_to(model.scale[j], 6),
+                weight: round_to(model.weights[j], 6),
+            })
+            .collect(),
+        intercept: round_to(model.intercept - shift, 6),
+        l2: args.l2,
+        validation: FusionValidation {
+            folds: format!("leave one collection out ({group_count} collections)"),
+            attacks: out_of_fold.attacks - out_of_fold.cannot_judge_attacks,
+            bona_fide: out_of_fold.bona_fide - out_of_fold.cannot_judge_bona_fide,
+            apcer: round_to(out_of_fold.apcer, 6),
+            bpcer: round_to(out_of_fold.bpcer, 6),
+            eer: round_to(out_of_fold.eer, 6),
+            raw_threshold: round_to(f64::from(raw_threshold), 6),
+        },
+    };
+    let json = serde_json::to_string_pretty(&fusion)? + "\n";
+    match &args.out {
+        Some(path) => std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?,
+        None if !ctx.json => print!("{json}"),
+        None => {}
+    }
+    if let Some(path) = &args.features_csv {
+        let mut csv = format!("path,group,kind,attack_type,oof_score,{}\n", FEATURE_NAMES.join(","));
+        for ((row, f), p) in judged.iter().zip(&oof) {
+            let values: Vec<String> = f.values.iter().map(|v| format!("{v:.6}")).collect();
+            csv += &format!(
+                "{},{},{},{},{p:.6},{}\n",
+                row.path,
+                fit_group(row),
+                row.kind,
+                row.attack_type().unwrap_or("none"),
+                values.join(",")
+            );
+        }
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&LivenessFitOutput { fusion, out_of_fold })?);
+    } else {
+        let mut rows = vec![
+            vec!["features".into(), args.features.join(", ")],
+            vec!["L2".into(), args.l2.to_string()],
+            vec!["folds".into(), fusion.validation.folds.clone()],
+            vec!["not judged (cannot judge / no face)".into(), (rows.len() - judged.len()).to_string()],
+        ];
+        rows.extend(pad_rows(&out_of_fold));
+        eprintln!("out-of-fold (cross-validated) rates:\n{}", table::render(&["measure", "value"], &rows));
+    }
+    Ok(())
+}
+
+/// ln(p / (1 − p)), the inverse of the logistic.
+fn sigmoid_logit(p: f64) -> f64 {
+    let p = p.clamp(1e-9, 1.0 - 1e-9);
+    (p / (1.0 - p)).ln()
 }
 
 /// Photos that are re-crops or resizes of another photo in the set: not independent.

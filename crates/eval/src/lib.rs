@@ -14,6 +14,8 @@
 //!   the enrolled / left-out split.
 //! * [`liveness`] computes presentation-attack detection rates (ISO/IEC 30107-3
 //!   APCER/BPCER) with bootstrap confidence intervals.
+//! * [`logistic`] fits a small deterministic logistic regression (liveness score
+//!   fusion) with leave-one-group-out cross-validation.
 //! * [`table`] prints results as aligned plain text.
 //!
 //! Every report struct derives `serde::Serialize` so the CLI can emit `--json`.
@@ -22,6 +24,7 @@
 
 pub mod identification;
 pub mod liveness;
+pub mod logistic;
 pub mod manifest;
 pub mod pairs;
 pub mod table;
@@ -35,6 +38,7 @@ pub use identification::{
     IdentificationReport, OpenSetProtocol, OperatingPoint, ProbeResult, build_open_set_protocol, identification_report,
 };
 pub use liveness::{AttackTypeResult, CurvePoint, LivenessSample, PadReport, pad_report};
-pub use manifest::{ManifestRow, parse_csv, parse_manifest};
+pub use logistic::{Hinge, LogisticModel, fit_logistic, leave_one_group_out};
+pub use manifest::{ManifestRow, attack_type_of_note, parse_csv, parse_manifest};
 pub use pairs::{ImageRef, Pair, parse_pairs};
 pub use verification::{VerificationReport, tar_at_far, ten_fold_accuracy, verification_report};

@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::rates::{equal_error_rate, rate};
+use crate::rates::{equal_error_rate, rate, threshold_at_rate};
 
 /// Number of bootstrap resamples behind the confidence intervals.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
@@ -56,6 +56,8 @@ pub struct AttackTypeResult {
     pub attacks: usize,
     /// Attacks of this type the detector could not judge.
     pub cannot_judge: usize,
+    /// 95% percentile-bootstrap interval of `apcer`.
+    pub apcer_ci95: (f64, f64),
 }
 
 /// APCER and BPCER at one threshold.
@@ -91,6 +93,12 @@ pub struct PadReport {
     pub apcer_max_type: f64,
     /// Judged bona fide rejected / judged bona fide.
     pub bpcer: f64,
+    /// APCER over all attacks, a "cannot judge" counting as rejected (the service
+    /// refuses such a probe).
+    pub apcer_with_refusals: f64,
+    /// BPCER over all bona fide, a "cannot judge" counting as rejected: the share of
+    /// real people the service turns away.
+    pub bpcer_with_refusals: f64,
     /// APCER per attack type, sorted by type name.
     pub per_attack_type: Vec<AttackTypeResult>,
     /// Equal error rate over judged samples (mean of APCER and BPCER where they are
@@ -98,13 +106,19 @@ pub struct PadReport {
     pub eer: f64,
     /// Threshold at which the EER was found.
     pub eer_threshold: f32,
-    /// APCER/BPCER at thresholds 0.00, 0.05, ..., 1.00 and at the EER threshold,
-    /// sorted by threshold.
+    /// Lowest BPCER (judged) at a threshold keeping APCER (judged) at most 5 %, the
+    /// issue's target operating point, and that threshold.
+    pub bpcer_at_apcer_5: f64,
+    pub threshold_at_apcer_5: f32,
+    /// APCER/BPCER at thresholds 0.00, 0.05, ..., 1.00 and at the EER threshold (when
+    /// not one of those), sorted by threshold.
     pub curve: Vec<CurvePoint>,
     /// 95% percentile-bootstrap interval of `apcer` (resampling judged attacks).
     pub apcer_ci95: (f64, f64),
     /// 95% percentile-bootstrap interval of `bpcer` (resampling judged bona fide).
     pub bpcer_ci95: (f64, f64),
+    /// 95% percentile-bootstrap interval of `eer` (resampling each class).
+    pub eer_ci95: (f64, f64),
 }
 
 /// Fraction of `scores` classified live (`>= threshold`).
@@ -123,14 +137,20 @@ fn bootstrap_ci95(errors: &[bool], resamples: usize, rng: &mut StdRng) -> (f64, 
     if n == 0 || resamples == 0 {
         return (f64::NAN, f64::NAN);
     }
-    let mut means: Vec<f64> = (0..resamples)
+    let means: Vec<f64> = (0..resamples)
         .map(|_| {
             let hits = (0..n).filter(|_| errors[rng.random_range(0..n)]).count();
             hits as f64 / n as f64
         })
         .collect();
-    means.sort_by(f64::total_cmp);
-    let pick = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    percentile_interval(means)
+}
+
+/// The 2.5th and 97.5th percentiles of non-empty bootstrap statistics.
+fn percentile_interval(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let last = values.len() - 1;
+    let pick = |q: f64| values[((q * last as f64).round() as usize).min(last)];
     (pick(0.025), pick(0.975))
 }
 
@@ -163,21 +183,24 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
             None => entry.2 += 1,
         }
     }
-    let per_attack_type: Vec<AttackTypeResult> = by_type
+    let mut per_attack_type: Vec<AttackTypeResult> = by_type
         .into_iter()
         .map(|(name, (accepted, judged, cannot_judge))| AttackTypeResult {
             attack_type: name.to_string(),
             apcer: rate(accepted, judged),
             attacks: judged,
             cannot_judge,
+            apcer_ci95: (f64::NAN, f64::NAN),
         })
         .collect();
     let apcer_max_type = per_attack_type.iter().map(|t| t.apcer).filter(|a| !a.is_nan()).fold(f64::NAN, f64::max);
 
     let (eer, eer_threshold) = equal_error_rate(&bona_fide_scores, &attack_scores);
+    let threshold_at_apcer_5 = threshold_at_rate(&attack_scores, attack_scores.len(), 0.05);
+    let bpcer_at_apcer_5 = 1.0 - accepted_rate(&bona_fide_scores, threshold_at_apcer_5);
     let mut curve: Vec<CurvePoint> =
         (0..=20).map(|i| curve_point(&attack_scores, &bona_fide_scores, i as f32 / 20.0)).collect();
-    if !eer_threshold.is_nan() {
+    if !eer_threshold.is_nan() && !curve.iter().any(|p| p.threshold == eer_threshold) {
         curve.push(curve_point(&attack_scores, &bona_fide_scores, eer_threshold));
         curve.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
     }
@@ -187,6 +210,16 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
     let bona_fide_errors: Vec<bool> = bona_fide_scores.iter().map(|&s| s < threshold).collect();
     let apcer_ci95 = bootstrap_ci95(&attack_errors, resamples, &mut rng);
     let bpcer_ci95 = bootstrap_ci95(&bona_fide_errors, resamples, &mut rng);
+    let eer_ci95 = bootstrap_eer_ci95(&bona_fide_scores, &attack_scores, resamples, &mut rng);
+    for t in &mut per_attack_type {
+        let errors: Vec<bool> = samples
+            .iter()
+            .filter(|s| s.is_attack && s.attack_type == t.attack_type)
+            .filter_map(|s| s.live_score)
+            .map(|score| score >= threshold)
+            .collect();
+        t.apcer_ci95 = bootstrap_ci95(&errors, resamples, &mut rng);
+    }
 
     PadReport {
         threshold,
@@ -198,13 +231,37 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
         apcer: accepted_rate(&attack_scores, threshold),
         apcer_max_type,
         bpcer: rate(bona_fide_errors.iter().filter(|&&e| e).count(), bona_fide_errors.len()),
+        apcer_with_refusals: rate(attack_errors.iter().filter(|&&e| e).count(), attacks),
+        bpcer_with_refusals: rate(bona_fide_errors.iter().filter(|&&e| e).count() + cannot_judge_bona_fide, bona_fide),
         per_attack_type,
         eer,
         eer_threshold,
+        bpcer_at_apcer_5,
+        threshold_at_apcer_5,
         curve,
         apcer_ci95,
         bpcer_ci95,
+        eer_ci95,
     }
+}
+
+/// 95% percentile bootstrap interval of the EER, resampling bona fide and attack
+/// scores independently. `(NaN, NaN)` when either side is empty.
+fn bootstrap_eer_ci95(bona_fide: &[f32], attack: &[f32], resamples: usize, rng: &mut StdRng) -> (f64, f64) {
+    if bona_fide.is_empty() || attack.is_empty() || resamples == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let draw = |scores: &[f32], rng: &mut StdRng| -> Vec<f32> {
+        (0..scores.len()).map(|_| scores[rng.random_range(0..scores.len())]).collect()
+    };
+    let eers: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let b = draw(bona_fide, rng);
+            let a = draw(attack, rng);
+            equal_error_rate(&b, &a).0
+        })
+        .collect();
+    percentile_interval(eers)
 }
 
 #[cfg(test)]
@@ -239,6 +296,9 @@ mod tests {
         assert_eq!((r.cannot_judge_attacks, r.cannot_judge_bona_fide), (1, 1));
         assert!((r.apcer - 2.0 / 5.0).abs() < 1e-12);
         assert!((r.bpcer - 1.0 / 3.0).abs() < 1e-12);
+        // Counting refusals: 2 of 6 attacks pass; 1 rejected + 1 cannot judge of 4 bona fide.
+        assert!((r.apcer_with_refusals - 2.0 / 6.0).abs() < 1e-12);
+        assert!((r.bpcer_with_refusals - 2.0 / 4.0).abs() < 1e-12);
         assert_eq!(r.per_attack_type.len(), 3);
         let t = &r.per_attack_type;
         assert_eq!((t[0].attack_type.as_str(), t[0].attacks, t[0].cannot_judge), ("mask", 0, 1));
@@ -246,8 +306,10 @@ mod tests {
         assert_eq!((t[1].attack_type.as_str(), t[1].apcer, t[1].attacks), ("print", 0.5, 2));
         assert!((t[2].apcer - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.apcer_max_type, 0.5);
-        // Curve: 21 grid points + the EER point; at 0.0 every judged sample is live.
-        assert_eq!(r.curve.len(), 22);
+        // Curve: 21 grid points, plus the EER point unless it is one of them (here it is:
+        // every score is a multiple of 0.1); at 0.0 every judged sample is live.
+        assert_eq!(r.curve.iter().filter(|p| p.threshold == r.eer_threshold).count(), 1);
+        assert_eq!(r.curve.len(), 21);
         assert_eq!(r.curve[0].threshold, 0.0);
         assert_eq!((r.curve[0].apcer, r.curve[0].bpcer), (1.0, 0.0));
         let last = r.curve.last().unwrap();
@@ -256,8 +318,12 @@ mod tests {
         // CIs bracket the point estimates and are reproducible.
         assert!(r.apcer_ci95.0 <= r.apcer && r.apcer <= r.apcer_ci95.1);
         assert!(r.bpcer_ci95.0 <= r.bpcer && r.bpcer <= r.bpcer_ci95.1);
+        assert!(r.eer_ci95.0 <= r.eer && r.eer <= r.eer_ci95.1, "{:?} {}", r.eer_ci95, r.eer);
+        assert!(t[0].apcer_ci95.0.is_nan());
+        assert!(t[1].apcer_ci95.0 <= 0.5 && 0.5 <= t[1].apcer_ci95.1);
         let again = pad_report(&samples, 0.5);
         assert_eq!(again.apcer_ci95, r.apcer_ci95);
+        assert_eq!(again.eer_ci95, r.eer_ci95);
         assert_eq!(again.bpcer_ci95, r.bpcer_ci95);
     }
 
@@ -282,8 +348,11 @@ mod tests {
         samples.extend((0..20).map(|i| live(Some(0.8 + i as f32 / 100.0))));
         let r = pad_report(&samples, 0.5);
         assert_eq!((r.apcer, r.bpcer, r.eer), (0.0, 0.0, 0.0));
+        assert_eq!(r.bpcer_at_apcer_5, 0.0);
+        assert!(r.threshold_at_apcer_5 > 0.18 && r.threshold_at_apcer_5 < 0.8);
         assert_eq!(r.apcer_ci95, (0.0, 0.0));
         assert_eq!(r.bpcer_ci95, (0.0, 0.0));
+        assert_eq!(r.eer_ci95, (0.0, 0.0));
     }
 
     #[test]

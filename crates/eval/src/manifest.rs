@@ -33,16 +33,35 @@ pub struct ManifestRow {
 /// Attack types the manifest's notes name for presentation attacks.
 const ATTACK_TYPES: [&str; 4] = ["print", "replay", "mask", "other"];
 
+/// Words that identify an attack type when the note does not start with its name,
+/// tried in this order (a "photo of a screen" is a replay, not a print).
+const ATTACK_KEYWORDS: [(&str, &[&str]); 3] = [
+    ("replay", &["replay", "screen", "monitor", "display", "tablet"]),
+    ("mask", &["mask", "silicone", "latex"]),
+    ("print", &["print", "paper", "cut-out", "cutout"]),
+];
+
+/// The attack type (PAI species) a manifest note names: the text before the first
+/// `;` when it is one of `print`, `replay`, `mask`, `other` (any case); otherwise the
+/// first type whose keywords the note contains (`screen`, `monitor` → replay;
+/// `silicone` → mask; `paper`, `printed` → print); otherwise `unspecified`.
+pub fn attack_type_of_note(note: &str) -> &'static str {
+    let head = note.split(';').next().unwrap_or("").trim();
+    if let Some(t) = ATTACK_TYPES.iter().copied().find(|t| head.eq_ignore_ascii_case(t)) {
+        return t;
+    }
+    let lower = note.to_ascii_lowercase();
+    ATTACK_KEYWORDS.iter().find(|(_, words)| words.iter().any(|w| lower.contains(w))).map_or("unspecified", |(t, _)| t)
+}
+
 impl ManifestRow {
-    /// For a `spoof` row, the attack type named at the start of its note (`print`,
-    /// `replay`, `mask`, `other`, the text before the first `;`), or `unspecified`
-    /// when the note names none. `None` for rows that are not presentation attacks.
+    /// For a `spoof` row, the attack type its note names ([`attack_type_of_note`]).
+    /// `None` for rows that are not presentation attacks.
     pub fn attack_type(&self) -> Option<&'static str> {
         if self.kind != "spoof" {
             return None;
         }
-        let head = self.note.split(';').next().unwrap_or("").trim();
-        Some(ATTACK_TYPES.iter().copied().find(|t| head.eq_ignore_ascii_case(t)).unwrap_or("unspecified"))
+        Some(attack_type_of_note(&self.note))
     }
 }
 
@@ -236,6 +255,20 @@ mod tests {
         assert_eq!(rows[2].identity, "");
         assert_eq!(rows[2].attack_type(), Some("replay"));
         assert_eq!(rows[0].attack_type(), None);
+    }
+
+    #[test]
+    fn attack_type_from_the_note() {
+        assert_eq!(attack_type_of_note("replay; webcam frame; face on phone/monitor screen"), "replay");
+        assert_eq!(attack_type_of_note("Print ; laminated"), "print");
+        assert_eq!(attack_type_of_note("mask; hyper-realistic silicone mask"), "mask");
+        assert_eq!(attack_type_of_note("other; GAN/synthetic face, NOT a physical attack"), "other");
+        // No type name in front: keywords decide, a screen before paper.
+        assert_eq!(attack_type_of_note("photo of a screen showing a printed portrait"), "replay");
+        assert_eq!(attack_type_of_note("a printed photo held up"), "print");
+        assert_eq!(attack_type_of_note("3D silicone face"), "mask");
+        assert_eq!(attack_type_of_note("EXIF orientation=6; F=fake, T=true"), "unspecified");
+        assert_eq!(attack_type_of_note(""), "unspecified");
     }
 
     #[test]

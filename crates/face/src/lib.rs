@@ -10,6 +10,8 @@ pub mod decode;
 pub mod detect;
 pub mod embed;
 pub mod liveness;
+pub mod liveness_cues;
+pub mod liveness_fusion;
 pub mod pipeline;
 pub mod runtime;
 

@@ -1,10 +1,15 @@
 //! Passive liveness (presentation-attack detection): the MiniFASNet-design model looks
-//! at the face with its surroundings (a square 2.7× the face box) and says how likely
-//! the capture is of a live person rather than a print, a screen or a mask.
+//! at the face with its surroundings (a square crop several times the face box) and
+//! says how likely the capture is of a live person rather than a print, a screen or a mask.
 //!
 //! The model needs that context: on a photo where the face fills the frame it calls
-//! nearly every live face a spoof. Such inputs are reported as "cannot judge", never
-//! as a confident answer.
+//! nearly every live face a spoof. A face whose 2.7× crop does not fit (context under
+//! `min_context`) is reported as "cannot judge", never as a confident answer.
+//!
+//! The decision fuses features of the face — the model's live logit on the 2.7× and
+//! 4.0× crops and their mirror images, and hand-crafted cues ([`crate::liveness_cues`])
+//! — through a small logistic regression shipped as data ([`crate::liveness_fusion`]);
+//! only the features the shipped fusion uses are computed, and the live score is its output.
 
 use std::sync::Arc;
 
@@ -12,11 +17,14 @@ use image::{RgbImage, imageops};
 use serde::Serialize;
 
 use crate::detect::Detection;
+use crate::liveness_cues::{CUE_NAMES, measure};
+use crate::liveness_fusion::Fusion;
 use crate::runtime::{InferenceModel, RuntimeError};
 
 const INPUT: u32 = 128;
 
-/// Default live-probability threshold: a face is live when its probability is at least this.
+/// Default live-score threshold: a face is live when its score is at least this. The
+/// shipped fusion's intercept puts its chosen operating point here.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +63,41 @@ impl Liveness {
 pub struct LivenessChecker {
     model: Arc<dyn InferenceModel>,
     config: LivenessConfig,
+    fusion: &'static Fusion,
+}
+
+/// Crop scale of the second view of the model (the original design's second model
+/// looks at 4.0× the face box).
+const WIDE_SCALE: f32 = 4.0;
+
+/// Number of liveness features.
+pub const FEATURES: usize = 14;
+
+/// Names of every liveness feature, in the order of [`LivenessFeatures::values`]:
+/// the model's live logit on the 2.7× and 4.0× crops, their mirror images and the
+/// mean of each crop with its mirror (a decision that does not change when a front
+/// camera mirrors the picture), then the hand-crafted cues.
+pub const FEATURE_NAMES: [&str; FEATURES] = [
+    "model_logit_2_7",
+    "model_logit_2_7_flip",
+    "model_logit_4_0",
+    "model_logit_4_0_flip",
+    "model_logit_2_7_flipavg",
+    "model_logit_4_0_flipavg",
+    CUE_NAMES[0],
+    CUE_NAMES[1],
+    CUE_NAMES[2],
+    CUE_NAMES[3],
+    CUE_NAMES[4],
+    CUE_NAMES[5],
+    CUE_NAMES[6],
+    CUE_NAMES[7],
+];
+
+/// Every liveness feature of one judged face (see [`FEATURE_NAMES`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivenessFeatures {
+    pub values: [f64; FEATURES],
 }
 
 /// The square crop around a face: left, top, side (pixels), and the context it gives.
@@ -82,28 +125,90 @@ pub fn context_crop(width: u32, height: u32, face: &Detection, scale: f32) -> Op
     Some(ContextCrop { x: x as u32, y: y as u32, side: side as u32, context: side / face_side })
 }
 
+/// ln(p / (1 − p)) with p kept away from 0 and 1 so a saturated softmax stays finite.
+fn logit(p: f32) -> f64 {
+    let p = f64::from(p).clamp(1e-4, 1.0 - 1e-4);
+    (p / (1.0 - p)).ln()
+}
+
 impl LivenessChecker {
+    /// A checker deciding with the fusion shipped in `crates/face/liveness/fusion.json`.
     pub fn new(model: Arc<dyn InferenceModel>, config: LivenessConfig) -> Self {
-        Self { model, config }
+        Self { model, config, fusion: Fusion::shipped() }
     }
 
     pub fn config(&self) -> &LivenessConfig {
         &self.config
     }
 
+    /// The verdict: the fused live score, or "cannot judge" when the face fills the frame.
+    /// Only the features the fusion uses are computed.
     pub fn assess(&self, image: &RgbImage, face: &Detection) -> Result<Liveness, RuntimeError> {
-        let bad = |detail: String| RuntimeError::BadOutput { model: self.model.name().to_string(), detail };
-        let Some(crop) = context_crop(image.width(), image.height(), face, self.config.crop_scale) else {
-            return Ok(Liveness::CannotJudge { context: 0.0, min_context: self.config.min_context });
-        };
-        if crop.context < self.config.min_context {
-            return Ok(Liveness::CannotJudge { context: crop.context, min_context: self.config.min_context });
+        let wanted = FEATURE_NAMES.map(|name| self.fusion.features.iter().any(|f| f.name == name));
+        match self.features_wanted(image, face, &wanted)? {
+            Ok(features) => {
+                let score = self.fusion.score(&FEATURE_NAMES, &features.values);
+                Ok(Liveness::Judged { live_probability: score as f32 })
+            }
+            Err(cannot_judge) => Ok(cannot_judge),
         }
-        let view = imageops::crop_imm(image, crop.x, crop.y, crop.side.max(1), crop.side.max(1)).to_image();
-        let resized = imageops::resize(&view, INPUT, INPUT, imageops::FilterType::Triangle);
+    }
+
+    /// Every feature of a face the check can judge, or the "cannot judge" verdict.
+    pub fn features(
+        &self,
+        image: &RgbImage,
+        face: &Detection,
+    ) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
+        self.features_wanted(image, face, &[true; FEATURES])
+    }
+
+    /// The features marked in `wanted` (the others are NaN), or the "cannot judge" verdict.
+    fn features_wanted(
+        &self,
+        image: &RgbImage,
+        face: &Detection,
+        wanted: &[bool; FEATURES],
+    ) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
+        let min_context = self.config.min_context;
+        let Some(crop) = context_crop(image.width(), image.height(), face, self.config.crop_scale) else {
+            return Ok(Err(Liveness::CannotJudge { context: 0.0, min_context }));
+        };
+        if crop.context < min_context {
+            return Ok(Err(Liveness::CannotJudge { context: crop.context, min_context }));
+        }
+        let mut values = [f64::NAN; FEATURES];
+        let wide = context_crop(image.width(), image.height(), face, WIDE_SCALE).unwrap_or(crop);
+        for (view, crop) in [crop, wide].into_iter().enumerate() {
+            let (plain, mirror, mean) = (2 * view, 2 * view + 1, 4 + view);
+            if !(wanted[plain] || wanted[mirror] || wanted[mean]) {
+                continue;
+            }
+            let sample = imageops::crop_imm(image, crop.x, crop.y, crop.side.max(1), crop.side.max(1)).to_image();
+            let resized = imageops::resize(&sample, INPUT, INPUT, imageops::FilterType::Triangle);
+            if wanted[plain] || wanted[mean] {
+                values[plain] = logit(self.live_probability(&resized)?);
+            }
+            if wanted[mirror] || wanted[mean] {
+                values[mirror] = logit(self.live_probability(&imageops::flip_horizontal(&resized))?);
+            }
+            values[mean] = (values[plain] + values[mirror]) / 2.0;
+        }
+        let mut cues_wanted = [false; 8];
+        cues_wanted.copy_from_slice(&wanted[6..]);
+        if cues_wanted.iter().any(|&w| w) {
+            let cues = measure(image, face, (crop.x, crop.y, crop.side.max(1)), &cues_wanted);
+            values[6..].copy_from_slice(&cues.values());
+        }
+        Ok(Ok(LivenessFeatures { values }))
+    }
+
+    /// The model's live probability (class 0 of its softmax) on one 128×128 view.
+    fn live_probability(&self, input_image: &RgbImage) -> Result<f32, RuntimeError> {
+        let bad = |detail: String| RuntimeError::BadOutput { model: self.model.name().to_string(), detail };
         let plane = (INPUT * INPUT) as usize;
         let mut input = vec![0f32; 3 * plane];
-        for (i, px) in resized.pixels().enumerate() {
+        for (i, px) in input_image.pixels().enumerate() {
             // BGR, raw 0–255.
             input[i] = f32::from(px.0[2]);
             input[plane + i] = f32::from(px.0[1]);
@@ -114,7 +219,7 @@ impl LivenessChecker {
         if logits.len() != 3 {
             return Err(bad(format!("{} logits, expected 3", logits.len())));
         }
-        Ok(Liveness::Judged { live_probability: softmax(logits)[0] })
+        Ok(softmax(logits)[0])
     }
 }
 

@@ -13,7 +13,7 @@ use crate::align::align;
 use crate::decode::{DecodeError, DecodeLimits, DecodedImage, decode};
 use crate::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
 use crate::embed::{EmbedderKind, FaceEmbedder};
-use crate::liveness::{Liveness, LivenessChecker, LivenessConfig};
+use crate::liveness::{Liveness, LivenessChecker, LivenessConfig, LivenessFeatures};
 use crate::runtime::{InferenceRuntime, OrtRuntime, RuntimeError, RuntimeOptions};
 
 /// A model pack: a detector and an embedder that belong together. Vectors of one pack
@@ -239,6 +239,16 @@ impl FacePipeline {
     /// The liveness verdict for one detected face.
     pub fn liveness(&self, image: &RgbImage, face: &Detection) -> Result<Liveness, RuntimeError> {
         self.liveness.assess(image, face)
+    }
+
+    /// Every liveness feature of one detected face (for fitting the fusion), or the
+    /// "cannot judge" verdict.
+    pub fn liveness_features(
+        &self,
+        image: &RgbImage,
+        face: &Detection,
+    ) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
+        self.liveness.features(image, face)
     }
 
     /// Whether a face is large enough to embed.

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use facesearch_face::liveness::DEFAULT_THRESHOLD;
 use facesearch_face::{FaceChoice, FacePipeline, Liveness, Pack, PipelineConfig, PipelineError, cosine};
 use facesearch_models::ModelCache;
 
@@ -140,4 +141,54 @@ fn liveness_judges_only_with_context() {
     let probe = p.probe(&eval("deepface/img2.jpg"), FaceChoice::Largest, true).unwrap();
     let Some(Liveness::Judged { live_probability }) = probe.liveness else { panic!("{:?}", probe.liveness) };
     assert!((0.0..=1.0).contains(&live_probability));
+}
+
+/// The fused liveness decision on the Silent-Face samples and a few full frames
+/// (webcam selfies and replays, phone selfies and replays, a press photo): the
+/// verdicts at the default threshold, and every live capture above every attack.
+#[test]
+fn liveness_verdicts_on_known_captures() {
+    let p = pipeline(Pack::Open);
+    let score = |rel: &str| -> f32 {
+        match p.probe(&eval(rel), FaceChoice::Largest, true).unwrap_or_else(|e| panic!("{rel}: {e}")).liveness {
+            Some(Liveness::Judged { live_probability }) => live_probability,
+            other => panic!("{rel}: {other:?}"),
+        }
+    };
+    let ff = "fullframe-liveness";
+    let live = [
+        "silent-face-antispoofing/sample/image_T1.jpg".to_string(),
+        format!("{ff}/Chamindu77_Anti_Spoofing-Liveliness_Detector/live/17081388763665953.jpg"),
+        format!("{ff}/Rounakdeepsingh_Face_Anti_Spoofing_System/live/17405002343781102.jpg"),
+        format!("{ff}/trainingdata_antispoofing/live/0001e96803--621f75c97610eb59dffc7030_live_selfie.jpg"),
+        format!("{ff}/doubango_FaceLivenessDetection-SDK/live/genuine.jpg"),
+    ];
+    let attacks = [
+        "silent-face-antispoofing/sample/image_F1.jpg".to_string(),
+        "silent-face-antispoofing/sample/image_F2.jpg".to_string(),
+        format!("{ff}/Codersworld-23_Antispoof/spoof/1743175325991858.jpg"),
+        format!("{ff}/Akritisingh02_Face-Liveness-Detection/spoof/1732911349048.jpg"),
+        format!("{ff}/trainingdata_antispoofing/spoof/0001fffbd2--633bddecfc74d91be0d4f30f_replay_t8.67s.jpg"),
+        format!("{ff}/Rounakdeepsingh_Face_Anti_Spoofing_System/spoof/17405005672407117.jpg"),
+    ];
+    let live_scores: Vec<f32> = live.iter().map(|r| score(r)).collect();
+    let attack_scores: Vec<f32> = attacks.iter().map(|r| score(r)).collect();
+    for (rel, s) in live.iter().zip(&live_scores) {
+        assert!(*s >= DEFAULT_THRESHOLD, "{rel}: live capture scored {s}");
+    }
+    for (rel, s) in attacks.iter().zip(&attack_scores) {
+        assert!(*s < DEFAULT_THRESHOLD, "{rel}: attack scored {s}");
+    }
+    let lowest_live = live_scores.iter().copied().fold(f32::INFINITY, f32::min);
+    let highest_attack = attack_scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    assert!(lowest_live > highest_attack, "{live_scores:?} vs {attack_scores:?}");
+    // The Silent-Face samples in order: true > F2 > F1.
+    assert!(live_scores[0] > attack_scores[1] && attack_scores[1] > attack_scores[0]);
+    // Mirroring the photo does not change the decision much (the fusion averages mirror views).
+    let photo = image::load_from_memory(&eval(&live[1])).unwrap().to_rgb8();
+    let mirrored = image::imageops::flip_horizontal(&photo);
+    let face = |img: &image::RgbImage| p.detect(img).unwrap().into_iter().next().expect("face");
+    let a = p.liveness(&photo, &face(&photo)).unwrap().live_probability().unwrap();
+    let b = p.liveness(&mirrored, &face(&mirrored)).unwrap().live_probability().unwrap();
+    assert!((a - b).abs() < 0.1, "{a} vs mirrored {b}");
 }
