@@ -6,6 +6,7 @@ mod client;
 mod eval;
 mod import;
 mod models;
+mod quality_eval;
 mod serve;
 mod user;
 

@@ -126,6 +126,13 @@ impl From<PipelineError> for ApiError {
             }
             PipelineError::AmbiguousFaces { count } => unprocessable("MULTIPLE_FACES").with("faces", *count),
             PipelineError::Unalignable => unprocessable("NO_FACE_DETECTED"),
+            PipelineError::LowQuality(f) => {
+                let limit = if f.limit_kind == "min" { "minimum" } else { "maximum" };
+                unprocessable("LOW_QUALITY_FACE")
+                    .with("measure", f.measure)
+                    .with("value", round(f64::from(f.value), 3))
+                    .with(limit, round(f64::from(f.limit), 3))
+            }
             PipelineError::Models(_) | PipelineError::Runtime(_) => {
                 tracing::error!(error = %e, "face pipeline failure");
                 Self::internal()

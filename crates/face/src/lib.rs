@@ -11,6 +11,7 @@ pub mod detect;
 pub mod embed;
 pub mod liveness;
 pub mod pipeline;
+pub mod quality;
 pub mod runtime;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedImage};
@@ -18,5 +19,6 @@ pub use detect::{BBox, Detection, DetectorConfig};
 pub use embed::cosine;
 pub use liveness::{Liveness, LivenessConfig};
 pub use pipeline::{FaceChoice, FacePipeline, Pack, PipelineConfig, PipelineError, ProbeFace, StageTimings};
+pub use quality::{FaceQuality, QualityFailure, QualityMinimums};
 pub use runtime::RuntimeOptions;
 pub mod calibration;
