@@ -47,6 +47,9 @@ pub enum Command {
     Export(client::ExportArgs),
     /// Enrol the rows of a CSV or JSON-lines file into an index of a running server.
     Import(import::ImportArgs),
+    /// Find records of an index of a running server whose faces match while their
+    /// identities differ (one face enrolled under several names), with a progress bar.
+    Duplicates(client::DuplicatesArgs),
 }
 
 /// Options shared by every subcommand that runs the face pipeline.
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => client::search(args),
         Command::Export(args) => client::export(args),
         Command::Import(args) => import::run(args),
+        Command::Duplicates(args) => client::duplicates(args),
     }
 }
 

@@ -179,6 +179,12 @@ impl From<EngineError> for ApiError {
                     .with("min_context", round(f64::from(min_context), 2))
             }
             EngineError::IndexNotFound(id) => Self::index_not_found(&id),
+            EngineError::DuplicateFace { ref record_id, ref image_id, score } => {
+                Self::new(StatusCode::CONFLICT, "DUPLICATE_FACE", e.to_string())
+                    .with("record_id", record_id.as_str())
+                    .with("image_id", image_id.as_str())
+                    .with("match_score", score)
+            }
             EngineError::PackMismatch { .. } => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
             EngineError::Index(_) | EngineError::Calibration(_) | EngineError::Task(_) => {

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -78,7 +79,7 @@ macro_rules! routes {
 }
 
 static ROUTES: &[RouteSpec] = {
-    use routes::{audit, health, indexes, ops, records, search, users};
+    use routes::{audit, duplicates, health, indexes, ops, records, search, users};
     routes! {
         GET "/healthz" None => get(health::healthz);
         GET "/readyz" None => get(health::readyz);
@@ -103,6 +104,9 @@ static ROUTES: &[RouteSpec] = {
         PATCH "/face/index/{index_id}/records/{record_id}" Write => patch(records::patch);
         DELETE "/face/index/{index_id}/records/{record_id}" Write => delete(records::delete);
         POST "/face/index/{index_id}/records/{record_id}/images" Write => post(records::add_image);
+        // Part 2: duplicate-identity jobs.
+        POST "/face/index/{index_id}/duplicates" Review => post(duplicates::start);
+        GET "/face/index/{index_id}/duplicates/{job_id}" Review => get(duplicates::get);
         // Part 2: users. `/users/me` is a static segment, matched before `{username}`.
         GET "/users/me" Any => get(users::me);
         POST "/users" Admin => post(users::create);

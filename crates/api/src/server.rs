@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facesearch_engine::{Engine, EngineConfig};
-use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError};
+use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError, QualityMinimums};
 use facesearch_models::ModelCache;
 use facesearch_store::{Role, SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -34,6 +34,11 @@ pub struct ServerConfig {
     pub audit_retention_days: u32,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// The least face quality an enrolment needs.
+    pub quality: QualityMinimums,
+    /// Score from which two records' faces count as one person (duplicate jobs'
+    /// default, and the bar of `check_duplicates`).
+    pub duplicate_score: f64,
 }
 
 /// PEM files for HTTPS.
@@ -157,6 +162,8 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             liveness_threshold: loader_config.liveness_threshold,
             max_concurrent_analyses: loader_config.max_concurrent_analyses,
             queue_timeout: loader_config.queue_timeout,
+            quality: loader_config.quality,
+            duplicate_score: loader_config.duplicate_score,
         };
         // Held from the snapshot until the engine is published: a delete made
         // meanwhile waits, then goes through the engine.

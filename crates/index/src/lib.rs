@@ -155,6 +155,103 @@ impl FaceIndex {
     }
 }
 
+/// A copy of one collection's rows, taken under the read lock, for batch work (e.g.
+/// [`neighbours`]) that must not hold the lock.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub dim: usize,
+    /// Row-major, `dim` values per row.
+    pub vectors: Vec<f32>,
+    /// `(image_id, record_id)` of each row.
+    pub owners: Vec<(String, String)>,
+}
+
+impl FaceIndex {
+    /// The rows of `collection` now (empty for an unknown collection).
+    pub fn snapshot(&self, collection: &str) -> Snapshot {
+        let all = self.read();
+        let Some(c) = all.get(collection) else { return Snapshot { dim: self.dim, ..Snapshot::default() } };
+        Snapshot { dim: self.dim, vectors: c.vectors.clone(), owners: c.owners.clone() }
+    }
+}
+
+/// Two rows whose similarity reached the minimum (`a < b`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    pub a: usize,
+    pub b: usize,
+    pub similarity: f32,
+}
+
+/// Query rows handled together: their vectors stay in cache while every other row
+/// streams past once, so the matrix is read `rows / QUERY_BLOCK` times, not `rows` times.
+const QUERY_BLOCK: usize = 256;
+
+/// Every pair of rows of `vectors` (row-major, `dim` wide) with similarity at least
+/// `min_similarity`, except pairs of rows with the same `group` (e.g. two images of
+/// one record). At most `max_pairs` are returned; the flag says whether more existed.
+///
+/// An exact all-pairs search done as a blocked matrix product over `threads` threads:
+/// each pair is computed once (`a < b`) and nothing but the pairs above the minimum is
+/// kept. `progress` is told how many query rows each finished block covered.
+pub fn neighbours(
+    vectors: &[f32],
+    dim: usize,
+    group: &[u32],
+    min_similarity: f32,
+    max_pairs: usize,
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> (Vec<Neighbour>, bool) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let rows = if dim == 0 { 0 } else { (vectors.len() / dim).min(group.len()) };
+    let blocks = rows.div_ceil(QUERY_BLOCK);
+    let next = AtomicUsize::new(0);
+    let found: Mutex<Vec<Neighbour>> = Mutex::new(Vec::new());
+    let truncated = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut local = Vec::new();
+                loop {
+                    let block = next.fetch_add(1, Ordering::Relaxed);
+                    if block >= blocks || truncated.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (q0, q1) = (block * QUERY_BLOCK, ((block + 1) * QUERY_BLOCK).min(rows));
+                    let queries = &vectors[q0 * dim..q1 * dim];
+                    for b in q0 + 1..rows {
+                        let target = &vectors[b * dim..(b + 1) * dim];
+                        // Only the queries before `b`: each pair once.
+                        let upto = (b - q0).min(q1 - q0);
+                        for (qi, query) in queries.chunks_exact(dim).take(upto).enumerate() {
+                            let a = q0 + qi;
+                            let similarity = dot(query, target);
+                            if similarity >= min_similarity && group[a] != group[b] {
+                                local.push(Neighbour { a, b, similarity });
+                            }
+                        }
+                    }
+                    progress(q1 - q0);
+                    if local.len() > max_pairs {
+                        truncated.store(true, Ordering::Relaxed);
+                    }
+                }
+                found.lock().unwrap_or_else(|p| p.into_inner()).append(&mut local);
+            });
+        }
+    });
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut truncated = truncated.into_inner();
+    found.sort_by(|x, y| y.similarity.total_cmp(&x.similarity).then((x.a, x.b).cmp(&(y.a, y.b))));
+    if found.len() > max_pairs {
+        found.truncate(max_pairs);
+        truncated = true;
+    }
+    (found, truncated)
+}
+
 /// Dot product with eight independent accumulators, which lets the compiler use SIMD
 /// lanes without reassociating a single sum.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -173,6 +270,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn unit(dim: usize, hot: usize) -> Vec<f32> {
         let mut v = vec![0.0; dim];
@@ -204,6 +302,77 @@ mod tests {
         assert_eq!(idx.search(&unit(4, 0), &["db2"], 0.95, 10).unwrap().len(), 0);
         assert!(idx.search(&unit(4, 0), &["nope"], -1.0, 10).unwrap().is_empty());
         assert_eq!(idx.search(&[1.0], &["db1"], 0.0, 1), Err(IndexError::Dimension { expected: 4, got: 1 }));
+    }
+
+    /// A deterministic pseudo-random unit vector.
+    fn random_unit(dim: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let mut v: Vec<f32> = (0..dim)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+
+    #[test]
+    fn neighbours_equal_the_naive_all_pairs_search() {
+        let (dim, rows) = (16, 700); // several query blocks, a partial last one
+        let mut vectors = Vec::new();
+        for i in 0..rows {
+            // Every 50th row nearly repeats the row before it.
+            let v = if i % 50 == 1 {
+                let mut v: Vec<f32> = vectors[(i - 1) * dim..i * dim].to_vec();
+                v[0] += 0.05;
+                v
+            } else {
+                random_unit(dim, i as u64)
+            };
+            vectors.extend(v);
+        }
+        // Rows 0 and 1 belong to one group: their pair is skipped.
+        let group: Vec<u32> = (0..rows as u32).map(|i| if i == 1 { 0 } else { i }).collect();
+        let min = 0.6;
+        let mut naive = Vec::new();
+        for a in 0..rows {
+            for b in a + 1..rows {
+                let s = dot(&vectors[a * dim..(a + 1) * dim], &vectors[b * dim..(b + 1) * dim]);
+                if s >= min && group[a] != group[b] {
+                    naive.push((a, b));
+                }
+            }
+        }
+        let counted = AtomicUsize::new(0);
+        for threads in [1, 3] {
+            counted.store(0, Ordering::Relaxed);
+            let progress = |n: usize| {
+                counted.fetch_add(n, Ordering::Relaxed);
+            };
+            let (found, truncated) = neighbours(&vectors, dim, &group, min, 1_000_000, threads, &progress);
+            assert!(!truncated);
+            let mut got: Vec<(usize, usize)> = found.iter().map(|n| (n.a, n.b)).collect();
+            got.sort_unstable();
+            assert_eq!(got, naive, "{threads} threads");
+            assert!(got.contains(&(50, 51)) && !got.contains(&(0, 1)));
+            assert!(found.windows(2).all(|w| w[0].similarity >= w[1].similarity), "best first");
+            assert_eq!(counted.load(Ordering::Relaxed), rows);
+        }
+        let (capped, truncated) = neighbours(&vectors, dim, &group, min, 3, 2, &|_| {});
+        assert!(truncated && capped.len() == 3);
+    }
+
+    #[test]
+    fn a_snapshot_copies_the_rows() {
+        let idx = FaceIndex::new(2);
+        idx.insert("db", "r1", "i1", &[1.0, 0.0]).unwrap();
+        idx.insert("db", "r2", "i2", &[0.0, 1.0]).unwrap();
+        let snap = idx.snapshot("db");
+        assert_eq!(snap.vectors, vec![1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(snap.owners, vec![("i1".to_string(), "r1".to_string()), ("i2".to_string(), "r2".to_string())]);
+        assert!(idx.snapshot("nope").owners.is_empty());
     }
 
     #[test]
