@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "dup-Password-1";
 
 fn as_user(s: &Server, user: &str, method: reqwest::Method, path: &str) -> Resp {
-    s.send(format!("{method} {path} as {user}"), s.http().request(method.clone(), s.url(path)).basic_auth(user, Some(PASSWORD)))
+    s.send(
+        format!("{method} {path} as {user}"),
+        s.http().request(method.clone(), s.url(path)).basic_auth(user, Some(PASSWORD)),
+    )
 }
 
 /// Starts a duplicate job as admin and waits for it with long polls (the server
@@ -40,10 +43,16 @@ fn low_quality_faces_are_refused_at_enrolment_with_the_measure_named() {
     let s = Server::start();
     let idx = s.create_index_id("quality-gate");
     for set in ["deepface_img1", "compreface_004_A"] {
-        let e = s.enrol(&idx, &eval(&format!("derived/{set}/low_quality_q10.jpg")), &[("name", "q10")]).err(422, "LOW_QUALITY_FACE").clone();
+        let e = s
+            .enrol(&idx, &eval(&format!("derived/{set}/low_quality_q10.jpg")), &[("name", "q10")])
+            .err(422, "LOW_QUALITY_FACE")
+            .clone();
         assert_eq!(e["measure"], "compression", "{set} q10: {e}");
         assert!(e["value"].as_f64().unwrap() > e["maximum"].as_f64().unwrap(), "{e}");
-        let e = s.enrol(&idx, &eval(&format!("derived/{set}/tiny_48px.jpg")), &[("name", "tiny")]).err(422, "LOW_QUALITY_FACE").clone();
+        let e = s
+            .enrol(&idx, &eval(&format!("derived/{set}/tiny_48px.jpg")), &[("name", "tiny")])
+            .err(422, "LOW_QUALITY_FACE")
+            .clone();
         assert_eq!(e["measure"], "face_size", "{set} 48 px: {e}");
         assert!(e["value"].as_f64().unwrap() < e["minimum"].as_f64().unwrap(), "{e}");
     }
@@ -54,7 +63,9 @@ fn low_quality_faces_are_refused_at_enrolment_with_the_measure_named() {
         let record = s.enrol_ok(&idx, &eval(&format!("derived/{set}/rgb.png")), &[("name", set)]);
         let quality = &record["images"][0]["quality"];
         assert_eq!(record["images"][0]["image_id"], record["image_ids"][0]);
-        for measure in ["face_size", "eye_distance", "sharpness", "compression", "brightness", "yaw", "pitch", "detector_score"] {
+        for measure in
+            ["face_size", "eye_distance", "sharpness", "compression", "brightness", "yaw", "pitch", "detector_score"]
+        {
             assert!(quality[measure].is_number(), "{measure} missing: {record}");
         }
         assert!(quality["compression"].as_f64().unwrap() < 1.5, "{quality}");
@@ -84,7 +95,9 @@ fn duplicate_identities_are_found_and_refused() {
 
     // Many different people, one photo each.
     let mut people = 0;
-    for (n, name) in lfw_people().iter().filter(|p| !["Jacques_Chirac", "Bill_Frist"].contains(&p.as_str())).take(60).enumerate() {
+    for (n, name) in
+        lfw_people().iter().filter(|p| !["Jacques_Chirac", "Bill_Frist"].contains(&p.as_str())).take(60).enumerate()
+    {
         let r = s.enrol(&idx, &lfw_photos(name)[0], &[("name", name), ("id_no", &format!("ID-{n}"))]);
         if r.status == 201 {
             people += 1;
@@ -100,7 +113,10 @@ fn duplicate_identities_are_found_and_refused() {
     let original = s.enrol_ok(&idx, &chirac[0], &[("name", "Jacques Chirac"), ("id_no", "FR-1")]);
     let original_id = original["record_id"].as_str().unwrap().to_string();
     let form = Form::new().part("image", file_part(&chirac[1])).text("name", "Jean Dupont").text("id_no", "FR-2");
-    let e = s.post_form(&format!("/face/index/{idx}/records?check_duplicates=true"), form).err(409, "DUPLICATE_FACE").clone();
+    let e = s
+        .post_form(&format!("/face/index/{idx}/records?check_duplicates=true"), form)
+        .err(409, "DUPLICATE_FACE")
+        .clone();
     assert_eq!(e["record_id"], original_id.as_str(), "{e}");
     assert_eq!(e["image_id"], original["image_ids"][0], "{e}");
     assert!(e["match_score"].as_f64().unwrap() >= 80.0, "{e}");
@@ -129,7 +145,8 @@ fn duplicate_identities_are_found_and_refused() {
     let job = run_job(&s, &idx, "?min_score=80");
     let groups = job["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), 1, "{job}");
-    let mut ids: Vec<&str> = groups[0]["records"].as_array().unwrap().iter().map(|r| r["record_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> =
+        groups[0]["records"].as_array().unwrap().iter().map(|r| r["record_id"].as_str().unwrap()).collect();
     ids.sort_unstable();
     let mut want = vec![original_id.as_str(), planted_id.as_str()];
     want.sort_unstable();
@@ -175,8 +192,10 @@ fn duplicate_identities_are_found_and_refused() {
     }
     let r = as_user(&s, "dup-operator", reqwest::Method::POST, &format!("/face/index/{idx}/duplicates"));
     let started = r.ok(202)["job_id"].as_str().unwrap().to_string();
-    as_user(&s, "dup-operator", reqwest::Method::GET, &format!("/face/index/{idx}/duplicates/{started}?wait=30")).ok(200);
-    as_user(&s, "dup-operator", reqwest::Method::POST, &format!("/face/index/{other}/duplicates")).err(403, "FORBIDDEN");
+    as_user(&s, "dup-operator", reqwest::Method::GET, &format!("/face/index/{idx}/duplicates/{started}?wait=30"))
+        .ok(200);
+    as_user(&s, "dup-operator", reqwest::Method::POST, &format!("/face/index/{other}/duplicates"))
+        .err(403, "FORBIDDEN");
 
     // The start of a job is audited.
     let audit = s.get("/audit?action=duplicates.start&limit=10").ok(200).clone();

@@ -640,10 +640,7 @@ fn duplicates_inner(args: DuplicatesArgs) -> Result<(), Failure> {
     };
     bar.finish_and_clear();
     if job["status"] == "failed" {
-        return Err(Failure::Server {
-            code: "JOB_FAILED".into(),
-            message: text(&job["error"]),
-        });
+        return Err(Failure::Server { code: "JOB_FAILED".into(), message: text(&job["error"]) });
     }
     if args.conn.json {
         print_json(&job);
@@ -661,9 +658,8 @@ fn duplicates_inner(args: DuplicatesArgs) -> Result<(), Failure> {
     }
     for (n, group) in groups.iter().enumerate() {
         let records = group["records"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let name_of = |id: &Value| {
-            records.iter().find(|r| r["record_id"] == *id).map_or_else(String::new, |r| text(&r["name"]))
-        };
+        let name_of =
+            |id: &Value| records.iter().find(|r| r["record_id"] == *id).map_or_else(String::new, |r| text(&r["name"]));
         println!("\ngroup {} ({} records)", n + 1, records.len());
         let rows: Vec<Vec<String>> = records
             .iter()

@@ -97,7 +97,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalTask::Liveness { manifest, threshold, source } => liveness(&ctx, &manifest, threshold, &source),
         EvalTask::Calibrate { manifest, out } => calibrate(&ctx, &manifest, out),
         EvalTask::Embed { images } => embed(&ctx, &images),
-        EvalTask::Quality { pairs, images } => super::quality_eval::run(ctx.pipeline, ctx.jobs, ctx.json, &pairs, images),
+        EvalTask::Quality { pairs, images } => {
+            super::quality_eval::run(ctx.pipeline, ctx.jobs, ctx.json, &pairs, images)
+        }
     }
 }
 

@@ -16,6 +16,9 @@ use facesearch_face::{FaceChoice, FacePipeline, FaceQuality, QualityMinimums, co
 use image::{DynamicImage, RgbImage, imageops};
 use serde::Serialize;
 
+/// Reads one measure of a quality report.
+type Measure = fn(&FaceQuality) -> f32;
+
 /// A synthetic degradation of a photo.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(tag = "kind", content = "level", rename_all = "snake_case")]
@@ -55,9 +58,10 @@ impl Degradation {
     }
 
     /// The measure this degradation acts on, and its value in a quality report.
-    fn measure(self) -> (&'static str, fn(&FaceQuality) -> f32) {
+    fn measure(self) -> (&'static str, Measure) {
         match self {
-            Degradation::None | Degradation::Blur(_) | Degradation::Jpeg(_) => ("sharpness", |q| q.sharpness),
+            Degradation::None | Degradation::Blur(_) => ("sharpness", |q| q.sharpness),
+            Degradation::Jpeg(_) => ("compression", |q| q.compression),
             Degradation::Downscale(_) => ("eye_distance", |q| q.eye_distance),
             Degradation::Darken(_) => ("brightness", |q| q.brightness),
         }
@@ -88,7 +92,9 @@ const LEVELS: &[Degradation] = &[
     Degradation::Darken(0.25),
     Degradation::Darken(0.12),
     Degradation::Darken(0.06),
+    Degradation::Jpeg(30),
     Degradation::Jpeg(20),
+    Degradation::Jpeg(15),
     Degradation::Jpeg(10),
     Degradation::Jpeg(5),
 ];
@@ -131,7 +137,13 @@ fn percentile(sorted: &[f32], p: f64) -> f32 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-pub fn run(pipeline: &FacePipeline, jobs: usize, json: bool, pairs_path: &Path, images: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(
+    pipeline: &FacePipeline,
+    jobs: usize,
+    json: bool,
+    pairs_path: &Path,
+    images: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(pairs_path).with_context(|| format!("reading {}", pairs_path.display()))?;
     let images =
         images.unwrap_or_else(|| pairs_path.parent().unwrap_or(Path::new(".")).join("lfw-deepfunneled/images"));
@@ -166,7 +178,8 @@ pub fn run(pipeline: &FacePipeline, jobs: usize, json: bool, pairs_path: &Path, 
     let clean_quality: Vec<Option<FaceQuality>> = clean.iter().map(|c| c.as_ref().map(|(q, _)| *q)).collect();
     let index: HashMap<&PathBuf, usize> = paths.iter().enumerate().map(|(i, p)| (p, i)).collect();
     let mut percentiles = BTreeMap::new();
-    let measures: [(&'static str, fn(&FaceQuality) -> f32); 9] = [
+    let measures: [(&'static str, Measure); 10] = [
+        ("compression", |q| q.compression),
         ("face_size", |q| q.face_size),
         ("eye_distance", |q| q.eye_distance),
         ("sharpness", |q| q.sharpness),
@@ -242,11 +255,7 @@ pub fn run(pipeline: &FacePipeline, jobs: usize, json: bool, pairs_path: &Path, 
         .collect();
     println!("{} photos, undegraded", report.photos);
     println!("{}", table::render(&["measure", "p1", "p5", "p50", "p95", "p99"], &rows));
-    println!(
-        "refused at the default minimums: {:.2} % {:?}\n",
-        100.0 * report.refused,
-        report.refused_by
-    );
+    println!("refused at the default minimums: {:.2} % {:?}\n", 100.0 * report.refused, report.refused_by);
     let rows: Vec<Vec<String>> = report
         .levels
         .iter()

@@ -88,34 +88,34 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QualityArgs {
-    /// Smallest face box side (pixels) enrolled [default: 48].
+    /// Smallest face box side (pixels) enrolled [default: 32].
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_FACE_SIZE")]
     quality_min_face_size: Option<f32>,
-    /// Smallest inter-ocular distance (pixels) enrolled [default: 20].
+    /// Smallest inter-ocular distance (pixels) enrolled [default: 15].
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_EYE_DISTANCE")]
     quality_min_eye_distance: Option<f32>,
-    /// Smallest sharpness (variance of the Laplacian of the aligned face) enrolled [default: see docs].
+    /// Smallest sharpness (variance of the Laplacian of the aligned face) enrolled [default: 10].
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_SHARPNESS")]
     quality_min_sharpness: Option<f32>,
-    /// Largest JPEG blockiness enrolled [default: see docs].
+    /// Largest JPEG blockiness enrolled [default: 2.0].
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_COMPRESSION")]
     quality_max_compression: Option<f32>,
-    /// Darkest mean grey level (0-255) of the face enrolled [default: see docs].
+    /// Darkest mean grey level (0-255) of the face enrolled [default: 25].
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_BRIGHTNESS")]
     quality_min_brightness: Option<f32>,
-    /// Brightest mean grey level (0-255) of the face enrolled [default: see docs].
+    /// Brightest mean grey level (0-255) of the face enrolled [default: 230].
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_BRIGHTNESS")]
     quality_max_brightness: Option<f32>,
-    /// Largest fraction (0-1) of the face clipped dark or bright [default: see docs].
+    /// Largest fraction (0-1) of the face clipped dark or bright [default: 0.5].
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_CLIPPED")]
     quality_max_clipped: Option<f32>,
-    /// Largest |yaw| in degrees [default: see docs].
+    /// Largest |yaw| in degrees [default: 60].
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_YAW")]
     quality_max_yaw: Option<f32>,
-    /// Largest |pitch| in degrees [default: see docs].
+    /// Largest |pitch| in degrees [default: 40].
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_PITCH")]
     quality_max_pitch: Option<f32>,
-    /// Smallest detector confidence (0-1) [default: see docs].
+    /// Smallest detector confidence (0-1) [default: 0.7].
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_DETECTOR_SCORE")]
     quality_min_detector_score: Option<f32>,
 }

@@ -205,7 +205,7 @@ pub fn neighbours(
 ) -> (Vec<Neighbour>, bool) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let rows = if dim == 0 { 0 } else { (vectors.len() / dim).min(group.len()) };
+    let rows = vectors.len().checked_div(dim).unwrap_or(0).min(group.len());
     let blocks = rows.div_ceil(QUERY_BLOCK);
     let next = AtomicUsize::new(0);
     let found: Mutex<Vec<Neighbour>> = Mutex::new(Vec::new());

@@ -484,8 +484,10 @@ fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<Vec<Record>,
              ORDER BY record_id, created_at, id",
         )
         .and_then(|mut s| {
-            s.query_map([ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map([ids], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
         .ctx("loading image ids")?;
     let mut by_record: HashMap<String, Vec<ImageSummary>> = HashMap::new();

@@ -23,7 +23,7 @@ fn image(seed: u8) -> NewImage {
         file_name: format!("face_{seed}.jpg"),
         embedding: (0..8).map(|i| f32::from(seed) * 0.25 + i as f32 / 7.0).collect(),
         face: serde_json::json!({"box": [1, 2, 30, 40], "score": 0.99}),
-        quality: (seed % 2 == 0).then(|| serde_json::json!({"sharpness": f32::from(seed), "yaw": -3.5})),
+        quality: seed.is_multiple_of(2).then(|| serde_json::json!({"sharpness": f32::from(seed), "yaw": -3.5})),
     }
 }
 

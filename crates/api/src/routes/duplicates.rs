@@ -127,9 +127,11 @@ async fn run_start(
     let engine = state.engine()?.clone();
     let min_score = match query.get("min_score").map(str::trim).filter(|s| !s.is_empty()) {
         None => engine.config().duplicate_score,
-        Some(s) => s.parse::<f64>().ok().filter(|v| (0.0..=100.0).contains(v)).ok_or_else(|| {
-            ApiError::invalid_parameter("min_score", "min_score must be a number from 0 to 100")
-        })?,
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|v| (0.0..=100.0).contains(v))
+            .ok_or_else(|| ApiError::invalid_parameter("min_score", "min_score must be a number from 0 to 100"))?,
     };
     let mut indexes = Vec::with_capacity(ids.len());
     for id in &ids {
