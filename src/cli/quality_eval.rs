@@ -2,8 +2,9 @@
 //! minimums. For each LFW pair the second photo is degraded synthetically (blur,
 //! shrinking, darkening, JPEG compression) at increasing strength; at each level the
 //! table shows the median of the measure the degradation acts on, the verification
-//! accuracy and mean genuine similarity of the pairs, and the share of degraded photos
-//! the default minimums refuse (and by which measure).
+//! accuracy and mean genuine similarity of the pairs, the share of genuine pairs that
+//! still reach the search default score of 70, and the share of degraded photos the
+//! default minimums refuse (and by which measure).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use facesearch_eval::{parse_pairs, table, verification_report};
+use facesearch_face::calibration::Calibration;
 use facesearch_face::pipeline::choose;
 use facesearch_face::{FaceChoice, FacePipeline, FaceQuality, QualityMinimums, cosine};
 use image::{DynamicImage, RgbImage, imageops};
@@ -106,6 +108,8 @@ struct LevelRow {
     median: f32,
     accuracy: f64,
     genuine_mean_similarity: f64,
+    /// Share of genuine pairs that still reach the search default score of 70.
+    genuine_at_score_70: f64,
     faces_not_found: usize,
     refused: f64,
     refused_by: BTreeMap<&'static str, usize>,
@@ -162,6 +166,7 @@ pub fn run(
         pipeline.decode(&bytes).ok().map(|d| d.rgb)
     });
     let minimums = QualityMinimums::default();
+    let at_70 = Calibration::shipped(pipeline.pack())?.similarity_for(70.0);
     let refusals = |qualities: &[Option<FaceQuality>]| {
         let mut by: BTreeMap<&'static str, usize> = BTreeMap::new();
         for q in qualities.iter().flatten() {
@@ -238,6 +243,8 @@ pub fn run(
             median: percentile(&values, 0.5),
             accuracy: report.accuracy_mean,
             genuine_mean_similarity: genuine.iter().sum::<f64>() / genuine.len().max(1) as f64,
+            genuine_at_score_70: genuine.iter().filter(|&&s| s >= f64::from(at_70)).count() as f64
+                / genuine.len().max(1) as f64,
             faces_not_found: qualities.iter().filter(|q| q.is_none()).count(),
             refused,
             refused_by,
@@ -265,6 +272,7 @@ pub fn run(
                 format!("{} {:.1}", l.measure, l.median),
                 format!("{:.2} %", 100.0 * l.accuracy),
                 format!("{:.3}", l.genuine_mean_similarity),
+                format!("{:.1} %", 100.0 * l.genuine_at_score_70),
                 l.faces_not_found.to_string(),
                 format!("{:.1} %", 100.0 * l.refused),
                 format!("{:?}", l.refused_by),
@@ -274,7 +282,16 @@ pub fn run(
     println!(
         "{}",
         table::render(
-            &["second photo", "median measure", "accuracy", "genuine cos", "no face", "refused", "refused by"],
+            &[
+                "second photo",
+                "median measure",
+                "accuracy",
+                "genuine cos",
+                "genuine ≥ 70",
+                "no face",
+                "refused",
+                "refused by"
+            ],
             &rows
         )
     );

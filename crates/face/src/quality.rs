@@ -7,9 +7,11 @@
 //!
 //! * **Size**: the inter-ocular distance and the shorter side of the face box.
 //! * **Sharpness**: the variance of the 4-neighbour Laplacian over the inner face
-//!   region of the aligned crop. The crop always has the same size, so the figure is
-//!   comparable between photos of any resolution: a small face upscaled into the crop,
-//!   a blurred or a heavily compressed one loses its fine detail and scores low.
+//!   region of the aligned crop, scaled to mid-grey exposure (× (128 / mean grey)²).
+//!   The crop always has the same size, so the figure is comparable between photos of
+//!   any resolution: a small face upscaled into the crop or a blurred one loses its
+//!   fine detail and scores low. The exposure scaling keeps a darker photo of the same
+//!   face from reading as blurred (darkening by a factor scales the Laplacian by it).
 //! * **Brightness**: the mean grey level (0–255) of the inner face region.
 //! * **Exposure**: the fractions of the inner face region that are clipped dark
 //!   (≤ [`DARK_LEVEL`]) or bright (≥ [`BRIGHT_LEVEL`]).
@@ -43,7 +45,8 @@ pub struct FaceQuality {
     pub face_size: f32,
     /// Distance between the eye centres, pixels of the original image.
     pub eye_distance: f32,
-    /// Variance of the Laplacian of the aligned grey crop (inner region).
+    /// Variance of the Laplacian of the aligned grey crop (inner region), scaled to
+    /// mid-grey exposure.
     pub sharpness: f32,
     /// JPEG blockiness over the face box (≈ 1: none).
     pub compression: f32,
@@ -76,7 +79,7 @@ pub fn assess(image: &RgbImage, face: &Detection, aligned: &RgbImage) -> FaceQua
     FaceQuality {
         face_size: face.bbox.width().min(face.bbox.height()),
         eye_distance: (le[0] - re[0]).hypot(le[1] - re[1]),
-        sharpness: laplacian_variance(&grey, w, region),
+        sharpness: laplacian_variance(&grey, w, region) * exposure_scale(stats.0),
         compression: blockiness(image, face),
         brightness: stats.0,
         dark_fraction: stats.1,
@@ -119,6 +122,16 @@ fn intensity(grey: &[f32], w: u32, (x0, y0, x1, y1): (u32, u32, u32, u32)) -> (f
     }
     let n = n as f32;
     ((sum / f64::from(n)) as f32, dark as f32 / n, bright as f32 / n)
+}
+
+/// Darkest mean grey level the exposure scaling of sharpness assumes (keeps a nearly
+/// black face, refused for its brightness anyway, from an enormous factor).
+const MIN_SCALED_MEAN: f32 = 8.0;
+
+/// The factor that scales a Laplacian variance measured at mean grey `mean` to mid-grey.
+fn exposure_scale(mean: f32) -> f32 {
+    let k = 128.0 / mean.max(MIN_SCALED_MEAN);
+    k * k
 }
 
 /// Variance of `4·p − (up + down + left + right)` over `region` (whose border pixels
@@ -406,6 +419,16 @@ mod tests {
         assert!(dark.dark_fraction > 0.5 && dark.bright_fraction == 0.0, "{dark:?}");
         assert!(bright.bright_fraction > 0.5 && bright.dark_fraction == 0.0, "{bright:?}");
         assert_eq!(normal.dark_fraction + normal.bright_fraction, 0.0);
+        // A darker exposure of the same face is not less sharp.
+        let mut darker = textured(128.0, 40.0);
+        darker.pixels_mut().for_each(|p| p.0 = p.0.map(|v| v / 2));
+        let darker = assess(&canvas(), &frontal(), &darker);
+        assert!(
+            (darker.sharpness / normal.sharpness - 1.0).abs() < 0.1,
+            "{} vs {}",
+            darker.sharpness,
+            normal.sharpness
+        );
         let m = QualityMinimums::default();
         assert_eq!(dark.first_failure(&m).map(|f| (f.measure, f.limit_kind)), Some(("brightness", "min")));
         assert_eq!(bright.first_failure(&m).map(|f| (f.measure, f.limit_kind)), Some(("brightness", "max")));
