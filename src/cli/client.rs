@@ -365,6 +365,9 @@ pub struct EnrolArgs {
     /// Your own id of the record (unique per index): enrolling it again returns the existing record.
     #[arg(long)]
     reference: Option<String>,
+    /// Refuse the photo (409 DUPLICATE_FACE) if its face already matches another record of the index.
+    #[arg(long)]
+    check_duplicates: bool,
 }
 
 fn record_rows(records: &[Value]) -> String {
@@ -402,7 +405,10 @@ fn enrol_inner(args: EnrolArgs) -> Result<(), Failure> {
     ];
     let fields: Vec<(String, String)> =
         RECORD_FIELDS.iter().zip(values).filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone()))).collect();
-    let path = format!("/face/index/{}/records", args.index);
+    let mut path = format!("/face/index/{}/records", args.index);
+    if args.check_duplicates {
+        path.push_str("?check_duplicates=true");
+    }
     let (status, v) = api.send(api.request(Method::POST, &path).multipart(record_form(&fields, image)))?;
     if args.conn.json {
         print_json(&v);

@@ -263,3 +263,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_settings_come_from_the_config_file_under_flags() {
+        let file: FileConfig = toml::from_str(
+            "bind = \"127.0.0.1:9000\"\nquality_min_sharpness = 5.0\nquality_max_yaw = 30.0\nduplicate_score = 85.0\n",
+        )
+        .expect("a valid config");
+        assert_eq!(file.duplicate_score, Some(85.0));
+        let flags = QualityArgs { quality_max_yaw: Some(20.0), ..QualityArgs::default() };
+        let m = flags.resolve(&file.quality);
+        assert_eq!((m.sharpness, m.max_yaw), (5.0, 20.0), "file, then flag over file");
+        assert_eq!(m.max_compression, QualityMinimums::default().max_compression, "the rest default");
+        assert!(toml::from_str::<FileConfig>("quality_min_sharpnes = 5.0\n").is_err(), "a misspelt key is refused");
+    }
+}
