@@ -791,8 +791,7 @@ fn refused_enrolments_store_nothing() {
         check_empty(f);
     }
     // A face too small to enrol.
-    s.enrol(&idx, &eval("derived/deepface_img1/tiny_48px.jpg"), &[("name", "tiny")])
-        .err_any(422, &["FACE_TOO_SMALL", "NO_FACE_DETECTED"]);
+    s.enrol(&idx, &eval("derived/deepface_img1/tiny_48px.jpg"), &[("name", "tiny")]).err(422, "LOW_QUALITY_FACE");
     check_empty("tiny face");
     // Corrupt image.
     s.enrol(&idx, &eval("compreface/format_tests/truncated.jpg"), &[]).err(400, "INVALID_IMAGE");

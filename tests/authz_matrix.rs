@@ -195,6 +195,13 @@ fn cases() -> Vec<Case> {
             let id = if allowed { c.reembedded_index(i.unwrap()) } else { c.index(i).to_string() };
             req(format!("/face/index/{id}/reembed"))
         }),
+        // `wait`: the job (on one record) ends before the answer, so jobs never pile up.
+        case("POST", "/face/index/{index_id}/duplicates", P::Review, true, 202, |c, i, _| {
+            req(format!("/face/index/{}/duplicates?wait=30", c.index(i)))
+        }),
+        case("GET", "/face/index/{index_id}/duplicates/{job_id}", P::Review, true, 200, |c, i, _| {
+            req(format!("/face/index/{}/duplicates/{}", c.index(i), c.job(i.unwrap())))
+        }),
         case("GET", "/users/me", P::Any, false, 200, |_, _, _| req("/users/me")),
         case("POST", "/users", P::Admin, false, 201, |c, _, _| {
             json_req(
@@ -240,6 +247,8 @@ fn expected(case: &Case, who: Who, idx: Option<Idx>) -> (u16, Option<&'static st
         Permission::Read => who == Who::Admin || (matches!(who, Who::Searcher | Who::Operator) && granted),
         // EXTERNAL indexes are read-only to everyone but admins.
         Permission::Write => who == Who::Admin || (who == Who::Operator && idx == Some(Idx::Granted)),
+        // Duplicate jobs: admins, and operators on the indexes granted to them.
+        Permission::Review => who == Who::Admin || (who == Who::Operator && granted),
     };
     if allowed {
         (case.success, None)
@@ -268,6 +277,8 @@ struct Ctx<'a> {
     bad_clients: RefCell<HashMap<IpAddr, Client>>,
     bad_count: Cell<u32>,
     other_addresses: bool,
+    /// Duplicate job per fixture index (see [`Ctx::job`]).
+    jobs: RefCell<HashMap<usize, String>>,
 }
 
 impl Ctx<'_> {
@@ -302,6 +313,17 @@ impl Ctx<'_> {
     fn throwaway_record(&self, i: Idx) -> String {
         let r = self.s.enrol_ok(&self.fx.index[i.n()], &self.photo, &[("name", "Throwaway")]);
         r["record_id"].as_str().expect("record id").to_string()
+    }
+
+    /// A finished duplicate job on the fixture index `i`, started by the admin once.
+    fn job(&self, i: Idx) -> String {
+        if let Some(id) = self.jobs.borrow().get(&i.n()) {
+            return id.clone();
+        }
+        let r = self.s.post_json(&format!("/face/index/{}/duplicates?wait=30", self.fx.index[i.n()]), &json!({}));
+        let id = r.ok(202)["job_id"].as_str().expect("job id").to_string();
+        self.jobs.borrow_mut().insert(i.n(), id.clone());
+        id
     }
 
     fn throwaway_user(&self) -> String {
@@ -462,6 +484,7 @@ fn every_route_answers_every_role_as_the_rules_say() {
         bad_clients: RefCell::new(HashMap::new()),
         bad_count: Cell::new(0),
         other_addresses,
+        jobs: RefCell::new(HashMap::new()),
     };
 
     let mut checked = 0;

@@ -459,6 +459,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
                         file_name: "synthetic.png".into(),
                         embedding: gaussian.sample(&mut rng),
                         face: serde_json::json!({"synthetic": true}),
+                        quality: None,
                     };
                     (fields, None, image)
                 })

@@ -365,6 +365,9 @@ pub struct EnrolArgs {
     /// Your own id of the record (unique per index): enrolling it again returns the existing record.
     #[arg(long)]
     reference: Option<String>,
+    /// Refuse the photo (409 DUPLICATE_FACE) if its face already matches another record of the index.
+    #[arg(long)]
+    check_duplicates: bool,
 }
 
 fn record_rows(records: &[Value]) -> String {
@@ -402,7 +405,10 @@ fn enrol_inner(args: EnrolArgs) -> Result<(), Failure> {
     ];
     let fields: Vec<(String, String)> =
         RECORD_FIELDS.iter().zip(values).filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone()))).collect();
-    let path = format!("/face/index/{}/records", args.index);
+    let mut path = format!("/face/index/{}/records", args.index);
+    if args.check_duplicates {
+        path.push_str("?check_duplicates=true");
+    }
     let (status, v) = api.send(api.request(Method::POST, &path).multipart(record_form(&fields, image)))?;
     if args.conn.json {
         print_json(&v);
@@ -658,6 +664,103 @@ fn reembed_inner(args: ReembedArgs) -> Result<(), Failure> {
     }
     if job["state"] == "failed" {
         return Err(Failure::Server { code: "REEMBED_FAILED".into(), message: text(&job["error"]) });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// duplicates
+// ---------------------------------------------------------------------------------
+
+#[derive(Args)]
+pub struct DuplicatesArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Index to search for duplicate identities; repeat (or comma-separate) to compare
+    /// several indexes with each other.
+    #[arg(long, required = true, value_delimiter = ',')]
+    index: Vec<String>,
+    /// Lowest match score (0-100, the scale of search) for two faces to count as one
+    /// person [server default: 80].
+    #[arg(long)]
+    min_score: Option<f64>,
+}
+
+pub fn duplicates(args: DuplicatesArgs) -> anyhow::Result<()> {
+    finish(duplicates_inner(args))
+}
+
+fn duplicates_inner(args: DuplicatesArgs) -> Result<(), Failure> {
+    let api = Api::new(&args.conn)?;
+    let (first, others) = args.index.split_first().ok_or_else(|| Failure::local("USAGE", "--index is required"))?;
+    let mut path = format!("/face/index/{first}/duplicates?");
+    if let Some(s) = args.min_score {
+        path.push_str(&format!("min_score={s}&"));
+    }
+    if !others.is_empty() {
+        path.push_str(&format!("index_ids={}", others.join(",")));
+    }
+    let (_, job) = api.send(api.request(Method::POST, path.trim_end_matches(['?', '&'])))?;
+    let id = job["job_id"].as_str().unwrap_or_default().to_string();
+    let bar = indicatif::ProgressBar::new(job["progress"]["total"].as_u64().unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} comparing faces {bar:40} {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    // Long polls of one second: the server answers as soon as the job ends, and the bar
+    // moves at least once a second meanwhile.
+    let job = loop {
+        let (_, job) = api.send(api.request(Method::GET, &format!("/face/index/{first}/duplicates/{id}?wait=1")))?;
+        bar.set_length(job["progress"]["total"].as_u64().unwrap_or(0));
+        bar.set_position(job["progress"]["done"].as_u64().unwrap_or(0));
+        if job["status"] != "running" {
+            break job;
+        }
+    };
+    bar.finish_and_clear();
+    if job["status"] == "failed" {
+        return Err(Failure::Server { code: "JOB_FAILED".into(), message: text(&job["error"]) });
+    }
+    if args.conn.json {
+        print_json(&job);
+        return Ok(());
+    }
+    let groups = job["groups"].as_array().map(Vec::as_slice).unwrap_or_default();
+    println!(
+        "{} faces compared at min score {}: {} group(s) of different records with matching faces",
+        text(&job["faces"]),
+        text(&job["min_score"]),
+        groups.len()
+    );
+    if job["truncated"] == true {
+        println!("warning: too many matching pairs; some were left out (raise --min-score)");
+    }
+    for (n, group) in groups.iter().enumerate() {
+        let records = group["records"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let name_of =
+            |id: &Value| records.iter().find(|r| r["record_id"] == *id).map_or_else(String::new, |r| text(&r["name"]));
+        println!("\ngroup {} ({} records)", n + 1, records.len());
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| vec![text(&r["record_id"]), text(&r["name"]), text(&r["id_no"]), text(&r["index_id"])])
+            .collect();
+        println!("{}", table::render(&["record id", "name", "id_no", "index"], &rows));
+        let rows: Vec<Vec<String>> = group["pairs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                vec![
+                    p["match_score"].as_f64().map_or_else(String::new, |s| format!("{s:.2}")),
+                    name_of(&p["record_a"]),
+                    name_of(&p["record_b"]),
+                    text(&p["image_a"]),
+                    text(&p["image_b"]),
+                ]
+            })
+            .collect();
+        println!("{}", table::render(&["score", "record a", "record b", "image a", "image b"], &rows));
     }
     Ok(())
 }

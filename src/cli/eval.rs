@@ -93,6 +93,17 @@ enum EvalTask {
     },
     /// Print the detected faces and the embedding of the largest face of each photo as JSON lines.
     Embed { images: Vec<PathBuf> },
+    /// Face quality: the measures of normal photos, how verification accuracy falls as
+    /// the second photo of each pair is blurred, shrunk, darkened or compressed, and
+    /// how many photos the enrolment minimums refuse.
+    Quality {
+        /// Pairs file (`name i j` / `name1 i name2 j`).
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Image folder (default: lfw-deepfunneled/images beside the pairs file).
+        #[arg(long)]
+        images: Option<PathBuf>,
+    },
     /// Fit the score calibration table (score → false-match rate) on every
     /// cross-identity pair of a manifest's `face` rows, and write it as JSON.
     Calibrate {
@@ -126,6 +137,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         EvalTask::Calibrate { manifest, out } => calibrate(&ctx, &manifest, out),
         EvalTask::Embed { images } => embed(&ctx, &images),
+        EvalTask::Quality { pairs, images } => {
+            super::quality_eval::run(ctx.pipeline, ctx.jobs, ctx.json, &pairs, images)
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod client;
 mod eval;
 mod import;
 mod models;
+mod quality_eval;
 mod serve;
 mod user;
 
@@ -49,6 +50,9 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Move an index of a running server to another model pack (re-embeds its stored images).
     Reembed(client::ReembedArgs),
+    /// Find records of an index of a running server whose faces match while their
+    /// identities differ (one face enrolled under several names), with a progress bar.
+    Duplicates(client::DuplicatesArgs),
 }
 
 /// Options shared by every subcommand that runs the face pipeline.
@@ -138,6 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => client::export(args),
         Command::Import(args) => import::run(args),
         Command::Reembed(args) => client::reembed(args),
+        Command::Duplicates(args) => client::duplicates(args),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use facesearch_api::{ApiConfig, ServerConfig, TlsFiles};
-use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, RuntimeOptions};
+use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, QualityMinimums, RuntimeOptions};
 use facesearch_index::IndexConfig;
 use serde::Deserialize;
 
@@ -84,6 +84,13 @@ pub struct ServeArgs {
     /// need not re-read every vector; 0 never saves it [default: 60].
     #[arg(long, env = "FACESEARCH_INDEX_SAVE_INTERVAL")]
     index_save_interval: Option<u64>,
+    /// Score (0-100, the scale of search) from which two records' faces count as one person:
+    /// the default of duplicate jobs and the bar of `check_duplicates=true` [default: 80].
+    #[arg(long, env = "FACESEARCH_DUPLICATE_SCORE")]
+    duplicate_score: Option<f64>,
+    /// Enrolment quality minimums (see docs/API.md, Face quality); 0 turns a minimum off.
+    #[command(flatten)]
+    quality: QualityArgs,
     /// Stop when standard input closes (used by tests that start the server as a child).
     #[arg(long, hide = true)]
     exit_on_stdin_close: bool,
@@ -92,6 +99,62 @@ pub struct ServeArgs {
     /// known point.
     #[arg(long, hide = true)]
     reembed_pause_after: Option<u64>,
+}
+
+/// The enrolment quality limits; each falls back to the config file, then the default.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QualityArgs {
+    /// Smallest face box side (pixels) enrolled [default: 32].
+    #[arg(long, env = "FACESEARCH_QUALITY_MIN_FACE_SIZE")]
+    quality_min_face_size: Option<f32>,
+    /// Smallest inter-ocular distance (pixels) enrolled [default: 15].
+    #[arg(long, env = "FACESEARCH_QUALITY_MIN_EYE_DISTANCE")]
+    quality_min_eye_distance: Option<f32>,
+    /// Smallest sharpness (variance of the Laplacian of the aligned face) enrolled [default: 10].
+    #[arg(long, env = "FACESEARCH_QUALITY_MIN_SHARPNESS")]
+    quality_min_sharpness: Option<f32>,
+    /// Largest JPEG blockiness enrolled [default: 2.0].
+    #[arg(long, env = "FACESEARCH_QUALITY_MAX_COMPRESSION")]
+    quality_max_compression: Option<f32>,
+    /// Darkest mean grey level (0-255) of the face enrolled [default: 25].
+    #[arg(long, env = "FACESEARCH_QUALITY_MIN_BRIGHTNESS")]
+    quality_min_brightness: Option<f32>,
+    /// Brightest mean grey level (0-255) of the face enrolled [default: 230].
+    #[arg(long, env = "FACESEARCH_QUALITY_MAX_BRIGHTNESS")]
+    quality_max_brightness: Option<f32>,
+    /// Largest fraction (0-1) of the face clipped dark or bright [default: 0.5].
+    #[arg(long, env = "FACESEARCH_QUALITY_MAX_CLIPPED")]
+    quality_max_clipped: Option<f32>,
+    /// Largest |yaw| in degrees [default: 60].
+    #[arg(long, env = "FACESEARCH_QUALITY_MAX_YAW")]
+    quality_max_yaw: Option<f32>,
+    /// Largest |pitch| in degrees [default: 40].
+    #[arg(long, env = "FACESEARCH_QUALITY_MAX_PITCH")]
+    quality_max_pitch: Option<f32>,
+    /// Smallest detector confidence (0-1) [default: 0.7].
+    #[arg(long, env = "FACESEARCH_QUALITY_MIN_DETECTOR_SCORE")]
+    quality_min_detector_score: Option<f32>,
+}
+
+impl QualityArgs {
+    /// Flags (and environment) over the file's values over the defaults.
+    fn resolve(&self, file: &QualityArgs) -> QualityMinimums {
+        let d = QualityMinimums::default();
+        let pick = |flag: Option<f32>, file: Option<f32>, default: f32| flag.or(file).unwrap_or(default);
+        QualityMinimums {
+            face_size: pick(self.quality_min_face_size, file.quality_min_face_size, d.face_size),
+            eye_distance: pick(self.quality_min_eye_distance, file.quality_min_eye_distance, d.eye_distance),
+            sharpness: pick(self.quality_min_sharpness, file.quality_min_sharpness, d.sharpness),
+            max_compression: pick(self.quality_max_compression, file.quality_max_compression, d.max_compression),
+            brightness: pick(self.quality_min_brightness, file.quality_min_brightness, d.brightness),
+            max_brightness: pick(self.quality_max_brightness, file.quality_max_brightness, d.max_brightness),
+            max_clipped: pick(self.quality_max_clipped, file.quality_max_clipped, d.max_clipped),
+            max_yaw: pick(self.quality_max_yaw, file.quality_max_yaw, d.max_yaw),
+            max_pitch: pick(self.quality_max_pitch, file.quality_max_pitch, d.max_pitch),
+            detector_score: pick(self.quality_min_detector_score, file.quality_min_detector_score, d.detector_score),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +181,9 @@ struct FileConfig {
     exact_search_below: Option<usize>,
     ann_ef_search: Option<usize>,
     index_save_interval: Option<u64>,
+    duplicate_score: Option<f64>,
+    #[serde(flatten)]
+    quality: QualityArgs,
 }
 
 fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
@@ -139,6 +205,10 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
     let liveness_threshold =
         args.liveness_threshold.or(file.liveness_threshold).unwrap_or(facesearch_face::liveness::DEFAULT_THRESHOLD);
     anyhow::ensure!((0.0..=1.0).contains(&liveness_threshold), "liveness_threshold must be between 0 and 1");
+    let duplicate_score =
+        args.duplicate_score.or(file.duplicate_score).unwrap_or(facesearch_engine::DEFAULT_DUPLICATE_SCORE);
+    anyhow::ensure!((0.0..=100.0).contains(&duplicate_score), "duplicate_score must be between 0 and 100");
+    let quality = args.quality.resolve(&file.quality);
     let pipeline = PipelineConfig {
         decode: DecodeLimits {
             max_bytes: max_image_bytes,
@@ -193,6 +263,8 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         index,
         snapshot_interval: (save_every > 0).then(|| Duration::from_secs(save_every)),
         reembed_pause_after: args.reembed_pause_after,
+        quality,
+        duplicate_score,
     };
     Ok((config, args.exit_on_stdin_close))
 }
@@ -220,4 +292,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         facesearch_api::run(config, stop).await
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_settings_come_from_the_config_file_under_flags() {
+        let file: FileConfig = toml::from_str(
+            "bind = \"127.0.0.1:9000\"\nquality_min_sharpness = 5.0\nquality_max_yaw = 30.0\nduplicate_score = 85.0\n",
+        )
+        .expect("a valid config");
+        assert_eq!(file.duplicate_score, Some(85.0));
+        let flags = QualityArgs { quality_max_yaw: Some(20.0), ..QualityArgs::default() };
+        let m = flags.resolve(&file.quality);
+        assert_eq!((m.sharpness, m.max_yaw), (5.0, 20.0), "file, then flag over file");
+        assert_eq!(m.max_compression, QualityMinimums::default().max_compression, "the rest default");
+        assert!(toml::from_str::<FileConfig>("quality_min_sharpnes = 5.0\n").is_err(), "a misspelt key is refused");
+    }
 }

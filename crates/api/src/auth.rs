@@ -76,6 +76,8 @@ pub enum Permission {
     Write,
     /// Read the audit log (admins and auditors).
     Auditor,
+    /// Look for duplicate identities in an index (admin, or an operator granted it).
+    Review,
 }
 
 impl Permission {
@@ -88,6 +90,7 @@ impl Permission {
             Permission::Read => "read",
             Permission::Write => "write",
             Permission::Auditor => "auditor",
+            Permission::Review => "review",
         }
     }
 
@@ -98,6 +101,8 @@ impl Permission {
             Permission::None | Permission::Any | Permission::Search | Permission::Read | Permission::Write => true,
             Permission::Admin => role == Role::Admin,
             Permission::Auditor => matches!(role, Role::Admin | Role::Auditor),
+            // Role-checked here, index-checked by the handler.
+            Permission::Review => matches!(role, Role::Admin | Role::Operator),
         }
     }
 }
@@ -128,6 +133,12 @@ impl Caller {
     /// See an index, its records and images (admin, or a searcher or operator granted it).
     pub fn may_read(&self, index: &IndexInfo) -> bool {
         self.is_admin() || (matches!(self.user.role, Role::Searcher | Role::Operator) && self.granted(index))
+    }
+
+    /// Look for duplicate identities among an index's records (admin, or an operator
+    /// granted it: operators already read those records).
+    pub fn may_review(&self, index: &IndexInfo) -> bool {
+        self.is_admin() || (self.user.role == Role::Operator && self.granted(index))
     }
 
     /// Enrol, update and delete records (admin, or an operator granted an INTERNAL index:
@@ -493,6 +504,7 @@ pub async fn require(
         Ok(caller) if !permission.admits_role(caller.user.role) => {
             let what = match permission {
                 Permission::Auditor => "use this endpoint (admins and auditors only)",
+                Permission::Review => "use this endpoint (admins and operators only)",
                 _ => "use this endpoint (admins only)",
             };
             Err(ApiError::forbidden(what).into_response())
@@ -708,5 +720,7 @@ mod tests {
         assert!(Permission::Auditor.admits_role(Role::Auditor));
         assert!(Permission::Auditor.admits_role(Role::Admin));
         assert!(!Permission::Auditor.admits_role(Role::Searcher));
+        assert!(Permission::Review.admits_role(Role::Admin) && Permission::Review.admits_role(Role::Operator));
+        assert!(!Permission::Review.admits_role(Role::Searcher) && !Permission::Review.admits_role(Role::Auditor));
     }
 }

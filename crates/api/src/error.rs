@@ -126,6 +126,13 @@ impl From<PipelineError> for ApiError {
             }
             PipelineError::AmbiguousFaces { count } => unprocessable("MULTIPLE_FACES").with("faces", *count),
             PipelineError::Unalignable => unprocessable("NO_FACE_DETECTED"),
+            PipelineError::LowQuality(f) => {
+                let limit = if f.limit_kind == "min" { "minimum" } else { "maximum" };
+                unprocessable("LOW_QUALITY_FACE")
+                    .with("measure", f.measure)
+                    .with("value", round(f64::from(f.value), 3))
+                    .with(limit, round(f64::from(f.limit), 3))
+            }
             PipelineError::Models(_) | PipelineError::Runtime(_) => {
                 tracing::error!(error = %e, "face pipeline failure");
                 Self::internal()
@@ -174,6 +181,13 @@ impl From<EngineError> for ApiError {
             EngineError::IndexNotFound(id) => Self::index_not_found(&id),
             EngineError::UnknownPack { .. } => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
             EngineError::PackMoved(_) => Self::unavailable(e.to_string()),
+            EngineError::MixedPacks(_) => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
+            EngineError::DuplicateFace { ref record_id, ref image_id, score } => {
+                Self::new(StatusCode::CONFLICT, "DUPLICATE_FACE", e.to_string())
+                    .with("record_id", record_id.as_str())
+                    .with("image_id", image_id.as_str())
+                    .with("match_score", score)
+            }
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
             EngineError::Index(_) | EngineError::Calibration(_) | EngineError::Task(_) => {
                 tracing::error!(error = %e, "engine failure");

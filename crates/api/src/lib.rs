@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -78,7 +79,7 @@ macro_rules! routes {
 }
 
 static ROUTES: &[RouteSpec] = {
-    use routes::{audit, health, indexes, ops, records, reembed, search, users};
+    use routes::{audit, duplicates, health, indexes, ops, records, reembed, search, users};
     routes! {
         GET "/healthz" None => get(health::healthz);
         GET "/readyz" None => get(health::readyz);
@@ -106,6 +107,9 @@ static ROUTES: &[RouteSpec] = {
         // Part 2: moving an index to another model pack.
         POST "/face/index/{index_id}/reembed" Admin => post(reembed::start);
         GET "/face/index/{index_id}/reembed" Admin => get(reembed::get);
+        // Part 2: duplicate-identity jobs.
+        POST "/face/index/{index_id}/duplicates" Review => post(duplicates::start);
+        GET "/face/index/{index_id}/duplicates/{job_id}" Review => get(duplicates::get);
         // Part 2: users. `/users/me` is a static segment, matched before `{username}`.
         GET "/users/me" Any => get(users::me);
         POST "/users" Admin => post(users::create);

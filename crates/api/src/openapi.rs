@@ -62,6 +62,8 @@ pub const TAG_OPERATIONS: &str = "Operations";
         routes::records::add_image,
         routes::reembed::start,
         routes::reembed::get,
+        routes::duplicates::start,
+        routes::duplicates::get,
         routes::users::me,
         routes::users::create,
         routes::users::list,
@@ -260,6 +262,22 @@ pub struct ErrorObject {
     pub min_length: Option<u64>,
     /// Seconds until a login may be tried again (`TOO_MANY_ATTEMPTS`).
     pub retry_after: Option<u64>,
+    /// The quality measure that failed (`LOW_QUALITY_FACE`): `face_size`, `eye_distance`,
+    /// `detector_score`, `brightness`, `exposure`, `compression`, `sharpness`, `yaw` or `pitch`.
+    pub measure: Option<String>,
+    /// The face's value of that measure (`LOW_QUALITY_FACE`).
+    pub value: Option<f64>,
+    /// The least value accepted (`LOW_QUALITY_FACE`, measures with a minimum).
+    pub minimum: Option<f64>,
+    /// The largest value accepted (`LOW_QUALITY_FACE`: `exposure`, `compression`, `yaw`,
+    /// `pitch`, too bright a `brightness`).
+    pub maximum: Option<f64>,
+    /// The existing match's score (`DUPLICATE_FACE`).
+    pub match_score: Option<f64>,
+    /// The existing matching image (`DUPLICATE_FACE`).
+    pub image_id: Option<String>,
+    /// The job concerned (`JOB_NOT_FOUND`).
+    pub job_id: Option<String>,
 }
 
 /// Every error code (stable; see the error table of docs/API.md).
@@ -291,6 +309,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     NoFaceDetected,
+    LowQualityFace,
+    DuplicateFace,
+    TooManyJobs,
     FaceTooSmall,
     MultipleFaces,
     LivenessCheckFailed,
@@ -402,6 +423,8 @@ pub struct RecordObject {
     pub reference: Option<String>,
     /// The record's images, oldest first; each usable with the download endpoint.
     pub image_ids: Vec<String>,
+    /// The same images with their face quality.
+    pub images: Vec<RecordImage>,
     /// RFC 3339, UTC.
     pub created_at: String,
     /// RFC 3339, UTC.
@@ -458,6 +481,116 @@ pub struct ReembedJobObject {
     pub updated_at: String,
     /// RFC 3339, UTC; `null` while running.
     pub finished_at: Option<String>,
+}
+
+/// One image of a record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordImage {
+    pub image_id: String,
+    /// Measured at enrolment; `null` for images enrolled before quality was measured.
+    pub quality: Option<FaceQualityObject>,
+}
+
+/// The quality measures of a face (docs/API.md, "Face quality").
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FaceQualityObject {
+    /// Shorter side of the face box, pixels of the original image.
+    pub face_size: f64,
+    /// Distance between the eye centres, pixels.
+    pub eye_distance: f64,
+    /// Variance of the Laplacian of the aligned 112×112 grey face.
+    pub sharpness: f64,
+    /// JPEG blockiness over the face (about 1: none; above 2: heavy compression).
+    pub compression: f64,
+    /// Mean grey level of the face, 0–255.
+    pub brightness: f64,
+    /// Fraction of the face clipped dark.
+    pub dark_fraction: f64,
+    /// Fraction of the face clipped bright.
+    pub bright_fraction: f64,
+    /// Head turn, degrees; positive: the nose lies right of the face's midline in the image.
+    pub yaw: f64,
+    /// Head tilt, degrees; positive: looking up.
+    pub pitch: f64,
+    /// In-plane rotation of the eye line, degrees.
+    pub roll: f64,
+    /// Detector confidence, 0–1.
+    pub detector_score: f64,
+}
+
+/// `running`, `done` or `failed`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Running,
+    Done,
+    Failed,
+}
+
+/// Faces compared so far, out of all.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobProgress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A record of a duplicate group.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicateRecordObject {
+    pub record_id: String,
+    pub index_id: String,
+    pub name: String,
+    pub id_no: String,
+    pub reference: Option<String>,
+}
+
+/// Two records of a group whose faces match, with their best-matching images.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicatePairObject {
+    pub record_a: String,
+    pub record_b: String,
+    /// Calibrated score 0–100, as in search.
+    pub match_score: f64,
+    /// Cosine similarity of the two faces.
+    pub similarity: f64,
+    /// The image of `record_a` that matched.
+    pub image_a: String,
+    /// The image of `record_b` that matched.
+    pub image_b: String,
+}
+
+/// Records joined by matching faces (a connected group).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicateGroupObject {
+    pub records: Vec<DuplicateRecordObject>,
+    /// Best first.
+    pub pairs: Vec<DuplicatePairObject>,
+}
+
+/// A duplicate-identity job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicateJob {
+    pub job_id: String,
+    pub status: JobStatus,
+    /// The indexes searched; the first is the one in the path.
+    pub index_ids: Vec<String>,
+    pub min_score: f64,
+    pub progress: JobProgress,
+    pub started_by: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC; `null` while running.
+    pub finished_at: Option<String>,
+    /// Why it failed (`failed`).
+    pub error: Option<String>,
+    /// Faces compared (`done`).
+    pub faces: Option<u64>,
+    /// More than 1,000,000 face pairs matched and some were left out (`done`).
+    pub truncated: Option<bool>,
+    /// Matching record pairs left out because both records name the same person (`done`).
+    pub same_identity_skipped: Option<u64>,
+    /// Best group first (`done`; `null` before).
+    pub groups: Option<Vec<DuplicateGroupObject>>,
 }
 
 /// A page of records.
@@ -542,6 +675,7 @@ envelope! {
     FileResponse(FileObject): "`{\"response\": file}`";
     RecordResponse(RecordObject): "`{\"response\": record}`";
     ReembedJobResponse(ReembedJobObject): "`{\"response\": job}`";
+    DuplicateJobResponse(DuplicateJob): "`{\"response\": job}`";
     RecordPageResponse(RecordPage): "`{\"response\": {\"records\": […], \"next_cursor\": …}}`";
     UserResponse(UserObject): "`{\"response\": user}`";
     UserListResponse(Vec<UserObject>): "`{\"response\": [user, …]}`, by username";
@@ -631,6 +765,7 @@ mod tests {
             fields: RecordFields::default(),
             reference: Some("ref".into()),
             image_ids: vec!["img".into()],
+            images: vec![facesearch_store::ImageSummary { image_id: "img".into(), quality: None }],
             created_at: "t".into(),
             updated_at: "t".into(),
         }
@@ -659,6 +794,57 @@ mod tests {
         };
         assert_eq!(keys(&serde_json::to_value(routes::index_object(&index)).unwrap()), properties(&doc, "IndexObject"));
         assert_eq!(keys(&serde_json::to_value(sample_record()).unwrap()), properties(&doc, "RecordObject"));
+        let image = serde_json::to_value(&sample_record().images[0]).unwrap();
+        assert_eq!(keys(&image), properties(&doc, "RecordImage"));
+        let quality = facesearch_face::FaceQuality {
+            face_size: 1.0,
+            eye_distance: 1.0,
+            sharpness: 1.0,
+            compression: 1.0,
+            brightness: 1.0,
+            dark_fraction: 0.0,
+            bright_fraction: 0.0,
+            yaw: 0.0,
+            pitch: 0.0,
+            roll: 0.0,
+            detector_score: 0.9,
+        };
+        assert_eq!(keys(&serde_json::to_value(quality).unwrap()), properties(&doc, "FaceQualityObject"));
+        let jobs = crate::jobs::DuplicateJobs::default();
+        let job = jobs.start(vec!["i".into()], 80.0, "admin").expect("a job");
+        let record = sample_record();
+        let pair = facesearch_engine::DuplicatePair {
+            record_a: "a".into(),
+            record_b: "b".into(),
+            match_score: 90.0,
+            similarity: 0.7,
+            image_a: "x".into(),
+            image_b: "y".into(),
+        };
+        let group = facesearch_engine::DuplicateGroup {
+            records: vec![facesearch_engine::DuplicateRecord {
+                record_id: record.record_id.clone(),
+                index_id: record.index_id.clone(),
+                name: String::new(),
+                id_no: String::new(),
+                reference: None,
+            }],
+            pairs: vec![pair],
+        };
+        let report = facesearch_engine::DuplicateReport {
+            faces: 2,
+            min_score: 80.0,
+            groups: vec![group],
+            truncated: false,
+            same_identity_skipped: 0,
+        };
+        jobs.finish(&job.id, Ok(report));
+        let view = jobs.view(&job.id).expect("the job");
+        assert_eq!(keys(&view), properties(&doc, "DuplicateJob"));
+        assert_eq!(keys(&view["groups"][0]), properties(&doc, "DuplicateGroupObject"));
+        assert_eq!(keys(&view["groups"][0]["records"][0]), properties(&doc, "DuplicateRecordObject"));
+        assert_eq!(keys(&view["groups"][0]["pairs"][0]), properties(&doc, "DuplicatePairObject"));
+        assert_eq!(keys(&view["progress"]), properties(&doc, "JobProgress"));
         let user = User {
             username: "u".into(),
             role: StoreRole::Searcher,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facesearch_engine::{Engine, EngineConfig, PipelineLoader};
-use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError};
+use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError, QualityMinimums};
 use facesearch_models::ModelCache;
 use facesearch_store::{Role, SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -42,6 +42,11 @@ pub struct ServerConfig {
     /// Test-only: re-embedding jobs pause after staging this many images (see
     /// `EngineConfig::reembed_pause_after`).
     pub reembed_pause_after: Option<u64>,
+    /// The least face quality an enrolment needs.
+    pub quality: QualityMinimums,
+    /// Score from which two records' faces count as one person (duplicate jobs'
+    /// default, and the bar of `check_duplicates`).
+    pub duplicate_score: f64,
 }
 
 /// PEM files for HTTPS.
@@ -171,6 +176,8 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             queue_timeout: loader_config.queue_timeout,
             index: loader_config.index,
             reembed_pause_after: loader_config.reembed_pause_after,
+            quality: loader_config.quality,
+            duplicate_score: loader_config.duplicate_score,
         };
         let snapshot_dir = loader_config.snapshot_interval.map(|_| loader_config.data_dir.join("vectors"));
         // Held from the snapshot until the engine is published: a delete made

@@ -8,6 +8,7 @@ use facesearch_store::Store;
 
 use crate::auth::{CredentialCache, LoginThrottle};
 use crate::error::ApiError;
+use crate::jobs::DuplicateJobs;
 use crate::metrics::Metrics;
 
 /// Limits and defaults of the HTTP API.
@@ -50,6 +51,7 @@ struct Inner {
     writes: WriteLock,
     metrics: Arc<Metrics>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    jobs: DuplicateJobs,
 }
 
 /// Cheap to clone; the engine arrives once the models are loaded.
@@ -66,6 +68,7 @@ impl AppState {
             writes: WriteLock::default(),
             metrics: Arc::new(Metrics::new(config.pack)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            jobs: DuplicateJobs::default(),
             config,
         }))
     }
@@ -108,6 +111,11 @@ impl AppState {
     /// The server's Prometheus metrics (the engine reports into them too).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics
+    }
+
+    /// The duplicate-identity jobs (in memory).
+    pub fn jobs(&self) -> &DuplicateJobs {
+        &self.0.jobs
     }
 
     /// Failed-login counters per username and client address.

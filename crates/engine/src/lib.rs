@@ -6,6 +6,8 @@
 //! store at start, added after a write is committed and removed after a delete is
 //! committed, so a search never returns a record the store no longer has.
 //!
+//! It also finds duplicate identities across the records of indexes ([`duplicates`]).
+//!
 //! CPU-heavy pipeline work runs on the blocking thread pool, bounded by a semaphore so
 //! that a burst of requests queues (and can be refused) instead of piling up threads.
 //!
@@ -41,11 +43,20 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use facesearch_face::calibration::{Calibration, CalibrationError};
-use facesearch_face::{FaceChoice, FacePipeline, Liveness, Pack, PipelineError, ProbeFace, StageTimings};
+use facesearch_face::{
+    FaceChoice, FacePipeline, Liveness, Pack, PipelineError, ProbeFace, QualityMinimums, StageTimings,
+};
 use facesearch_index::{FaceIndex, Hit, IndexConfig, IndexError};
 use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError};
 use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
+
+mod duplicates;
+
+pub use duplicates::{
+    DuplicateGroup, DuplicatePair, DuplicateProgress, DuplicateRecord, DuplicateReport, MAX_DUPLICATE_PAIRS,
+    same_identity,
+};
 
 /// Serialises "write the store, then update the in-memory index", so that an enrolment
 /// racing a delete can never leave a deleted person's vector in memory. The server
@@ -69,12 +80,16 @@ pub enum EngineError {
     UnknownPack { index: String, pack: String },
     #[error("index {0} moved to another model pack during the request; retry")]
     PackMoved(String),
+    #[error("indexes {0} hold vectors of different model packs, which cannot be compared")]
+    MixedPacks(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
     Calibration(#[from] CalibrationError),
+    #[error("the face is already enrolled in this index as record {record_id} (match score {score:.2})")]
+    DuplicateFace { record_id: String, image_id: String, score: f64 },
     #[error("the server is too busy; retry shortly")]
     Busy,
     #[error("internal task failed: {0}")]
@@ -95,7 +110,16 @@ pub struct EngineConfig {
     /// once this many images of its index are staged. Lets a test interrupt a job at a
     /// known point without timing. `None` in production.
     pub reembed_pause_after: Option<u64>,
+    /// The least face quality an enrolment needs; searches report probes below it.
+    pub quality: QualityMinimums,
+    /// Calibrated score at or above which two faces of different records count as one
+    /// person: the default of a duplicate search and the bar of `check_duplicates`.
+    pub duplicate_score: f64,
 }
+
+/// The default [`EngineConfig::duplicate_score`]: strict (a stranger scores this high
+/// with probability about 2e-6 on the shipped calibration of the `open` pack).
+pub const DEFAULT_DUPLICATE_SCORE: f64 = 80.0;
 
 /// Loads the face pipeline of a pack (fetching its models if needed). Called on the
 /// blocking pool, at most once per pack.
@@ -541,9 +565,11 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Busy)?
             .map_err(|_| EngineError::Busy)?;
+        // Enrolment refuses faces below the quality minimums; a search only reports them.
+        let gate = (analysis == Analysis::Enrol).then_some(self.config.quality);
         let (probe, bytes) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            (pipeline.probe(&bytes, choice, liveness), bytes)
+            (pipeline.probe_gated(&bytes, choice, liveness, gate.as_ref()), bytes)
         })
         .await
         .map_err(task_failed)?;
@@ -716,11 +742,45 @@ impl Engine {
                 "score": probe.detection.score,
                 "faces_in_image": probe.faces_in_image,
             }),
+            quality: serde_json::to_value(probe.quality).ok(),
+        }
+    }
+
+    /// The lowest similarity whose calibrated score can reach `score` (slightly below,
+    /// so that rounding never loses a pair that scores exactly `score`).
+    fn min_similarity_for(&self, pack: Pack, score: f64) -> f32 {
+        self.vectors.slot(pack).calibration.similarity_for(score) - 1e-4
+    }
+
+    /// Inside the write lock: refuses a face that already matches another record of
+    /// `index_id` at or above the duplicate score.
+    fn refuse_duplicate(
+        vectors: &FaceIndex,
+        calibration: &Calibration,
+        index_id: &str,
+        own_record: Option<&str>,
+        embedding: &[f32],
+        (min_similarity, min_score): (f32, f64),
+    ) -> Result<(), EngineError> {
+        // Two candidates: one may be the record the image is being added to.
+        let hits = vectors.search(embedding, &[index_id], min_similarity, 2)?;
+        let other = hits.into_iter().find(|h| Some(h.record_id.as_str()) != own_record);
+        match other {
+            Some(hit) if round2(calibration.score(hit.similarity)) >= min_score => Err(EngineError::DuplicateFace {
+                record_id: hit.record_id,
+                image_id: hit.image_id,
+                score: round2(calibration.score(hit.similarity)),
+            }),
+            _ => Ok(()),
         }
     }
 
     /// Enrols a new record from one photo. A `reference` already in the index returns
-    /// that record and stores nothing, so a retried enrolment never duplicates.
+    /// that record and stores nothing, so a retried enrolment never duplicates. With
+    /// `check_duplicates`, a face that already matches another record of the index at
+    /// or above the duplicate score is refused ([`EngineError::DuplicateFace`]); the
+    /// check and the write happen under the write lock, so two concurrent enrolments of
+    /// one face cannot both pass it.
     pub async fn enrol(
         &self,
         index: &IndexInfo,
@@ -728,6 +788,7 @@ impl Engine {
         reference: Option<String>,
         bytes: Vec<u8>,
         file_name: Option<String>,
+        check_duplicates: bool,
     ) -> Result<EnrolOutcome, EngineError> {
         if let Some(reference) = reference.as_deref().filter(|r| !r.is_empty())
             && let Some(existing) = self.store.find_by_reference(&index.id, reference).await?
@@ -738,10 +799,20 @@ impl Engine {
         for _ in 0..PACK_ATTEMPTS {
             let (pack, probe, image) = self.enrolment_image(index, bytes, file_name.as_deref()).await?;
             let (index, fields, reference) = (index.clone(), fields.clone(), reference.clone());
+            let duplicates = self.duplicate_bar(pack, check_duplicates);
             let attempt = self
                 .committed(move |store, vectors| async move {
                     if vectors.pack_of(&vectors.routes(), &index)? != pack {
                         return Ok(Attempt::Moved(image.bytes));
+                    }
+                    if let Some(bar) = duplicates {
+                        let (v, i, e) = (vectors.clone(), index.id.clone(), probe.embedding.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let slot = v.slot(pack);
+                            Self::refuse_duplicate(&slot.vectors, &slot.calibration, &i, None, &e, bar)
+                        })
+                        .await
+                        .map_err(task_failed)??;
                     }
                     let outcome = store
                         .enrol(&index.id, fields, reference, image)
@@ -776,13 +847,20 @@ impl Engine {
         Ok((pack, probe, image))
     }
 
-    /// Adds a photo to an existing record; `None` if there is no such record.
+    /// The similarity and score a duplicate check needs, if one was asked for.
+    fn duplicate_bar(&self, pack: Pack, check: bool) -> Option<(f32, f64)> {
+        check.then(|| (self.min_similarity_for(pack, self.config.duplicate_score), self.config.duplicate_score))
+    }
+
+    /// Adds a photo to an existing record; `None` if there is no such record. With
+    /// `check_duplicates`, a face matching *another* record is refused (see [`Engine::enrol`]).
     pub async fn add_image(
         &self,
         index: &IndexInfo,
         record_id: &str,
         bytes: Vec<u8>,
         file_name: Option<String>,
+        check_duplicates: bool,
     ) -> Result<Option<Record>, EngineError> {
         if self.store.get_record(&index.id, record_id).await?.is_none() {
             return Ok(None);
@@ -791,10 +869,20 @@ impl Engine {
         for _ in 0..PACK_ATTEMPTS {
             let (pack, probe, image) = self.enrolment_image(index, bytes, file_name.as_deref()).await?;
             let (index, record_id) = (index.clone(), record_id.to_string());
+            let duplicates = self.duplicate_bar(pack, check_duplicates);
             let attempt = self
                 .committed(move |store, vectors| async move {
                     if vectors.pack_of(&vectors.routes(), &index)? != pack {
                         return Ok(Attempt::Moved(image.bytes));
+                    }
+                    if let Some(bar) = duplicates {
+                        let (v, i, r, e) = (vectors.clone(), index.id.clone(), record_id.clone(), probe.embedding.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let slot = v.slot(pack);
+                            Self::refuse_duplicate(&slot.vectors, &slot.calibration, &i, Some(&r), &e, bar)
+                        })
+                        .await
+                        .map_err(task_failed)??;
                     }
                     let Some((record, image_id)) = store.add_image(&index.id, &record_id, image).await? else {
                         return Ok(Attempt::Done(None));

@@ -262,6 +262,7 @@ fn failure_code(e: &PipelineError) -> Option<&'static str> {
         PipelineError::NoFace | PipelineError::Unalignable => Some("NO_FACE_DETECTED"),
         PipelineError::FaceTooSmall { .. } => Some("FACE_TOO_SMALL"),
         PipelineError::AmbiguousFaces { .. } => Some("MULTIPLE_FACES"),
+        PipelineError::LowQuality(_) => Some("LOW_QUALITY_FACE"),
         PipelineError::Decode(DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. }) => {
             Some("IMAGE_TOO_LARGE")
         }

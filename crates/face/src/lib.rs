@@ -13,6 +13,7 @@ pub mod liveness;
 pub mod liveness_cues;
 pub mod liveness_fusion;
 pub mod pipeline;
+pub mod quality;
 pub mod runtime;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedImage};
@@ -20,5 +21,6 @@ pub use detect::{BBox, Detection, DetectorConfig};
 pub use embed::cosine;
 pub use liveness::{Liveness, LivenessConfig};
 pub use pipeline::{FaceChoice, FacePipeline, Pack, PipelineConfig, PipelineError, ProbeFace, StageTimings};
+pub use quality::{FaceQuality, QualityFailure, QualityMinimums};
 pub use runtime::RuntimeOptions;
 pub mod calibration;

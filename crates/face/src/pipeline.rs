@@ -9,11 +9,12 @@ use facesearch_models::{FetchError, ModelCache, ModelFile, catalog};
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::align::align;
+use crate::align::{AlignedFace, align};
 use crate::decode::{DecodeError, DecodeLimits, DecodedImage, decode};
 use crate::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
 use crate::embed::{EmbedderKind, FaceEmbedder};
 use crate::liveness::{Liveness, LivenessChecker, LivenessConfig, LivenessFeatures};
+use crate::quality::{FaceQuality, QualityFailure, QualityMinimums, assess};
 use crate::runtime::{InferenceRuntime, OrtRuntime, RuntimeError, RuntimeOptions};
 
 /// A model pack: a detector and an embedder that belong together. Vectors of one pack
@@ -134,6 +135,8 @@ pub enum PipelineError {
     AmbiguousFaces { count: usize },
     #[error("the face's landmarks are degenerate and cannot be aligned")]
     Unalignable,
+    #[error("the face's quality is too low: {0}")]
+    LowQuality(QualityFailure),
 }
 
 /// How to pick the face a request is about.
@@ -162,6 +165,8 @@ pub struct StageTimings {
 pub struct ProbeFace {
     pub detection: Detection,
     pub embedding: Vec<f32>,
+    /// Size, sharpness, exposure, pose and confidence of the face.
+    pub quality: FaceQuality,
     pub liveness: Option<Liveness>,
     /// How many faces the image showed.
     pub faces_in_image: usize,
@@ -232,8 +237,16 @@ impl FacePipeline {
 
     /// The embedding of one detected face.
     pub fn embed(&self, image: &RgbImage, face: &Detection) -> Result<Vec<f32>, PipelineError> {
-        let aligned = align(image, &face.landmarks).ok_or(PipelineError::Unalignable)?;
-        Ok(self.embedder.embed(&aligned)?)
+        Ok(self.embedder.embed(&Self::align(image, face)?)?)
+    }
+
+    fn align(image: &RgbImage, face: &Detection) -> Result<AlignedFace, PipelineError> {
+        align(image, &face.landmarks).ok_or(PipelineError::Unalignable)
+    }
+
+    /// The quality measures of one detected face.
+    pub fn quality(&self, image: &RgbImage, face: &Detection) -> Result<FaceQuality, PipelineError> {
+        Ok(assess(image, face, &Self::align(image, face)?.image))
     }
 
     /// The liveness verdict for one detected face.
@@ -263,6 +276,19 @@ impl FacePipeline {
     /// Decodes `bytes`, picks the face the request is about, embeds it and, if asked,
     /// judges its liveness.
     pub fn probe(&self, bytes: &[u8], choice: FaceChoice, with_liveness: bool) -> Result<ProbeFace, PipelineError> {
+        self.probe_gated(bytes, choice, with_liveness, None)
+    }
+
+    /// [`FacePipeline::probe`], refusing a face that misses `minimums` with
+    /// [`PipelineError::LowQuality`] before anything else is checked or computed (so
+    /// that a small face is reported as such rather than as too small to embed).
+    pub fn probe_gated(
+        &self,
+        bytes: &[u8],
+        choice: FaceChoice,
+        with_liveness: bool,
+        minimums: Option<&QualityMinimums>,
+    ) -> Result<ProbeFace, PipelineError> {
         let mut timings = StageTimings::default();
         let start = Instant::now();
         let decoded = self.decode(bytes)?;
@@ -272,10 +298,15 @@ impl FacePipeline {
         let faces = self.detect(&decoded.rgb)?;
         timings.detect = start.elapsed();
         let face = choose(&faces, choice, (decoded.rgb.width(), decoded.rgb.height()))?;
-        self.check_size(face)?;
 
         let start = Instant::now();
-        let embedding = self.embed(&decoded.rgb, face)?;
+        let aligned = Self::align(&decoded.rgb, face)?;
+        let quality = assess(&decoded.rgb, face, &aligned.image);
+        if let Some(failure) = minimums.and_then(|m| quality.first_failure(m)) {
+            return Err(PipelineError::LowQuality(failure));
+        }
+        self.check_size(face)?;
+        let embedding = self.embedder.embed(&aligned)?;
         timings.align_embed = start.elapsed();
 
         let liveness = if with_liveness {
@@ -289,6 +320,7 @@ impl FacePipeline {
         Ok(ProbeFace {
             detection: face.clone(),
             embedding,
+            quality,
             liveness,
             faces_in_image: faces.len(),
             mime: decoded.mime,

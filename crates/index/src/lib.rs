@@ -458,5 +458,106 @@ impl FaceIndex {
     }
 }
 
+/// A copy of one collection's rows, taken under the read lock, for batch work (e.g.
+/// [`neighbours`]) that must not hold the lock.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub dim: usize,
+    /// Row-major, `dim` values per row.
+    pub vectors: Vec<f32>,
+    /// `(image_id, record_id)` of each row.
+    pub owners: Vec<(String, String)>,
+}
+
+impl FaceIndex {
+    /// The rows of `collection` now (empty for an unknown collection).
+    pub fn snapshot(&self, collection: &str) -> Snapshot {
+        let all = self.read();
+        let Some(c) = all.get(collection) else { return Snapshot { dim: self.dim, ..Snapshot::default() } };
+        Snapshot {
+            dim: self.dim,
+            vectors: c.vectors.clone(),
+            owners: c.owners.iter().map(|o| (o.image_id.to_string(), o.record_id.to_string())).collect(),
+        }
+    }
+}
+
+/// Two rows whose similarity reached the minimum (`a < b`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    pub a: usize,
+    pub b: usize,
+    pub similarity: f32,
+}
+
+/// Query rows handled together: their vectors stay in cache while every other row
+/// streams past once, so the matrix is read `rows / QUERY_BLOCK` times, not `rows` times.
+const QUERY_BLOCK: usize = 256;
+
+/// Every pair of rows of `vectors` (row-major, `dim` wide) with similarity at least
+/// `min_similarity`, except pairs of rows with the same `group` (e.g. two images of
+/// one record). At most `max_pairs` are returned; the flag says whether more existed.
+///
+/// An exact all-pairs search done as a blocked matrix product over `threads` threads:
+/// each pair is computed once (`a < b`) and nothing but the pairs above the minimum is
+/// kept. `progress` is told how many query rows each finished block covered.
+pub fn neighbours(
+    vectors: &[f32],
+    dim: usize,
+    group: &[u32],
+    min_similarity: f32,
+    max_pairs: usize,
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> (Vec<Neighbour>, bool) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let rows = vectors.len().checked_div(dim).unwrap_or(0).min(group.len());
+    let blocks = rows.div_ceil(QUERY_BLOCK);
+    let next = AtomicUsize::new(0);
+    let found: Mutex<Vec<Neighbour>> = Mutex::new(Vec::new());
+    let truncated = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut local = Vec::new();
+                loop {
+                    let block = next.fetch_add(1, Ordering::Relaxed);
+                    if block >= blocks || truncated.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (q0, q1) = (block * QUERY_BLOCK, ((block + 1) * QUERY_BLOCK).min(rows));
+                    let queries = &vectors[q0 * dim..q1 * dim];
+                    for b in q0 + 1..rows {
+                        let target = &vectors[b * dim..(b + 1) * dim];
+                        // Only the queries before `b`: each pair once.
+                        let upto = (b - q0).min(q1 - q0);
+                        for (qi, query) in queries.chunks_exact(dim).take(upto).enumerate() {
+                            let a = q0 + qi;
+                            let similarity = dot(query, target);
+                            if similarity >= min_similarity && group[a] != group[b] {
+                                local.push(Neighbour { a, b, similarity });
+                            }
+                        }
+                    }
+                    progress(q1 - q0);
+                    if local.len() > max_pairs {
+                        truncated.store(true, Ordering::Relaxed);
+                    }
+                }
+                found.lock().unwrap_or_else(|p| p.into_inner()).append(&mut local);
+            });
+        }
+    });
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut truncated = truncated.into_inner();
+    found.sort_by(|x, y| y.similarity.total_cmp(&x.similarity).then((x.a, x.b).cmp(&(y.a, y.b))));
+    if found.len() > max_pairs {
+        found.truncate(max_pairs);
+        truncated = true;
+    }
+    (found, truncated)
+}
+
 #[cfg(test)]
 mod tests;

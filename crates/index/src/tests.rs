@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn unit(dim: usize, hot: usize) -> Vec<f32> {
     let mut v = vec![0.0; dim];
@@ -201,4 +202,74 @@ fn a_damaged_or_missing_snapshot_is_reported_not_loaded() {
     let bytes = std::fs::read(&vec_file).unwrap();
     std::fs::write(&vec_file, &bytes[..bytes.len() - 4]).unwrap();
     assert!(matches!(FaceIndex::load(dir.path(), 4, IndexConfig::default()), Err(IndexError::Snapshot(_))));
+}
+
+fn random_unit_ds(dim: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+#[test]
+fn neighbours_equal_the_naive_all_pairs_search() {
+    let (dim, rows) = (16, 700); // several query blocks, a partial last one
+    let mut vectors = Vec::new();
+    for i in 0..rows {
+        // Every 50th row nearly repeats the row before it.
+        let v = if i % 50 == 1 {
+            let mut v: Vec<f32> = vectors[(i - 1) * dim..i * dim].to_vec();
+            v[0] += 0.05;
+            v
+        } else {
+            random_unit_ds(dim, i as u64)
+        };
+        vectors.extend(v);
+    }
+    // Rows 0 and 1 belong to one group: their pair is skipped.
+    let group: Vec<u32> = (0..rows as u32).map(|i| if i == 1 { 0 } else { i }).collect();
+    let min = 0.6;
+    let mut naive = Vec::new();
+    for a in 0..rows {
+        for b in a + 1..rows {
+            let s = dot(&vectors[a * dim..(a + 1) * dim], &vectors[b * dim..(b + 1) * dim]);
+            if s >= min && group[a] != group[b] {
+                naive.push((a, b));
+            }
+        }
+    }
+    let counted = AtomicUsize::new(0);
+    for threads in [1, 3] {
+        counted.store(0, Ordering::Relaxed);
+        let progress = |n: usize| {
+            counted.fetch_add(n, Ordering::Relaxed);
+        };
+        let (found, truncated) = neighbours(&vectors, dim, &group, min, 1_000_000, threads, &progress);
+        assert!(!truncated);
+        let mut got: Vec<(usize, usize)> = found.iter().map(|n| (n.a, n.b)).collect();
+        got.sort_unstable();
+        assert_eq!(got, naive, "{threads} threads");
+        assert!(got.contains(&(50, 51)) && !got.contains(&(0, 1)));
+        assert!(found.windows(2).all(|w| w[0].similarity >= w[1].similarity), "best first");
+        assert_eq!(counted.load(Ordering::Relaxed), rows);
+    }
+    let (capped, truncated) = neighbours(&vectors, dim, &group, min, 3, 2, &|_| {});
+    assert!(truncated && capped.len() == 3);
+}
+
+#[test]
+fn a_snapshot_copies_the_rows() {
+    let idx = FaceIndex::new(2);
+    idx.insert("db", "r1", "i1", &[1.0, 0.0]).unwrap();
+    idx.insert("db", "r2", "i2", &[0.0, 1.0]).unwrap();
+    let snap = idx.snapshot("db");
+    assert_eq!(snap.vectors, vec![1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(snap.owners, vec![("i1".to_string(), "r1".to_string()), ("i2".to_string(), "r2".to_string())]);
+    assert!(idx.snapshot("nope").owners.is_empty());
 }

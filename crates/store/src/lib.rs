@@ -265,8 +265,19 @@ pub struct Record {
     pub reference: Option<String>,
     /// Ids of the record's images, oldest first.
     pub image_ids: Vec<String>,
+    /// The record's images (in the order of `image_ids`) with their face quality.
+    pub images: Vec<ImageSummary>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// One image of a record as the record shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageSummary {
+    pub image_id: String,
+    /// The face quality measured at enrolment; `null` for images stored before
+    /// quality was measured.
+    pub quality: Option<serde_json::Value>,
 }
 
 /// An image to store, with the embedding computed from it.
@@ -279,6 +290,8 @@ pub struct NewImage {
     pub embedding: Vec<f32>,
     /// Detection details (box, landmarks, score) as JSON, stored for explainability.
     pub face: serde_json::Value,
+    /// The face quality measures as JSON (`None`: not measured).
+    pub quality: Option<serde_json::Value>,
 }
 
 /// A stored image, for the download endpoint.

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::time::now_rfc3339;
 use crate::{
-    AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, IndexType, JobState,
+    AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, ImageSummary, IndexInfo, IndexPatch, IndexType, JobState,
     MAX_LISTED_FAILURES, NewAuditEvent, NewImage, NewIndex, PackSwitch, PendingImage, Record, RecordFields,
     RecordPatch, ReembedFailure, ReembedJob, ReembedStart, Role, Store, StoreError, StoredImage, User,
 };
@@ -188,6 +188,10 @@ END;
 CREATE TRIGGER embeddings_deleted AFTER DELETE ON embeddings BEGIN
     UPDATE vector_version SET version = version + 1 WHERE id = 1;
 END;
+"#,
+    // 5: the face quality measured at enrolment (JSON); NULL for older images.
+    r#"
+ALTER TABLE images ADD COLUMN quality TEXT CHECK (quality IS NULL OR json_valid(quality));
 "#,
 ];
 
@@ -497,7 +501,7 @@ fn raw_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
     })
 }
 
-fn record_from_raw(raw: RawRecord, image_ids: Vec<String>) -> Result<Record, StoreError> {
+fn record_from_raw(raw: RawRecord, images: Vec<ImageSummary>) -> Result<Record, StoreError> {
     let watch_list: Vec<String> = serde_json::from_str(&raw.watch_list)
         .map_err(|e| StoreError::Corrupt(format!("record {}: watch_list: {e}", raw.id)))?;
     Ok(Record {
@@ -514,13 +518,14 @@ fn record_from_raw(raw: RawRecord, image_ids: Vec<String>) -> Result<Record, Sto
             additional_info: raw.additional_info,
         },
         reference: raw.reference,
-        image_ids,
+        image_ids: images.iter().map(|i| i.image_id.clone()).collect(),
+        images,
         created_at: raw.created_at,
         updated_at: raw.updated_at,
     })
 }
 
-/// Completes raw rows with their image ids (oldest first), keeping the row order.
+/// Completes raw rows with their images (oldest first), keeping the row order.
 fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<Vec<Record>, StoreError> {
     if raws.is_empty() {
         return Ok(Vec::new());
@@ -528,18 +533,24 @@ fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<Vec<Record>,
     let ids = to_json(&raws.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())?;
     let pairs = conn
         .prepare_cached(
-            "SELECT record_id, id FROM images
+            "SELECT record_id, id, quality FROM images
              WHERE record_id IN (SELECT value FROM json_each(?1))
              ORDER BY record_id, created_at, id",
         )
         .and_then(|mut s| {
-            s.query_map([ids], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map([ids], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
         .ctx("loading image ids")?;
-    let mut by_record: HashMap<String, Vec<String>> = HashMap::new();
-    for (record_id, image_id) in pairs {
-        by_record.entry(record_id).or_default().push(image_id);
+    let mut by_record: HashMap<String, Vec<ImageSummary>> = HashMap::new();
+    for (record_id, image_id, quality) in pairs {
+        let quality = quality
+            .map(|q| serde_json::from_str(&q))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("image {image_id}: quality: {e}")))?;
+        by_record.entry(record_id).or_default().push(ImageSummary { image_id, quality });
     }
     raws.into_iter()
         .map(|raw| {
@@ -600,6 +611,7 @@ struct PreparedImage {
     file_name: String,
     sha256: String,
     face: String,
+    quality: Option<String>,
     dim: i64,
     vector: Vec<u8>,
 }
@@ -656,7 +668,11 @@ fn enrol_in(
         index_id: index_id.to_string(),
         fields,
         reference,
-        image_ids: vec![image.id],
+        image_ids: vec![image.id.clone()],
+        images: vec![ImageSummary {
+            image_id: image.id,
+            quality: image.quality.as_deref().and_then(|q| serde_json::from_str(q).ok()),
+        }],
         created_at: now.clone(),
         updated_at: now,
     }))
@@ -679,6 +695,7 @@ fn prepare_image(image: NewImage) -> Result<PreparedImage, StoreError> {
         id: new_id(),
         sha256: hex::encode(Sha256::digest(&image.bytes)),
         face: to_json(&image.face)?,
+        quality: image.quality.as_ref().map(to_json).transpose()?,
         bytes: image.bytes,
         mime: image.mime,
         file_name: image.file_name,
@@ -695,11 +712,21 @@ fn insert_image(
     now: &str,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO images (id, record_id, mime, file_name, sha256, face, created_at, bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO images (id, record_id, mime, file_name, sha256, face, created_at, bytes, quality)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
-        s.execute(params![image.id, record_id, image.mime, image.file_name, image.sha256, image.face, now, image.bytes])
+        s.execute(params![
+            image.id,
+            record_id,
+            image.mime,
+            image.file_name,
+            image.sha256,
+            image.face,
+            now,
+            image.bytes,
+            image.quality
+        ])
     })
     .ctx("inserting an image")?;
     conn.prepare_cached("INSERT INTO embeddings (image_id, pack, dim, vector) VALUES (?1, ?2, ?3, ?4)")

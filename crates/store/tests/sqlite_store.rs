@@ -23,6 +23,7 @@ fn image(seed: u8) -> NewImage {
         file_name: format!("face_{seed}.jpg"),
         embedding: (0..8).map(|i| f32::from(seed) * 0.25 + i as f32 / 7.0).collect(),
         face: serde_json::json!({"box": [1, 2, 30, 40], "score": 0.99}),
+        quality: seed.is_multiple_of(2).then(|| serde_json::json!({"sharpness": f32::from(seed), "yaw": -3.5})),
     }
 }
 
@@ -111,6 +112,24 @@ async fn index_crud_and_duplicate_name() {
     store.create_index(new_index("alpha")).await.unwrap();
     store.integrity_check().await.unwrap();
     store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn image_quality_is_stored_and_shown_with_the_record() {
+    let (_dir, store) = open();
+    let idx = store.create_index(new_index("quality")).await.unwrap();
+    let measured = enrol_new(&store, &idx.id, "measured", None, 4).await;
+    assert_eq!(measured.images.len(), 1);
+    assert_eq!(measured.images[0].image_id, measured.image_ids[0]);
+    let expected = serde_json::json!({"sharpness": 4.0, "yaw": -3.5});
+    assert_eq!(measured.images[0].quality.as_ref(), Some(&expected));
+    // Read back, with a second image without quality.
+    let (record, second) = store.add_image(&idx.id, &measured.record_id, image(5)).await.unwrap().unwrap();
+    assert_eq!(record.image_ids, vec![measured.image_ids[0].clone(), second.clone()]);
+    let again = store.get_record(&idx.id, &measured.record_id).await.unwrap().unwrap();
+    let got: Vec<(String, Option<serde_json::Value>)> =
+        again.images.iter().map(|i| (i.image_id.clone(), i.quality.clone())).collect();
+    assert_eq!(got, vec![(measured.image_ids[0].clone(), Some(expected)), (second, None)]);
 }
 
 #[tokio::test]

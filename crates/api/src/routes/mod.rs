@@ -2,6 +2,7 @@
 //! input, check permission, call the engine or the store, shape the response.
 
 pub mod audit;
+pub mod duplicates;
 pub mod health;
 pub mod indexes;
 pub mod ops;

@@ -44,10 +44,17 @@ async fn readable_index(state: &AppState, caller: &Caller, id: &str) -> Result<I
     tag = TAG_RECORDS,
     operation_id = "enrol",
     summary = "Enrol a person from a photo",
-    description = "The photo must show one clear face; nothing is stored otherwise. A `reference` that \
-                   already exists in the index returns the existing record with `200` and stores nothing, \
-                   so retries never duplicate. Audited.",
-    params(("index_id" = String, Path, description = "The index id")),
+    description = "The photo must show one clear face of sufficient quality (size, sharpness, compression, \
+                   exposure, pose, detector confidence; the record's `images[].quality` shows the measures); \
+                   nothing is stored otherwise. A `reference` that already exists in the index returns the \
+                   existing record with `200` and stores nothing, so retries never duplicate. With \
+                   `check_duplicates=true` a face that already matches another record of the index at the \
+                   server's duplicate score or above is refused with `409 DUPLICATE_FACE`. Audited.",
+    params(
+        ("index_id" = String, Path, description = "The index id"),
+        ("check_duplicates" = Option<bool>, Query, description = "Refuse a face already enrolled under another \
+                                                                  record of the index; default `false`"),
+    ),
     request_body(content = EnrolForm, content_type = "multipart/form-data"),
     security(("basic_auth" = [])),
     responses(
@@ -58,10 +65,12 @@ async fn readable_index(state: &AppState, caller: &Caller, id: &str) -> Result<I
                                       `INVALID_MULTIPART`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the caller may not change records of this index (`index_id`)", body = ErrorBody),
         (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`INDEX_PACK_MISMATCH` or `CONFLICT`", body = ErrorBody),
+        (status = 409, description = "`INDEX_PACK_MISMATCH`, `CONFLICT` or `DUPLICATE_FACE` (`record_id`, \
+                                      `image_id`, `match_score` of the existing match)", body = ErrorBody),
         (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
-        (status = 422, description = "`NO_FACE_DETECTED`, `FACE_TOO_SMALL` (`face_size`, `min_face_size`) or \
+        (status = 422, description = "`NO_FACE_DETECTED`, `LOW_QUALITY_FACE` (`measure`, `value`, `minimum` \
+                                      or `maximum`), `FACE_TOO_SMALL` (`face_size`, `min_face_size`) or \
                                       `MULTIPLE_FACES` (`faces`)", body = ErrorBody),
         AuthErrors,
         ServerErrors,
@@ -71,11 +80,12 @@ pub async fn enrol(
     State(state): State<AppState>,
     caller: Caller,
     Path(index_id): Path<String>,
+    query: QueryParams,
     form: Form,
 ) -> Result<Response, ApiError> {
     let mut entry = AuditEntry::new(&caller, "record.enrol");
     entry.index(&index_id);
-    let result = run_enrol(&state, &caller, &mut entry, Path(index_id), form).await;
+    let result = run_enrol(&state, &caller, &mut entry, Path(index_id), &query, form).await;
     entry.finish(&state, result).await
 }
 
@@ -84,8 +94,10 @@ async fn run_enrol(
     caller: &Caller,
     entry: &mut AuditEntry,
     Path(index_id): Path<String>,
+    query: &QueryParams,
     mut form: Form,
 ) -> Result<Response, ApiError> {
+    let check_duplicates = query.bool("check_duplicates", false)?;
     let index = writable_index(state, caller, &index_id).await?;
     let image = form.file("image")?;
     let fields = RecordFields {
@@ -105,7 +117,10 @@ async fn run_enrol(
     }
     let engine = state.engine()?;
     let index = engine.usable_index(&index.id).await?;
-    match engine.enrol(&index, fields, reference, image.bytes, image.file_name).await? {
+    if check_duplicates {
+        entry.detail("check_duplicates", true);
+    }
+    match engine.enrol(&index, fields, reference, image.bytes, image.file_name, check_duplicates).await? {
         EnrolOutcome::Created(record) => {
             entry.record(&record.record_id).detail("created", true);
             Ok(created(record))
@@ -292,8 +307,15 @@ async fn run_delete(
     tag = TAG_RECORDS,
     operation_id = "add_image",
     summary = "Add another photo to a record",
-    description = "The photo must show one clear face. Audited.",
-    params(("index_id" = String, Path, description = "The index id"), ("record_id" = String, Path, description = "The record id")),
+    description = "The photo must show one clear face of sufficient quality (as for enrolment). With \
+                   `check_duplicates=true` a face that matches *another* record of the index at the server's \
+                   duplicate score or above is refused with `409 DUPLICATE_FACE`. Audited.",
+    params(
+        ("index_id" = String, Path, description = "The index id"),
+        ("record_id" = String, Path, description = "The record id"),
+        ("check_duplicates" = Option<bool>, Query, description = "Refuse a face already enrolled under another \
+                                                                  record of the index; default `false`"),
+    ),
     request_body(content = ImageForm, content_type = "multipart/form-data"),
     security(("basic_auth" = [])),
     responses(
@@ -301,10 +323,12 @@ async fn run_delete(
         (status = 400, description = "`MISSING_FIELD` (`image`), `INVALID_IMAGE` or `INVALID_MULTIPART`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the caller may not change records of this index (`index_id`)", body = ErrorBody),
         (status = 404, description = "`INDEX_NOT_FOUND` or `RECORD_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`INDEX_PACK_MISMATCH`", body = ErrorBody),
+        (status = 409, description = "`INDEX_PACK_MISMATCH` or `DUPLICATE_FACE` (`record_id`, `image_id`, \
+                                      `match_score`)", body = ErrorBody),
         (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
-        (status = 422, description = "`NO_FACE_DETECTED`, `FACE_TOO_SMALL` or `MULTIPLE_FACES`", body = ErrorBody),
+        (status = 422, description = "`NO_FACE_DETECTED`, `LOW_QUALITY_FACE`, `FACE_TOO_SMALL` or \
+                                      `MULTIPLE_FACES`", body = ErrorBody),
         AuthErrors,
         ServerErrors,
     )
@@ -313,11 +337,12 @@ pub async fn add_image(
     State(state): State<AppState>,
     caller: Caller,
     Path((index_id, record_id)): Path<(String, String)>,
+    query: QueryParams,
     form: Form,
 ) -> Result<Response, ApiError> {
     let mut entry = AuditEntry::new(&caller, "record.add_image");
     entry.index(&index_id).record(&record_id);
-    let result = run_add_image(&state, &caller, &mut entry, Path((index_id, record_id)), form).await;
+    let result = run_add_image(&state, &caller, &mut entry, Path((index_id, record_id)), &query, form).await;
     entry.finish(&state, result).await
 }
 
@@ -326,14 +351,19 @@ async fn run_add_image(
     caller: &Caller,
     entry: &mut AuditEntry,
     Path((index_id, record_id)): Path<(String, String)>,
+    query: &QueryParams,
     mut form: Form,
 ) -> Result<Response, ApiError> {
+    let check_duplicates = query.bool("check_duplicates", false)?;
     let index = writable_index(state, caller, &index_id).await?;
     let image = form.file("image")?;
     let engine = state.engine()?;
     let index = engine.usable_index(&index.id).await?;
+    if check_duplicates {
+        entry.detail("check_duplicates", true);
+    }
     let record = engine
-        .add_image(&index, &record_id, image.bytes, image.file_name)
+        .add_image(&index, &record_id, image.bytes, image.file_name, check_duplicates)
         .await?
         .ok_or_else(|| ApiError::record_not_found(&record_id))?;
     if let Some(image_id) = record.image_ids.last() {

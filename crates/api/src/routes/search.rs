@@ -5,7 +5,7 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use base64::Engine as _;
 use facesearch_engine::{Match, SearchQuery};
-use facesearch_face::Liveness;
+use facesearch_face::{FaceQuality, Liveness};
 use serde_json::{Value, json};
 
 use super::{index_object, ok};
@@ -83,7 +83,14 @@ pub async fn index_details(
     security(("basic_auth" = [])),
     responses(
         (status = 200, description = "The matches, best first", body = MatchListResponse,
-         headers(("X-Liveness-Score" = String, description = "The probe's live probability (0–1), when liveness was judged"))),
+         headers(
+             ("X-Liveness-Score" = String, description = "The probe's live probability (0–1), when liveness was judged"),
+             ("X-Face-Quality" = String, description = "The probe face's quality measures, `name=value` pairs \
+                                                        separated by `; ` (see docs/API.md, Face quality)"),
+             ("X-Low-Quality" = String, description = "Only when the probe misses the enrolment quality \
+                                                       minimums: the measures it misses, comma-separated. The \
+                                                       search is still done; ask the user for a better photo."),
+         )),
         (status = 400, description = "`MISSING_FIELD` (`source_image`, `target_index_ids`), `INVALID_PARAMETER` \
                                       (empty or over 100 `target_index_ids`, `min_match_score` outside 0–100, \
                                       `max_results` outside 1–cap, `perform_liveness_check` not a boolean), \
@@ -170,12 +177,45 @@ async fn run_search(
     entry.detail("results", scores);
     let results: Vec<Value> = outcome.matches.iter().map(match_object).collect();
     let mut response = ok(results);
+    let quality = &outcome.probe.quality;
+    let low: Vec<&str> = quality.failures(&engine.config().quality).iter().map(|f| f.measure).collect();
+    entry.detail("quality", serde_json::to_value(quality).unwrap_or(Value::Null));
+    if !low.is_empty() {
+        entry.detail("low_quality", low.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&quality_header(quality)) {
+        response.headers_mut().insert("x-face-quality", v);
+    }
+    if !low.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&low.join(","))
+    {
+        response.headers_mut().insert("x-low-quality", v);
+    }
     if let Some(Liveness::Judged { live_probability }) = outcome.probe.liveness
         && let Ok(v) = HeaderValue::from_str(&format!("{live_probability:.4}"))
     {
         response.headers_mut().insert("x-liveness-score", v);
     }
     Ok(response)
+}
+
+/// The `X-Face-Quality` header: every measure as `name=value`, separated by `; `.
+pub fn quality_header(q: &FaceQuality) -> String {
+    format!(
+        "face_size={:.1}; eye_distance={:.1}; sharpness={:.1}; compression={:.2}; brightness={:.1}; \
+         dark_fraction={:.3}; bright_fraction={:.3}; yaw={:.1}; pitch={:.1}; roll={:.1}; detector_score={:.3}",
+        q.face_size,
+        q.eye_distance,
+        q.sharpness,
+        q.compression,
+        q.brightness,
+        q.dark_fraction,
+        q.bright_fraction,
+        q.yaw,
+        q.pitch,
+        q.roll,
+        q.detector_score
+    )
 }
 
 /// One match as the published API shows it, plus our extra fields.

@@ -93,6 +93,9 @@ impl Default for DetectorConfig {
     }
 }
 
+/// Images whose longer side is shorter than this are retried enlarged when no face is found.
+pub const THUMBNAIL_SIDE: u32 = 160;
+
 /// Side of the square network input.
 pub const INPUT_SIZE: u32 = 640;
 
@@ -110,14 +113,26 @@ impl FaceDetector {
 
     /// All faces in `image`, largest first. When nothing is found the image is retried
     /// on a canvas twice its size, which finds faces that fill the whole frame (tight
-    /// crops, ID photos) that detectors trained on scenes miss.
+    /// crops, ID photos) that detectors trained on scenes miss; and a thumbnail (under
+    /// [`THUMBNAIL_SIDE`] pixels) is retried enlarged, so that a face below the
+    /// detector's smallest anchor is found and reported as too small, not as missing.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
         let faces = self.detect_once(image, 0)?;
         if !faces.is_empty() {
             return Ok(faces);
         }
         let pad = image.width().max(image.height()) / 2;
-        self.detect_once(image, pad)
+        let faces = self.detect_once(image, pad)?;
+        let side = image.width().max(image.height());
+        if !faces.is_empty() || side >= THUMBNAIL_SIDE || side == 0 {
+            return Ok(faces);
+        }
+        let factor = (THUMBNAIL_SIDE / side).max(2);
+        let enlarged =
+            imageops::resize(image, image.width() * factor, image.height() * factor, imageops::FilterType::Triangle);
+        let pad = enlarged.width().max(enlarged.height()) / 2;
+        let faces = self.detect_once(&enlarged, pad)?;
+        Ok(faces.into_iter().map(|d| d.mapped(factor as f32, 0.0, 0.0)).collect())
     }
 
     fn detect_once(&self, image: &RgbImage, pad: u32) -> Result<Vec<Detection>, RuntimeError> {
