@@ -245,7 +245,7 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     // instead of every stored vector.
     if let Ok(engine) = final_state.engine() {
         match engine.save_snapshot().await {
-            Ok(true) => println!("facesearch saved the vector index"),
+            Ok(true) => tracing::info!("vector index saved for the next start"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "could not save the vector index; the next start re-reads the store"),
         }

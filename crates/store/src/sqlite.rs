@@ -525,7 +525,8 @@ fn record_from_raw(raw: RawRecord, images: Vec<ImageSummary>) -> Result<Record, 
     })
 }
 
-/// Completes raw rows with their images (oldest first), keeping the row order.
+/// Completes raw rows with their images (oldest first; images added within one
+/// millisecond in the order they were added), keeping the row order.
 fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<Vec<Record>, StoreError> {
     if raws.is_empty() {
         return Ok(Vec::new());
@@ -535,7 +536,7 @@ fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<Vec<Record>,
         .prepare_cached(
             "SELECT record_id, id, quality FROM images
              WHERE record_id IN (SELECT value FROM json_each(?1))
-             ORDER BY record_id, created_at, id",
+             ORDER BY record_id, created_at, rowid",
         )
         .and_then(|mut s| {
             s.query_map([ids], |r| {
