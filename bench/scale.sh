@@ -17,12 +17,13 @@ DATA=$WORK/data
 PORT=${PORT:-18080}
 export FACESEARCH_ADMIN_PASSWORD=bench-Password-1 FACESEARCH_PASSWORD=bench-Password-1
 export FACESEARCH_URL=http://127.0.0.1:$PORT
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill ${SERVER:-} $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
 echo "== seeding $FACES faces"
 INDEX=$($BIN bench seed --data-dir "$DATA" --faces "$FACES" | sed -n 's/.*(\(.*\)) now has.*/\1/p')
 
-start() {  # prints seconds from launch to the ready line
+start() {  # sets SERVER, and STARTUP to the seconds from launch to the ready line
+  rm -f "$WORK/out" "$WORK/err"
   local t0=$(date +%s.%N)
   $BIN serve --data-dir "$DATA" --bind 127.0.0.1:$PORT > "$WORK/out" 2> "$WORK/err" &
   SERVER=$!
@@ -30,16 +31,17 @@ start() {  # prints seconds from launch to the ready line
     kill -0 $SERVER 2>/dev/null || { cat "$WORK/err"; exit 1; }
     sleep 0.05
   done
-  echo "$(date +%s.%N) - $t0" | bc
+  STARTUP=$(echo "$(date +%s.%N) - $t0" | bc)
 }
 stop() { kill -INT $SERVER; wait $SERVER || true; }
 
-echo "== first start (index built from the store): $(start) s"; grep "facesearch ready" "$WORK/out"; stop
-echo "== second start (cold start from the snapshot): $(start) s"; grep "facesearch ready" "$WORK/out"
-grep -o '"vector index loaded".*' "$WORK/err" | head -2 || grep "vector index loaded" "$WORK/err" | head -2
+start; echo "== first start (index built from the store): $STARTUP s"; grep "facesearch ready" "$WORK/out"; stop
+start; echo "== second start (cold start from the snapshot): $STARTUP s"; grep "facesearch ready" "$WORK/out"
+grep "vector index loaded" "$WORK/err" | sed 's/\x1b\[[0-9;]*m//g' | tail -1 || true
 echo "== RSS of the server: $(ps -o rss= -p $SERVER) KiB"
 
-LFW=$(ls -d ../shared/eval/lfw-deepfunneled/images/*/ | head -50 | while read d; do ls "$d"*.jpg | head -1; done)
+# The first photo of the first 50 LFW people (head closes the pipe early: no pipefail here).
+LFW=$(set +o pipefail; ls -d ../shared/eval/lfw-deepfunneled/images/*/ | head -50 | while read -r d; do ls "$d"*.jpg | head -1; done)
 for c in 1 8; do
   echo "== search, $c client(s)"
   $BIN bench search --index "$INDEX" --image "$PROBE" --requests $((40 * c)) --concurrency $c
@@ -52,5 +54,5 @@ python3 bench/reference_pipeline.py --iterations 20 "$PROBE" $LFW | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 p = r["photos"][0]
-print(f"probe: decode+detect+align+embed {p[\"detect_embed_ms\"]:.1f} ms, liveness {p[\"liveness_ms\"]:.1f} ms")
-print(f"enrolment-like throughput over the probe and {len(r[\"photos\"]) - 1} LFW photos: {r[\"enrol_images_per_s\"]:.1f} images/s")'
+print("probe: decode+detect+align+embed %.1f ms, liveness %.1f ms" % (p["detect_embed_ms"], p["liveness_ms"]))
+print("enrolment-like throughput over the probe and %d LFW photos: %.1f images/s" % (len(r["photos"]) - 1, r["enrol_images_per_s"]))'
