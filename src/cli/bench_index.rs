@@ -41,7 +41,7 @@ pub struct IndexBench {
     #[arg(long, default_value_t = 10)]
     k: usize,
     /// HNSW ef values to try at search time (one table row each).
-    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
     ef_search: Vec<usize>,
     /// HNSW links per node.
     #[arg(long, default_value_t = IndexConfig::default().connectivity)]

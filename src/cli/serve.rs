@@ -74,10 +74,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FACESEARCH_METRICS_AUTH")]
     metrics_auth: bool,
     /// Indexes with at least this many faces are searched through an approximate
-    /// (HNSW) graph, smaller ones by an exact scan [default: 50000].
+    /// (HNSW) graph, smaller ones by an exact scan [default: 2000000].
     #[arg(long, env = "FACESEARCH_EXACT_SEARCH_BELOW")]
     exact_search_below: Option<usize>,
-    /// HNSW candidate list size at search time: higher is slower and finds more [default: 128].
+    /// HNSW candidate list size at search time: higher is slower and finds more [default: 512].
     #[arg(long, env = "FACESEARCH_ANN_EF_SEARCH")]
     ann_ef_search: Option<usize>,
     /// Seconds between saves of a changed vector index to DATA_DIR/vectors, so a restart

@@ -52,10 +52,10 @@ pub struct IndexConfig {
 impl Default for IndexConfig {
     fn default() -> Self {
         Self {
-            ann_min_rows: 50_000,
+            ann_min_rows: 2_000_000,
             connectivity: 16,
             expansion_add: 128,
-            ef_search: 128,
+            ef_search: 512,
             quantization: Quantization::F16,
         }
     }
