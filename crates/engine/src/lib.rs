@@ -876,7 +876,8 @@ impl Engine {
                         return Ok(Attempt::Moved(image.bytes));
                     }
                     if let Some(bar) = duplicates {
-                        let (v, i, r, e) = (vectors.clone(), index.id.clone(), record_id.clone(), probe.embedding.clone());
+                        let (v, i, r, e) =
+                            (vectors.clone(), index.id.clone(), record_id.clone(), probe.embedding.clone());
                         tokio::task::spawn_blocking(move || {
                             let slot = v.slot(pack);
                             Self::refuse_duplicate(&slot.vectors, &slot.calibration, &i, Some(&r), &e, bar)
