@@ -17,7 +17,7 @@ DATA=$WORK/data
 PORT=${PORT:-18080}
 export FACESEARCH_ADMIN_PASSWORD=bench-Password-1 FACESEARCH_PASSWORD=bench-Password-1
 export FACESEARCH_URL=http://127.0.0.1:$PORT
-trap 'kill ${SERVER:-} $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill ${SERVER:-} $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 echo "== seeding $FACES faces"
 INDEX=$($BIN bench seed --data-dir "$DATA" --faces "$FACES" | sed -n 's/.*(\(.*\)) now has.*/\1/p')
