@@ -156,13 +156,17 @@ impl Collection {
         Ok(())
     }
 
-    /// Removes a row by moving the last row into its place.
-    fn remove(&mut self, dim: usize, image_id: &str) -> Result<bool, IndexError> {
+    /// Removes a row by moving the last row into its place. The row always leaves
+    /// the matrix and the key map; a graph that fails to forget its key can then only
+    /// propose a key that maps to no row (skipped), never the deleted image.
+    fn remove(&mut self, dim: usize, image_id: &str) -> bool {
         let Some(row) = self.rows.remove(image_id) else {
-            return Ok(false);
+            return false;
         };
         if let Some(graph) = &self.graph {
-            graph.remove(self.owners[row].key)?;
+            if let Err(e) = graph.remove(self.owners[row].key) {
+                tracing::warn!(error = %e, "graph removal failed; the key is unmapped instead");
+            }
             self.keys.remove(&self.owners[row].key);
         }
         let last = self.owners.len() - 1;
@@ -176,7 +180,7 @@ impl Collection {
         }
         self.owners.pop();
         self.vectors.truncate(last * dim);
-        Ok(true)
+        true
     }
 
     /// The `k` best rows (exact similarities, best first) with similarity ≥ `min`.
@@ -345,20 +349,7 @@ impl FaceIndex {
         let Some(c) = all.get_mut(collection) else {
             return 0;
         };
-        let mut removed = 0;
-        for id in image_ids {
-            match c.remove(self.dim, id) {
-                Ok(true) => removed += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    // The row is gone from the exact matrix (searches re-check every
-                    // candidate against it), so a graph that failed to forget a key can
-                    // only cost recall, never return the deleted image.
-                    tracing::warn!(error = %e, "graph removal failed");
-                    removed += 1;
-                }
-            }
-        }
+        let removed = image_ids.iter().filter(|id| c.remove(self.dim, id)).count();
         self.changed();
         removed
     }
