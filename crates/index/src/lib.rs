@@ -53,7 +53,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         Self {
             ann_min_rows: 2_000_000,
-            connectivity: 16,
+            connectivity: 32,
             expansion_add: 128,
             ef_search: 512,
             quantization: Quantization::F16,
