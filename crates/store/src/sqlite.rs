@@ -846,7 +846,7 @@ fn staged_failures(conn: &Connection, index_id: &str, pack: &str) -> Result<Vec<
         "SELECT s.image_id, i.record_id, s.failure
          FROM staged_embeddings s JOIN images i ON i.id = s.image_id JOIN records r ON r.id = i.record_id
          WHERE r.index_id = ?1 AND s.pack = ?2 AND s.failure IS NOT NULL
-         ORDER BY i.created_at, i.id LIMIT ?3",
+         ORDER BY i.created_at, i.rowid LIMIT ?3",
     )
     .and_then(|mut s| {
         s.query_map(params![index_id, pack, limit], |r| {
@@ -1797,7 +1797,7 @@ impl Store for SqliteStore {
                          FROM images i JOIN records r ON r.id = i.record_id
                          WHERE r.index_id = ?1
                            AND NOT EXISTS (SELECT 1 FROM staged_embeddings s WHERE s.image_id = i.id AND s.pack = ?2)
-                         ORDER BY i.created_at, i.id LIMIT ?3",
+                         ORDER BY i.created_at, i.rowid LIMIT ?3",
                     )
                     .and_then(|mut s| {
                         s.query_map(params![index_id, pack, limit], |r| {
