@@ -297,6 +297,25 @@ fn task_failed(e: tokio::task::JoinError) -> EngineError {
     EngineError::Task(e.to_string())
 }
 
+/// [`Engine::refuse_duplicate`] on the blocking pool (it scans the index), for the
+/// enrolment paths that run it inside the write lock.
+async fn refuse_duplicate_off_thread(
+    vectors: &Arc<Vectors>,
+    pack: Pack,
+    index_id: &str,
+    own_record: Option<&str>,
+    embedding: &[f32],
+    bar: (f32, f64),
+) -> Result<(), EngineError> {
+    let (v, i, r, e) = (vectors.clone(), index_id.to_string(), own_record.map(str::to_string), embedding.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let slot = v.slot(pack);
+        Engine::refuse_duplicate(&slot.vectors, &slot.calibration, &i, r.as_deref(), &e, bar)
+    })
+    .await
+    .map_err(task_failed)?
+}
+
 /// Deletes the saved vector index of every pack after faces were deleted, so that no
 /// deleted face survives in a file; the next periodic save writes a fresh one (a crash
 /// before then costs a rebuild from the store at the next start, never a deleted face).
@@ -806,13 +825,7 @@ impl Engine {
                         return Ok(Attempt::Moved(image.bytes));
                     }
                     if let Some(bar) = duplicates {
-                        let (v, i, e) = (vectors.clone(), index.id.clone(), probe.embedding.clone());
-                        tokio::task::spawn_blocking(move || {
-                            let slot = v.slot(pack);
-                            Self::refuse_duplicate(&slot.vectors, &slot.calibration, &i, None, &e, bar)
-                        })
-                        .await
-                        .map_err(task_failed)??;
+                        refuse_duplicate_off_thread(&vectors, pack, &index.id, None, &probe.embedding, bar).await?;
                     }
                     let outcome = store
                         .enrol(&index.id, fields, reference, image)
@@ -876,14 +889,8 @@ impl Engine {
                         return Ok(Attempt::Moved(image.bytes));
                     }
                     if let Some(bar) = duplicates {
-                        let (v, i, r, e) =
-                            (vectors.clone(), index.id.clone(), record_id.clone(), probe.embedding.clone());
-                        tokio::task::spawn_blocking(move || {
-                            let slot = v.slot(pack);
-                            Self::refuse_duplicate(&slot.vectors, &slot.calibration, &i, Some(&r), &e, bar)
-                        })
-                        .await
-                        .map_err(task_failed)??;
+                        refuse_duplicate_off_thread(&vectors, pack, &index.id, Some(&record_id), &probe.embedding, bar)
+                            .await?;
                     }
                     let Some((record, image_id)) = store.add_image(&index.id, &record_id, image).await? else {
                         return Ok(Attempt::Done(None));
