@@ -552,7 +552,7 @@ pub trait Store: Send + Sync + 'static {
     /// Creates an index. [`StoreError::DuplicateIndexName`] if `index_name` is taken.
     async fn create_index(&self, new: NewIndex) -> Result<IndexInfo, StoreError>;
     async fn get_index(&self, id: &str) -> Result<Option<IndexInfo>, StoreError>;
-    /// All indexes, ordered by `created_at`, then `id`.
+    /// All indexes in creation order (ties within a millisecond broken by insertion order).
     async fn list_indexes(&self) -> Result<Vec<IndexInfo>, StoreError>;
     /// `None` if there is no such index.
     async fn update_index(&self, id: &str, patch: IndexPatch) -> Result<Option<IndexInfo>, StoreError>;

@@ -455,7 +455,7 @@ fn load_index(conn: &Connection, id: &str) -> Result<Option<IndexInfo>, StoreErr
 
 fn list_indexes(conn: &Connection) -> Result<Vec<IndexInfo>, StoreError> {
     let raws = conn
-        .prepare_cached(&format!("SELECT {INDEX_COLS} FROM indexes ORDER BY created_at, id"))
+        .prepare_cached(&format!("SELECT {INDEX_COLS} FROM indexes ORDER BY created_at, rowid"))
         .and_then(|mut s| s.query_map([], raw_index)?.collect::<rusqlite::Result<Vec<_>>>())
         .ctx("listing indexes")?;
     raws.into_iter().map(index_from_raw).collect()
