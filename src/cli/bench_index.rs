@@ -67,6 +67,9 @@ pub struct SeedBench {
     /// The server's data directory.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Seed a PostgreSQL store instead (see `serve --store`).
+    #[command(flatten)]
+    database: super::database::DatabaseArgs,
     /// Name of the index to create (or add to).
     #[arg(long, default_value = "bench")]
     index_name: String,
@@ -415,7 +418,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
 }
 
 pub fn seed(args: SeedBench) -> anyhow::Result<()> {
-    use facesearch_store::{IndexType, NewImage, NewIndex, RecordFields, SqliteStore, Store};
+    use facesearch_store::{IndexType, NewImage, NewIndex, PostgresStore, RecordFields, SqliteStore, Store};
     let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
     let vectors: Vec<&[f32]> = real.iter().map(|r| r.vector.as_slice()).collect();
     let gaussian = FittedGaussian::fit(&vectors)?;
@@ -426,7 +429,10 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
     let photo = photo.into_inner();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let store = SqliteStore::open(&args.data_dir)?;
+        let store: Box<dyn Store> = match args.database.postgres()? {
+            Some(pg) => Box::new(PostgresStore::connect(&pg).await?),
+            None => Box::new(SqliteStore::open(&args.data_dir)?),
+        };
         let pack = args.pipeline.pack.name();
         let index = match store.list_indexes().await?.into_iter().find(|i| i.index_name == args.index_name) {
             Some(i) => {
@@ -458,6 +464,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
                         mime: "image/png".into(),
                         file_name: "synthetic.png".into(),
                         embedding: gaussian.sample(&mut rng),
+                        pack: pack.to_string(),
                         face: serde_json::json!({"synthetic": true}),
                         quality: None,
                     };

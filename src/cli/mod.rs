@@ -4,6 +4,7 @@
 mod bench;
 mod bench_index;
 mod client;
+mod database;
 mod eval;
 mod import;
 mod models;

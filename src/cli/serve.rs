@@ -13,6 +13,8 @@ use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, Qualit
 use facesearch_index::IndexConfig;
 use serde::Deserialize;
 
+use super::database::DatabaseArgs;
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys, e.g. `bind = "0.0.0.0:8080"`).
@@ -24,6 +26,8 @@ pub struct ServeArgs {
     /// Where the database lives [default: ./facesearch-data].
     #[arg(long, env = "FACESEARCH_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Model pack: open or insightface [default: open].
     #[arg(long, env = "FACESEARCH_PACK")]
     pack: Option<Pack>,
@@ -236,6 +240,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
     let config = ServerConfig {
         bind: args.bind.or(file.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("facesearch-data")),
+        postgres: args.database.postgres()?,
         pack,
         models_dir: args.models_dir.or(file.models_dir),
         pipeline,

@@ -155,6 +155,15 @@ impl From<StoreError> for ApiError {
                 Self::invalid_parameter("cursor", "the cursor is not one this server returned")
             }
             StoreError::InvalidInput(detail) => Self::bad_request("INVALID_PARAMETER", detail.clone()),
+            // A shared database that is down or restarting: the node itself is fine.
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::unavailable("the database is not available; retry shortly")
+            }
+            // The index moved to another model pack on another node mid-request.
+            StoreError::PackMismatch { index_id, .. } => {
+                Self::unavailable(format!("index {index_id} moved to another model pack during the request; retry"))
+            }
             _ => {
                 tracing::error!(error = %e, "store failure");
                 Self::unavailable("the database is not available; retry shortly")

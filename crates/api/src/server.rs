@@ -10,7 +10,7 @@ use std::time::Duration;
 use facesearch_engine::{Engine, EngineConfig, PipelineLoader};
 use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError, QualityMinimums};
 use facesearch_models::ModelCache;
-use facesearch_store::{Role, SqliteStore, Store};
+use facesearch_store::{PostgresConfig, PostgresStore, Role, SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::state::{ApiConfig, AppState};
@@ -19,6 +19,8 @@ use crate::state::{ApiConfig, AppState};
 pub struct ServerConfig {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
+    /// Keep the data in PostgreSQL (with pgvector) instead of SQLite in `data_dir`.
+    pub postgres: Option<PostgresConfig>,
     pub pack: Pack,
     pub models_dir: Option<PathBuf>,
     pub pipeline: PipelineConfig,
@@ -60,6 +62,8 @@ pub struct TlsFiles {
 pub enum ServerError {
     #[error("could not open the store in {dir}: {source}")]
     Store { dir: PathBuf, source: facesearch_store::StoreError },
+    #[error("could not open the database {url}: {source}")]
+    Database { url: String, source: facesearch_store::StoreError },
     #[error("could not create the first admin user: {0}")]
     Admin(facesearch_store::StoreError),
     #[error("could not listen on {addr}: {source}")]
@@ -114,17 +118,26 @@ async fn shutdown_signal() {
 
 /// Runs the server until SIGINT/SIGTERM (or until `stop` resolves).
 pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.data_dir)
-            .map_err(|source| ServerError::Store { dir: config.data_dir.clone(), source })?,
-    );
+    let (store, location): (Arc<dyn Store>, String) = match &config.postgres {
+        None => {
+            let store = SqliteStore::open(&config.data_dir)
+                .map_err(|source| ServerError::Store { dir: config.data_dir.clone(), source })?;
+            (Arc::new(store), config.data_dir.display().to_string())
+        }
+        Some(pg) => {
+            let url = facesearch_store::redact_url(&pg.url);
+            let store =
+                PostgresStore::connect(pg).await.map_err(|source| ServerError::Database { url: url.clone(), source })?;
+            (Arc::new(store), url)
+        }
+    };
     bootstrap_admin(store.as_ref(), &config).await?;
     let state = AppState::new(store.clone(), config.api.clone());
     let listener =
         TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    println!("facesearch listening on {scheme}://{addr} (data in {})", config.data_dir.display());
+    println!("facesearch listening on {scheme}://{addr} (data in {location})");
 
     if config.audit_retention_days > 0 {
         let (store, days) = (store.clone(), u64::from(config.audit_retention_days));

@@ -7,7 +7,7 @@
 //! become record pairs (best image pair each), pairs of records that name the same
 //! person are dropped, and the rest are grouped into connected components.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,10 +40,21 @@ impl Engine {
         };
         let slot = self.vectors.slot(pack);
         let (mut vectors, mut rows) = (Vec::new(), Vec::new());
-        for index in indexes {
-            let snapshot = slot.vectors.snapshot(&index.id);
-            vectors.extend_from_slice(&snapshot.vectors);
-            rows.extend(snapshot.owners.into_iter().map(|(image, record)| (index.id.clone(), image, record)));
+        if self.vectors.in_store {
+            // Nothing is held in memory: read the indexes' vectors from the store.
+            let wanted: HashSet<&str> = indexes.iter().map(|i| i.id.as_str()).collect();
+            for row in self.store.embeddings(pack.name()).await? {
+                if wanted.contains(row.index_id.as_str()) {
+                    vectors.extend_from_slice(&row.vector);
+                    rows.push((row.index_id, row.image_id, row.record_id));
+                }
+            }
+        } else {
+            for index in indexes {
+                let snapshot = slot.vectors.snapshot(&index.id);
+                vectors.extend_from_slice(&snapshot.vectors);
+                rows.extend(snapshot.owners.into_iter().map(|(image, record)| (index.id.clone(), image, record)));
+            }
         }
         let mut record_numbers: HashMap<&str, u32> = HashMap::new();
         let group: Vec<u32> = rows

@@ -8,6 +8,16 @@
 //!
 //! It also finds duplicate identities across the records of indexes ([`duplicates`]).
 //!
+//! # Vectors in the database
+//!
+//! A store that searches vectors itself ([`Store::searches_vectors`]: PostgreSQL with
+//! pgvector) is used as it is: the engine then holds no vectors in memory, sends every
+//! search and duplicate check to the store, and saves no snapshot, so any number of
+//! nodes can share one database and each sees the others' writes at once. Which pack
+//! an index holds is then read from the store with every request, and the store
+//! refuses a vector of another pack ([`StoreError::PackMismatch`]), which the engine
+//! treats as "the index moved": it embeds the photo again with the new pack.
+//!
 //! CPU-heavy pipeline work runs on the blocking thread pool, bounded by a semaphore so
 //! that a burst of requests queues (and can be refused) instead of piling up threads.
 //!
@@ -47,7 +57,7 @@ use facesearch_face::{
     FaceChoice, FacePipeline, Liveness, Pack, PipelineError, ProbeFace, QualityMinimums, StageTimings,
 };
 use facesearch_index::{FaceIndex, Hit, IndexConfig, IndexError};
-use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError};
+use facesearch_store::{EnrolOutcome, IndexInfo, NewImage, Record, RecordFields, Store, StoreError, VectorQuery};
 use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
@@ -216,6 +226,9 @@ struct PackSlot {
 struct Vectors {
     /// One per [`Pack::ALL`], in that order.
     slots: Vec<PackSlot>,
+    /// The store searches the vectors itself: the slots' indexes stay empty and
+    /// `routes` is never filled (each node reads packs from the shared store).
+    in_store: bool,
     /// Index id → pack, for the indexes known at start and those moved since; an
     /// index missing here (created since start) is of the pack its store row names.
     /// Read for the whole of a scan; written when an index moves to another pack.
@@ -278,6 +291,8 @@ pub enum IndexOrigin {
     Snapshot,
     /// Re-read from the store (no snapshot, a stale one after a crash, or a damaged one).
     Store,
+    /// Not in memory at all: the store searches its own vectors.
+    Database,
 }
 
 impl IndexOrigin {
@@ -285,6 +300,7 @@ impl IndexOrigin {
         match self {
             IndexOrigin::Snapshot => "snapshot",
             IndexOrigin::Store => "store",
+            IndexOrigin::Database => "database",
         }
     }
 }
@@ -297,23 +313,54 @@ fn task_failed(e: tokio::task::JoinError) -> EngineError {
     EngineError::Task(e.to_string())
 }
 
-/// [`Engine::refuse_duplicate`] on the blocking pool (it scans the index), for the
-/// enrolment paths that run it inside the write lock.
-async fn refuse_duplicate_off_thread(
+/// Inside the write lock: refuses a face that already matches another record of
+/// `index_id` at or above the duplicate score `bar` (similarity, score). The
+/// in-memory index is scanned on the blocking pool; a store that searches its own
+/// vectors is asked instead.
+async fn refuse_duplicate(
+    store: &Arc<dyn Store>,
     vectors: &Arc<Vectors>,
     pack: Pack,
     index_id: &str,
     own_record: Option<&str>,
     embedding: &[f32],
-    bar: (f32, f64),
+    (min_similarity, min_score): (f32, f64),
 ) -> Result<(), EngineError> {
-    let (v, i, r, e) = (vectors.clone(), index_id.to_string(), own_record.map(str::to_string), embedding.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let slot = v.slot(pack);
-        Engine::refuse_duplicate(&slot.vectors, &slot.calibration, &i, r.as_deref(), &e, bar)
-    })
-    .await
-    .map_err(task_failed)?
+    // Two candidates: one may be the record the image is being added to.
+    let hits: Vec<Hit> = if vectors.in_store {
+        let query = VectorQuery {
+            pack: pack.name().to_string(),
+            index_ids: vec![index_id.to_string()],
+            vector: embedding.to_vec(),
+            min_similarity,
+            limit: 2,
+        };
+        let found = store.nearest_faces(query).await?;
+        found
+            .into_iter()
+            .map(|f| Hit { collection: f.index_id, record_id: f.record_id, image_id: f.image_id, similarity: f.similarity })
+            .collect()
+    } else {
+        let (v, i, e) = (vectors.clone(), index_id.to_string(), embedding.to_vec());
+        tokio::task::spawn_blocking(move || v.slot(pack).vectors.search(&e, &[i.as_str()], min_similarity, 2))
+            .await
+            .map_err(task_failed)??
+    };
+    let calibration = &vectors.slot(pack).calibration;
+    match hits.into_iter().find(|h| Some(h.record_id.as_str()) != own_record) {
+        Some(hit) if round2(calibration.score(hit.similarity)) >= min_score => Err(EngineError::DuplicateFace {
+            score: round2(calibration.score(hit.similarity)),
+            record_id: hit.record_id,
+            image_id: hit.image_id,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a write failed because the store holds the index's vectors of another pack
+/// than the photo was embedded with (it moved meanwhile): then it is embedded again.
+fn index_moved<T>(result: &Result<T, EngineError>) -> bool {
+    matches!(result, Err(EngineError::Store(StoreError::PackMismatch { .. })))
 }
 
 /// Deletes the saved vector index of every pack after faces were deleted, so that no
@@ -396,11 +443,17 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let default_pack = pipeline.pack();
         let started = Instant::now();
+        let in_store = store.searches_vectors();
+        let snapshot_dir = snapshot_dir.filter(|_| !in_store);
         let version = store.vectors_version().await?;
         let mut slots = Vec::new();
-        let mut origin = IndexOrigin::Snapshot;
+        let mut origin = if in_store { IndexOrigin::Database } else { IndexOrigin::Snapshot };
         for pack in Pack::ALL {
-            let (vectors, from) = load_vectors(&store, pack, config.index, snapshot_dir.as_deref(), version).await?;
+            let (vectors, from) = if in_store {
+                (FaceIndex::with_config(pack.dimension(), config.index), IndexOrigin::Database)
+            } else {
+                load_vectors(&store, pack, config.index, snapshot_dir.as_deref(), version).await?
+            };
             if from == IndexOrigin::Store {
                 origin = IndexOrigin::Store;
             }
@@ -426,7 +479,7 @@ impl Engine {
             });
         }
         let mut routes = HashMap::new();
-        for index in store.list_indexes().await? {
+        for index in store.list_indexes().await?.into_iter().filter(|_| !in_store) {
             match parse_pack(&index) {
                 Ok(pack) => {
                     routes.insert(index.id, pack);
@@ -439,7 +492,7 @@ impl Engine {
             store,
             default_pack,
             loader,
-            vectors: Arc::new(Vectors { slots, routes: RwLock::new(routes) }),
+            vectors: Arc::new(Vectors { slots, in_store, routes: RwLock::new(routes) }),
             analyses: Arc::new(Semaphore::new(config.max_concurrent_analyses.max(1))),
             config,
             writes,
@@ -677,6 +730,9 @@ impl Engine {
         let embeddings: Vec<(Pack, Vec<f32>)> = probes.iter().map(|(p, f)| (*p, f.embedding.clone())).collect();
         let min_score = query.min_score;
         let candidates = query.max_results.saturating_mul(2).max(query.max_results);
+        if vectors.in_store {
+            return self.scan_in_store(&indexes, &embeddings, min_score, candidates).await;
+        }
         // The scan reads every vector: keep it off the async worker threads.
         let (hits, elapsed) = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
@@ -718,6 +774,61 @@ impl Engine {
         Ok(hits)
     }
 
+    /// [`Engine::scan`] by the store: one query per pack, each index with the pack the
+    /// store says it holds now (`None` when one moved since the probe was analysed).
+    async fn scan_in_store(
+        &self,
+        indexes: &[IndexInfo],
+        embeddings: &[(Pack, Vec<f32>)],
+        min_score: f64,
+        candidates: usize,
+    ) -> Result<Option<Vec<(Hit, f64)>>, EngineError> {
+        let start = Instant::now();
+        let mut by_pack: Vec<(Pack, Vec<String>)> = Vec::new();
+        for index in indexes {
+            let pack = parse_pack(index)?;
+            match by_pack.iter_mut().find(|(p, _)| *p == pack) {
+                Some((_, ids)) => ids.push(index.id.clone()),
+                None => by_pack.push((pack, vec![index.id.clone()])),
+            }
+        }
+        let mut scored = Vec::new();
+        for (pack, index_ids) in by_pack {
+            let Some((_, embedding)) = embeddings.iter().find(|(p, _)| *p == pack) else {
+                return Ok(None);
+            };
+            let calibration = &self.vectors.slot(pack).calibration;
+            let query = VectorQuery {
+                pack: pack.name().to_string(),
+                index_ids,
+                vector: embedding.clone(),
+                min_similarity: self.min_similarity_for(pack, min_score),
+                limit: candidates,
+            };
+            let found = match self.store.nearest_faces(query).await {
+                Ok(found) => found,
+                Err(StoreError::PackMismatch { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            for face in found {
+                let score = round2(calibration.score(face.similarity));
+                let hit = Hit {
+                    collection: face.index_id,
+                    record_id: face.record_id,
+                    image_id: face.image_id,
+                    similarity: face.similarity,
+                };
+                scored.push((hit, score));
+            }
+        }
+        scored.sort_by(|(a, sa), (b, sb)| {
+            sb.total_cmp(sa).then_with(|| b.similarity.total_cmp(&a.similarity)).then_with(|| a.record_id.cmp(&b.record_id))
+        });
+        scored.truncate(candidates);
+        self.observe(|o| o.vectors_searched(start.elapsed()));
+        Ok(Some(scored))
+    }
+
     /// The records of the hits, as matches, best first.
     async fn matches(&self, query: &SearchQuery, hits: Vec<(Hit, f64)>) -> Result<Vec<Match>, EngineError> {
         let ids: Vec<String> = hits.iter().map(|(h, _)| h.record_id.clone()).collect();
@@ -749,8 +860,9 @@ impl Engine {
         Ok(matches)
     }
 
-    fn new_image(probe: &ProbeFace, bytes: Vec<u8>, file_name: String) -> NewImage {
+    fn new_image(pack: Pack, probe: &ProbeFace, bytes: Vec<u8>, file_name: String) -> NewImage {
         NewImage {
+            pack: pack.name().to_string(),
             bytes,
             mime: probe.mime.to_string(),
             file_name,
@@ -769,29 +881,6 @@ impl Engine {
     /// so that rounding never loses a pair that scores exactly `score`).
     fn min_similarity_for(&self, pack: Pack, score: f64) -> f32 {
         self.vectors.slot(pack).calibration.similarity_for(score) - 1e-4
-    }
-
-    /// Inside the write lock: refuses a face that already matches another record of
-    /// `index_id` at or above the duplicate score.
-    fn refuse_duplicate(
-        vectors: &FaceIndex,
-        calibration: &Calibration,
-        index_id: &str,
-        own_record: Option<&str>,
-        embedding: &[f32],
-        (min_similarity, min_score): (f32, f64),
-    ) -> Result<(), EngineError> {
-        // Two candidates: one may be the record the image is being added to.
-        let hits = vectors.search(embedding, &[index_id], min_similarity, 2)?;
-        let other = hits.into_iter().find(|h| Some(h.record_id.as_str()) != own_record);
-        match other {
-            Some(hit) if round2(calibration.score(hit.similarity)) >= min_score => Err(EngineError::DuplicateFace {
-                record_id: hit.record_id,
-                image_id: hit.image_id,
-                score: round2(calibration.score(hit.similarity)),
-            }),
-            _ => Ok(()),
-        }
     }
 
     /// Enrols a new record from one photo. A `reference` already in the index returns
@@ -824,15 +913,22 @@ impl Engine {
                     if vectors.pack_of(&vectors.routes(), &index)? != pack {
                         return Ok(Attempt::Moved(image.bytes));
                     }
-                    if let Some(bar) = duplicates {
-                        refuse_duplicate_off_thread(&vectors, pack, &index.id, None, &probe.embedding, bar).await?;
+                    // The store checks the pack itself (other nodes may move the index).
+                    let spare = vectors.in_store.then(|| image.bytes.clone());
+                    let written = async {
+                        if let Some(bar) = duplicates {
+                            refuse_duplicate(&store, &vectors, pack, &index.id, None, &probe.embedding, bar).await?;
+                        }
+                        store.enrol(&index.id, fields, reference, image).await?.ok_or(EngineError::IndexNotFound(index.id.clone()))
                     }
-                    let outcome = store
-                        .enrol(&index.id, fields, reference, image)
-                        .await?
-                        .ok_or(EngineError::IndexNotFound(index.id.clone()))?;
+                    .await;
+                    if let Some(bytes) = spare.filter(|_| index_moved(&written)) {
+                        return Ok(Attempt::Moved(bytes));
+                    }
+                    let outcome = written?;
                     if let EnrolOutcome::Created(record) = &outcome
                         && let Some(image_id) = record.image_ids.first()
+                        && !vectors.in_store
                     {
                         vectors.slot(pack).vectors.insert(&index.id, &record.record_id, image_id, &probe.embedding)?;
                     }
@@ -856,7 +952,7 @@ impl Engine {
     ) -> Result<(Pack, ProbeFace, NewImage), EngineError> {
         let pack = self.vectors.pack_of(&self.vectors.routes(), index)?;
         let (probe, bytes) = self.analyse(pack, bytes, Analysis::Enrol, false).await?;
-        let image = Self::new_image(&probe, bytes, stored_file_name(file_name, probe.mime));
+        let image = Self::new_image(pack, &probe, bytes, stored_file_name(file_name, probe.mime));
         Ok((pack, probe, image))
     }
 
@@ -888,14 +984,24 @@ impl Engine {
                     if vectors.pack_of(&vectors.routes(), &index)? != pack {
                         return Ok(Attempt::Moved(image.bytes));
                     }
-                    if let Some(bar) = duplicates {
-                        refuse_duplicate_off_thread(&vectors, pack, &index.id, Some(&record_id), &probe.embedding, bar)
-                            .await?;
+                    let spare = vectors.in_store.then(|| image.bytes.clone());
+                    let written = async {
+                        if let Some(bar) = duplicates {
+                            let own = Some(record_id.as_str());
+                            refuse_duplicate(&store, &vectors, pack, &index.id, own, &probe.embedding, bar).await?;
+                        }
+                        Ok::<_, EngineError>(store.add_image(&index.id, &record_id, image).await?)
                     }
-                    let Some((record, image_id)) = store.add_image(&index.id, &record_id, image).await? else {
+                    .await;
+                    if let Some(bytes) = spare.filter(|_| index_moved(&written)) {
+                        return Ok(Attempt::Moved(bytes));
+                    }
+                    let Some((record, image_id)) = written? else {
                         return Ok(Attempt::Done(None));
                     };
-                    vectors.slot(pack).vectors.insert(&index.id, &record_id, &image_id, &probe.embedding)?;
+                    if !vectors.in_store {
+                        vectors.slot(pack).vectors.insert(&index.id, &record_id, &image_id, &probe.embedding)?;
+                    }
                     Ok(Attempt::Done(Some(record)))
                 })
                 .await?;

@@ -187,6 +187,8 @@ impl Engine {
         match self.store.switch_pack(&job.index_id, &job.job_id).await? {
             PackSwitch::Pending(_) => Ok(None),
             PackSwitch::NoJob => Ok(Some(JobEnd::Gone)),
+            // The store searches its own vectors: nothing is held here.
+            PackSwitch::Switched { job, .. } if self.vectors.in_store => Ok(Some(JobEnd::Switched(job))),
             PackSwitch::Switched { job, vectors } => {
                 let mut routes = self.vectors.routes.write().unwrap_or_else(PoisonError::into_inner);
                 for slot in &self.vectors.slots {

