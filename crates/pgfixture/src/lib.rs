@@ -41,6 +41,11 @@ const NOBODY: &str = "65534";
 pub struct TestPostgres {
     port: u16,
     bin: PathBuf,
+    pgdata: PathBuf,
+    /// Starting the server as its own user (`setpriv` when this process is root).
+    prefix: Vec<String>,
+    options: String,
+    log: PathBuf,
     watchdog: Child,
     _data: tempfile::TempDir,
 }
@@ -107,7 +112,36 @@ impl TestPostgres {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting the watchdog: {e}"))?;
-        Ok(TestPostgres { port, bin, watchdog, _data: data })
+        let prefix = if root {
+            ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"].map(String::from).to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(TestPostgres { port, bin, pgdata, prefix, options, log, watchdog, _data: data })
+    }
+
+    /// Stops the server (fast shutdown: connections are cut), as an outage would.
+    pub fn stop_server(&self) -> Result<(), String> {
+        run(self.pg_ctl().args(["-m", "fast", "-w", "stop"]), "pg_ctl stop")
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    pub fn start_server(&self) -> Result<(), String> {
+        run(self.pg_ctl().args(["-w", "-t", "60", "-o", &self.options, "-l"]).arg(&self.log).arg("start"), "pg_ctl start")
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut cmd = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(pg_ctl);
+                c
+            }
+            None => Command::new(pg_ctl),
+        };
+        cmd.env("LC_ALL", "C").arg("-D").arg(&self.pgdata);
+        cmd
     }
 
     pub fn port(&self) -> u16 {

@@ -24,6 +24,7 @@ fn image(seed: u8) -> NewImage {
         mime: "image/jpeg".into(),
         file_name: format!("face_{seed}.jpg"),
         embedding: vec![f32::from(seed); 4],
+        pack: "pack-a".into(),
         face: serde_json::json!({"bbox": {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}}),
         quality: None,
     }

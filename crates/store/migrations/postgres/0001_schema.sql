@@ -95,7 +95,8 @@ CREATE INDEX embeddings_hnsw_128 ON embeddings
 CREATE INDEX embeddings_hnsw_512 ON embeddings
     USING hnsw ((vector::halfvec(512)) halfvec_cosine_ops) WITH (m = 16, ef_construction = 128) WHERE dim = 512;
 
--- Moves on every change of an embedding (a sequence: no row lock shared by writers).
+-- Moves on every change of an embedding (a sequence: no row lock shared by writers;
+-- per row, so a statement that changes nothing does not move it).
 CREATE SEQUENCE vector_version;
 CREATE FUNCTION vector_version_bump() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -103,7 +104,7 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER embeddings_changed AFTER INSERT OR UPDATE OR DELETE ON embeddings
-    FOR EACH STATEMENT EXECUTE FUNCTION vector_version_bump();
+    FOR EACH ROW EXECUTE FUNCTION vector_version_bump();
 
 CREATE TABLE users (
     username      TEXT COLLATE "C" PRIMARY KEY,

@@ -1,9 +1,14 @@
+//! The [`Store`] contract, run on both stores: the embedded SQLite one and PostgreSQL
+//! with pgvector (a real server from `facesearch-pgfixture`, one database per test).
+//! Behaviour only SQLite has (reopening a file, its schema version) is tested on
+//! SQLite alone.
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use facesearch_store::{
-    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, RecordFields, RecordPatch, Role, SqliteStore, Store,
-    StoreError,
+    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields,
+    RecordPatch, Role, SqliteStore, Store, StoreError,
 };
 
 fn new_index(name: &str) -> NewIndex {
@@ -22,6 +27,7 @@ fn image(seed: u8) -> NewImage {
         mime: "image/jpeg".into(),
         file_name: format!("face_{seed}.jpg"),
         embedding: (0..8).map(|i| f32::from(seed) * 0.25 + i as f32 / 7.0).collect(),
+        pack: "pack-a".into(),
         face: serde_json::json!({"box": [1, 2, 30, 40], "score": 0.99}),
         quality: seed.is_multiple_of(2).then(|| serde_json::json!({"sharpness": f32::from(seed), "yaw": -3.5})),
     }
@@ -40,14 +46,30 @@ fn fields(name: &str) -> RecordFields {
     }
 }
 
-fn open() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("data")).expect("open");
-    (dir, store)
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An empty store of the kind; the directory (SQLite) lives as long as the guard.
+async fn open(backend: Backend) -> (Option<tempfile::TempDir>, Arc<dyn Store>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = SqliteStore::open(&dir.path().join("data")).expect("open");
+            (Some(dir), Arc::new(store))
+        }
+        Backend::Postgres => {
+            let url = facesearch_pgfixture::shared().fresh_database();
+            let store = PostgresStore::connect(&PostgresConfig::new(url)).await.expect("connect");
+            (None, Arc::new(store))
+        }
+    }
 }
 
 async fn enrol_new(
-    store: &SqliteStore,
+    store: &dyn Store,
     index_id: &str,
     name: &str,
     reference: Option<&str>,
@@ -64,9 +86,8 @@ async fn enrol_new(
     }
 }
 
-#[tokio::test]
-async fn index_crud_and_duplicate_name() {
-    let (_dir, store) = open();
+async fn index_crud_and_duplicate_name(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let a = store.create_index(new_index("alpha")).await.unwrap();
     assert_eq!(a.record_count, 0);
     assert_eq!(a.index_type, IndexType::Internal);
@@ -114,11 +135,10 @@ async fn index_crud_and_duplicate_name() {
     store.ping().await.unwrap();
 }
 
-#[tokio::test]
-async fn image_quality_is_stored_and_shown_with_the_record() {
-    let (_dir, store) = open();
+async fn image_quality_is_stored_and_shown_with_the_record(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let idx = store.create_index(new_index("quality")).await.unwrap();
-    let measured = enrol_new(&store, &idx.id, "measured", None, 4).await;
+    let measured = enrol_new(store.as_ref(), &idx.id, "measured", None, 4).await;
     assert_eq!(measured.images.len(), 1);
     assert_eq!(measured.images[0].image_id, measured.image_ids[0]);
     let expected = serde_json::json!({"sharpness": 4.0, "yaw": -3.5});
@@ -132,15 +152,14 @@ async fn image_quality_is_stored_and_shown_with_the_record() {
     assert_eq!(got, vec![(measured.image_ids[0].clone(), Some(expected)), (second, None)]);
 }
 
-#[tokio::test]
-async fn enrol_get_page_update_delete() {
-    let (_dir, store) = open();
+async fn enrol_get_page_update_delete(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let idx = store.create_index(new_index("people")).await.unwrap();
     assert!(store.enrol("nope", fields("x"), None, image(0)).await.unwrap().is_none());
 
     let mut created = Vec::new();
     for i in 0..7u8 {
-        created.push(enrol_new(&store, &idx.id, &format!("person{i}"), None, i).await);
+        created.push(enrol_new(store.as_ref(), &idx.id, &format!("person{i}"), None, i).await);
     }
     assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 7);
 
@@ -268,12 +287,11 @@ async fn enrol_get_page_update_delete() {
     store.integrity_check().await.unwrap();
 }
 
-#[tokio::test]
-async fn enrol_with_existing_reference_returns_existing_and_stores_nothing() {
-    let (_dir, store) = open();
+async fn enrol_with_existing_reference_returns_existing_and_stores_nothing(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let idx = store.create_index(new_index("refs")).await.unwrap();
     let other = store.create_index(new_index("other")).await.unwrap();
-    let first = enrol_new(&store, &idx.id, "alice", Some("client-42"), 1).await;
+    let first = enrol_new(store.as_ref(), &idx.id, "alice", Some("client-42"), 1).await;
 
     let again =
         store.enrol(&idx.id, fields("someone else"), Some("client-42".into()), image(2)).await.unwrap().unwrap();
@@ -289,10 +307,10 @@ async fn enrol_with_existing_reference_returns_existing_and_stores_nothing() {
     assert_eq!(page.len(), 1);
 
     // The same reference in another index is a different record.
-    enrol_new(&store, &other.id, "alice2", Some("client-42"), 3).await;
+    enrol_new(store.as_ref(), &other.id, "alice2", Some("client-42"), 3).await;
     // An empty reference is no reference.
-    enrol_new(&store, &idx.id, "bob", Some(""), 4).await;
-    enrol_new(&store, &idx.id, "carol", Some(""), 5).await;
+    enrol_new(store.as_ref(), &idx.id, "bob", Some(""), 4).await;
+    enrol_new(store.as_ref(), &idx.id, "carol", Some(""), 5).await;
     assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 3);
 
     // Bad embeddings are refused and nothing is stored.
@@ -306,19 +324,18 @@ async fn enrol_with_existing_reference_returns_existing_and_stores_nothing() {
     store.integrity_check().await.unwrap();
 }
 
-#[tokio::test]
-async fn delete_index_cascades() {
-    let (_dir, store) = open();
+async fn delete_index_cascades(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let doomed = store.create_index(new_index("doomed")).await.unwrap();
     let kept = store.create_index(new_index("kept")).await.unwrap();
     let mut doomed_images = Vec::new();
     for i in 0..3u8 {
-        let r = enrol_new(&store, &doomed.id, &format!("d{i}"), Some(&format!("r{i}")), i).await;
+        let r = enrol_new(store.as_ref(), &doomed.id, &format!("d{i}"), Some(&format!("r{i}")), i).await;
         let (_, extra) = store.add_image(&doomed.id, &r.record_id, image(50 + i)).await.unwrap().unwrap();
         doomed_images.extend(r.image_ids);
         doomed_images.push(extra);
     }
-    let keeper = enrol_new(&store, &kept.id, "k", None, 9).await;
+    let keeper = enrol_new(store.as_ref(), &kept.id, "k", None, 9).await;
     store.create_user("op", "pw", Role::Operator).await.unwrap();
     assert!(store.grant("op", &doomed.id).await.unwrap());
     assert!(store.grant("op", &kept.id).await.unwrap());
@@ -339,9 +356,8 @@ async fn delete_index_cascades() {
     store.integrity_check().await.unwrap();
 }
 
-#[tokio::test]
-async fn embeddings_are_bit_exact_and_filtered_by_pack() {
-    let (_dir, store) = open();
+async fn embeddings_are_bit_exact_and_filtered_by_pack(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let a = store.create_index(new_index("a")).await.unwrap();
     let b = store.create_index(NewIndex { pack: "pack-b".into(), ..new_index("b") }).await.unwrap();
     let vector = vec![
@@ -359,6 +375,7 @@ async fn embeddings_are_bit_exact_and_filtered_by_pack() {
     let rec = store.enrol(&a.id, fields("v"), None, img).await.unwrap().unwrap().into_record();
     let mut img_b = image(2);
     img_b.embedding = vec![0.5; 4];
+    img_b.pack = "pack-b".into();
     store.enrol(&b.id, fields("w"), None, img_b).await.unwrap().unwrap();
 
     let rows = store.embeddings("pack-a").await.unwrap();
@@ -375,9 +392,8 @@ async fn embeddings_are_bit_exact_and_filtered_by_pack() {
     assert!(store.embeddings("pack-c").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn users_passwords_and_grants() {
-    let (_dir, store) = open();
+async fn users_passwords_and_grants(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     assert_eq!(store.user_count().await.unwrap(), 0);
     let admin = store.create_user("admin", "correct horse", Role::Admin).await.unwrap();
     assert_eq!(admin.role, Role::Admin);
@@ -496,10 +512,8 @@ async fn newer_schema_is_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_enrolments_keep_exact_counts() {
-    let (_dir, store) = open();
-    let store = Arc::new(store);
+async fn concurrent_enrolments_keep_exact_counts(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let idx = store.create_index(new_index("busy")).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..24u8 {
@@ -523,10 +537,9 @@ async fn concurrent_enrolments_keep_exact_counts() {
     store.integrity_check().await.unwrap();
 }
 
-#[tokio::test]
-async fn audit_log_appends_filters_pages_and_prunes() {
+async fn audit_log_appends_filters_pages_and_prunes(backend: Backend) {
     use facesearch_store::{AuditQuery, NewAuditEvent};
-    let (_dir, store) = open();
+    let (_dir, store) = open(backend).await;
     let event = |actor: &str, action: &str, index: &str, record: &str| NewAuditEvent {
         actor: actor.into(),
         action: action.into(),
@@ -559,16 +572,15 @@ async fn audit_log_appends_filters_pages_and_prunes() {
     store.integrity_check().await.unwrap();
 }
 
-#[tokio::test]
-async fn the_vector_version_moves_with_every_embedding_change_and_only_then() {
-    let (_dir, store) = open();
+async fn the_vector_version_moves_with_every_embedding_change_and_only_then(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let idx = store.create_index(new_index("v")).await.unwrap();
     let mut last = store.vectors_version().await.unwrap();
     let mut moved = |now: u64, what: &str| {
         assert!(now > last, "{what}: {now} after {last}");
         last = now;
     };
-    let r = enrol_new(&store, &idx.id, "a", None, 1).await;
+    let r = enrol_new(store.as_ref(), &idx.id, "a", None, 1).await;
     moved(store.vectors_version().await.unwrap(), "enrol");
     store.add_image(&idx.id, &r.record_id, image(2)).await.unwrap().unwrap();
     moved(store.vectors_version().await.unwrap(), "add image");
@@ -582,15 +594,14 @@ async fn the_vector_version_moves_with_every_embedding_change_and_only_then() {
     assert_eq!(store.vectors_version().await.unwrap(), unchanged);
     store.delete_record(&idx.id, &r.record_id).await.unwrap().unwrap();
     moved(store.vectors_version().await.unwrap(), "delete record (cascade)");
-    enrol_new(&store, &idx.id, "c", None, 3).await;
+    enrol_new(store.as_ref(), &idx.id, "c", None, 3).await;
     moved(store.vectors_version().await.unwrap(), "enrol again");
     assert!(store.delete_index(&idx.id).await.unwrap());
     moved(store.vectors_version().await.unwrap(), "delete index (cascade)");
 }
 
-#[tokio::test]
-async fn enrol_batch_is_one_all_or_nothing_transaction() {
-    let (_dir, store) = open();
+async fn enrol_batch_is_one_all_or_nothing_transaction(backend: Backend) {
+    let (_dir, store) = open(backend).await;
     let idx = store.create_index(new_index("bulk")).await.unwrap();
     let batch = (0..20u8).map(|i| (fields(&format!("b{i}")), Some(format!("ref-{i}")), image(i))).collect();
     let out = store.enrol_batch(&idx.id, batch).await.unwrap().unwrap();
@@ -608,3 +619,35 @@ async fn enrol_batch_is_one_all_or_nothing_transaction() {
     assert!(!again[0].is_created());
     assert!(store.enrol_batch("nope", vec![]).await.unwrap().is_none());
 }
+
+/// Each test above, once per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    index_crud_and_duplicate_name,
+    image_quality_is_stored_and_shown_with_the_record,
+    enrol_get_page_update_delete,
+    enrol_with_existing_reference_returns_existing_and_stores_nothing,
+    delete_index_cascades,
+    embeddings_are_bit_exact_and_filtered_by_pack,
+    users_passwords_and_grants,
+    concurrent_enrolments_keep_exact_counts,
+    audit_log_appends_filters_pages_and_prunes,
+    the_vector_version_moves_with_every_embedding_change_and_only_then,
+    enrol_batch_is_one_all_or_nothing_transaction,
+);

@@ -1,0 +1,226 @@
+//! What only the PostgreSQL store does: vector search inside the database, several
+//! nodes (connection pools) on one database, migrations racing at start, and outages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use facesearch_pgfixture::TestPostgres;
+use facesearch_store::{
+    EnrolOutcome, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields, Store, StoreError,
+    VectorQuery,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const DIM: usize = 128;
+
+fn new_index(name: &str) -> NewIndex {
+    NewIndex {
+        index_name: name.into(),
+        title: name.into(),
+        description: String::new(),
+        index_type: IndexType::Internal,
+        pack: "open".into(),
+    }
+}
+
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+fn random_vector(rng: &mut StdRng) -> Vec<f32> {
+    unit((0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+}
+
+fn image(embedding: Vec<f32>) -> NewImage {
+    NewImage {
+        bytes: vec![0xFF, 0xD8, 1, 0xFF, 0xD9],
+        mime: "image/jpeg".into(),
+        file_name: "face.jpg".into(),
+        embedding,
+        pack: "open".into(),
+        face: serde_json::json!({}),
+        quality: None,
+    }
+}
+
+fn person(name: &str) -> RecordFields {
+    RecordFields { name: name.into(), ..RecordFields::default() }
+}
+
+async fn connect(url: &str) -> PostgresStore {
+    PostgresStore::connect(&PostgresConfig::new(url)).await.expect("connect")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_asked() {
+    let store = connect(&facesearch_pgfixture::shared().fresh_database()).await;
+    let (a, b) = (store.create_index(new_index("a")).await.unwrap(), store.create_index(new_index("b")).await.unwrap());
+    let mut rng = StdRng::seed_from_u64(5);
+    // (index, record, image, vector) of everything enrolled.
+    let mut all: Vec<(String, String, String, Vec<f32>)> = Vec::new();
+    for i in 0..300 {
+        let index = if i % 3 == 0 { &b } else { &a };
+        let batch = vec![(person(&format!("p{i}")), None, image(random_vector(&mut rng)))];
+        let record = store.enrol_batch(&index.id, batch).await.unwrap().unwrap().remove(0).into_record();
+        let vector = random_vector(&mut rng);
+        // A second image for some records: each record must still come back once.
+        if i % 5 == 0 {
+            let (_, image_id) = store.add_image(&index.id, &record.record_id, image(vector.clone())).await.unwrap().unwrap();
+            all.push((index.id.clone(), record.record_id.clone(), image_id, vector));
+        }
+        let first = store.embeddings("open").await.unwrap().into_iter().find(|e| e.image_id == record.image_ids[0]);
+        let first = first.expect("stored");
+        all.push((index.id.clone(), record.record_id, first.image_id, first.vector));
+    }
+    for q in 0..20 {
+        // Half the queries are near an enrolled face, half anywhere.
+        let query = if q % 2 == 0 {
+            let base = &all[rng.random_range(0..all.len())].3;
+            unit(base.iter().map(|x| x + rng.random_range(-0.02f32..0.02)).collect())
+        } else {
+            random_vector(&mut rng)
+        };
+        let found = store
+            .nearest_faces(VectorQuery {
+                pack: "open".into(),
+                index_ids: vec![a.id.clone()],
+                vector: query.clone(),
+                min_similarity: -1.0,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        // The exact answer: best image per record of index a.
+        let mut best: std::collections::HashMap<&str, f32> = std::collections::HashMap::new();
+        for (index, record, _, v) in &all {
+            if *index == a.id {
+                let s = cosine(&query, v);
+                let e = best.entry(record.as_str()).or_insert(f32::MIN);
+                *e = e.max(s);
+            }
+        }
+        let mut exact: Vec<(&str, f32)> = best.into_iter().collect();
+        exact.sort_by(|x, y| y.1.total_cmp(&x.1));
+        assert_eq!(found.len(), 10);
+        let records: std::collections::HashSet<&str> = found.iter().map(|f| f.record_id.as_str()).collect();
+        assert_eq!(records.len(), 10, "each record once");
+        assert!(found.iter().all(|f| f.index_id == a.id), "only the index asked for");
+        assert!(found.windows(2).all(|w| w[0].similarity >= w[1].similarity), "best first");
+        // 300 faces are far below any graph shortcut: the answer is the exact one.
+        for (got, want) in found.iter().zip(&exact) {
+            assert!((got.similarity - want.1).abs() < 1e-4, "query {q}: {} vs {}", got.similarity, want.1);
+        }
+        assert_eq!(found[0].record_id, exact[0].0);
+    }
+    // The minimum similarity filters; a probe of another pack is refused.
+    let strict = VectorQuery {
+        pack: "open".into(),
+        index_ids: vec![a.id.clone(), b.id.clone()],
+        vector: all[0].3.clone(),
+        min_similarity: 0.999,
+        limit: 10,
+    };
+    let found = store.nearest_faces(strict.clone()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].image_id, all[0].2);
+    match store.nearest_faces(VectorQuery { pack: "insightface".into(), ..strict }).await {
+        Err(StoreError::PackMismatch { index_pack, .. }) => assert_eq!(index_pack, "open"),
+        other => panic!("expected PackMismatch, got {other:?}"),
+    }
+    // An image of another pack cannot join the index either.
+    let mut foreign = image(vec![0.1; 512]);
+    foreign.pack = "insightface".into();
+    assert!(matches!(store.enrol(&a.id, person("x"), None, foreign).await, Err(StoreError::PackMismatch { .. })));
+    store.integrity_check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_enrolling_one_reference_at_once_store_one_record() {
+    let url = facesearch_pgfixture::shared().fresh_database();
+    // Two pools = two facesearch nodes on one database.
+    let (node_a, node_b) = (Arc::new(connect(&url).await), Arc::new(connect(&url).await));
+    let index = node_a.create_index(new_index("kyc")).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let node: Arc<PostgresStore> = if i % 2 == 0 { node_a.clone() } else { node_b.clone() };
+        let (index_id, vector) = (index.id.clone(), random_vector(&mut rng));
+        tasks.push(tokio::spawn(async move {
+            let reference = format!("customer-{}", i % 4);
+            node.enrol(&index_id, person("c"), Some(reference), image(vector)).await.unwrap().unwrap()
+        }));
+    }
+    let mut ids_by_reference: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    let mut created = 0;
+    for task in tasks {
+        let outcome = task.await.unwrap();
+        created += usize::from(matches!(outcome, EnrolOutcome::Created(_)));
+        let record = outcome.into_record();
+        ids_by_reference.entry(record.reference.clone().unwrap()).or_default().insert(record.record_id);
+    }
+    assert_eq!(created, 4, "one record per reference");
+    assert!(ids_by_reference.values().all(|ids| ids.len() == 1), "every caller got the one record");
+    assert_eq!(node_b.get_index(&index.id).await.unwrap().unwrap().record_count, 4);
+    assert_eq!(node_b.embeddings("open").await.unwrap().len(), 4, "no stray vectors");
+    // A delete on one node is seen by the other at once.
+    let some = ids_by_reference.values().next().unwrap().iter().next().unwrap().clone();
+    assert!(node_a.delete_record(&index.id, &some).await.unwrap().is_some());
+    assert!(node_b.get_record(&index.id, &some).await.unwrap().is_none());
+    node_b.integrity_check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let url = facesearch_pgfixture::shared().fresh_database();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&PostgresConfig::new(url)).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().expect("every node starts");
+    }
+    let applied = facesearch_pgfixture::shared()
+        .psql(url.rsplit('/').next().unwrap(), "SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .unwrap();
+    let steps = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres")).unwrap().count();
+    assert_eq!(applied.trim(), steps.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_a_clear_error_and_the_store_reconnects_by_itself() {
+    // A server of its own: this test stops it.
+    let pg = TestPostgres::start().expect("PostgreSQL starts");
+    let url = pg.create_database("outage").unwrap();
+    let mut config = PostgresConfig::new(&url);
+    config.acquire_timeout = Duration::from_secs(2);
+    let store = PostgresStore::connect(&config).await.unwrap();
+    let index = store.create_index(new_index("i")).await.unwrap();
+
+    pg.stop_server().unwrap();
+    match store.get_index(&index.id).await {
+        Err(StoreError::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(matches!(store.ping().await, Err(StoreError::Unavailable { .. })));
+
+    pg.start_server().unwrap();
+    store.ping().await.expect("reconnected");
+    assert_eq!(store.get_index(&index.id).await.unwrap().unwrap().index_name, "i");
+
+    // A database that is not there at all is refused at start with the same error.
+    drop(pg);
+    match PostgresStore::connect(&config).await {
+        Err(StoreError::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
