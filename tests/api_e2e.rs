@@ -5,6 +5,10 @@
 //! filled with real people; tests that change data work in indexes of their own, so
 //! they stay independent of each other and of the order they run in. Tests that need
 //! other server settings start their own server.
+//!
+//! The whole suite runs twice, once per store: the embedded SQLite store (module
+//! `sqlite`) and PostgreSQL with pgvector (module `postgres`, a real server started by
+//! the test process), each with its own shared server and gallery.
 
 mod common;
 
@@ -13,16 +17,21 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use common::{ADMIN_PASSWORD, ADMIN_USER, Server, ServerOptions, eval, lfw_people, lfw_photos};
+use common::{ADMIN_PASSWORD, ADMIN_USER, Server, ServerOptions, StoreKind, eval, lfw_people, lfw_photos};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 /// Default `min_match_score` of the published API.
 const DEFAULT_MIN_SCORE: f64 = 70.0;
 
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(Server::start)
+fn server(store: StoreKind) -> &'static Server {
+    static SQLITE: OnceLock<Server> = OnceLock::new();
+    static POSTGRES: OnceLock<Server> = OnceLock::new();
+    let cell = match store {
+        StoreKind::Sqlite => &SQLITE,
+        StoreKind::Postgres => &POSTGRES,
+    };
+    cell.get_or_init(|| Server::start_with(ServerOptions::default().store(store)))
 }
 
 // ---------------------------------------------------------------------------------
@@ -96,10 +105,15 @@ const DEEPFACE_STRANGERS: &[(&str, &str)] = &[
     ("Sundar_Pichai", "deepface/img24.jpg"),
 ];
 
-fn gallery() -> &'static Gallery {
-    static GALLERY: OnceLock<Gallery> = OnceLock::new();
-    GALLERY.get_or_init(|| {
-        let s = server();
+fn gallery(store: StoreKind) -> &'static Gallery {
+    static SQLITE: OnceLock<Gallery> = OnceLock::new();
+    static POSTGRES: OnceLock<Gallery> = OnceLock::new();
+    let cell = match store {
+        StoreKind::Sqlite => &SQLITE,
+        StoreKind::Postgres => &POSTGRES,
+    };
+    cell.get_or_init(|| {
+        let s = server(store);
         let index_name = "e2e-gallery".to_string();
         let index_id = s.create_index_id(&index_name);
         let mut people = Vec::new();
@@ -216,10 +230,9 @@ fn is_opaque_id(id: &str) -> bool {
 // 1. Enrolled people are found
 // ---------------------------------------------------------------------------------
 
-#[test]
-fn enrolled_people_are_found_first_with_a_passing_score() {
-    let s = server();
-    let g = gallery();
+fn enrolled_people_are_found_first_with_a_passing_score(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let (mut probes, mut rank1) = (0, 0);
     let mut misses = Vec::new();
     for p in &g.people {
@@ -260,10 +273,9 @@ fn enrolled_people_are_found_first_with_a_passing_score() {
     assert!(misses.is_empty(), "rank-1 misses: {misses:#?}");
 }
 
-#[test]
-fn search_with_liveness_on_returns_the_match_for_a_live_photo() {
-    let s = server();
-    let g = gallery();
+fn search_with_liveness_on_returns_the_match_for_a_live_photo(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let aj = g.person("Angelina_Jolie");
     // deepface/img2.jpg: a photo with context around the face; liveness is the default.
     let r = s.search(&[&g.index_id], &eval("deepface/img2.jpg"), &[]);
@@ -277,10 +289,9 @@ fn search_with_liveness_on_returns_the_match_for_a_live_photo() {
     assert_eq!(again[0]["record_id"], aj.record_id.as_str());
 }
 
-#[test]
-fn liveness_refuses_to_judge_a_tight_face_crop() {
-    let s = server();
-    let g = gallery();
+fn liveness_refuses_to_judge_a_tight_face_crop(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     for photo in ["pyimagesearch-liveness/fake/108.png", "pyimagesearch-liveness/fake/135.png"] {
         let r = s.search(&[&g.index_id], &eval(photo), &[]);
         r.err(422, "LIVENESS_CANNOT_JUDGE");
@@ -294,10 +305,9 @@ fn liveness_refuses_to_judge_a_tight_face_crop() {
 // 2. Strangers are not matched
 // ---------------------------------------------------------------------------------
 
-#[test]
-fn strangers_get_an_empty_response_at_the_default_threshold() {
-    let s = server();
-    let g = gallery();
+fn strangers_get_an_empty_response_at_the_default_threshold(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let enrolled: HashSet<&str> = g.people.iter().map(|p| p.identity).collect();
     let mut strangers: Vec<(String, PathBuf)> = lfw_people()
         .into_iter()
@@ -343,10 +353,9 @@ fn strangers_get_an_empty_response_at_the_default_threshold() {
 // 3. The shape of a match
 // ---------------------------------------------------------------------------------
 
-#[test]
-fn a_match_has_every_published_field_with_the_right_type() {
-    let s = server();
-    let g = gallery();
+fn a_match_has_every_published_field_with_the_right_type(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let p = g.person("Tang_Jiaxuan");
     let matches = s.search_ok(
         &[&g.index_id],
@@ -398,10 +407,9 @@ fn a_match_has_every_published_field_with_the_right_type() {
     assert_eq!(elon["address"], "");
 }
 
-#[test]
-fn index_details_lists_indexes_with_the_published_fields() {
-    let s = server();
-    let g = gallery();
+fn index_details_lists_indexes_with_the_published_fields(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     for path in ["/face/index/details", "/face/index/details?action_type=FACE_SEARCH"] {
         let r = s.get(path);
         let list = r.ok(200).as_array().expect("array").clone();
@@ -429,9 +437,8 @@ fn index_details_lists_indexes_with_the_published_fields() {
 // 4. Several indexes, several images: one result per record
 // ---------------------------------------------------------------------------------
 
-#[test]
-fn multi_index_search_returns_each_record_once() {
-    let s = server();
+fn multi_index_search_returns_each_record_once(store: StoreKind) {
+    let s = server(store);
     let a = s.create_index_id("e2e-multi-a");
     let b = s.create_index_id("e2e-multi-b");
     let photos = lfw_photos("Jiang_Zemin");
@@ -497,10 +504,9 @@ fn multi_index_search_returns_each_record_once() {
 // 5. max_results and min_match_score
 // ---------------------------------------------------------------------------------
 
-#[test]
-fn max_results_and_min_match_score_shape_the_result_list() {
-    let s = server();
-    let g = gallery();
+fn max_results_and_min_match_score_shape_the_result_list(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let p = g.person("John_Bolton");
     let probe = &p.probes[0];
     let off = ("perform_liveness_check", "false");
@@ -567,10 +573,9 @@ fn max_results_and_min_match_score_shape_the_result_list() {
 // 6. Errors
 // ---------------------------------------------------------------------------------
 
-#[test]
-fn credentials_are_required_everywhere_but_health() {
-    let s = server();
-    let g = gallery();
+fn credentials_are_required_everywhere_but_health(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let realm = "Basic realm=\"facesearch\"";
     let c = s.http();
     let form = || {
@@ -619,10 +624,9 @@ fn credentials_are_required_everywhere_but_health() {
     }
 }
 
-#[test]
-fn search_parameters_are_validated() {
-    let s = server();
-    let g = gallery();
+fn search_parameters_are_validated(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let photo = eval("deepface/img14.jpg");
     let idx = g.index_id.as_str();
     let off = ("perform_liveness_check", "false");
@@ -672,10 +676,9 @@ fn search_parameters_are_validated() {
     s.search(&many, &photo, &[off]).err(400, "INVALID_PARAMETER");
 }
 
-#[test]
-fn search_requires_its_fields() {
-    let s = server();
-    let g = gallery();
+fn search_requires_its_fields(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     // No source_image.
     let form = Form::new().text("target_index_ids", g.index_id.clone());
     let e = s.post_form("/face/search?perform_liveness_check=false", form).err(400, "MISSING_FIELD").clone();
@@ -699,10 +702,9 @@ fn search_requires_its_fields() {
     r.err(400, "MISSING_FIELD");
 }
 
-#[test]
-fn search_refuses_bad_images_and_bodies() {
-    let s = server();
-    let g = gallery();
+fn search_refuses_bad_images_and_bodies(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let idx = g.index_id.as_str();
     let off = ("perform_liveness_check", "false");
     // A photo without a face.
@@ -748,9 +750,8 @@ fn search_refuses_bad_images_and_bodies() {
     r.error_shape(400);
 }
 
-#[test]
-fn unknown_routes_and_methods_get_json_errors() {
-    let s = server();
+fn unknown_routes_and_methods_get_json_errors(store: StoreKind) {
+    let s = server(store);
     for path in ["/nope", "/face/nope", "/face/search/extra", "/media/file/download/"] {
         let r = s.get(path);
         assert_eq!(r.status, 404, "GET {path}: {}", r.text);
@@ -765,7 +766,7 @@ fn unknown_routes_and_methods_get_json_errors() {
     s.delete("/face/index/no-such-index").err(404, "INDEX_NOT_FOUND");
     s.patch_json("/face/index/no-such-index", &json!({"title": "x"})).err(404, "INDEX_NOT_FOUND");
     s.enrol("no-such-index", &eval("deepface/img14.jpg"), &[]).err(404, "INDEX_NOT_FOUND");
-    let g = gallery();
+    let g = gallery(store);
     s.get(&format!("/face/index/{}/records/no-such-record", g.index_id)).err(404, "RECORD_NOT_FOUND");
     s.delete(&format!("/face/index/{}/records/no-such-record", g.index_id)).err(404, "RECORD_NOT_FOUND");
     s.patch_json(&format!("/face/index/{}/records/no-such-record", g.index_id), &json!({"name": "x"}))
@@ -773,9 +774,8 @@ fn unknown_routes_and_methods_get_json_errors() {
     s.add_image(&g.index_id, "no-such-record", &eval("deepface/img14.jpg")).err(404, "RECORD_NOT_FOUND");
 }
 
-#[test]
-fn refused_enrolments_store_nothing() {
-    let s = server();
+fn refused_enrolments_store_nothing(store: StoreKind) {
+    let s = server(store);
     let idx = s.create_index_id("e2e-refusals");
     let check_empty = |what: &str| {
         assert_eq!(s.record_count(&idx), 0, "after {what}");
@@ -827,9 +827,8 @@ fn refused_enrolments_store_nothing() {
     assert_eq!(s.record_count(&idx), 1);
 }
 
-#[test]
-fn index_creation_is_validated() {
-    let s = server();
+fn index_creation_is_validated(store: StoreKind) {
+    let s = server(store);
     let first = s.create_index("e2e-dup-name");
     assert_eq!(first["record_count"], 0);
     assert_eq!(first["index_type"], "INTERNAL");
@@ -859,13 +858,17 @@ fn index_creation_is_validated() {
     assert_eq!(ext["index_type"], "EXTERNAL");
 }
 
-fn limits_server() -> Server {
-    Server::start_with(ServerOptions::default().args(&["--max-image-bytes", "100000", "--max-image-pixels", "10000"]))
+fn limits_server(store: StoreKind) -> Server {
+    Server::start_with(ServerOptions::default().store(store).args(&[
+        "--max-image-bytes",
+        "100000",
+        "--max-image-pixels",
+        "10000",
+    ]))
 }
 
-#[test]
-fn oversize_images_are_refused_with_413() {
-    let s = limits_server();
+fn oversize_images_are_refused_with_413(store: StoreKind) {
+    let s = limits_server(store);
     let idx = s.create_index_id("e2e-limits");
     let off = [("perform_liveness_check", "false")];
     // 347 KB: above the 100,000-byte image limit.
@@ -886,10 +889,9 @@ fn oversize_images_are_refused_with_413() {
 /// connection: the server must not close the connection under a client that is still
 /// sending. The failure is intermittent (it depends on how far the upload got when
 /// the server closed), so the request is repeated on fresh connections.
-#[test]
-fn refused_large_uploads_still_get_their_json_response() {
+fn refused_large_uploads_still_get_their_json_response(store: StoreKind) {
     const TRIES: usize = 25;
-    let s = limits_server();
+    let s = limits_server(store);
     let idx = s.create_index_id("e2e-large-upload");
     let photo = eval("deepface/img1.jpg");
     assert!(std::fs::metadata(&photo).unwrap().len() > 2_000_000);
@@ -942,11 +944,10 @@ fn refused_large_uploads_still_get_their_json_response() {
     assert_eq!(s.record_count(&idx), 0);
 }
 
-#[test]
-fn max_results_cap_is_configurable() {
+fn max_results_cap_is_configurable(store: StoreKind) {
     // Uses its own server only to check a configured cap; the default cap (100) is
     // checked in search_parameters_are_validated.
-    let s = Server::start_with(ServerOptions::default().args(&["--max-results-cap", "3"]));
+    let s = Server::start_with(ServerOptions::default().store(store).args(&["--max-results-cap", "3"]));
     let idx = s.create_index_id("e2e-cap");
     let photo = eval("deepface/img14.jpg");
     let off = ("perform_liveness_check", "false");
@@ -966,10 +967,9 @@ fn decode_download(r: &common::Resp, file_id: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(st(d, "file_base64")).expect("file_base64 is standard base64")
 }
 
-#[test]
-fn download_returns_exactly_the_enrolled_bytes() {
-    let s = server();
-    let g = gallery();
+fn download_returns_exactly_the_enrolled_bytes(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     // Every gallery image, as enrolled (including the 2.3 MB deepface/img1.jpg).
     for p in &g.people {
         let r = s.download(&p.image_id);
@@ -1000,10 +1000,9 @@ fn download_returns_exactly_the_enrolled_bytes() {
     }
 }
 
-#[test]
-fn photos_in_other_formats_and_orientations_are_understood() {
-    let s = server();
-    let g = gallery();
+fn photos_in_other_formats_and_orientations_are_understood(store: StoreKind) {
+    let s = server(store);
+    let g = gallery(store);
     let aj = g.person("Angelina_Jolie");
     for f in [
         "exif_orientation_3.jpg",
@@ -1032,9 +1031,8 @@ fn photos_in_other_formats_and_orientations_are_understood() {
 // 8. Record and index lifecycle
 // ---------------------------------------------------------------------------------
 
-#[test]
-fn record_count_follows_enrolments_and_deletes() {
-    let s = server();
+fn record_count_follows_enrolments_and_deletes(store: StoreKind) {
+    let s = server(store);
     let idx = s.create_index_id("e2e-lifecycle");
     assert_eq!(s.record_count(&idx), 0);
     let people = ["Naoto_Kan", "Sergey_Lavrov", "Kamal_Kharrazi"];
@@ -1082,9 +1080,8 @@ fn record_count_follows_enrolments_and_deletes() {
     assert_eq!(s.record_count(&idx), 3);
 }
 
-#[test]
-fn deleting_an_index_removes_it_everywhere() {
-    let s = server();
+fn deleting_an_index_removes_it_everywhere(store: StoreKind) {
+    let s = server(store);
     let idx = s.create_index_id("e2e-doomed");
     let keep = s.create_index_id("e2e-kept");
     let photos = lfw_photos("Vicente_Fernandez");
@@ -1111,9 +1108,8 @@ fn deleting_an_index_removes_it_everywhere() {
     s.create_index("e2e-doomed");
 }
 
-#[test]
-fn a_reference_makes_enrolment_idempotent() {
-    let s = server();
+fn a_reference_makes_enrolment_idempotent(store: StoreKind) {
+    let s = server(store);
     let idx = s.create_index_id("e2e-reference");
     let photos = lfw_photos("Spencer_Abraham");
     let fields = [("name", "Spencer Abraham"), ("reference", "client-42")];
@@ -1139,9 +1135,8 @@ fn a_reference_makes_enrolment_idempotent() {
     assert_eq!(s.record_count(&other), 1);
 }
 
-#[test]
-fn records_are_listed_page_by_page() {
-    let s = server();
+fn records_are_listed_page_by_page(store: StoreKind) {
+    let s = server(store);
     let idx = s.create_index_id("e2e-paging");
     let people = ["Rick_Perry", "Roy_Moore", "Pedro_Malan", "Marcelo_Rios", "Yoriko_Kawaguchi"];
     let mut want = HashSet::new();
@@ -1189,9 +1184,8 @@ fn records_are_listed_page_by_page() {
     }
 }
 
-#[test]
-fn records_and_indexes_can_be_patched() {
-    let s = server();
+fn records_and_indexes_can_be_patched(store: StoreKind) {
+    let s = server(store);
     let idx = s.create_index_id("e2e-patch");
     let photos = lfw_photos("Tommy_Haas");
     let rec = s.enrol_ok(&idx, &photos[0], &[("name", "Before"), ("nationality", "BR"), ("reference", "p-1")]);
@@ -1266,3 +1260,49 @@ fn records_and_indexes_can_be_patched() {
     s.patch_json(&ipath, &json!({"title": 7})).error_shape(400);
     assert_eq!(s.index(&idx).ok(200)["index_name"], "e2e-patch");
 }
+
+/// Each test above, once per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::StoreKind::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::StoreKind::Postgres)
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    enrolled_people_are_found_first_with_a_passing_score,
+    search_with_liveness_on_returns_the_match_for_a_live_photo,
+    liveness_refuses_to_judge_a_tight_face_crop,
+    strangers_get_an_empty_response_at_the_default_threshold,
+    a_match_has_every_published_field_with_the_right_type,
+    index_details_lists_indexes_with_the_published_fields,
+    multi_index_search_returns_each_record_once,
+    max_results_and_min_match_score_shape_the_result_list,
+    credentials_are_required_everywhere_but_health,
+    search_parameters_are_validated,
+    search_requires_its_fields,
+    search_refuses_bad_images_and_bodies,
+    unknown_routes_and_methods_get_json_errors,
+    refused_enrolments_store_nothing,
+    index_creation_is_validated,
+    oversize_images_are_refused_with_413,
+    refused_large_uploads_still_get_their_json_response,
+    max_results_cap_is_configurable,
+    download_returns_exactly_the_enrolled_bytes,
+    photos_in_other_formats_and_orientations_are_understood,
+    record_count_follows_enrolments_and_deletes,
+    deleting_an_index_removes_it_everywhere,
+    a_reference_makes_enrolment_idempotent,
+    records_are_listed_page_by_page,
+    records_and_indexes_can_be_patched,
+);

@@ -40,6 +40,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// removed from the child's environment (the model cache location is kept).
 const SCRUBBED_ENV: &[&str] = &[
     "FACESEARCH_CONFIG",
+    "FACESEARCH_DATABASE_URL",
+    "FACESEARCH_DB_MAX_CONNECTIONS",
+    "FACESEARCH_DB_TIMEOUT",
+    "FACESEARCH_PG_EF_SEARCH",
     "FACESEARCH_BIND",
     "FACESEARCH_DATA_DIR",
     "FACESEARCH_PACK",
@@ -212,9 +216,24 @@ fn assert_json_content_type(r: &Resp) {
 // The server
 // ---------------------------------------------------------------------------------
 
+/// Which database a test server keeps its data in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded default: SQLite in the data directory.
+    #[default]
+    Sqlite,
+    /// A new database on the test process's PostgreSQL server (`facesearch-pgfixture`).
+    Postgres,
+}
+
 /// How to start a server.
 #[derive(Debug, Default, Clone)]
 pub struct ServerOptions {
+    /// Where the data is kept.
+    pub store: StoreKind,
+    /// A PostgreSQL database URL to use (e.g. another node's); `None` with
+    /// [`StoreKind::Postgres`] creates a new database.
+    pub database_url: Option<String>,
     /// Use this data directory (e.g. to restart on the data of an earlier server);
     /// `None`: a new temporary one, removed when the server is dropped.
     pub data_dir: Option<PathBuf>,
@@ -227,6 +246,16 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
+    pub fn store(mut self, store: StoreKind) -> Self {
+        self.store = store;
+        self
+    }
+    /// Keep the data in this PostgreSQL database (several servers can share one).
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.store = StoreKind::Postgres;
+        self.database_url = Some(url.to_string());
+        self
+    }
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
         self
@@ -328,6 +357,10 @@ impl Server {
             cmd.env("FACESEARCH_LOG", "warn,ort=error");
         }
         cmd.env("FACESEARCH_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        if opts.store == StoreKind::Postgres {
+            let url = opts.database_url.clone().unwrap_or_else(|| facesearch_pgfixture::shared().fresh_database());
+            cmd.env("FACESEARCH_DATABASE_URL", url);
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

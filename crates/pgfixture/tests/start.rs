@@ -5,7 +5,8 @@ fn a_server_starts_with_pgvector_and_stops_when_dropped() {
     let pg = facesearch_pgfixture::TestPostgres::start().expect("PostgreSQL starts");
     let url = pg.create_database("fixture_check").expect("a database");
     assert!(url.ends_with("/fixture_check"));
-    let version = pg.psql("fixture_check", "CREATE EXTENSION vector; SELECT extversion FROM pg_extension WHERE extname = 'vector'");
+    let version = pg
+        .psql("fixture_check", "CREATE EXTENSION vector; SELECT extversion FROM pg_extension WHERE extname = 'vector'");
     assert!(version.expect("psql runs").trim().starts_with("0.8"), "pgvector 0.8");
     let port = pg.port();
     drop(pg);

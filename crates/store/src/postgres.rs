@@ -113,9 +113,8 @@ impl fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects, and applies pending migrations (under an advisory lock).
     pub async fn connect(config: &PostgresConfig) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(&config.url).map_err(|e| {
-            StoreError::InvalidInput(format!("database URL {}: {e}", redact_url(&config.url)))
-        })?;
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(|e| StoreError::InvalidInput(format!("database URL {}: {e}", redact_url(&config.url))))?;
         let timeout_ms = config.statement_timeout.as_millis().to_string();
         let options = options
             .application_name("facesearch")
@@ -270,10 +269,7 @@ impl RecordRow {
 }
 
 /// Completes record rows with their images (oldest first), keeping the row order.
-async fn attach_images(
-    conn: &mut sqlx::PgConnection,
-    rows: Vec<RecordRow>,
-) -> Result<Vec<Record>, StoreError> {
+async fn attach_images(conn: &mut sqlx::PgConnection, rows: Vec<RecordRow>) -> Result<Vec<Record>, StoreError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -303,13 +299,14 @@ async fn load_record(
     index_id: &str,
     record_id: &str,
 ) -> Result<Option<Record>, StoreError> {
-    let rows: Vec<RecordRow> =
-        sqlx::query_as(AssertSqlSafe(format!("SELECT {RECORD_COLS} FROM records r WHERE r.id = $1 AND r.index_id = $2")))
-            .bind(record_id)
-            .bind(index_id)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db("loading a record"))?;
+    let rows: Vec<RecordRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {RECORD_COLS} FROM records r WHERE r.id = $1 AND r.index_id = $2"
+    )))
+    .bind(record_id)
+    .bind(index_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("loading a record"))?;
     Ok(attach_images(conn, rows).await?.pop())
 }
 
@@ -367,7 +364,8 @@ async fn insert_image(
     .execute(&mut *conn)
     .await
     .map_err(db("inserting an image"))?;
-    let dim = i32::try_from(image.embedding.len()).map_err(|_| StoreError::InvalidInput("embedding too long".into()))?;
+    let dim =
+        i32::try_from(image.embedding.len()).map_err(|_| StoreError::InvalidInput("embedding too long".into()))?;
     sqlx::query(
         "INSERT INTO embeddings (image_id, record_id, index_id, pack, dim, vector) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -506,12 +504,7 @@ async fn job_from_row(conn: &mut sqlx::PgConnection, row: JobRow) -> Result<Reem
         other => return Err(StoreError::Corrupt(format!("re-embedding job {}: state {other:?}", row.id))),
     };
     let (total, done, failed, failures) = if state == JobState::Done {
-        (
-            count_u64(row.total, "total")?,
-            count_u64(row.done, "done")?,
-            count_u64(row.failed, "failed")?,
-            row.failures.0,
-        )
+        (count_u64(row.total, "total")?, count_u64(row.done, "done")?, count_u64(row.failed, "failed")?, row.failures.0)
     } else {
         let (total, done, failed): (i64, i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), COUNT(s.image_id), COUNT(s.failure)
@@ -536,9 +529,16 @@ async fn job_from_row(conn: &mut sqlx::PgConnection, row: JobRow) -> Result<Reem
         .fetch_all(&mut *conn)
         .await
         .map_err(db("listing staged failures"))?;
-        let failures =
-            failures.into_iter().map(|(image_id, record_id, code)| ReembedFailure { image_id, record_id, code }).collect();
-        (count_u64(total, "image count")?, count_u64(done, "staged count")?, count_u64(failed, "failure count")?, failures)
+        let failures = failures
+            .into_iter()
+            .map(|(image_id, record_id, code)| ReembedFailure { image_id, record_id, code })
+            .collect();
+        (
+            count_u64(total, "image count")?,
+            count_u64(done, "staged count")?,
+            count_u64(failed, "failure count")?,
+            failures,
+        )
     };
     Ok(ReembedJob {
         job_id: row.id,
@@ -571,8 +571,15 @@ struct UserRow {
 
 impl UserRow {
     fn into_user(self, grants: Vec<String>) -> Result<User, StoreError> {
-        let role: Role = self.role.parse().map_err(|e| StoreError::Corrupt(format!("user {:?}: {e}", self.username)))?;
-        Ok(User { username: self.username, role, password_hash: self.password_hash, grants, created_at: self.created_at })
+        let role: Role =
+            self.role.parse().map_err(|e| StoreError::Corrupt(format!("user {:?}: {e}", self.username)))?;
+        Ok(User {
+            username: self.username,
+            role,
+            password_hash: self.password_hash,
+            grants,
+            created_at: self.created_at,
+        })
     }
 }
 
@@ -639,11 +646,12 @@ impl Store for PostgresStore {
     }
 
     async fn get_index(&self, id: &str) -> Result<Option<IndexInfo>, StoreError> {
-        let row: Option<IndexRow> = sqlx::query_as(AssertSqlSafe(format!("SELECT {INDEX_COLS} FROM indexes WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("loading an index"))?;
+        let row: Option<IndexRow> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {INDEX_COLS} FROM indexes WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("loading an index"))?;
         row.map(IndexRow::into_info).transpose()
     }
 
@@ -789,12 +797,13 @@ impl Store for PostgresStore {
         }
         let mut tx = self.begin("updating a record").await?;
         // Lock the row: two nodes patching one record apply one patch after the other.
-        let locked: Option<String> = sqlx::query_scalar("SELECT id FROM records WHERE id = $1 AND index_id = $2 FOR UPDATE")
-            .bind(record_id)
-            .bind(index_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("locking a record"))?;
+        let locked: Option<String> =
+            sqlx::query_scalar("SELECT id FROM records WHERE id = $1 AND index_id = $2 FOR UPDATE")
+                .bind(record_id)
+                .bind(index_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("locking a record"))?;
         if locked.is_none() {
             return Ok(None);
         }
@@ -956,15 +965,18 @@ impl Store for PostgresStore {
         // Argon2 is deliberately slow: keep it off the async workers.
         let password_hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
         let now = now_rfc3339();
-        let result = sqlx::query("INSERT INTO users (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(username)
-            .bind(role.as_str())
-            .bind(&password_hash)
-            .bind(&now)
-            .execute(&self.pool)
-            .await;
+        let result =
+            sqlx::query("INSERT INTO users (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(username)
+                .bind(role.as_str())
+                .bind(&password_hash)
+                .bind(&now)
+                .execute(&self.pool)
+                .await;
         match result {
-            Ok(_) => Ok(User { username: username.to_owned(), role, password_hash, grants: Vec::new(), created_at: now }),
+            Ok(_) => {
+                Ok(User { username: username.to_owned(), role, password_hash, grants: Vec::new(), created_at: now })
+            }
             Err(e) if sql_state(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
                 Err(StoreError::DuplicateUser(username.to_owned()))
             }
@@ -1139,7 +1151,8 @@ impl Store for PostgresStore {
     }
 
     async fn query_audit(&self, query: AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        type AuditRow = (i64, String, String, String, String, Json<Vec<String>>, Json<Vec<String>>, Json<serde_json::Value>);
+        type AuditRow =
+            (i64, String, String, String, String, Json<Vec<String>>, Json<Vec<String>>, Json<serde_json::Value>);
         let limit = i64::try_from(query.limit.clamp(1, 10_000)).unwrap_or(1000);
         let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT id, at, actor, action, outcome, index_ids, record_ids, details FROM audit_log
@@ -1206,7 +1219,10 @@ impl Store for PostgresStore {
             if job.pack == pack {
                 return Ok(Some(ReembedStart::Running(job)));
             }
-            return Err(StoreError::Conflict(format!("a re-embedding of this index to the {} pack is running", job.pack)));
+            return Err(StoreError::Conflict(format!(
+                "a re-embedding of this index to the {} pack is running",
+                job.pack
+            )));
         }
         // Vectors staged for another pack by an abandoned job are of no use now.
         sqlx::query(

@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use sha2::{Digest, Sha256};
 
 use crate::common::{
-    check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id, password_matches, to_json, validate_username,
+    check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id,
+    password_matches, to_json, validate_username,
 };
 use crate::time::now_rfc3339;
 use crate::{
@@ -383,9 +384,6 @@ fn immediate<'c>(conn: &'c mut Connection, context: &'static str) -> Result<Tran
     conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(context)
 }
 
-
-
-
 /// After deleting biometric data: fold the WAL into the main file and truncate it, so
 /// the pre-delete page images do not linger in the log (`secure_delete` already zeroed
 /// the freed content in the main file). Best effort: if a reader still holds an old
@@ -573,8 +571,6 @@ fn load_record_by_reference(conn: &Connection, index_id: &str, reference: &str) 
     let sql = format!("SELECT {RECORD_COLS} FROM records r WHERE r.index_id = ?1 AND r.reference = ?2");
     Ok(query_records(conn, &sql, params![index_id, reference], "loading a record by reference")?.pop())
 }
-
-
 
 // ---------------------------------------------------------------------------------
 // Images and embeddings
@@ -878,9 +874,6 @@ fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
 
 // ---------------------------------------------------------------------------------
 // Users
-
-
-
 
 type RawUser = (String, String, String, String);
 

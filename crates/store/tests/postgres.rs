@@ -72,7 +72,8 @@ async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_ask
         let vector = random_vector(&mut rng);
         // A second image for some records: each record must still come back once.
         if i % 5 == 0 {
-            let (_, image_id) = store.add_image(&index.id, &record.record_id, image(vector.clone())).await.unwrap().unwrap();
+            let (_, image_id) =
+                store.add_image(&index.id, &record.record_id, image(vector.clone())).await.unwrap().unwrap();
             all.push((index.id.clone(), record.record_id.clone(), image_id, vector));
         }
         let first = store.embeddings("open").await.unwrap().into_iter().find(|e| e.image_id == record.image_ids[0]);

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use facesearch_store::{
-    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields,
-    RecordPatch, Role, SqliteStore, Store, StoreError,
+    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields, RecordPatch,
+    Role, SqliteStore, Store, StoreError,
 };
 
 fn new_index(name: &str) -> NewIndex {
