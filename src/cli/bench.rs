@@ -29,6 +29,9 @@ enum BenchWhat {
     Index(super::bench_index::IndexBench),
     /// Fill a (stopped) server's data directory with synthetic faces for benchmarks.
     Seed(super::bench_index::SeedBench),
+    /// Vector search inside PostgreSQL (pgvector) at growing gallery sizes: latency and
+    /// recall@k against an exact scan of the same vectors.
+    Pgvector(super::bench_index::PgBench),
 }
 
 #[derive(Args)]
@@ -122,6 +125,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Enrol(h) => http(h, true),
         BenchWhat::Index(i) => super::bench_index::run(i),
         BenchWhat::Seed(s) => super::bench_index::seed(s),
+        BenchWhat::Pgvector(p) => super::bench_index::pgvector(p),
     }
 }
 

@@ -57,6 +57,37 @@ pub struct IndexBench {
     cold_start: bool,
 }
 
+/// `facesearch bench pgvector`: the same workload as `bench index`, searched inside
+/// PostgreSQL by the store's own query (pgvector HNSW on half-precision vectors,
+/// candidates re-ranked exactly), against an exact in-memory scan of the same vectors.
+#[derive(Args)]
+pub struct PgBench {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// The database to fill (`--store postgres://…` or FACESEARCH_DATABASE_URL); a new
+    /// index is created in it.
+    #[command(flatten)]
+    database: super::database::DatabaseArgs,
+    /// Manifest whose `face` photos give the real embeddings.
+    #[arg(long, default_value = "../shared/eval/manifest.csv")]
+    manifest: PathBuf,
+    /// Where the real embeddings are cached between runs.
+    #[arg(long, default_value = "target/bench-index")]
+    work_dir: PathBuf,
+    /// Gallery sizes, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    sizes: Vec<usize>,
+    /// Queries per size (held-out real photos).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Results per query (recall@k).
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// pgvector `hnsw.ef_search` values to try (one table row each).
+    #[arg(long, value_delimiter = ',', default_value = "100,200,400")]
+    ef_search: Vec<u32>,
+}
+
 /// `facesearch bench seed`: fills a data directory with synthetic enrolled faces
 /// (offline, server stopped) so the server can be measured at gallery sizes no one
 /// would enrol photo by photo for a benchmark.
@@ -249,27 +280,53 @@ fn run_faiss(dir: &Path, gallery: &[f32], dim: usize, queries: &[&[f32]], k: usi
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-pub fn run(args: IndexBench) -> anyhow::Result<()> {
-    let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
-    anyhow::ensure!(real.len() > 10, "too few real embeddings ({})", real.len());
-    let dim = real[0].vector.len();
-    // Hold out the first photo of every identity with two or more as a query.
-    let mut seen = std::collections::HashMap::<&str, usize>::new();
-    for r in &real {
-        *seen.entry(&r.identity).or_default() += 1;
+/// Real queries held out of a gallery of real faces, and the Gaussian that tops the
+/// gallery up with synthetic faces.
+struct Workload<'a> {
+    dim: usize,
+    queries: Vec<&'a [f32]>,
+    query_identity: Vec<&'a str>,
+    gallery_real: Vec<&'a Real>,
+    gaussian: FittedGaussian,
+}
+
+impl<'a> Workload<'a> {
+    /// Holds out the first photo of every identity with two or more as a query.
+    fn new(real: &'a [Real], max_queries: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(real.len() > 10, "too few real embeddings ({})", real.len());
+        let dim = real[0].vector.len();
+        let mut seen = std::collections::HashMap::<&str, usize>::new();
+        for r in real {
+            *seen.entry(&r.identity).or_default() += 1;
+        }
+        let (mut queries, mut gallery_real) = (Vec::new(), Vec::new());
+        let mut query_identity: Vec<&str> = Vec::new();
+        let mut held = std::collections::HashSet::new();
+        for r in real {
+            if seen[r.identity.as_str()] >= 2 && queries.len() < max_queries && held.insert(r.identity.as_str()) {
+                queries.push(r.vector.as_slice());
+                query_identity.push(&r.identity);
+            } else {
+                gallery_real.push(r);
+            }
+        }
+        let gaussian = FittedGaussian::fit(&gallery_real.iter().map(|r| r.vector.as_slice()).collect::<Vec<_>>())?;
+        Ok(Workload { dim, queries, query_identity, gallery_real, gaussian })
     }
-    let (mut queries, mut gallery_real) = (Vec::new(), Vec::new());
-    let mut query_identity: Vec<&str> = Vec::new();
-    let mut held = std::collections::HashSet::new();
-    for r in &real {
-        if seen[r.identity.as_str()] >= 2 && queries.len() < args.queries && held.insert(r.identity.as_str()) {
-            queries.push(r.vector.as_slice());
-            query_identity.push(&r.identity);
-        } else {
-            gallery_real.push(r);
+
+    /// Gallery face number `i`: the real ones first, then synthetic ones (identity, vector).
+    fn face(&self, i: usize, rng: &mut StdRng) -> (String, Vec<f32>) {
+        match self.gallery_real.get(i) {
+            Some(r) => (r.identity.clone(), r.vector.clone()),
+            None => (format!("synthetic-{i}"), self.gaussian.sample(rng)),
         }
     }
-    let gaussian = FittedGaussian::fit(&gallery_real.iter().map(|r| r.vector.as_slice()).collect::<Vec<_>>())?;
+}
+
+pub fn run(args: IndexBench) -> anyhow::Result<()> {
+    let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
+    let work = Workload::new(&real, args.queries)?;
+    let (dim, queries, query_identity) = (work.dim, &work.queries, &work.query_identity);
     let config = IndexConfig {
         ann_min_rows: 1,
         connectivity: args.connectivity,
@@ -280,7 +337,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
     println!(
         "pack {} ({dim}-d), {} real gallery faces + synthetic, {} real queries, k={}, HNSW M={} ef={:?} {} graph, scan kernel {}",
         args.pipeline.pack.name(),
-        gallery_real.len(),
+        work.gallery_real.len(),
         queries.len(),
         args.k,
         args.connectivity,
@@ -300,10 +357,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         let mut batch: Vec<(String, String, Vec<f32>)> = Vec::with_capacity(size.saturating_sub(inserted));
         while inserted + batch.len() < size {
             let i = inserted + batch.len();
-            let (record, vector) = match gallery_real.get(i) {
-                Some(r) => (r.identity.clone(), r.vector.clone()),
-                None => (format!("synthetic-{i}"), gaussian.sample(&mut rng)),
-            };
+            let (record, vector) = work.face(i, &mut rng);
             batch.push((record, format!("img-{i}"), vector));
         }
         let made = t.elapsed();
@@ -319,7 +373,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
 
         let mut exact_t = Vec::new();
         let mut truths = Vec::new();
-        for q in &queries {
+        for q in queries {
             let t = Instant::now();
             truths.push(index.search_exact(q, &["bench"], -1.0, args.k)?);
             exact_t.push(t.elapsed());
@@ -330,7 +384,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
             index.set_ef_search(ef);
             let (mut ann_t, mut hit, mut want) = (Vec::new(), 0usize, 0usize);
             let (mut mated_found, mut mated) = (0usize, 0usize);
-            for ((q, truth), identity) in queries.iter().zip(&truths).zip(&query_identity) {
+            for ((q, truth), identity) in queries.iter().zip(&truths).zip(query_identity) {
                 let t = Instant::now();
                 let got = index.search(q, &["bench"], -1.0, args.k)?;
                 ann_t.push(t.elapsed());
@@ -363,7 +417,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
             "-".into()
         };
         let faiss = if args.faiss {
-            let f = run_faiss(&args.work_dir, &flat, dim, &queries, args.k)?;
+            let f = run_faiss(&args.work_dir, &flat, dim, queries, args.k)?;
             format!(
                 "{} / {} ({} thr)",
                 ms(Duration::from_secs_f64(f.p50_ms / 1e3)),
@@ -514,4 +568,147 @@ mod tests {
         assert_eq!(bytes.len(), 10 + header_len + 24);
         assert_eq!(f32::from_le_bytes(bytes[10 + header_len..14 + header_len].try_into().unwrap()), 1.0);
     }
+}
+
+pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
+    use facesearch_store::{IndexType, NewImage, NewIndex, PostgresStore, RecordFields, Store, VectorQuery};
+    let pg =
+        args.database.postgres()?.context("bench pgvector needs --store postgres://… (or FACESEARCH_DATABASE_URL)")?;
+    let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
+    let work = Workload::new(&real, args.queries)?;
+    let pack = args.pipeline.pack.name();
+    println!(
+        "pack {pack} ({}-d), {} real gallery faces + synthetic, {} real queries, k={}, pgvector HNSW (m 16, \
+         ef_construction 128, halfvec) with exact re-ranking, ef_search {:?}",
+        work.dim,
+        work.gallery_real.len(),
+        work.queries.len(),
+        args.k,
+        args.ef_search
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let store = PostgresStore::connect(&pg).await?;
+        let index = store
+            .create_index(NewIndex {
+                index_name: format!("pgbench-{}", facesearch_store::now_rfc3339()),
+                title: "pgvector benchmark".into(),
+                description: "made by facesearch bench pgvector".into(),
+                index_type: IndexType::Internal,
+                pack: pack.into(),
+            })
+            .await?;
+        // The exact answer, from the same vectors held in memory.
+        let exact =
+            FaceIndex::with_config(work.dim, IndexConfig { ann_min_rows: usize::MAX, ..IndexConfig::default() });
+        let mut identity_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let photo = vec![0xFF, 0xD8, 0xFF, 0xD9];
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut inserted, mut rows) = (0usize, Vec::new());
+        for &size in &args.sizes {
+            let t = Instant::now();
+            while inserted < size {
+                let n = (size - inserted).min(2000);
+                let faces: Vec<(String, Vec<f32>)> = (inserted..inserted + n).map(|i| work.face(i, &mut rng)).collect();
+                let batch = faces
+                    .iter()
+                    .map(|(identity, vector)| {
+                        let image = NewImage {
+                            bytes: photo.clone(),
+                            mime: "image/jpeg".into(),
+                            file_name: "synthetic.jpg".into(),
+                            embedding: vector.clone(),
+                            pack: pack.into(),
+                            face: serde_json::json!({"synthetic": true}),
+                            quality: None,
+                        };
+                        (RecordFields { name: identity.clone(), ..RecordFields::default() }, None, image)
+                    })
+                    .collect();
+                let made = store.enrol_batch(&index.id, batch).await?.context("index vanished")?;
+                for ((identity, vector), outcome) in faces.iter().zip(made) {
+                    let record = outcome.into_record();
+                    exact.insert(&index.id, &record.record_id, &record.image_ids[0], vector)?;
+                    identity_of.insert(record.record_id, identity.clone());
+                }
+                inserted += n;
+                eprint!("\r{inserted} / {size} faces ({:.0} /s)", inserted as f64 / t.elapsed().as_secs_f64());
+            }
+            eprintln!();
+            let insert_rate = size as f64 / t.elapsed().as_secs_f64().max(1e-9);
+            let mut exact_t = Vec::new();
+            let mut truths = Vec::new();
+            for q in &work.queries {
+                let t = Instant::now();
+                truths.push(exact.search_exact(q, &[index.id.as_str()], -1.0, args.k)?);
+                exact_t.push(t.elapsed());
+            }
+            exact_t.sort();
+            let sizes: (i64, i64) = relation_sizes(&store, work.dim).await?;
+            for (i, &ef) in args.ef_search.iter().enumerate() {
+                let store = store.clone().with_ef_search(ef);
+                let (mut took, mut hit, mut want, mut mated, mut mated_found) = (Vec::new(), 0, 0, 0, 0);
+                for ((q, truth), identity) in work.queries.iter().zip(&truths).zip(&work.query_identity) {
+                    let query = VectorQuery {
+                        pack: pack.into(),
+                        index_ids: vec![index.id.clone()],
+                        vector: q.to_vec(),
+                        min_similarity: -1.0,
+                        limit: args.k,
+                    };
+                    let t = Instant::now();
+                    let got = store.nearest_faces(query).await?;
+                    took.push(t.elapsed());
+                    want += truth.len();
+                    hit += got.iter().filter(|g| truth.iter().any(|t| t.record_id == g.record_id)).count();
+                    let is_mated = |record: &str| identity_of.get(record).is_some_and(|id| id == identity);
+                    if truth.iter().any(|h| is_mated(&h.record_id)) {
+                        mated += 1;
+                        mated_found += usize::from(got.iter().any(|g| is_mated(&g.record_id)));
+                    }
+                }
+                took.sort();
+                let first = i == 0;
+                let blank = String::new;
+                rows.push(vec![
+                    if first { size.to_string() } else { blank() },
+                    if first {
+                        format!("{} / {}", ms(percentile(&exact_t, 0.5)), ms(percentile(&exact_t, 0.99)))
+                    } else {
+                        blank()
+                    },
+                    format!("ef {ef}: {} / {}", ms(percentile(&took, 0.5)), ms(percentile(&took, 0.99))),
+                    format!("{:.4}", hit as f64 / want.max(1) as f64),
+                    format!("{:.4} ({mated})", mated_found as f64 / mated.max(1) as f64),
+                    if first { format!("{insert_rate:.0} / s") } else { blank() },
+                    if first {
+                        format!("{} B + HNSW {} B", sizes.0 / size.max(1) as i64, sizes.1 / size.max(1) as i64)
+                    } else {
+                        blank()
+                    },
+                ]);
+            }
+            println!(
+                "{}",
+                table::render(
+                    &[
+                        "faces",
+                        "exact in memory p50 / p99",
+                        "pgvector p50 / p99",
+                        &format!("recall@{}", args.k),
+                        "mated recall (n)",
+                        "enrol (batches of 2000)",
+                        "disk per face (embeddings table + graph)",
+                    ],
+                    &rows
+                )
+            );
+        }
+        Ok(())
+    })
+}
+
+/// Bytes of the embeddings table (with its TOAST) and of the HNSW graph of `dim`.
+async fn relation_sizes(store: &facesearch_store::PostgresStore, dim: usize) -> anyhow::Result<(i64, i64)> {
+    Ok(store.relation_sizes(dim).await?)
 }

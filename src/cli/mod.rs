@@ -7,6 +7,7 @@ mod client;
 mod database;
 mod eval;
 mod import;
+mod migrate;
 mod models;
 mod quality_eval;
 mod serve;
@@ -37,6 +38,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Measure the speed of each pipeline stage.
     Bench(bench::BenchArgs),
+    /// Copy an embedded data directory into PostgreSQL (resumable) and verify the copy.
+    Migrate(migrate::MigrateArgs),
     /// Manage users (add, list, passwd, grant, revoke, remove) in a data directory.
     User(user::UserArgs),
     /// Create, list, show and delete indexes on a running server (HTTP client).
@@ -136,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(args) => models::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::User(args) => user::run(args),
         Command::Index(args) => client::index(args),
         Command::Enrol(args) => client::enrol(args),

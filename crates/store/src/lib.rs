@@ -59,12 +59,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 mod common;
+pub mod copy;
 mod postgres;
 mod sqlite;
 mod time;
 
 pub use postgres::{PostgresConfig, PostgresStore, redact_url};
-pub use sqlite::SqliteStore;
+pub use sqlite::{DB_FILE as SQLITE_FILE, SqliteStore};
 pub use time::{format_rfc3339, now_rfc3339};
 
 /// Everything that can go wrong in the store. "Not found" is not an error: it is

@@ -142,6 +142,26 @@ impl PostgresStore {
         Ok(PostgresStore { pool, ef_search: config.ef_search.max(1), dummy_hash })
     }
 
+    /// The same store searching with another `hnsw.ef_search` (benchmarks).
+    pub fn with_ef_search(mut self, ef_search: u32) -> Self {
+        self.ef_search = ef_search.clamp(1, 1000);
+        self
+    }
+
+    /// Bytes on disk of the embeddings table (with its TOAST and other indexes) and
+    /// of the HNSW graph of `dim` dimensions (sizing figures for the docs).
+    pub async fn relation_sizes(&self, dim: usize) -> Result<(i64, i64), StoreError> {
+        let graph = format!("embeddings_hnsw_{dim}");
+        sqlx::query_as(
+            "SELECT pg_total_relation_size('embeddings') - COALESCE(pg_relation_size(to_regclass($1)), 0),
+                    COALESCE(pg_relation_size(to_regclass($1)), 0)",
+        )
+        .bind(graph)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("measuring table sizes"))
+    }
+
     /// The connection pool (for tools such as `facesearch migrate`).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -156,7 +176,7 @@ impl PostgresStore {
 // Errors
 
 /// Maps a driver error: connection trouble is [`StoreError::Unavailable`].
-fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| {
         let unavailable = match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,

@@ -275,6 +275,21 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&inner)).await?
     }
+
+    /// Runs a read on one of the read-only connections, on the blocking pool (for
+    /// [`crate::copy`], which reads tables the trait does not expose).
+    pub(crate) async fn read_raw<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |inner| inner.read(f)).await
+    }
+}
+
+/// Maps an SQLite error with its context (for [`crate::copy`]).
+pub(crate) fn sqlite_err(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { context, source }
 }
 
 /// A poisoned lock only means a panic happened while it was held; the connection is
