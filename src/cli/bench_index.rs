@@ -86,6 +86,10 @@ pub struct PgBench {
     /// pgvector `hnsw.ef_search` values to try (one table row each).
     #[arg(long, value_delimiter = ',', default_value = "100,200,400")]
     ef_search: Vec<u32>,
+    /// Load each size with the HNSW graph dropped and build it afterwards (as a bulk
+    /// import would), instead of enrolling into the live graph.
+    #[arg(long)]
+    bulk: bool,
 }
 
 /// `facesearch bench seed`: fills a data directory with synthetic enrolled faces
@@ -535,41 +539,6 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fitted_gaussian_reproduces_the_mean_direction() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let real: Vec<Vec<f32>> = (0..300)
-            .map(|i| {
-                let mut v = vec![1.0f32, 0.5, (i % 7) as f32 * 0.1, ((i * 13) % 5) as f32 * 0.1];
-                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.iter_mut().for_each(|x| *x /= n);
-                v
-            })
-            .collect();
-        let g = FittedGaussian::fit(&real.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
-        let mean: Vec<f32> = (0..4).map(|d| (0..2000).map(|_| g.sample(&mut rng)[d]).sum::<f32>() / 2000.0).collect();
-        assert!(mean[0] > 0.6 && mean[1] > 0.3, "{mean:?}");
-        assert!(g.sample(&mut rng).iter().map(|x| x * x).sum::<f32>() - 1.0 < 1e-4);
-    }
-
-    #[test]
-    fn npy_header_is_aligned_and_parsable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.npy");
-        write_npy(&path, 2, 3, [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].into_iter()).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        assert_eq!((10 + header_len) % 64, 0);
-        assert!(std::str::from_utf8(&bytes[10..10 + header_len]).unwrap().contains("'shape': (2, 3)"));
-        assert_eq!(bytes.len(), 10 + header_len + 24);
-        assert_eq!(f32::from_le_bytes(bytes[10 + header_len..14 + header_len].try_into().unwrap()), 1.0);
-    }
-}
-
 pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
     use facesearch_store::{IndexType, NewImage, NewIndex, PostgresStore, RecordFields, Store, VectorQuery};
     let pg =
@@ -606,6 +575,9 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
         let mut rng = StdRng::seed_from_u64(7);
         let (mut inserted, mut rows) = (0usize, Vec::new());
         for &size in &args.sizes {
+            if args.bulk {
+                store.drop_vector_graph(work.dim).await?;
+            }
             let t = Instant::now();
             while inserted < size {
                 let n = (size - inserted).min(2000);
@@ -636,6 +608,13 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
             }
             eprintln!();
             let insert_rate = size as f64 / t.elapsed().as_secs_f64().max(1e-9);
+            let graph_build = if args.bulk {
+                let t = Instant::now();
+                store.build_vector_graph(work.dim).await?;
+                format!(", graph {:.0} s", t.elapsed().as_secs_f64())
+            } else {
+                String::new()
+            };
             let mut exact_t = Vec::new();
             let mut truths = Vec::new();
             for q in &work.queries {
@@ -646,7 +625,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
             exact_t.sort();
             let sizes: (i64, i64) = relation_sizes(&store, work.dim).await?;
             for (i, &ef) in args.ef_search.iter().enumerate() {
-                let store = store.clone().with_ef_search(ef);
+                let store = store.clone().with_search(ef, 0);
                 let (mut took, mut hit, mut want, mut mated, mut mated_found) = (Vec::new(), 0, 0, 0, 0);
                 for ((q, truth), identity) in work.queries.iter().zip(&truths).zip(&work.query_identity) {
                     let query = VectorQuery {
@@ -680,7 +659,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                     format!("ef {ef}: {} / {}", ms(percentile(&took, 0.5)), ms(percentile(&took, 0.99))),
                     format!("{:.4}", hit as f64 / want.max(1) as f64),
                     format!("{:.4} ({mated})", mated_found as f64 / mated.max(1) as f64),
-                    if first { format!("{insert_rate:.0} / s") } else { blank() },
+                    if first { format!("{insert_rate:.0} / s{graph_build}") } else { blank() },
                     if first {
                         format!("{} B + HNSW {} B", sizes.0 / size.max(1) as i64, sizes.1 / size.max(1) as i64)
                     } else {
@@ -711,4 +690,39 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
 /// Bytes of the embeddings table (with its TOAST) and of the HNSW graph of `dim`.
 async fn relation_sizes(store: &facesearch_store::PostgresStore, dim: usize) -> anyhow::Result<(i64, i64)> {
     Ok(store.relation_sizes(dim).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitted_gaussian_reproduces_the_mean_direction() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let real: Vec<Vec<f32>> = (0..300)
+            .map(|i| {
+                let mut v = vec![1.0f32, 0.5, (i % 7) as f32 * 0.1, ((i * 13) % 5) as f32 * 0.1];
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+                v
+            })
+            .collect();
+        let g = FittedGaussian::fit(&real.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
+        let mean: Vec<f32> = (0..4).map(|d| (0..2000).map(|_| g.sample(&mut rng)[d]).sum::<f32>() / 2000.0).collect();
+        assert!(mean[0] > 0.6 && mean[1] > 0.3, "{mean:?}");
+        assert!(g.sample(&mut rng).iter().map(|x| x * x).sum::<f32>() - 1.0 < 1e-4);
+    }
+
+    #[test]
+    fn npy_header_is_aligned_and_parsable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        write_npy(&path, 2, 3, [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].into_iter()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        assert!(std::str::from_utf8(&bytes[10..10 + header_len]).unwrap().contains("'shape': (2, 3)"));
+        assert_eq!(bytes.len(), 10 + header_len + 24);
+        assert_eq!(f32::from_le_bytes(bytes[10 + header_len..14 + header_len].try_into().unwrap()), 1.0);
+    }
 }

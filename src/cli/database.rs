@@ -20,9 +20,13 @@ pub struct DatabaseArgs {
     #[arg(long, env = "FACESEARCH_DB_TIMEOUT")]
     pub db_timeout: Option<u64>,
     /// pgvector `hnsw.ef_search`: graph candidates kept per search, higher finds more
-    /// and is slower (1-1000) [default: 200].
+    /// and is slower (1-1000) [default: 400].
     #[arg(long, env = "FACESEARCH_PG_EF_SEARCH")]
     pub pg_ef_search: Option<u32>,
+    /// Searches over fewer records than this scan every vector exactly in PostgreSQL
+    /// instead of walking the HNSW graph [default: 20000].
+    #[arg(long, env = "FACESEARCH_PG_EXACT_BELOW")]
+    pub pg_exact_below: Option<u64>,
 }
 
 impl DatabaseArgs {
@@ -47,6 +51,9 @@ impl DatabaseArgs {
             anyhow::ensure!((1..=1000).contains(&ef), "--pg-ef-search must be between 1 and 1000");
             config.ef_search = ef;
         }
+        if let Some(n) = self.pg_exact_below {
+            config.exact_below = n;
+        }
         Ok(Some(config))
     }
 }
@@ -61,7 +68,7 @@ mod tests {
         assert!(DatabaseArgs::default().postgres().unwrap().is_none());
         assert!(args("").postgres().unwrap().is_none());
         let pg = args("postgres://u:p@h/db").postgres().unwrap().unwrap();
-        assert_eq!((pg.max_connections, pg.ef_search), (16, 200));
+        assert_eq!((pg.max_connections, pg.ef_search, pg.exact_below), (16, 400, 20_000));
         assert!(args("sqlite://x").postgres().is_err());
         let bad = DatabaseArgs { pg_ef_search: Some(0), ..args("postgresql://h/db") };
         assert!(bad.postgres().is_err());

@@ -38,7 +38,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
         let to = PostgresStore::connect(&pg).await.context("opening the PostgreSQL database")?;
         if !args.verify_only {
-            let report = copy::copy(&from, &to, |table, rows| eprint!("\rcopying {table}: {rows} rows read")).await?;
+            let report = copy::copy(&from, &to, |table, rows| eprint!("\rcopying {table}: {rows} rows read ")).await?;
             eprintln!();
             let rows: Vec<Vec<String>> =
                 report.iter().map(|t| vec![t.table.to_string(), t.read.to_string(), t.written.to_string()]).collect();

@@ -42,7 +42,7 @@ use crate::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The model dimensions that have an HNSW graph (see the first migration).
-const INDEXED_DIMS: [usize; 2] = [128, 512];
+pub(crate) const INDEXED_DIMS: [usize; 2] = [128, 512];
 
 /// How to reach and use the database.
 #[derive(Clone)]
@@ -58,6 +58,9 @@ pub struct PostgresConfig {
     pub statement_timeout: Duration,
     /// pgvector's `hnsw.ef_search`: candidates the graph search keeps (recall vs time).
     pub ef_search: u32,
+    /// Searches over fewer records than this scan every vector exactly instead of
+    /// walking the HNSW graph (exact recall; at 20,000 faces a scan takes a few ms).
+    pub exact_below: u64,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -69,6 +72,7 @@ impl fmt::Debug for PostgresConfig {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("ef_search", &self.ef_search)
+            .field("exact_below", &self.exact_below)
             .finish()
     }
 }
@@ -80,7 +84,8 @@ impl PostgresConfig {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(60),
-            ef_search: 200,
+            ef_search: 400,
+            exact_below: 20_000,
         }
     }
 }
@@ -100,6 +105,7 @@ pub fn redact_url(url: &str) -> String {
 pub struct PostgresStore {
     pool: PgPool,
     ef_search: u32,
+    exact_below: u64,
     /// Verified instead of a real hash for unknown users (timing equalisation).
     dummy_hash: String,
 }
@@ -139,12 +145,14 @@ impl PostgresStore {
         }
         let dummy_hash = hash_password("facesearch timing-equalisation dummy")?;
         tracing::info!(url = %redact_url(&config.url), "postgres store opened");
-        Ok(PostgresStore { pool, ef_search: config.ef_search.max(1), dummy_hash })
+        Ok(PostgresStore { pool, ef_search: config.ef_search.max(1), exact_below: config.exact_below, dummy_hash })
     }
 
-    /// The same store searching with another `hnsw.ef_search` (benchmarks).
-    pub fn with_ef_search(mut self, ef_search: u32) -> Self {
+    /// The same store searching with another `hnsw.ef_search` and exact-scan bar
+    /// (benchmarks).
+    pub fn with_search(mut self, ef_search: u32, exact_below: u64) -> Self {
         self.ef_search = ef_search.clamp(1, 1000);
+        self.exact_below = exact_below;
         self
     }
 
@@ -162,6 +170,39 @@ impl PostgresStore {
         .map_err(db("measuring table sizes"))
     }
 
+    /// Drops the HNSW graph of `dim`-dimensional vectors, for bulk loading: building it
+    /// once afterwards ([`PostgresStore::build_vector_graph`]) is far faster than keeping
+    /// it up to date row by row. Searches scan exactly until it is rebuilt.
+    pub async fn drop_vector_graph(&self, dim: usize) -> Result<(), StoreError> {
+        let dim = indexed_dim(dim)?;
+        sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS embeddings_hnsw_{dim}")))
+            .execute(&self.pool)
+            .await
+            .map_err(db("dropping a vector graph"))?;
+        Ok(())
+    }
+
+    /// Builds the HNSW graph of `dim`-dimensional vectors if it is missing (the same
+    /// definition as the schema's), with up to 1 GB of memory and two parallel workers.
+    pub async fn build_vector_graph(&self, dim: usize) -> Result<(), StoreError> {
+        let dim = indexed_dim(dim)?;
+        let mut conn = self.pool.acquire().await.map_err(db("building a vector graph"))?;
+        for sql in [
+            "SET maintenance_work_mem = '1GB'".to_string(),
+            "SET max_parallel_maintenance_workers = 2".to_string(),
+            "SET statement_timeout = 0".to_string(),
+            format!(
+                "CREATE INDEX IF NOT EXISTS embeddings_hnsw_{dim} ON embeddings
+                 USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops) WITH (m = 16, ef_construction = 128)
+                 WHERE dim = {dim}"
+            ),
+            "RESET ALL".to_string(),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await.map_err(db("building a vector graph"))?;
+        }
+        Ok(())
+    }
+
     /// The connection pool (for tools such as `facesearch migrate`).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -170,6 +211,14 @@ impl PostgresStore {
     async fn begin(&self, context: &'static str) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(db(context))
     }
+}
+
+/// `dim` if it has a graph in the schema.
+fn indexed_dim(dim: usize) -> Result<usize, StoreError> {
+    INDEXED_DIMS
+        .contains(&dim)
+        .then_some(dim)
+        .ok_or_else(|| StoreError::InvalidInput(format!("no vector graph for {dim} dimensions")))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1464,21 +1513,25 @@ impl Store for PostgresStore {
         ] {
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(db("configuring a search"))?;
         }
-        let packs: Vec<(String, String)> = sqlx::query_as("SELECT id, pack FROM indexes WHERE id = ANY($1)")
-            .bind(&query.index_ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("checking index packs"))?;
-        for (index_id, pack) in &packs {
+        let packs: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, pack, record_count FROM indexes WHERE id = ANY($1)")
+                .bind(&query.index_ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("checking index packs"))?;
+        for (index_id, pack, _) in &packs {
             check_pack(index_id, pack, &query.pack)?;
         }
+        let records: i64 = packs.iter().map(|(_, _, n)| n).sum();
         // Records can have several images: fetch more candidates than records wanted.
         let candidates = as_i64(query.limit.saturating_mul(4).max(query.limit + 16));
         let vector = Vector::from(query.vector);
         // The HNSW graph of this dimension proposes candidates by half-precision
         // distance; they are re-ranked by the exact distance on the stored vectors.
-        // `dim` is a length, not input text; a dimension without a graph is scanned.
-        let order = if INDEXED_DIMS.contains(&dim) {
+        // `dim` is a length, not input text. Small galleries and dimensions without a
+        // graph are scanned exactly.
+        let exact = u64::try_from(records).unwrap_or(0) < self.exact_below;
+        let order = if INDEXED_DIMS.contains(&dim) && !exact {
             format!("e.vector::halfvec({dim}) <=> $2::halfvec({dim})")
         } else {
             "e.vector <=> $2".to_string()

@@ -80,7 +80,11 @@ async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_ask
         let first = first.expect("stored");
         all.push((index.id.clone(), record.record_id, first.image_id, first.vector));
     }
-    for q in 0..20 {
+    // Both ways of searching: the exact scan (a small gallery, by default) and the
+    // HNSW graph (forced), which on 300 faces with ef_search 400 sees every face.
+    let graph = store.clone().with_search(400, 0);
+    for q in 0..40 {
+        let store = if q % 4 < 2 { &store } else { &graph };
         // Half the queries are near an enrolled face, half anywhere.
         let query = if q % 2 == 0 {
             let base = &all[rng.random_range(0..all.len())].3;
