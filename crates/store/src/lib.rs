@@ -5,12 +5,17 @@
 //!
 //! The HTTP layer must not know how data is kept. Everything it needs is behind the
 //! narrow async [`Store`] trait, expressed in domain types ([`IndexInfo`], [`Record`],
-//! [`User`], ...) rather than SQL rows, so that a PostgreSQL implementation can be
-//! added later without touching the API crate. The embedded default, [`SqliteStore`],
-//! needs no separate server: one file, `facesearch.sqlite3`, in the data directory.
+//! [`User`], ...) rather than SQL rows. Two implementations:
 //!
-//! The in-memory vector index is *derived* state: at start-up it is rebuilt from
-//! [`Store::embeddings`]. The store is the single source of truth.
+//! * [`SqliteStore`], the embedded default: no separate server, one file,
+//!   `facesearch.sqlite3`, in the data directory. The engine keeps the vectors in
+//!   memory; that in-memory index is *derived* state, rebuilt from
+//!   [`Store::embeddings`] (or a snapshot checked against [`Store::vectors_version`]).
+//! * [`PostgresStore`], for several stateless nodes sharing one PostgreSQL with
+//!   pgvector: it searches its own vectors ([`Store::nearest_faces`]), so no node holds
+//!   them. [`copy`] moves an embedded store into it (`facesearch migrate`).
+//!
+//! Either way the store is the single source of truth.
 //!
 //! # Durability design (SQLite)
 //!
