@@ -109,3 +109,21 @@ fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
     assert_eq!(node.get("/readyz").status, 200);
     assert_eq!(node.index(&index).ok(200)["index_name"], "survives");
 }
+
+#[test]
+fn users_added_with_the_command_line_on_postgres_log_in_on_every_node() {
+    let (a, b) = two_nodes();
+    let index = a.create_index_id("cli-users");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facesearch"))
+        .args(["user", "add", "erin", "--role", "searcher", "--grant", &index])
+        .env("FACESEARCH_DATABASE_URL", a.database_url.as_deref().expect("a PostgreSQL node"))
+        .env("FACESEARCH_NEW_PASSWORD", "erin-Secret-1234")
+        .env("FACESEARCH_LOG", "warn")
+        .output()
+        .expect("running facesearch user add");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for node in [&a, &b] {
+        let me = node.http().get(node.url("/users/me")).basic_auth("erin", Some("erin-Secret-1234")).send().unwrap();
+        assert_eq!(me.status().as_u16(), 200);
+    }
+}

@@ -1,13 +1,13 @@
-//! `facesearch user`: manage users directly in the database of a data directory,
-//! without a running server (or next to one: SQLite's WAL lets both work at once).
+//! `facesearch user`: manage users directly in the database of a data directory (or
+//! in PostgreSQL with `--store`), without a running server or next to one.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use facesearch_api::routes::users::{check_password, check_username, parse_role, user_object};
-use facesearch_store::{Role, SqliteStore, Store, User};
+use facesearch_store::{PostgresStore, Role, SqliteStore, Store, User};
 use serde_json::{Value, json};
 
 /// The database file inside a data directory.
@@ -31,6 +31,9 @@ pub struct UserArgs {
     /// Data directory of the server [default: ./facesearch-data].
     #[arg(long, env = "FACESEARCH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Manage the users of a PostgreSQL store instead.
+    #[command(flatten)]
+    database: super::database::DatabaseArgs,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -65,15 +68,37 @@ enum UserCommand {
 pub fn run(args: UserArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("facesearch-data"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(execute(args, &data_dir))
+    let location = match args.database.postgres()? {
+        Some(pg) => Location::Postgres(pg),
+        None => Location::DataDir(data_dir),
+    };
+    runtime.block_on(execute(args, &location))
 }
 
-/// Opens the store; only `add` may create a new one.
-fn open(data_dir: &Path, create: bool) -> anyhow::Result<SqliteStore> {
-    if !create && !data_dir.join(DB_FILE).is_file() {
-        bail!("there is no facesearch database in {} (wrong --data-dir or FACESEARCH_DATA_DIR?)", data_dir.display());
+/// Where the users are kept.
+enum Location {
+    DataDir(PathBuf),
+    Postgres(facesearch_store::PostgresConfig),
+}
+
+/// Opens the store; only `add` may create a new embedded one.
+async fn open(location: &Location, create: bool) -> anyhow::Result<Box<dyn Store>> {
+    match location {
+        Location::DataDir(data_dir) => {
+            if !create && !data_dir.join(DB_FILE).is_file() {
+                bail!(
+                    "there is no facesearch database in {} (wrong --data-dir or FACESEARCH_DATA_DIR?)",
+                    data_dir.display()
+                );
+            }
+            let store = SqliteStore::open(data_dir)
+                .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+            Ok(Box::new(store))
+        }
+        Location::Postgres(pg) => {
+            Ok(Box::new(PostgresStore::connect(pg).await.context("opening the PostgreSQL database")?))
+        }
     }
-    SqliteStore::open(data_dir).with_context(|| format!("opening the database in {}", data_dir.display()))
 }
 
 /// The new password: from FACESEARCH_NEW_PASSWORD, else one line of standard input.
@@ -99,11 +124,11 @@ fn read_password(username: &str) -> anyhow::Result<String> {
     Ok(password)
 }
 
-async fn existing_user(store: &SqliteStore, username: &str) -> anyhow::Result<User> {
+async fn existing_user(store: &dyn Store, username: &str) -> anyhow::Result<User> {
     store.get_user(username).await?.ok_or_else(|| anyhow!("there is no user named {username:?}"))
 }
 
-async fn existing_index(store: &SqliteStore, index_id: &str) -> anyhow::Result<()> {
+async fn existing_index(store: &dyn Store, index_id: &str) -> anyhow::Result<()> {
     store.get_index(index_id).await?.ok_or_else(|| anyhow!("there is no index with id {index_id:?}"))?;
     Ok(())
 }
@@ -117,7 +142,7 @@ fn grants_text(user: &User) -> String {
     if user.grants.is_empty() { "-".to_string() } else { user.grants.join(",") }
 }
 
-async fn warn_if_no_admin(store: &SqliteStore) -> anyhow::Result<()> {
+async fn warn_if_no_admin(store: &dyn Store) -> anyhow::Result<()> {
     if !store.list_users().await?.iter().any(|u| u.role == Role::Admin) {
         eprintln!(
             "note: this database has no admin user, and the server only creates one in an empty database; \
@@ -127,16 +152,16 @@ async fn warn_if_no_admin(store: &SqliteStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn execute(args: UserArgs, data_dir: &Path) -> anyhow::Result<()> {
+async fn execute(args: UserArgs, location: &Location) -> anyhow::Result<()> {
     let json = args.json;
     match args.command {
         UserCommand::Add { username, role, grants } => {
             check_username(&username).map_err(|e| anyhow!("{}", e.message))?;
             let role = parse_role(&role).map_err(|e| anyhow!("{}", e.message))?;
             let password = read_password(&username)?;
-            let store = open(data_dir, true)?;
+            let store = open(location, true).await?;
             for id in &grants {
-                existing_index(&store, id).await?;
+                existing_index(store.as_ref(), id).await?;
             }
             store.create_user(&username, &password, role).await.map_err(|e| match e {
                 facesearch_store::StoreError::DuplicateUser(_) => anyhow!("a user named {username:?} already exists"),
@@ -147,16 +172,16 @@ async fn execute(args: UserArgs, data_dir: &Path) -> anyhow::Result<()> {
                     bail!("there is no index with id {id:?}");
                 }
             }
-            let user = existing_user(&store, &username).await?;
+            let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&user_object(&user))?;
             } else {
                 println!("created user {username} ({role}), grants: {}", grants_text(&user));
             }
-            warn_if_no_admin(&store).await?;
+            warn_if_no_admin(store.as_ref()).await?;
         }
         UserCommand::List => {
-            let store = open(data_dir, false)?;
+            let store = open(location, false).await?;
             let users = store.list_users().await?;
             if json {
                 print_json(&Value::Array(users.iter().map(user_object).collect()))?;
@@ -169,13 +194,13 @@ async fn execute(args: UserArgs, data_dir: &Path) -> anyhow::Result<()> {
             }
         }
         UserCommand::Passwd { username } => {
-            let store = open(data_dir, false)?;
-            existing_user(&store, &username).await?;
+            let store = open(location, false).await?;
+            existing_user(store.as_ref(), &username).await?;
             let password = read_password(&username)?;
             if !store.set_password(&username, &password).await? {
                 bail!("there is no user named {username:?}");
             }
-            let user = existing_user(&store, &username).await?;
+            let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&user_object(&user))?;
             } else {
@@ -183,13 +208,13 @@ async fn execute(args: UserArgs, data_dir: &Path) -> anyhow::Result<()> {
             }
         }
         UserCommand::Grant { username, index_id } => {
-            let store = open(data_dir, false)?;
-            existing_user(&store, &username).await?;
-            existing_index(&store, &index_id).await?;
+            let store = open(location, false).await?;
+            existing_user(store.as_ref(), &username).await?;
+            existing_index(store.as_ref(), &index_id).await?;
             if !store.grant(&username, &index_id).await? {
                 bail!("could not grant {index_id:?} to {username:?}: the user or the index no longer exists");
             }
-            let user = existing_user(&store, &username).await?;
+            let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&user_object(&user))?;
             } else {
@@ -197,10 +222,10 @@ async fn execute(args: UserArgs, data_dir: &Path) -> anyhow::Result<()> {
             }
         }
         UserCommand::Revoke { username, index_id } => {
-            let store = open(data_dir, false)?;
-            existing_user(&store, &username).await?;
+            let store = open(location, false).await?;
+            existing_user(store.as_ref(), &username).await?;
             let removed = store.revoke(&username, &index_id).await?;
-            let user = existing_user(&store, &username).await?;
+            let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&json!({"user": user_object(&user), "revoked": removed}))?;
             } else if removed {
@@ -210,8 +235,8 @@ async fn execute(args: UserArgs, data_dir: &Path) -> anyhow::Result<()> {
             }
         }
         UserCommand::Remove { username } => {
-            let store = open(data_dir, false)?;
-            let user = existing_user(&store, &username).await?;
+            let store = open(location, false).await?;
+            let user = existing_user(store.as_ref(), &username).await?;
             if user.role == Role::Admin {
                 let admins = store.list_users().await?.iter().filter(|u| u.role == Role::Admin).count();
                 if admins <= 1 {

@@ -282,6 +282,8 @@ pub struct Server {
     /// The server's `facesearch ready (…)` line.
     pub ready_line: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database the server keeps its data in, if not SQLite.
+    pub database_url: Option<String>,
     child: Child,
     _dir: Option<TempDir>,
     client: Client,
@@ -358,8 +360,9 @@ impl Server {
             cmd.env("FACESEARCH_LOG", "warn,ort=error");
         }
         cmd.env("FACESEARCH_ADMIN_PASSWORD", ADMIN_PASSWORD);
-        if opts.store == StoreKind::Postgres {
-            let url = opts.database_url.clone().unwrap_or_else(|| facesearch_pgfixture::shared().fresh_database());
+        let database_url = (opts.store == StoreKind::Postgres)
+            .then(|| opts.database_url.clone().unwrap_or_else(|| facesearch_pgfixture::shared().fresh_database()));
+        if let Some(url) = &database_url {
             cmd.env("FACESEARCH_DATABASE_URL", url);
         }
         for (k, v) in &opts.env {
@@ -426,7 +429,7 @@ impl Server {
             let _ = child.wait();
             panic!("the server never said where it listens; its stdout:\n{}", seen.join("\n"));
         };
-        Server { base, ready_line, data_dir, child, _dir: dir, client: client() }
+        Server { base, ready_line, data_dir, database_url, child, _dir: dir, client: client() }
     }
 
     /// Stops the server gracefully (closes its stdin, as a service manager's stop
