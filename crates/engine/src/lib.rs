@@ -335,16 +335,7 @@ async fn refuse_duplicate(
             min_similarity,
             limit: 2,
         };
-        let found = store.nearest_faces(query).await?;
-        found
-            .into_iter()
-            .map(|f| Hit {
-                collection: f.index_id,
-                record_id: f.record_id,
-                image_id: f.image_id,
-                similarity: f.similarity,
-            })
-            .collect()
+        store.nearest_faces(query).await?.into_iter().map(hit_of).collect()
     } else {
         let (v, i, e) = (vectors.clone(), index_id.to_string(), embedding.to_vec());
         tokio::task::spawn_blocking(move || v.slot(pack).vectors.search(&e, &[i.as_str()], min_similarity, 2))
@@ -360,6 +351,20 @@ async fn refuse_duplicate(
         }),
         _ => Ok(()),
     }
+}
+
+/// A face the store found, as the in-memory index reports one.
+fn hit_of(face: facesearch_store::NearestFace) -> Hit {
+    Hit { collection: face.index_id, record_id: face.record_id, image_id: face.image_id, similarity: face.similarity }
+}
+
+/// Sorts hits by calibrated score (then similarity, then record id, for a stable
+/// order) and keeps the best `n`.
+fn best_first(scored: &mut Vec<(Hit, f64)>, n: usize) {
+    scored.sort_by(|(a, sa), (b, sb)| {
+        sb.total_cmp(sa).then_with(|| b.similarity.total_cmp(&a.similarity)).then_with(|| a.record_id.cmp(&b.record_id))
+    });
+    scored.truncate(n);
 }
 
 /// Whether a write failed because the store holds the index's vectors of another pack
@@ -765,12 +770,7 @@ impl Engine {
                     scored.push((hit, score));
                 }
             }
-            scored.sort_by(|(a, sa), (b, sb)| {
-                sb.total_cmp(sa)
-                    .then_with(|| b.similarity.total_cmp(&a.similarity))
-                    .then_with(|| a.record_id.cmp(&b.record_id))
-            });
-            scored.truncate(candidates);
+            best_first(&mut scored, candidates);
             Ok::<_, EngineError>((Some(scored), start.elapsed()))
         })
         .await
@@ -817,21 +817,10 @@ impl Engine {
             };
             for face in found {
                 let score = round2(calibration.score(face.similarity));
-                let hit = Hit {
-                    collection: face.index_id,
-                    record_id: face.record_id,
-                    image_id: face.image_id,
-                    similarity: face.similarity,
-                };
-                scored.push((hit, score));
+                scored.push((hit_of(face), score));
             }
         }
-        scored.sort_by(|(a, sa), (b, sb)| {
-            sb.total_cmp(sa)
-                .then_with(|| b.similarity.total_cmp(&a.similarity))
-                .then_with(|| a.record_id.cmp(&b.record_id))
-        });
-        scored.truncate(candidates);
+        best_first(&mut scored, candidates);
         self.observe(|o| o.vectors_searched(start.elapsed()));
         Ok(Some(scored))
     }

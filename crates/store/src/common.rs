@@ -5,7 +5,7 @@
 use argon2::password_hash::{self, PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
-use crate::{NewImage, StoreError};
+use crate::{NewImage, Record, RecordPatch, StoreError};
 
 /// Longest cursor string accepted (ours are ~130 characters).
 const MAX_CURSOR_LEN: usize = 512;
@@ -94,4 +94,34 @@ pub(crate) fn check_pack(index_id: &str, index_pack: &str, vector_pack: &str) ->
         });
     }
     Ok(())
+}
+
+/// Applies a patch's field changes to `record`. Returns the reference the patch asks
+/// for (`Some(None)`: remove it) when it differs from the record's, for the store to
+/// check that no other record of the index uses it before setting it.
+pub(crate) fn apply_patch(record: &mut Record, patch: RecordPatch) -> Option<Option<String>> {
+    let RecordPatch { name, dob, nationality, gender, id_no, address, watch_list, additional_info, reference } = patch;
+    let f = &mut record.fields;
+    for (slot, value) in [
+        (&mut f.name, name),
+        (&mut f.dob, dob),
+        (&mut f.nationality, nationality),
+        (&mut f.gender, gender),
+        (&mut f.id_no, id_no),
+        (&mut f.address, address),
+        (&mut f.additional_info, additional_info),
+    ] {
+        if let Some(value) = value {
+            *slot = value;
+        }
+    }
+    if let Some(watch_list) = watch_list {
+        f.watch_list = watch_list;
+    }
+    let reference = Some(reference?).filter(|r| !r.is_empty());
+    (reference != record.reference).then_some(reference)
+}
+
+pub(crate) fn reference_taken(reference: &str) -> StoreError {
+    StoreError::Conflict(format!("reference {reference:?} is already used by another record of this index"))
 }

@@ -28,8 +28,8 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, Transaction};
 
 use crate::common::{
-    check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id,
-    password_matches, validate_username,
+    apply_patch, check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id,
+    password_matches, reference_taken, validate_username,
 };
 use crate::time::now_rfc3339;
 use crate::{
@@ -879,34 +879,11 @@ impl Store for PostgresStore {
         let Some(mut record) = load_record(&mut tx, index_id, record_id).await? else {
             return Ok(None);
         };
-        let RecordPatch { name, dob, nationality, gender, id_no, address, watch_list, additional_info, reference } =
-            patch;
-        let f = &mut record.fields;
-        for (slot, value) in [
-            (&mut f.name, name),
-            (&mut f.dob, dob),
-            (&mut f.nationality, nationality),
-            (&mut f.gender, gender),
-            (&mut f.id_no, id_no),
-            (&mut f.address, address),
-            (&mut f.additional_info, additional_info),
-        ] {
-            if let Some(value) = value {
-                *slot = value;
-            }
-        }
-        if let Some(watch_list) = watch_list {
-            f.watch_list = watch_list;
-        }
-        if let Some(reference) = reference {
-            let reference = Some(reference).filter(|r| !r.is_empty());
+        if let Some(reference) = apply_patch(&mut record, patch) {
             if let Some(new_ref) = &reference
-                && record.reference.as_ref() != Some(new_ref)
                 && load_record_by_reference(&mut tx, index_id, new_ref).await?.is_some()
             {
-                return Err(StoreError::Conflict(format!(
-                    "reference {new_ref:?} is already used by another record of this index"
-                )));
+                return Err(reference_taken(new_ref));
             }
             record.reference = reference;
         }

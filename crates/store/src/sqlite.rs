@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use sha2::{Digest, Sha256};
 
 use crate::common::{
-    check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id,
-    password_matches, to_json, validate_username,
+    apply_patch, check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id,
+    password_matches, reference_taken, to_json, validate_username,
 };
 use crate::time::now_rfc3339;
 use crate::{
@@ -1181,43 +1181,11 @@ impl Store for SqliteStore {
                 let Some(mut record) = load_record(&tx, &index_id, &record_id)? else {
                     return Ok(None);
                 };
-                let f = &mut record.fields;
-                let RecordPatch {
-                    name,
-                    dob,
-                    nationality,
-                    gender,
-                    id_no,
-                    address,
-                    watch_list,
-                    additional_info,
-                    reference,
-                } = patch;
-                for (slot, value) in [
-                    (&mut f.name, name),
-                    (&mut f.dob, dob),
-                    (&mut f.nationality, nationality),
-                    (&mut f.gender, gender),
-                    (&mut f.id_no, id_no),
-                    (&mut f.address, address),
-                    (&mut f.additional_info, additional_info),
-                ] {
-                    if let Some(value) = value {
-                        *slot = value;
-                    }
-                }
-                if let Some(watch_list) = watch_list {
-                    f.watch_list = watch_list;
-                }
-                if let Some(reference) = reference {
-                    let reference = Some(reference).filter(|r| !r.is_empty());
+                if let Some(reference) = apply_patch(&mut record, patch) {
                     if let Some(new_ref) = &reference
-                        && record.reference.as_ref() != Some(new_ref)
                         && load_record_by_reference(&tx, &index_id, new_ref)?.is_some()
                     {
-                        return Err(StoreError::Conflict(format!(
-                            "reference {new_ref:?} is already used by another record of this index"
-                        )));
+                        return Err(reference_taken(new_ref));
                     }
                     record.reference = reference;
                 }
