@@ -24,7 +24,7 @@ pub struct DatabaseArgs {
     #[arg(long, env = "FACESEARCH_PG_EF_SEARCH")]
     pub pg_ef_search: Option<u32>,
     /// Searches over fewer records than this scan every vector exactly in PostgreSQL
-    /// instead of walking the HNSW graph [default: 20000].
+    /// instead of walking the HNSW graph [default: 100000].
     #[arg(long, env = "FACESEARCH_PG_EXACT_BELOW")]
     pub pg_exact_below: Option<u64>,
 }
@@ -68,7 +68,7 @@ mod tests {
         assert!(DatabaseArgs::default().postgres().unwrap().is_none());
         assert!(args("").postgres().unwrap().is_none());
         let pg = args("postgres://u:p@h/db").postgres().unwrap().unwrap();
-        assert_eq!((pg.max_connections, pg.ef_search, pg.exact_below), (16, 400, 20_000));
+        assert_eq!((pg.max_connections, pg.ef_search, pg.exact_below), (16, 400, 100_000));
         assert!(args("sqlite://x").postgres().is_err());
         let bad = DatabaseArgs { pg_ef_search: Some(0), ..args("postgresql://h/db") };
         assert!(bad.postgres().is_err());

@@ -9,7 +9,7 @@
 //!   searches and enrolments; `facesearch_vector_search_duration_seconds`: the
 //!   in-memory vector scan of a search.
 //! * `facesearch_liveness_rejections_total{outcome}`: `spoof` or `cannot_judge`.
-//! * `facesearch_index_faces{index_id}` (vectors in memory) and
+//! * `facesearch_index_faces{index_id}` (vectors in memory; absent on PostgreSQL) and
 //!   `facesearch_index_records{index_id}` (records in the store), read at scrape time.
 //! * `facesearch_model_pack_info{pack,detector,embedder,liveness,dimension}`,
 //!   `facesearch_build_info{version}` and `facesearch_ready` (models loaded).
@@ -231,7 +231,8 @@ impl Metrics {
         for index in indexes.iter().flatten() {
             let labels = IndexLabels { index_id: index.id.clone() };
             self.index_records.get_or_create(&labels).set(i64::try_from(index.record_count).unwrap_or(i64::MAX));
-            if let Some(engine) = engine {
+            // Searched in the database (PostgreSQL), no vectors are held in memory.
+            if let Some(engine) = engine.filter(|e| e.index_origin() != facesearch_engine::IndexOrigin::Database) {
                 let faces = engine.vectors_in(&index.id);
                 self.index_faces.get_or_create(&labels).set(i64::try_from(faces).unwrap_or(i64::MAX));
             }
