@@ -55,6 +55,9 @@ pub struct IndexBench {
     /// Save and reload the index at each size, timing the load (cold start).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     cold_start: bool,
+    /// Exact scan only: build no HNSW graph (for sizes whose graph takes hours to build).
+    #[arg(long)]
+    exact_only: bool,
 }
 
 /// `facesearch bench pgvector`: the same workload as `bench index`, searched inside
@@ -332,7 +335,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
     let work = Workload::new(&real, args.queries)?;
     let (dim, queries, query_identity) = (work.dim, &work.queries, &work.query_identity);
     let config = IndexConfig {
-        ann_min_rows: 1,
+        ann_min_rows: if args.exact_only { usize::MAX } else { 1 },
         connectivity: args.connectivity,
         ef_search: args.ef_search.first().copied().unwrap_or(128),
         quantization: args.quantization,
@@ -384,7 +387,8 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         }
         exact_t.sort();
         let mut per_ef = Vec::new();
-        for &ef in &args.ef_search {
+        let ef_values: &[usize] = if args.exact_only { &[] } else { &args.ef_search };
+        for &ef in ef_values {
             index.set_ef_search(ef);
             let (mut ann_t, mut hit, mut want) = (Vec::new(), 0usize, 0usize);
             let (mut mated_found, mut mated) = (0usize, 0usize);
@@ -431,7 +435,9 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         } else {
             "-".into()
         };
-        for (i, (ef, ann_t, recall, mated)) in per_ef.iter().enumerate() {
+        let graph_rows: Vec<Option<&(usize, Vec<Duration>, f64, String)>> =
+            if per_ef.is_empty() { vec![None] } else { per_ef.iter().map(Some).collect() };
+        for (i, graph) in graph_rows.into_iter().enumerate() {
             let first = i == 0;
             let blank = || "".to_string();
             rows.push(vec![
@@ -442,9 +448,11 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
                     blank()
                 },
                 if first { faiss.clone() } else { blank() },
-                format!("ef {ef}: {} / {}", ms(percentile(ann_t, 0.5)), ms(percentile(ann_t, 0.99))),
-                format!("{recall:.4}"),
-                mated.clone(),
+                graph.map_or("-".into(), |(ef, t, _, _)| {
+                    format!("ef {ef}: {} / {}", ms(percentile(t, 0.5)), ms(percentile(t, 0.99)))
+                }),
+                graph.map_or("-".into(), |(_, _, recall, _)| format!("{recall:.4}")),
+                graph.map_or("-".into(), |(_, _, _, mated)| mated.clone()),
                 if first { format!("{:.0} / s", size as f64 / insert.as_secs_f64().max(1e-9)) } else { blank() },
                 if first {
                     format!("{} B (RSS {} B)", stats.vector_bytes / size.max(1), rss / size.max(1))
