@@ -104,6 +104,9 @@ pub struct PipelineConfig {
     pub flip_average: bool,
     pub liveness: LivenessConfig,
     pub runtime: RuntimeOptions,
+    /// Run the liveness check on its own thread beside the embedding (lower latency
+    /// per search when a core is free; the same work either way).
+    pub parallel_liveness: bool,
 }
 
 impl Default for PipelineConfig {
@@ -115,6 +118,7 @@ impl Default for PipelineConfig {
             flip_average: false,
             liveness: LivenessConfig::default(),
             runtime: RuntimeOptions::default(),
+            parallel_liveness: true,
         }
     }
 }
@@ -299,23 +303,43 @@ impl FacePipeline {
         timings.detect = start.elapsed();
         let face = choose(&faces, choice, (decoded.rgb.width(), decoded.rgb.height()))?;
 
-        let start = Instant::now();
-        let aligned = Self::align(&decoded.rgb, face)?;
-        let quality = assess(&decoded.rgb, face, &aligned.image);
-        if let Some(failure) = minimums.and_then(|m| quality.first_failure(m)) {
-            return Err(PipelineError::LowQuality(failure));
-        }
-        self.check_size(face)?;
-        let embedding = self.embedder.embed(&aligned)?;
-        timings.align_embed = start.elapsed();
-
-        let liveness = if with_liveness {
+        // Embedding and the liveness check both need only the detection: on a machine
+        // with a core to spare they run side by side, which takes the liveness model
+        // off a single search's latency (each inference keeps its own thread count).
+        let embed = || -> Result<_, PipelineError> {
             let start = Instant::now();
-            let verdict = self.liveness(&decoded.rgb, face)?;
-            timings.liveness = start.elapsed();
-            Some(verdict)
+            let aligned = Self::align(&decoded.rgb, face)?;
+            let quality = assess(&decoded.rgb, face, &aligned.image);
+            if let Some(failure) = minimums.and_then(|m| quality.first_failure(m)) {
+                return Err(PipelineError::LowQuality(failure));
+            }
+            self.check_size(face)?;
+            let embedding = self.embedder.embed(&aligned)?;
+            Ok((embedding, quality, start.elapsed()))
+        };
+        let judge = || {
+            let start = Instant::now();
+            self.liveness(&decoded.rgb, face).map(|verdict| (verdict, start.elapsed()))
+        };
+        let (embedded, judged) = if with_liveness && self.config.parallel_liveness {
+            std::thread::scope(|scope| {
+                let liveness = scope.spawn(judge);
+                let embedded = embed();
+                // A panic in the liveness thread is a bug; re-raise it here.
+                let judged = liveness.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (embedded, Some(judged))
+            })
         } else {
-            None
+            (embed(), with_liveness.then(judge))
+        };
+        let (embedding, quality, align_embed) = embedded?;
+        timings.align_embed = align_embed;
+        let liveness = match judged.transpose()? {
+            Some((verdict, took)) => {
+                timings.liveness = took;
+                Some(verdict)
+            }
+            None => None,
         };
         Ok(ProbeFace {
             detection: face.clone(),
