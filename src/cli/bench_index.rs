@@ -330,6 +330,9 @@ impl<'a> Workload<'a> {
     }
 }
 
+/// One graph setting's results: (ef, sorted latencies, recall@k, mated recall text).
+type GraphRow = (usize, Vec<Duration>, f64, String);
+
 pub fn run(args: IndexBench) -> anyhow::Result<()> {
     let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
     let work = Workload::new(&real, args.queries)?;
@@ -435,7 +438,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         } else {
             "-".into()
         };
-        let graph_rows: Vec<Option<&(usize, Vec<Duration>, f64, String)>> =
+        let graph_rows: Vec<Option<&GraphRow>> =
             if per_ef.is_empty() { vec![None] } else { per_ef.iter().map(Some).collect() };
         for (i, graph) in graph_rows.into_iter().enumerate() {
             let first = i == 0;

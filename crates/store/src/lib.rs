@@ -210,6 +210,23 @@ pub struct NewIndex {
     pub pack: String,
 }
 
+impl NewIndex {
+    /// The index as stored under `id` at `now`, with no records yet.
+    pub(crate) fn created(self, id: String, now: String) -> IndexInfo {
+        IndexInfo {
+            id,
+            index_name: self.index_name,
+            index_type: self.index_type,
+            record_count: 0,
+            title: self.title,
+            description: self.description,
+            pack: self.pack,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IndexPatch {
     pub title: Option<String>,

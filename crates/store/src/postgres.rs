@@ -701,17 +701,7 @@ impl Store for PostgresStore {
             }
             Err(e) => return Err(db("creating an index")(e)),
         }
-        Ok(IndexInfo {
-            id,
-            index_name: new.index_name,
-            index_type: new.index_type,
-            record_count: 0,
-            title: new.title,
-            description: new.description,
-            pack: new.pack,
-            created_at: now.clone(),
-            updated_at: now,
-        })
+        Ok(new.created(id, now))
     }
 
     async fn get_index(&self, id: &str) -> Result<Option<IndexInfo>, StoreError> {

@@ -961,17 +961,7 @@ impl Store for SqliteStore {
                     }
                 })?;
                 tx.commit().ctx("committing a new index")?;
-                Ok(IndexInfo {
-                    id,
-                    index_name: new.index_name,
-                    index_type: new.index_type,
-                    record_count: 0,
-                    title: new.title,
-                    description: new.description,
-                    pack: new.pack,
-                    created_at: now.clone(),
-                    updated_at: now,
-                })
+                Ok(new.created(id, now))
             })
         })
         .await
