@@ -82,3 +82,18 @@ fn an_embedded_data_dir_moves_into_postgres_whole_and_resumably() {
     let audit = p.get("/audit?limit=100").ok(200).clone();
     assert!(audit.to_string().contains("record.enrol"), "{audit}");
 }
+
+#[test]
+fn migrate_refuses_a_missing_database_or_url_clearly_and_copies_nothing() {
+    let dir = temp_dir();
+    let url = facesearch_pgfixture::shared().fresh_database();
+    let (ok, out) = migrate(&dir.path().join("nothing-here"), &url, &[]);
+    assert!(!ok && out.contains("no facesearch database in"), "{out}");
+    let (ok, out) = migrate(&dir.path().join("nothing-here"), "mysql://elsewhere/db", &[]);
+    assert!(!ok && out.contains("postgres://"), "{out}");
+    // Nothing was created in the target database.
+    let db = url.rsplit('/').next().unwrap();
+    let tables =
+        facesearch_pgfixture::shared().psql(db, "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'").unwrap();
+    assert_eq!(tables.trim(), "0");
+}

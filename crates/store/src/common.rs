@@ -7,6 +7,17 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
 use crate::{NewImage, Record, RecordPatch, StoreError};
 
+/// The columns both stores read for an index, a record (table alias `r`) and a
+/// re-embedding job, in the order their row decoders expect.
+pub(crate) const INDEX_COLS: &str =
+    "id, index_name, index_type, record_count, title, description, pack, created_at, updated_at";
+
+pub(crate) const RECORD_COLS: &str = "r.id, r.index_id, r.name, r.dob, r.nationality, r.gender, r.id_no, \
+                           r.address, r.watch_list, r.additional_info, r.reference, r.created_at, r.updated_at";
+
+pub(crate) const JOB_COLS: &str = "id, index_id, pack, from_pack, state, total, done, failed, failures, error, requested_by, \
+                        created_at, updated_at, finished_at";
+
 /// Longest cursor string accepted (ours are ~130 characters).
 const MAX_CURSOR_LEN: usize = 512;
 

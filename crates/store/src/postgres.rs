@@ -28,8 +28,8 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, Transaction};
 
 use crate::common::{
-    apply_patch, check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id,
-    password_matches, reference_taken, validate_username,
+    INDEX_COLS, JOB_COLS, RECORD_COLS, apply_patch, check_image, check_pack, check_vector, count_u64, decode_cursor,
+    encode_cursor, hash_password, new_id, password_matches, reference_taken, validate_username,
 };
 use crate::time::now_rfc3339;
 use crate::{
@@ -260,8 +260,6 @@ fn as_i64(n: usize) -> i64 {
 // ---------------------------------------------------------------------------------
 // Rows
 
-const INDEX_COLS: &str = "id, index_name, index_type, record_count, title, description, pack, created_at, updated_at";
-
 #[derive(FromRow)]
 struct IndexRow {
     id: String,
@@ -292,9 +290,6 @@ impl IndexRow {
         })
     }
 }
-
-const RECORD_COLS: &str = "r.id, r.index_id, r.name, r.dob, r.nationality, r.gender, r.id_no, \
-                           r.address, r.watch_list, r.additional_info, r.reference, r.created_at, r.updated_at";
 
 #[derive(FromRow)]
 struct RecordRow {
@@ -529,9 +524,6 @@ impl From<EmbeddingDbRow> for EmbeddingRow {
 
 // ---------------------------------------------------------------------------------
 // Re-embedding jobs
-
-const JOB_COLS: &str = "id, index_id, pack, from_pack, state, total, done, failed, failures, error, requested_by, \
-                        created_at, updated_at, finished_at";
 
 #[derive(FromRow)]
 struct JobRow {
@@ -1471,15 +1463,20 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         // Repeatable read: the packs checked and the vectors searched are one snapshot.
-        let mut tx = self.begin("searching").await?;
-        for sql in [
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string(),
-            format!("SET LOCAL hnsw.ef_search = {}", self.ef_search.min(1000)),
-            // Keep walking the graph until enough rows pass the index filter.
-            "SET LOCAL hnsw.iterative_scan = relaxed_order".to_string(),
-        ] {
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(db("configuring a search"))?;
-        }
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(db("starting a search"))?;
+        // Both settings in one round trip, local to this transaction; the iterative scan
+        // keeps walking the graph until enough rows pass the index filter.
+        sqlx::query(
+            "SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+        )
+        .bind(self.ef_search.min(1000).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("configuring a search"))?;
         let packs: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT id, pack, record_count FROM indexes WHERE id = ANY($1)")
                 .bind(&query.index_ids)

@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use sha2::{Digest, Sha256};
 
 use crate::common::{
-    apply_patch, check_image, check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, new_id,
-    password_matches, reference_taken, to_json, validate_username,
+    INDEX_COLS, JOB_COLS, RECORD_COLS, apply_patch, check_image, check_pack, check_vector, count_u64, decode_cursor,
+    encode_cursor, hash_password, new_id, password_matches, reference_taken, to_json, validate_username,
 };
 use crate::time::now_rfc3339;
 use crate::{
@@ -424,8 +424,6 @@ fn checkpoint_after_erase(conn: &Connection) {
 // ---------------------------------------------------------------------------------
 // Indexes
 
-const INDEX_COLS: &str = "id, index_name, index_type, record_count, title, description, pack, created_at, updated_at";
-
 type RawIndex = (String, String, String, i64, String, String, String, String, String);
 
 fn raw_index(r: &Row<'_>) -> rusqlite::Result<RawIndex> {
@@ -466,9 +464,6 @@ fn list_indexes(conn: &Connection) -> Result<Vec<IndexInfo>, StoreError> {
 
 // ---------------------------------------------------------------------------------
 // Records
-
-const RECORD_COLS: &str = "r.id, r.index_id, r.name, r.dob, r.nationality, r.gender, r.id_no, \
-                           r.address, r.watch_list, r.additional_info, r.reference, r.created_at, r.updated_at";
 
 struct RawRecord {
     id: String,
@@ -771,9 +766,6 @@ fn scan_embeddings(conn: &Connection, filter: &str, param: &str) -> Result<Vec<E
 
 /// The ids of an index's images, as a subquery on parameter `?1`.
 const INDEX_IMAGES: &str = "SELECT i.id FROM images i JOIN records r ON r.id = i.record_id WHERE r.index_id = ?1";
-
-const JOB_COLS: &str = "id, index_id, pack, from_pack, state, total, done, failed, failures, error, requested_by, \
-                        created_at, updated_at, finished_at";
 
 struct RawJob {
     id: String,

@@ -229,3 +229,34 @@ async fn an_outage_is_a_clear_error_and_the_store_reconnects_by_itself() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_clear_error_and_stores_nothing() {
+    // A URL that is not one: refused before any connection, the password not echoed.
+    match PostgresStore::connect(&PostgresConfig::new("postgres://u:secret@[::1")).await {
+        Err(StoreError::InvalidInput(message)) => assert!(!message.contains("secret"), "{message}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    let store = connect(&facesearch_pgfixture::shared().fresh_database()).await;
+    let index = store.create_index(new_index("bad")).await.unwrap();
+    let query = |vector: Vec<f32>| VectorQuery {
+        pack: "open".into(),
+        index_ids: vec![index.id.clone()],
+        vector,
+        min_similarity: -1.0,
+        limit: 5,
+    };
+    for vector in [vec![], vec![f32::NAN; DIM]] {
+        assert!(matches!(store.nearest_faces(query(vector)).await, Err(StoreError::InvalidInput(_))));
+    }
+    // An image without bytes or with a non-finite vector: nothing is stored.
+    let mut empty = image(vec![0.1; DIM]);
+    empty.bytes.clear();
+    let mut infinite = image(vec![0.1; DIM]);
+    infinite.embedding[3] = f32::INFINITY;
+    for bad in [empty, infinite] {
+        assert!(matches!(store.enrol(&index.id, person("x"), None, bad).await, Err(StoreError::InvalidInput(_))));
+    }
+    assert_eq!(store.get_index(&index.id).await.unwrap().unwrap().record_count, 0);
+    assert!(store.embeddings("open").await.unwrap().is_empty());
+}
