@@ -81,11 +81,12 @@ pub async fn copy(
     for dim in crate::postgres::INDEXED_DIMS {
         to.drop_vector_graph(dim).await?;
     }
-    for table in TABLES {
+    for spec in &SPECS {
+        let table = spec.table;
         let mut done = TableCopy { table, ..TableCopy::default() };
         let mut after: i64 = 0;
         loop {
-            let (rows, last) = copy_batch(from, to, table, after).await?;
+            let (rows, last) = copy_batch(from, to, spec, after).await?;
             if rows.0 == 0 {
                 break;
             }
@@ -110,400 +111,205 @@ pub async fn copy(
     Ok(report)
 }
 
-/// One batch of `table` after SQLite rowid `after` (tables without a rowid are read
-/// whole in one batch): ((read, written), last rowid).
+/// How a column travels from SQLite to PostgreSQL.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// TEXT (nullable).
+    Text,
+    /// INTEGER → integer.
+    I32,
+    /// INTEGER → bigint.
+    I64,
+    /// JSON text → jsonb.
+    Json,
+    /// JSON text or NULL → jsonb or NULL.
+    OptJson,
+    /// BLOB → bytea.
+    Bytes,
+    /// Little-endian f32 BLOB (or NULL) → pgvector `vector`.
+    Vector,
+}
+
+/// One value read from SQLite, ready to bind.
+enum Cell {
+    Text(Option<String>),
+    I32(Option<i32>),
+    I64(Option<i64>),
+    Json(Option<serde_json::Value>),
+    Bytes(Vec<u8>),
+    Vector(Option<Vector>),
+}
+
+/// How one table is copied. `select` returns a paging key first (SQLite's rowid, or
+/// a constant for small tables read whole), then the columns `insert` takes as
+/// `$1…$n`, in that order; `?1` is the key to start after and `?2` the batch size.
+struct TableSpec {
+    table: &'static str,
+    select: &'static str,
+    insert: &'static str,
+    kinds: &'static [Kind],
+    batch: i64,
+}
+
+use Kind::{Bytes, I32, I64, Json as J, OptJson, Text as T, Vector as V};
+
+/// In [`TABLES`] order: foreign keys are satisfied table by table.
+const SPECS: [TableSpec; 9] = [
+    // record_count is left at 0: the records' trigger counts them as they arrive.
+    TableSpec {
+        table: "indexes",
+        select: "SELECT rowid, id, index_name, index_type, title, description, pack, created_at, updated_at
+                 FROM indexes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        insert: "INSERT INTO indexes (id, index_name, index_type, title, description, pack, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        kinds: &[T, T, T, T, T, T, T, T],
+        batch: BATCH,
+    },
+    TableSpec {
+        table: "records",
+        select: "SELECT rowid, id, index_id, name, dob, nationality, gender, id_no, address, watch_list,
+                        additional_info, reference, created_at, updated_at
+                 FROM records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        insert: "INSERT INTO records (id, index_id, name, dob, nationality, gender, id_no, address, watch_list,
+                                      additional_info, reference, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
+        kinds: &[T, T, T, T, T, T, T, T, J, T, T, T, T],
+        batch: BATCH,
+    },
+    TableSpec {
+        table: "images",
+        select: "SELECT rowid, id, record_id, mime, file_name, sha256, face, quality, created_at, bytes
+                 FROM images WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        insert: "INSERT INTO images (id, record_id, mime, file_name, sha256, face, quality, created_at, bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+        kinds: &[T, T, T, T, T, J, OptJson, T, Bytes],
+        batch: IMAGE_BATCH,
+    },
+    // record_id and index_id are copied onto the vector, as the PostgreSQL schema keeps them.
+    TableSpec {
+        table: "embeddings",
+        select: "SELECT e.rowid, e.image_id, i.record_id, r.index_id, e.pack, e.dim, e.vector
+                 FROM embeddings e JOIN images i ON i.id = e.image_id JOIN records r ON r.id = i.record_id
+                 WHERE e.rowid > ?1 ORDER BY e.rowid LIMIT ?2",
+        insert: "INSERT INTO embeddings (image_id, record_id, index_id, pack, dim, vector)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (image_id) DO NOTHING",
+        kinds: &[T, T, T, T, I32, V],
+        batch: BATCH,
+    },
+    TableSpec {
+        table: "users",
+        select: "SELECT rowid, username, role, password_hash, created_at FROM users
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        insert: "INSERT INTO users (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (username) DO NOTHING",
+        kinds: &[T, T, T, T],
+        batch: BATCH,
+    },
+    TableSpec {
+        table: "grants",
+        select: "SELECT 1, username, index_id, created_at FROM grants WHERE ?1 < 1 AND ?2 > 0
+                 ORDER BY username, index_id",
+        insert: "INSERT INTO grants (username, index_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        kinds: &[T, T, T],
+        batch: BATCH,
+    },
+    // Explicit ids, so references to entries stay valid; the sequence is moved past them.
+    TableSpec {
+        table: "audit_log",
+        select: "SELECT id, id, at, actor, action, outcome, index_ids, record_ids, details FROM audit_log
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+        insert: "INSERT INTO audit_log (id, at, actor, action, outcome, index_ids, record_ids, details)
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        kinds: &[I64, T, T, T, T, J, J, J],
+        batch: BATCH,
+    },
+    TableSpec {
+        table: "reembed_jobs",
+        select: "SELECT 1, index_id, id, pack, from_pack, state, total, done, failed, failures, error,
+                        requested_by, created_at, updated_at, finished_at
+                 FROM reembed_jobs WHERE ?1 < 1 AND ?2 > 0 ORDER BY index_id",
+        insert: "INSERT INTO reembed_jobs (index_id, id, pack, from_pack, state, total, done, failed, failures,
+                                           error, requested_by, created_at, updated_at, finished_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (index_id) DO NOTHING",
+        kinds: &[T, T, T, T, T, I64, I64, I64, J, T, T, T, T, T],
+        batch: BATCH,
+    },
+    TableSpec {
+        table: "staged_embeddings",
+        select: "SELECT 1, image_id, pack, dim, vector, failure FROM staged_embeddings
+                 WHERE ?1 < 1 AND ?2 > 0 ORDER BY image_id, pack",
+        insert: "INSERT INTO staged_embeddings (image_id, pack, dim, vector, failure) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+        kinds: &[T, T, I32, V, T],
+        batch: BATCH,
+    },
+];
+
+/// Reads one column of an SQLite row as its kind says.
+fn read_cell(row: &rusqlite::Row<'_>, i: usize, kind: Kind, table: &str) -> Result<Cell, StoreError> {
+    let err = sqlite_err("reading a row to copy");
+    let text = |row: &rusqlite::Row<'_>| row.get::<_, Option<String>>(i).map_err(sqlite_err("reading a row to copy"));
+    let json = |t: Option<String>| t.as_deref().map(|t| json(t, table)).transpose();
+    Ok(match kind {
+        Kind::Text => Cell::Text(text(row)?),
+        Kind::I32 => Cell::I32(row.get(i).map_err(err)?),
+        Kind::I64 => Cell::I64(row.get(i).map_err(err)?),
+        Kind::Json => match json(text(row)?)? {
+            Some(value) => Cell::Json(Some(value)),
+            None => return Err(StoreError::Corrupt(format!("{table}: a JSON column is NULL"))),
+        },
+        Kind::OptJson => Cell::Json(json(text(row)?)?),
+        Kind::Bytes => Cell::Bytes(row.get(i).map_err(err)?),
+        Kind::Vector => {
+            Cell::Vector(row.get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(|b| Vector::from(decode_f32(&b))))
+        }
+    })
+}
+
+/// One batch of a table after paging key `after`: ((rows read, rows written), last key).
 async fn copy_batch(
     from: &SqliteStore,
     to: &PostgresStore,
-    table: &'static str,
+    spec: &'static TableSpec,
     after: i64,
 ) -> Result<((u64, u64), i64), StoreError> {
+    let rows: Vec<(i64, Vec<Cell>)> = from
+        .read_raw(move |c| {
+            let mut stmt = c.prepare(spec.select).map_err(sqlite_err("reading rows to copy"))?;
+            let mut rows = stmt.query(params![after, spec.batch]).map_err(sqlite_err("reading rows to copy"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(sqlite_err("reading rows to copy"))? {
+                let key: i64 = row.get(0).map_err(sqlite_err("reading rows to copy"))?;
+                let cells = spec
+                    .kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, kind)| read_cell(row, i + 1, *kind, spec.table))
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push((key, cells));
+            }
+            Ok(out)
+        })
+        .await?;
     let mut tx = to.pool().begin().await.map_err(db("starting a copy batch"))?;
-    let mut written = 0u64;
-    let (read, last) = match table {
-        "indexes" => {
-            type Row = (i64, String, String, String, String, String, String, String, String);
-            let rows: Vec<Row> = from
-                .read_raw(move |c| {
-                    c.prepare(
-                        "SELECT rowid, id, index_name, index_type, title, description, pack, created_at, updated_at
-                               FROM indexes WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map(params![after, BATCH], |r| {
-                            Ok((
-                                r.get(0)?,
-                                r.get(1)?,
-                                r.get(2)?,
-                                r.get(3)?,
-                                r.get(4)?,
-                                r.get(5)?,
-                                r.get(6)?,
-                                r.get(7)?,
-                                r.get(8)?,
-                            ))
-                        })?
-                        .collect()
-                    })
-                    .map_err(sqlite_err("reading indexes"))
-                })
-                .await?;
-            for (_, id, name, kind, title, description, pack, created, updated) in &rows {
-                // record_count starts at 0: the records' trigger counts them as they arrive.
-                let done = sqlx::query(
-                    "INSERT INTO indexes (id, index_name, index_type, title, description, pack, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(name)
-                .bind(kind)
-                .bind(title)
-                .bind(description)
-                .bind(pack)
-                .bind(created)
-                .bind(updated)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying an index"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), rows.last().map_or(after, |r| r.0))
+    let mut written = 0;
+    for (_, cells) in &rows {
+        let mut query = sqlx::query(spec.insert);
+        for cell in cells {
+            query = match cell {
+                Cell::Text(v) => query.bind(v),
+                Cell::I32(v) => query.bind(v),
+                Cell::I64(v) => query.bind(v),
+                Cell::Json(v) => query.bind(v.as_ref().map(Json)),
+                Cell::Bytes(v) => query.bind(v),
+                Cell::Vector(v) => query.bind(v),
+            };
         }
-        "records" => {
-            type Row = (i64, [String; 8], String, String, Option<String>, String, String);
-            let rows: Vec<Row> = from
-                .read_raw(move |c| {
-                    c.prepare(
-                        "SELECT rowid, id, index_id, name, dob, nationality, gender, id_no, address, watch_list,
-                                additional_info, reference, created_at, updated_at
-                         FROM records WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map(params![after, BATCH], |r| {
-                            Ok((
-                                r.get(0)?,
-                                [
-                                    r.get(1)?,
-                                    r.get(2)?,
-                                    r.get(3)?,
-                                    r.get(4)?,
-                                    r.get(5)?,
-                                    r.get(6)?,
-                                    r.get(7)?,
-                                    r.get(8)?,
-                                ],
-                                r.get(9)?,
-                                r.get(10)?,
-                                r.get(11)?,
-                                r.get(12)?,
-                                r.get(13)?,
-                            ))
-                        })?
-                        .collect()
-                    })
-                    .map_err(sqlite_err("reading records"))
-                })
-                .await?;
-            for (_, [id, index_id, name, dob, nat, gender, id_no, address], watch, info, reference, created, updated) in
-                &rows
-            {
-                let done = sqlx::query(
-                    "INSERT INTO records (id, index_id, name, dob, nationality, gender, id_no, address, watch_list,
-                                          additional_info, reference, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(index_id)
-                .bind(name)
-                .bind(dob)
-                .bind(nat)
-                .bind(gender)
-                .bind(id_no)
-                .bind(address)
-                .bind(Json(json(watch, "watch_list")?))
-                .bind(info)
-                .bind(reference)
-                .bind(created)
-                .bind(updated)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying a record"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), rows.last().map_or(after, |r| r.0))
-        }
-        "images" => {
-            type Row = (i64, [String; 6], Option<String>, String, Vec<u8>);
-            let rows: Vec<Row> = from
-                .read_raw(move |c| {
-                    c.prepare(
-                        "SELECT rowid, id, record_id, mime, file_name, sha256, face, quality, created_at, bytes
-                         FROM images WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map(params![after, IMAGE_BATCH], |r| {
-                            Ok((
-                                r.get(0)?,
-                                [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
-                                r.get(7)?,
-                                r.get(8)?,
-                                r.get(9)?,
-                            ))
-                        })?
-                        .collect()
-                    })
-                    .map_err(sqlite_err("reading images"))
-                })
-                .await?;
-            for (_, [id, record_id, mime, file_name, sha256, face], quality, created, bytes) in &rows {
-                let quality = quality.as_deref().map(|q| json(q, "quality")).transpose()?;
-                let done = sqlx::query(
-                    "INSERT INTO images (id, record_id, mime, file_name, sha256, face, quality, created_at, bytes)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(record_id)
-                .bind(mime)
-                .bind(file_name)
-                .bind(sha256)
-                .bind(Json(json(face, "face")?))
-                .bind(quality.map(Json))
-                .bind(created)
-                .bind(bytes)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying an image"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), rows.last().map_or(after, |r| r.0))
-        }
-        "embeddings" => {
-            type Row = (i64, String, String, String, String, i32, Vec<u8>);
-            let rows: Vec<Row> = from
-                .read_raw(move |c| {
-                    c.prepare(
-                        "SELECT e.rowid, e.image_id, i.record_id, r.index_id, e.pack, e.dim, e.vector
-                         FROM embeddings e JOIN images i ON i.id = e.image_id JOIN records r ON r.id = i.record_id
-                         WHERE e.rowid > ?1 ORDER BY e.rowid LIMIT ?2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map(params![after, BATCH], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                        })?
-                        .collect()
-                    })
-                    .map_err(sqlite_err("reading embeddings"))
-                })
-                .await?;
-            for (_, image_id, record_id, index_id, pack, dim, vector) in &rows {
-                let done = sqlx::query(
-                    "INSERT INTO embeddings (image_id, record_id, index_id, pack, dim, vector)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (image_id) DO NOTHING",
-                )
-                .bind(image_id)
-                .bind(record_id)
-                .bind(index_id)
-                .bind(pack)
-                .bind(dim)
-                .bind(Vector::from(decode_f32(vector)))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying a vector"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), rows.last().map_or(after, |r| r.0))
-        }
-        "users" => {
-            let rows: Vec<(i64, String, String, String, String)> = from
-                .read_raw(move |c| {
-                    c.prepare(
-                        "SELECT rowid, username, role, password_hash, created_at FROM users
-                         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map(params![after, BATCH], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                        })?
-                        .collect()
-                    })
-                    .map_err(sqlite_err("reading users"))
-                })
-                .await?;
-            for (_, username, role, hash, created) in &rows {
-                let done = sqlx::query(
-                    "INSERT INTO users (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (username) DO NOTHING",
-                )
-                .bind(username)
-                .bind(role)
-                .bind(hash)
-                .bind(created)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying a user"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), rows.last().map_or(after, |r| r.0))
-        }
-        "grants" if after == 0 => {
-            let rows: Vec<(String, String, String)> = from
-                .read_raw(|c| {
-                    c.prepare("SELECT username, index_id, created_at FROM grants ORDER BY username, index_id")
-                        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
-                        .map_err(sqlite_err("reading grants"))
-                })
-                .await?;
-            for (username, index_id, created) in &rows {
-                let done = sqlx::query(
-                    "INSERT INTO grants (username, index_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(username)
-                .bind(index_id)
-                .bind(created)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying a grant"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), 1)
-        }
-        "audit_log" => {
-            type Row = (i64, [String; 4], [String; 3]);
-            let rows: Vec<Row> = from
-                .read_raw(move |c| {
-                    c.prepare(
-                        "SELECT id, at, actor, action, outcome, index_ids, record_ids, details FROM audit_log
-                         WHERE id > ?1 ORDER BY id LIMIT ?2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map(params![after, BATCH], |r| {
-                            Ok((
-                                r.get(0)?,
-                                [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
-                                [r.get(5)?, r.get(6)?, r.get(7)?],
-                            ))
-                        })?
-                        .collect()
-                    })
-                    .map_err(sqlite_err("reading the audit log"))
-                })
-                .await?;
-            for (id, [at, actor, action, outcome], [index_ids, record_ids, details]) in &rows {
-                let done = sqlx::query(
-                    "INSERT INTO audit_log (id, at, actor, action, outcome, index_ids, record_ids, details)
-                     OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(at)
-                .bind(actor)
-                .bind(action)
-                .bind(outcome)
-                .bind(Json(json(index_ids, "audit index_ids")?))
-                .bind(Json(json(record_ids, "audit record_ids")?))
-                .bind(Json(json(details, "audit details")?))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying an audit entry"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), rows.last().map_or(after, |r| r.0))
-        }
-        "reembed_jobs" if after == 0 => {
-            type Row = ([String; 5], [i64; 3], String, Option<String>, String, String, Option<String>);
-            let rows: Vec<Row> = from
-                .read_raw(|c| {
-                    c.prepare(
-                        "SELECT index_id, id, pack, from_pack, state, total, done, failed, failures, error,
-                                requested_by, created_at, updated_at, finished_at FROM reembed_jobs ORDER BY index_id",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map([], |r| {
-                            Ok((
-                                [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
-                                [r.get(5)?, r.get(6)?, r.get(7)?],
-                                r.get(8)?,
-                                r.get(9)?,
-                                r.get(10)?,
-                                r.get(11)?,
-                                r.get(13)?,
-                            ))
-                        })?
-                        .collect()
-                    })
-                    .map_err(sqlite_err("reading re-embedding jobs"))
-                })
-                .await?;
-            for (
-                [index_id, id, pack, from_pack, state],
-                [total, done_n, failed],
-                failures,
-                error,
-                by,
-                created,
-                finished,
-            ) in &rows
-            {
-                let done = sqlx::query(
-                    "INSERT INTO reembed_jobs (index_id, id, pack, from_pack, state, total, done, failed, failures,
-                                               error, requested_by, created_at, updated_at, finished_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
-                     ON CONFLICT (index_id) DO NOTHING",
-                )
-                .bind(index_id)
-                .bind(id)
-                .bind(pack)
-                .bind(from_pack)
-                .bind(state)
-                .bind(total)
-                .bind(done_n)
-                .bind(failed)
-                .bind(Json(json(failures, "job failures")?))
-                .bind(error)
-                .bind(by)
-                .bind(created)
-                .bind(finished)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying a re-embedding job"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), 1)
-        }
-        "staged_embeddings" if after == 0 => {
-            type Row = (String, String, Option<i32>, Option<Vec<u8>>, Option<String>);
-            let rows: Vec<Row> = from
-                .read_raw(|c| {
-                    c.prepare(
-                        "SELECT image_id, pack, dim, vector, failure FROM staged_embeddings ORDER BY image_id, pack",
-                    )
-                    .and_then(|mut s| {
-                        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect()
-                    })
-                    .map_err(sqlite_err("reading staged vectors"))
-                })
-                .await?;
-            for (image_id, pack, dim, vector, failure) in &rows {
-                let done = sqlx::query(
-                    "INSERT INTO staged_embeddings (image_id, pack, dim, vector, failure) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(image_id)
-                .bind(pack)
-                .bind(dim)
-                .bind(vector.as_deref().map(|v| Vector::from(decode_f32(v))))
-                .bind(failure)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copying a staged vector"))?;
-                written += done.rows_affected();
-            }
-            (rows.len(), 1)
-        }
-        // Tables read whole were done in their first batch.
-        _ => (0, after),
-    };
+        written += query.execute(&mut *tx).await.map_err(db("copying a row"))?.rows_affected();
+    }
     tx.commit().await.map_err(db("committing a copy batch"))?;
-    Ok(((read as u64, written), last))
+    Ok(((rows.len() as u64, written), rows.last().map_or(after, |r| r.0)))
 }
 
 /// What a digest hashes for each table: SQL for SQLite and for PostgreSQL returning

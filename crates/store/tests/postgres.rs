@@ -260,3 +260,60 @@ async fn bad_input_is_refused_with_a_clear_error_and_stores_nothing() {
     assert_eq!(store.get_index(&index.id).await.unwrap().unwrap().record_count, 0);
     assert!(store.embeddings("open").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_moves_every_table_and_a_second_run_writes_nothing() {
+    use facesearch_store::{NewAuditEvent, Role, SqliteStore, copy};
+    let dir = tempfile::tempdir().unwrap();
+    let from = SqliteStore::open(&dir.path().join("data")).unwrap();
+    let index = from.create_index(new_index("copied")).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut records = Vec::new();
+    for i in 0..5 {
+        let mut fields = person(&format!("p{i}"));
+        fields.watch_list = vec!["pep".into()];
+        let outcome = from.enrol(&index.id, fields, Some(format!("ref-{i}")), image(random_vector(&mut rng))).await;
+        records.push(outcome.unwrap().unwrap().into_record());
+    }
+    from.create_user("ann", "ann-Secret-123", Role::Operator).await.unwrap();
+    assert!(from.grant("ann", &index.id).await.unwrap());
+    let event = NewAuditEvent {
+        actor: "ann".into(),
+        action: "record.enrol".into(),
+        outcome: "ok".into(),
+        index_ids: vec![index.id.clone()],
+        record_ids: vec![records[0].record_id.clone()],
+        details: serde_json::json!({"n": 1}),
+    };
+    from.append_audit(event).await.unwrap();
+    // A re-embedding job halfway: one staged vector, one staged failure.
+    from.start_reembed(&index.id, "insightface", "ann").await.unwrap().unwrap();
+    let pending = from.pending_images(&index.id, "insightface", 2).await.unwrap();
+    assert!(from.stage_vector(&pending[0].image_id, "insightface", Ok(vec![0.5; 512])).await.unwrap());
+    assert!(from.stage_vector(&pending[1].image_id, "insightface", Err("NO_FACE_DETECTED".into())).await.unwrap());
+
+    let to = connect(&facesearch_pgfixture::shared().fresh_database()).await;
+    let report = copy::copy(&from, &to, |_, _| {}).await.unwrap();
+    let written = |table: &str| report.iter().find(|t| t.table == table).map(|t| t.written);
+    assert_eq!(written("records"), Some(5));
+    assert_eq!(written("staged_embeddings"), Some(2));
+    assert_eq!(written("reembed_jobs"), Some(1));
+    let checks = copy::verify(&from, &to).await.unwrap();
+    assert!(checks.iter().all(|c| c.matches() && c.sqlite_rows > 0), "{checks:?}");
+    assert!(
+        copy::copy(&from, &to, |_, _| {}).await.unwrap().iter().all(|t| t.written == 0),
+        "resumes, copies nothing twice"
+    );
+    // What arrived reads back through the store like the original.
+    let got = to.get_record(&index.id, &records[2].record_id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.fields, got.reference, got.image_ids),
+        (records[2].fields.clone(), records[2].reference.clone(), records[2].image_ids.clone())
+    );
+    let job = to.reembed_job(&index.id).await.unwrap().unwrap();
+    assert_eq!((job.done, job.failed, job.total), (2, 1, 5));
+    assert!(
+        to.verify_password("ann", "ann-Secret-123").await.unwrap().is_some_and(|u| u.grants == vec![index.id.clone()])
+    );
+    to.integrity_check().await.unwrap();
+}
