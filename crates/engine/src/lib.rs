@@ -15,8 +15,9 @@
 //! search and duplicate check to the store, and saves no snapshot, so any number of
 //! nodes can share one database and each sees the others' writes at once. Which pack
 //! an index holds is then read from the store with every request, and the store
-//! refuses a vector of another pack ([`StoreError::PackMismatch`]), which the engine
-//! treats as "the index moved": it embeds the photo again with the new pack.
+//! refuses a vector of another pack ([`StoreError::PackMismatch`]): a search embeds
+//! the probe again with the new pack; an enrolment (its photo already handed to the
+//! store) is answered "retry" — only possible while another node switches the index.
 //!
 //! CPU-heavy pipeline work runs on the blocking thread pool, bounded by a semaphore so
 //! that a burst of requests queues (and can be refused) instead of piling up threads.
@@ -365,12 +366,6 @@ fn best_first(scored: &mut Vec<(Hit, f64)>, n: usize) {
         sb.total_cmp(sa).then_with(|| b.similarity.total_cmp(&a.similarity)).then_with(|| a.record_id.cmp(&b.record_id))
     });
     scored.truncate(n);
-}
-
-/// Whether a write failed because the store holds the index's vectors of another pack
-/// than the photo was embedded with (it moved meanwhile): then it is embedded again.
-fn index_moved<T>(result: &Result<T, EngineError>) -> bool {
-    matches!(result, Err(EngineError::Store(StoreError::PackMismatch { .. })))
 }
 
 /// Deletes the saved vector index of every pack after faces were deleted, so that no
@@ -909,22 +904,13 @@ impl Engine {
                     if vectors.pack_of(&vectors.routes(), &index)? != pack {
                         return Ok(Attempt::Moved(image.bytes));
                     }
-                    // The store checks the pack itself (other nodes may move the index).
-                    let spare = vectors.in_store.then(|| image.bytes.clone());
-                    let written = async {
-                        if let Some(bar) = duplicates {
-                            refuse_duplicate(&store, &vectors, pack, &index.id, None, &probe.embedding, bar).await?;
-                        }
-                        store
-                            .enrol(&index.id, fields, reference, image)
-                            .await?
-                            .ok_or(EngineError::IndexNotFound(index.id.clone()))
+                    if let Some(bar) = duplicates {
+                        refuse_duplicate(&store, &vectors, pack, &index.id, None, &probe.embedding, bar).await?;
                     }
-                    .await;
-                    if let Some(bytes) = spare.filter(|_| index_moved(&written)) {
-                        return Ok(Attempt::Moved(bytes));
-                    }
-                    let outcome = written?;
+                    let outcome = store
+                        .enrol(&index.id, fields, reference, image)
+                        .await?
+                        .ok_or(EngineError::IndexNotFound(index.id.clone()))?;
                     if let EnrolOutcome::Created(record) = &outcome
                         && let Some(image_id) = record.image_ids.first()
                         && !vectors.in_store
@@ -983,19 +969,11 @@ impl Engine {
                     if vectors.pack_of(&vectors.routes(), &index)? != pack {
                         return Ok(Attempt::Moved(image.bytes));
                     }
-                    let spare = vectors.in_store.then(|| image.bytes.clone());
-                    let written = async {
-                        if let Some(bar) = duplicates {
-                            let own = Some(record_id.as_str());
-                            refuse_duplicate(&store, &vectors, pack, &index.id, own, &probe.embedding, bar).await?;
-                        }
-                        Ok::<_, EngineError>(store.add_image(&index.id, &record_id, image).await?)
+                    if let Some(bar) = duplicates {
+                        let own = Some(record_id.as_str());
+                        refuse_duplicate(&store, &vectors, pack, &index.id, own, &probe.embedding, bar).await?;
                     }
-                    .await;
-                    if let Some(bytes) = spare.filter(|_| index_moved(&written)) {
-                        return Ok(Attempt::Moved(bytes));
-                    }
-                    let Some((record, image_id)) = written? else {
+                    let Some((record, image_id)) = store.add_image(&index.id, &record_id, image).await? else {
                         return Ok(Attempt::Done(None));
                     };
                     if !vectors.in_store {
