@@ -7,7 +7,7 @@
 //! become record pairs (best image pair each), pairs of records that name the same
 //! person are dropped, and the rest are grouped into connected components.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,12 +42,10 @@ impl Engine {
         let (mut vectors, mut rows) = (Vec::new(), Vec::new());
         if self.vectors.in_store {
             // Nothing is held in memory: read the indexes' vectors from the store.
-            let wanted: HashSet<&str> = indexes.iter().map(|i| i.id.as_str()).collect();
-            for row in self.store.embeddings(pack.name()).await? {
-                if wanted.contains(row.index_id.as_str()) {
-                    vectors.extend_from_slice(&row.vector);
-                    rows.push((row.index_id, row.image_id, row.record_id));
-                }
+            let ids: Vec<String> = indexes.iter().map(|i| i.id.clone()).collect();
+            for row in self.store.embeddings_in(pack.name(), &ids).await? {
+                vectors.extend_from_slice(&row.vector);
+                rows.push((row.index_id, row.image_id, row.record_id));
             }
         } else {
             for index in indexes {

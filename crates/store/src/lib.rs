@@ -687,6 +687,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_image(&self, image_id: &str) -> Result<Option<StoredImage>, StoreError>;
     /// Every embedding of the given pack, for loading the in-memory index at start.
     async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError>;
+    /// The embeddings of the given pack in these indexes only (duplicate jobs on a store
+    /// that searches its own vectors). The default filters [`Store::embeddings`].
+    async fn embeddings_in(&self, pack: &str, index_ids: &[String]) -> Result<Vec<EmbeddingRow>, StoreError> {
+        let mut rows = self.embeddings(pack).await?;
+        rows.retain(|r| index_ids.contains(&r.index_id));
+        Ok(rows)
+    }
     /// A counter that changes whenever any embedding is added, changed or removed (in
     /// the same transaction), so a saved copy of the vector index can be checked
     /// against the store at start.

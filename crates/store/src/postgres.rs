@@ -208,6 +208,21 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// The live vectors of `pack` (of these indexes only, if given), oldest first.
+    async fn scan_embeddings(&self, pack: &str, index_ids: Option<&[String]>) -> Result<Vec<EmbeddingRow>, StoreError> {
+        let rows: Vec<EmbeddingDbRow> = sqlx::query_as(
+            "SELECT e.image_id, e.record_id, e.index_id, e.vector FROM embeddings e
+             JOIN images i ON i.id = e.image_id
+             WHERE e.pack = $1 AND ($2::text[] IS NULL OR e.index_id = ANY($2)) ORDER BY i.seq",
+        )
+        .bind(pack)
+        .bind(index_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("scanning embeddings"))?;
+        Ok(rows.into_iter().map(EmbeddingRow::from).collect())
+    }
+
     async fn begin(&self, context: &'static str) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(db(context))
     }
@@ -968,15 +983,11 @@ impl Store for PostgresStore {
     }
 
     async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError> {
-        let rows: Vec<EmbeddingDbRow> = sqlx::query_as(
-            "SELECT e.image_id, e.record_id, e.index_id, e.vector FROM embeddings e
-             JOIN images i ON i.id = e.image_id WHERE e.pack = $1 ORDER BY i.seq",
-        )
-        .bind(pack)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("scanning embeddings"))?;
-        Ok(rows.into_iter().map(EmbeddingRow::from).collect())
+        self.scan_embeddings(pack, None).await
+    }
+
+    async fn embeddings_in(&self, pack: &str, index_ids: &[String]) -> Result<Vec<EmbeddingRow>, StoreError> {
+        self.scan_embeddings(pack, Some(index_ids)).await
     }
 
     async fn vectors_version(&self) -> Result<u64, StoreError> {
