@@ -36,3 +36,65 @@ fn shipped_fusion_regenerates_bit_for_bit() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("out-of-fold"), "{stderr}");
 }
+
+fn liveness_fit(args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facesearch"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["eval", "liveness-fit", "--manifest", "../shared/eval/manifest.csv"])
+        .args(args);
+    for var in ["FACESEARCH_PACK", "FACESEARCH_INTRA_THREADS", "FACESEARCH_LOG_JSON"] {
+        cmd.env_remove(var);
+    }
+    cmd.output().expect("run facesearch")
+}
+
+/// A candidate feature computed outside facesearch is joined to the judged faces by
+/// manifest path and measured out of fold; a fusion using it is never written as the
+/// shipped file, and a malformed candidate file is refused with a message saying why.
+#[test]
+fn extra_features_are_measured_out_of_fold_and_never_shipped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let features = dir.path().join("features.csv");
+    let output = liveness_fit(&["--features-csv", features.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(&features).expect("features csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    for column in ["path", "kind", "face_x1", "face_y2", "model_logit_4_0_flipavg"] {
+        assert!(header.contains(&column), "{column} in {header:?}");
+    }
+    // An oracle column (1 for live, 0 for an attack) separates perfectly: the out-of-fold
+    // EER is 0, which it can only be if every row got its own value.
+    let kind = header.iter().position(|c| *c == "kind").unwrap();
+    let mut oracle = String::from("path,oracle\n");
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        oracle += &format!("{},{}\n", fields[0], u8::from(fields[kind] == "live"));
+    }
+    let extra = dir.path().join("extra.csv");
+    std::fs::write(&extra, &oracle).unwrap();
+    let output = liveness_fit(&["--json", "--extra-features", extra.to_str().unwrap(), "--features", "oracle"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["out_of_fold"]["eer"], 0.0, "{}", report["out_of_fold"]);
+    assert!(report["fusion"]["command"].as_str().unwrap().contains("--extra-features"));
+
+    let refused = |extra_text: &str, features: &str, out: bool, message: &str| {
+        std::fs::write(&extra, extra_text).unwrap();
+        let mut args = vec!["--extra-features", extra.to_str().unwrap(), "--features", features];
+        let target = dir.path().join("fusion.json");
+        if out {
+            args.extend(["--out", target.to_str().unwrap()]);
+        }
+        let output = liveness_fit(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(message), "expected {message:?}: {stderr}");
+        assert!(!target.exists(), "nothing written");
+    };
+    refused(&oracle, "oracle", true, "cannot be written with --out");
+    refused(&oracle.replacen("path,", "file,", 1), "oracle", false, "first column must be `path`");
+    refused("path,oracle\nx.jpg,NaN\n", "oracle", false, "is not a finite number");
+    refused("path,saturation\nx.jpg,1\n", "saturation", false, "name of a feature facesearch computes");
+    let first_row_only: String = oracle.lines().take(2).map(|l| format!("{l}\n")).collect();
+    refused(&first_row_only, "oracle", false, "--extra-features has no row for");
+}

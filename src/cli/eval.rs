@@ -13,7 +13,7 @@ use facesearch_eval::{
 use facesearch_face::calibration::{Calibration, CalibrationPoint};
 use facesearch_face::liveness::{FEATURE_NAMES, LivenessFeatures};
 use facesearch_face::liveness_fusion::{Fusion, FusionFeature, FusionValidation, OneSided, round_to, sigmoid};
-use facesearch_face::{FaceChoice, FacePipeline, RuntimeOptions, cosine};
+use facesearch_face::{BBox, FaceChoice, FacePipeline, RuntimeOptions, cosine};
 use serde::Serialize;
 
 use super::PipelineArgs;
@@ -87,9 +87,16 @@ enum EvalTask {
         /// Output file (default: print to stdout).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Also write every row's features and out-of-fold score as CSV here.
+        /// Also write every row's features, face box and out-of-fold score as CSV here.
         #[arg(long)]
         features_csv: Option<PathBuf>,
+        /// CSV of candidate features computed outside facesearch (e.g. by
+        /// `bench/liveness_candidates.py`): a `path` column (the manifest's paths) and one
+        /// numeric column per feature. Those columns may be named in `--features` to
+        /// measure them out of fold; a fusion using one cannot be written with `--out`,
+        /// since the service does not compute it.
+        #[arg(long)]
+        extra_features: Option<PathBuf>,
     },
     /// Print the detected faces and the embedding of the largest face of each photo as JSON lines.
     Embed { images: Vec<PathBuf> },
@@ -131,8 +138,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalTask::Liveness { manifest, threshold, source, fusion, score } => {
             liveness(&ctx, &manifest, threshold, &source, fusion.as_deref(), score.as_deref())
         }
-        EvalTask::LivenessFit { manifest, source, features, l2, out, features_csv } => {
-            let fit = LivenessFitArgs { source, features, l2, out, features_csv };
+        EvalTask::LivenessFit { manifest, source, features, l2, out, features_csv, extra_features } => {
+            let fit = LivenessFitArgs { source, features, l2, out, features_csv, extra_features };
             liveness_fit(&ctx, &manifest, &fit)
         }
         EvalTask::Calibrate { manifest, out } => calibrate(&ctx, &manifest, out),
@@ -338,7 +345,8 @@ enum LivenessOutcome {
     /// Unreadable, or no face found.
     NoFace,
     CannotJudge,
-    Judged(LivenessFeatures),
+    /// The features and the face they were measured on.
+    Judged(LivenessFeatures, BBox),
 }
 
 /// The `live`/`spoof` (and `face`) rows of the chosen sources.
@@ -358,7 +366,7 @@ fn liveness_outcomes(ctx: &Ctx, base: &Path, rows: &[&ManifestRow]) -> Vec<Liven
             return LivenessOutcome::NoFace;
         };
         match ctx.pipeline.liveness_features(&image.rgb, &face) {
-            Ok(Ok(features)) => LivenessOutcome::Judged(features),
+            Ok(Ok(features)) => LivenessOutcome::Judged(features, face.bbox),
             Ok(Err(_)) => LivenessOutcome::CannotJudge,
             Err(_) => LivenessOutcome::NoFace,
         }
@@ -378,7 +386,7 @@ fn pad_samples(
             let live_score = match outcome {
                 LivenessOutcome::NoFace => return None,
                 LivenessOutcome::CannotJudge => None,
-                LivenessOutcome::Judged(f) => score(f),
+                LivenessOutcome::Judged(f, _) => score(f),
             };
             Some(LivenessSample {
                 live_score,
@@ -498,6 +506,57 @@ struct LivenessFitArgs {
     l2: f64,
     out: Option<PathBuf>,
     features_csv: Option<PathBuf>,
+    extra_features: Option<PathBuf>,
+}
+
+/// Where a fitted feature's values come from.
+enum FeatureColumn {
+    /// A feature the service computes (index into [`FEATURE_NAMES`]).
+    Builtin(usize),
+    /// A column of the `--extra-features` file.
+    Extra(usize),
+}
+
+/// Candidate features computed outside facesearch, by manifest path (none without a file).
+#[derive(Default)]
+struct ExtraFeatures {
+    names: Vec<String>,
+    values: HashMap<String, Vec<f64>>,
+}
+
+impl ExtraFeatures {
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let records = facesearch_eval::parse_csv(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut records = records.into_iter();
+        let header = records.next().with_context(|| format!("{} is empty", path.display()))?;
+        if header.first().map(String::as_str) != Some("path") || header.len() < 2 {
+            bail!("{}: the first column must be `path`, followed by at least one feature column", path.display());
+        }
+        let names = header[1..].to_vec();
+        if let Some(name) = names.iter().find(|n| FEATURE_NAMES.contains(&n.as_str())) {
+            bail!("{}: column {name:?} has the name of a feature facesearch computes; rename it", path.display());
+        }
+        let mut values = HashMap::new();
+        for (line, record) in records.enumerate() {
+            let line = line + 2;
+            if record.len() != header.len() {
+                bail!("{} line {line}: {} fields, the header has {}", path.display(), record.len(), header.len());
+            }
+            let row = record[1..]
+                .iter()
+                .zip(&names)
+                .map(|(v, name)| match v.trim().parse::<f64>() {
+                    Ok(x) if x.is_finite() => Ok(x),
+                    _ => bail!("{} line {line}: {name} = {v:?} is not a finite number", path.display()),
+                })
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            if values.insert(record[0].clone(), row).is_some() {
+                bail!("{} line {line}: {} is listed twice", path.display(), record[0]);
+            }
+        }
+        Ok(Self { names, values })
+    }
 }
 
 #[derive(Serialize)]
@@ -530,24 +589,52 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
             Some((_, side)) => bail!("{spec:?}: a one-sided feature is `name:above` or `name:below`, not {side:?}"),
         })
         .collect::<anyhow::Result<_>>()?;
-    let columns: Vec<usize> = specs.iter().map(|(n, _)| feature_index(n)).collect::<anyhow::Result<_>>()?;
+    let extra = args.extra_features.as_deref().map(ExtraFeatures::read).transpose()?.unwrap_or_default();
+    let columns: Vec<FeatureColumn> = specs
+        .iter()
+        .map(|(name, _)| match extra.names.iter().position(|n| n == name) {
+            Some(j) => Ok(FeatureColumn::Extra(j)),
+            None => feature_index(name).map(FeatureColumn::Builtin),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let uses_extra = columns.iter().any(|c| matches!(c, FeatureColumn::Extra(_)));
+    if uses_extra && args.out.is_some() {
+        bail!(
+            "a fusion with features from --extra-features cannot be written with --out: the service does not compute them"
+        );
+    }
     let hinges: Vec<Option<Hinge>> = specs.iter().map(|(_, h)| *h).collect();
     let outcomes = liveness_outcomes(ctx, &base, &rows);
-    let judged: Vec<(&ManifestRow, &LivenessFeatures)> = rows
+    let judged: Vec<(&ManifestRow, &LivenessFeatures, &BBox)> = rows
         .iter()
         .zip(&outcomes)
         .filter_map(|(row, o)| match o {
-            LivenessOutcome::Judged(f) => Some((*row, f)),
+            LivenessOutcome::Judged(f, face) => Some((*row, f, face)),
             _ => None,
         })
         .collect();
     if judged.is_empty() {
         bail!("no judged liveness samples in {}", manifest.display());
     }
-    let x: Vec<Vec<f64>> = judged.iter().map(|(_, f)| columns.iter().map(|&c| f.values[c]).collect()).collect();
+    let x: Vec<Vec<f64>> = judged
+        .iter()
+        .map(|(row, f, _)| {
+            columns
+                .iter()
+                .map(|c| match c {
+                    FeatureColumn::Builtin(i) => Ok(f.values[*i]),
+                    FeatureColumn::Extra(j) => extra
+                        .values
+                        .get(&row.path)
+                        .map(|v| v[*j])
+                        .with_context(|| format!("--extra-features has no row for {}", row.path)),
+                })
+                .collect::<anyhow::Result<Vec<f64>>>()
+        })
+        .collect::<anyhow::Result<_>>()?;
     // The positive class is bona fide: the fused score is a live score.
-    let y: Vec<bool> = judged.iter().map(|(r, _)| r.kind == "live").collect();
-    let groups: Vec<String> = judged.iter().map(|(r, _)| fit_group(r)).collect();
+    let y: Vec<bool> = judged.iter().map(|(r, _, _)| r.kind == "live").collect();
+    let groups: Vec<String> = judged.iter().map(|(r, _, _)| fit_group(r)).collect();
     let group_count = groups.iter().collect::<std::collections::BTreeSet<_>>().len();
     if group_count < 2 || y.iter().all(|&l| l) || y.iter().all(|&l| !l) {
         bail!("cross-validation needs live and spoof samples from at least two collections");
@@ -588,6 +675,9 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     }
     if args.l2 != DEFAULT_L2 {
         command += &format!(" --l2 {}", args.l2);
+    }
+    if let Some(path) = args.extra_features.as_ref().filter(|_| uses_extra) {
+        command += &format!(" --extra-features {}", path.display());
     }
     command += " --out crates/face/liveness/fusion.json";
     let fusion = Fusion {
@@ -631,15 +721,24 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         None => {}
     }
     if let Some(path) = &args.features_csv {
-        let mut csv = format!("path,group,kind,attack_type,oof_score,{}\n", FEATURE_NAMES.join(","));
-        for ((row, f), p) in judged.iter().zip(&oof) {
+        // The face box (pixels of the decoded, EXIF-oriented photo) lets a script outside
+        // facesearch measure a candidate feature on the same face.
+        let mut csv = format!(
+            "path,group,kind,attack_type,oof_score,face_x1,face_y1,face_x2,face_y2,{}\n",
+            FEATURE_NAMES.join(",")
+        );
+        for ((row, f, face), p) in judged.iter().zip(&oof) {
             let values: Vec<String> = f.values.iter().map(|v| format!("{v:.6}")).collect();
             csv += &format!(
-                "{},{},{},{},{p:.6},{}\n",
+                "{},{},{},{},{p:.6},{:.1},{:.1},{:.1},{:.1},{}\n",
                 row.path,
                 fit_group(row),
                 row.kind,
                 row.attack_type().unwrap_or("none"),
+                face.x1,
+                face.y1,
+                face.x2,
+                face.y2,
                 values.join(",")
             );
         }
