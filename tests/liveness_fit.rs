@@ -95,6 +95,9 @@ fn extra_features_are_measured_out_of_fold_and_never_shipped() {
     refused(&oracle.replacen("path,", "file,", 1), "oracle", false, "first column must be `path`");
     refused("path,oracle\nx.jpg,NaN\n", "oracle", false, "is not a finite number");
     refused("path,saturation\nx.jpg,1\n", "saturation", false, "name of a feature facesearch computes");
+    refused("", "oracle", false, "is empty");
+    refused("path,oracle\nx.jpg,1,2\n", "oracle", false, "3 fields, the header has 2");
+    refused("path,oracle\nx.jpg,1\nx.jpg,0\n", "oracle", false, "x.jpg is listed twice");
     let first_row_only: String = oracle.lines().take(2).map(|l| format!("{l}\n")).collect();
     refused(&first_row_only, "oracle", false, "--extra-features has no row for");
 }
