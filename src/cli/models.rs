@@ -1,10 +1,11 @@
-//! `facesearch models fetch | list | verify`.
+//! `facesearch models fetch | list | verify | bundle | import`.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use facesearch_models::{FileStatus, ModelCache, ModelFile, catalog};
+use facesearch_face::Pack;
+use facesearch_models::{FileStatus, ModelCache, ModelFile, bundle, catalog};
 
 #[derive(Args)]
 pub struct ModelsArgs {
@@ -27,6 +28,22 @@ enum ModelsAction {
     List,
     /// Check every cached file's SHA-256; exits non-zero if any is missing or corrupt.
     Verify,
+    /// Write the verified files of the packs asked (and the ONNX Runtime library) into one
+    /// archive with a manifest of SHA-256 sums, for machines without network access
+    /// (fetches missing files first). `.tar.gz`/`.tgz` compresses.
+    Bundle {
+        /// The archive to write.
+        file: PathBuf,
+        /// Packs whose files to include (default: every pack).
+        #[arg(long, value_delimiter = ',')]
+        pack: Vec<Pack>,
+    },
+    /// Install the files of a bundle written by `models bundle` into the cache, after
+    /// checking every one against the hashes this build pins (no network needed).
+    Import {
+        /// The archive to read.
+        file: PathBuf,
+    },
 }
 
 pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
@@ -57,6 +74,28 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
             if bad > 0 {
                 bail!("{bad} file(s) missing or corrupt; run `facesearch models fetch`");
             }
+        }
+        ModelsAction::Bundle { file, pack } => {
+            let packs = if pack.is_empty() { Pack::ALL.to_vec() } else { pack };
+            let mut wanted: Vec<ModelFile> = Vec::new();
+            for file in packs.iter().flat_map(|p| p.files()) {
+                if !wanted.contains(&file) {
+                    wanted.push(file);
+                }
+            }
+            let written = bundle::write_bundle(&cache, &wanted, &file)?;
+            for f in &written {
+                println!("bundled  {:<40} {}  {} bytes", f.name, f.sha256, f.bytes);
+            }
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or_default();
+            println!("wrote {} ({} files, {size} bytes)", file.display(), written.len());
+        }
+        ModelsAction::Import { file } => {
+            let installed = bundle::import_bundle(&cache, &file)?;
+            for f in &installed {
+                println!("installed  {:<40} {}", f.name, f.sha256);
+            }
+            println!("{} files verified and installed into {}", installed.len(), cache.dir().display());
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! The pinned model files and where to get them (see `MODELS.md` in the project notes).
+//! The pinned model files and where to get them (see `docs/MODELS.md`, which a test
+//! keeps in step with this file).
 //!
 //! Every file is pinned by the SHA-256 of the file itself; archives are pinned too where the
 //! archive hash is known. Small carrier packages can disappear, so each file lists every
@@ -213,5 +214,35 @@ mod tests {
         assert!(matches!(rt.expected, Expected::Sha256(_)));
         assert!(all().iter().any(|f| f.name == rt.name));
         assert_eq!(all().len(), 6);
+    }
+
+    /// docs/MODELS.md names every pinned file on one table row with its package, version
+    /// and file hash, and lists every pinned archive hash.
+    #[test]
+    fn models_document_matches_the_pins() {
+        let doc = include_str!("../../../docs/MODELS.md");
+        for file in all() {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}`", file.name)))
+                .unwrap_or_else(|| panic!("docs/MODELS.md has no table row for {}", file.name));
+            if let Expected::Sha256(hash) = file.expected {
+                assert!(row.contains(hash), "docs/MODELS.md gives {} another hash: {row}", file.name);
+            }
+            for source in file.sources {
+                let (package, version, archive) = match *source {
+                    Source::Pip { package, version, archive_sha256, .. } => (package, version, archive_sha256),
+                    Source::Npm { package, version, archive_sha256, .. } => (package, version, archive_sha256),
+                };
+                assert!(
+                    row.contains(package) && row.contains(version),
+                    "docs/MODELS.md's row for {} does not name {package} {version}: {row}",
+                    file.name
+                );
+                if let Some(hash) = archive {
+                    assert!(doc.contains(hash), "docs/MODELS.md lacks the archive hash of {package} {version}");
+                }
+            }
+        }
     }
 }

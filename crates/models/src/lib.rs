@@ -29,6 +29,7 @@
 //! ```
 
 mod archive;
+pub mod bundle;
 pub mod catalog;
 mod clients;
 mod error;
@@ -435,6 +436,18 @@ fn set_readable(file: &fs::File, path: &Path) -> Result<(), FetchError> {
 
 #[cfg(not(unix))]
 fn set_readable(_file: &fs::File, _path: &Path) -> Result<(), FetchError> {
+    Ok(())
+}
+
+/// [`set_readable`] for a file known by its path.
+#[cfg(unix)]
+fn set_readable_path(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn set_readable_path(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
