@@ -123,6 +123,8 @@ const RAW_SUCCESS: &[(&str, &str)] = &[
     ("/openapi.json", "application/json"),
     ("/docs", "text/html"),
     ("/console", "text/html"),
+    // Redirected to /console (the client follows redirects).
+    ("/", "text/html"),
     ("/metrics", "text/plain; version=0.0.4"),
 ];
 
@@ -134,6 +136,7 @@ fn cases() -> Vec<Case> {
         case("GET", "/openapi.json", P::None, false, 200, |_, _, _| req("/openapi.json")),
         case("GET", "/docs", P::None, false, 200, |_, _, _| req("/docs")),
         case("GET", "/console", P::None, false, 200, |_, _, _| req("/console")),
+        case("GET", "/", P::None, false, 200, |_, _, _| req("/")),
         // Without `--metrics-auth` (the default); tests/metrics.rs checks it with.
         case("GET", "/metrics", P::None, false, 200, |_, _, _| req("/metrics")),
         case("GET", "/face/index/details", P::Any, false, 200, |_, _, _| {

@@ -113,10 +113,15 @@ impl fmt::Display for Failure {
     }
 }
 
+/// The code of a failure to write to a standard output whose reader has gone (`| head`):
+/// not an error, the command ends quietly with success.
+pub const OUTPUT_CLOSED: &str = "OUTPUT_CLOSED";
+
 /// Ends the process with the failure's exit code (after printing it), or returns.
 pub fn finish(result: Result<(), Failure>) -> anyhow::Result<()> {
     match result {
         Ok(()) => Ok(()),
+        Err(Failure::Local { code: OUTPUT_CLOSED, .. }) => exit(0),
         Err(f) => {
             eprintln!("error: {f}");
             exit(f.exit_code())
@@ -173,6 +178,22 @@ impl Api {
     }
 
     /// Sends a request; on success the status and the `response` member (Null for 204).
+    /// The id of the index `given` names: its id, else its unique name (exact, else
+    /// ignoring case). An unknown or ambiguous name is a usage error listing the
+    /// candidates the caller can see.
+    pub fn index_id(&self, given: &str) -> Result<String, Failure> {
+        let (_, list) = self.send(self.request(Method::GET, "/face/index/details?action_type=FACE_SEARCH"))?;
+        let indexes = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        resolve_index(indexes, given)
+    }
+
+    /// [`Api::index_id`] for each of `given`.
+    pub fn index_ids(&self, given: &[String]) -> Result<Vec<String>, Failure> {
+        let (_, list) = self.send(self.request(Method::GET, "/face/index/details?action_type=FACE_SEARCH"))?;
+        let indexes = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        given.iter().map(|g| resolve_index(indexes, g)).collect()
+    }
+
     pub fn send(&self, req: RequestBuilder) -> Result<(u16, Value), Failure> {
         let network = |e: reqwest::Error| Failure::Server {
             code: "NETWORK_ERROR".into(),
@@ -262,9 +283,72 @@ enum IndexWhat {
     /// List the indexes the user may search.
     List,
     /// Show one index.
-    Show { id: String },
-    /// Delete an index with its records, images and vectors.
-    Delete { id: String },
+    Show {
+        /// The index's id or unique name.
+        index: String,
+    },
+    /// Delete an index with its records, images and vectors. Asks first on a terminal.
+    Delete {
+        /// The index's id or unique name.
+        index: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// Picks the index `given` names among `indexes` (objects with `id` and `index_name`).
+fn resolve_index(indexes: &[Value], given: &str) -> Result<String, Failure> {
+    let id_of = |i: &Value| text(&i["id"]);
+    if indexes.iter().any(|i| id_of(i) == given) {
+        return Ok(given.to_string());
+    }
+    let exact: Vec<&Value> = indexes.iter().filter(|i| text(&i["index_name"]) == given).collect();
+    let matches = if exact.is_empty() {
+        indexes.iter().filter(|i| text(&i["index_name"]).eq_ignore_ascii_case(given)).collect()
+    } else {
+        exact
+    };
+    let describe = |list: &[&Value]| {
+        let mut names: Vec<String> =
+            list.iter().map(|i| format!("{} ({})", text(&i["index_name"]), id_of(i))).collect();
+        names.sort();
+        if names.len() > 20 {
+            let more = names.len() - 20;
+            names.truncate(20);
+            names.push(format!("and {more} more"));
+        }
+        names.join(", ")
+    };
+    match matches.as_slice() {
+        [one] => Ok(id_of(one)),
+        // Not a name the caller can see: an id is left to the server to answer (it may be
+        // an index the caller can read but not search); anything else is unknown.
+        [] if uuid_like(given) => Ok(given.to_string()),
+        [] => Err(Failure::Refused {
+            status: 404,
+            code: "INDEX_NOT_FOUND".into(),
+            message: if indexes.is_empty() {
+                format!("no index has the id or name {given:?}, and you can see no index")
+            } else {
+                format!(
+                    "no index has the id or name {given:?}; indexes you can see: {}",
+                    describe(&indexes.iter().collect::<Vec<_>>())
+                )
+            },
+        }),
+        several => Err(Failure::local(
+            "AMBIGUOUS_INDEX",
+            format!("{given:?} names several indexes: {}; give the id", describe(several)),
+        )),
+    }
+}
+
+/// Whether `s` has the form of an index id (a UUID: 8-4-4-4-12 hexadecimal digits).
+fn uuid_like(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn index_rows(indexes: &[Value]) -> String {
@@ -314,11 +398,30 @@ fn index_inner(args: IndexArgs) -> Result<(), Failure> {
                 println!("{}", index_rows(v.as_array().map(Vec::as_slice).unwrap_or_default()));
             }
         }
-        IndexWhat::Show { id } => {
+        IndexWhat::Show { index } => {
+            let id = api.index_id(&index)?;
             let (_, v) = api.send(api.request(Method::GET, &format!("/face/index/{id}")))?;
             show(&v);
         }
-        IndexWhat::Delete { id } => {
+        IndexWhat::Delete { index, yes } => {
+            use std::io::IsTerminal;
+            let id = api.index_id(&index)?;
+            if !yes && std::io::stdin().is_terminal() {
+                let (_, v) = api.send(api.request(Method::GET, &format!("/face/index/{id}")))?;
+                let records = v["record_count"].as_u64().unwrap_or_default();
+                eprint!(
+                    "Delete index {} ({id}) and its {records} record(s) with their images and vectors? [y/N] ",
+                    text(&v["index_name"])
+                );
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                std::io::stdin()
+                    .read_line(&mut answer)
+                    .map_err(|e| Failure::local("USAGE", format!("reading the answer: {e}")))?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+                    return Err(Failure::local("CANCELLED", "nothing was deleted"));
+                }
+            }
             api.send(api.request(Method::DELETE, &format!("/face/index/{id}")))?;
             if json {
                 print_json(&json!({"deleted": id}));
@@ -338,7 +441,7 @@ fn index_inner(args: IndexArgs) -> Result<(), Failure> {
 pub struct EnrolArgs {
     #[command(flatten)]
     conn: Conn,
-    /// Index to enrol into.
+    /// Index to enrol into: its id or unique name.
     #[arg(long)]
     index: String,
     /// The photo (one clear face).
@@ -405,7 +508,7 @@ fn enrol_inner(args: EnrolArgs) -> Result<(), Failure> {
     ];
     let fields: Vec<(String, String)> =
         RECORD_FIELDS.iter().zip(values).filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone()))).collect();
-    let mut path = format!("/face/index/{}/records", args.index);
+    let mut path = format!("/face/index/{}/records", api.index_id(&args.index)?);
     if args.check_duplicates {
         path.push_str("?check_duplicates=true");
     }
@@ -429,7 +532,7 @@ pub struct SearchArgs {
     conn: Conn,
     /// The probe photo; its largest face is searched.
     photo: std::path::PathBuf,
-    /// Indexes to search, comma-separated or repeated.
+    /// Indexes to search (ids or unique names), comma-separated or repeated.
     #[arg(long, required = true, value_delimiter = ',')]
     index: Vec<String>,
     /// Lowest match score (0-100; server default 70).
@@ -449,8 +552,9 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
 
 fn search_inner(args: SearchArgs) -> Result<(), Failure> {
     let api = Api::new(&args.conn)?;
-    let mut form =
-        Form::new().part("source_image", image_part(&args.photo)?).text("target_index_ids", args.index.join(","));
+    let mut form = Form::new()
+        .part("source_image", image_part(&args.photo)?)
+        .text("target_index_ids", api.index_ids(&args.index)?.join(","));
     if let Some(s) = args.min_score {
         form = form.text("min_match_score", s.to_string());
     }
@@ -498,7 +602,7 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
 pub struct ExportArgs {
     #[command(flatten)]
     conn: Conn,
-    /// The index to export.
+    /// The index to export: its id or unique name.
     #[arg(long)]
     index: String,
     /// Output file (default: standard output). `.jsonl`/`.ndjson` write JSON lines, anything else CSV.
@@ -531,7 +635,14 @@ fn export_inner(args: ExportArgs) -> Result<(), Failure> {
     use base64::Engine as _;
     let api = Api::new(&args.conn)?;
     let jsonl = args.out.as_ref().and_then(|p| p.extension()).is_some_and(|e| e == "jsonl" || e == "ndjson");
-    let local = |what: &str, e: std::io::Error| Failure::local("FILE_NOT_WRITABLE", format!("{what}: {e}"));
+    let local = |what: &str, e: std::io::Error| {
+        // `export … | head`: the reader has all it wanted; end quietly.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure::local(OUTPUT_CLOSED, "")
+        } else {
+            Failure::local("FILE_NOT_WRITABLE", format!("{what}: {e}"))
+        }
+    };
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| local(&path.display().to_string(), e))?,
@@ -546,9 +657,10 @@ fn export_inner(args: ExportArgs) -> Result<(), Failure> {
         let header = columns.iter().chain(&["additional_info", "image", "image_ids", "created_at"]).copied();
         writeln!(out, "{}", header.collect::<Vec<_>>().join(",")).map_err(|e| local("writing", e))?;
     }
+    let index = api.index_id(&args.index)?;
     let (mut cursor, mut count) = (None::<String>, 0usize);
     loop {
-        let mut path = format!("/face/index/{}/records?limit=500", args.index);
+        let mut path = format!("/face/index/{index}/records?limit=500");
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
@@ -603,7 +715,7 @@ fn export_inner(args: ExportArgs) -> Result<(), Failure> {
 pub struct ReembedArgs {
     #[command(flatten)]
     conn: Conn,
-    /// The index to move.
+    /// The index to move: its id or unique name.
     #[arg(long)]
     index: String,
     /// The model pack to move it to: open or insightface.
@@ -635,7 +747,7 @@ fn job_line(job: &Value) -> String {
 
 fn reembed_inner(args: ReembedArgs) -> Result<(), Failure> {
     let api = Api::new(&args.conn)?;
-    let path = format!("/face/index/{}/reembed", args.index);
+    let path = format!("/face/index/{}/reembed", api.index_id(&args.index)?);
     let (_, mut job) = api.send(api.request(Method::POST, &path).json(&json!({"pack": args.pack})))?;
     let interval = Duration::from_secs_f64(args.poll_interval.clamp(0.05, 60.0));
     let progress = !args.conn.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -676,8 +788,8 @@ fn reembed_inner(args: ReembedArgs) -> Result<(), Failure> {
 pub struct DuplicatesArgs {
     #[command(flatten)]
     conn: Conn,
-    /// Index to search for duplicate identities; repeat (or comma-separate) to compare
-    /// several indexes with each other.
+    /// Index to search for duplicate identities (id or unique name); repeat (or
+    /// comma-separate) to compare several indexes with each other.
     #[arg(long, required = true, value_delimiter = ',')]
     index: Vec<String>,
     /// Lowest match score (0-100, the scale of search) for two faces to count as one
@@ -692,7 +804,8 @@ pub fn duplicates(args: DuplicatesArgs) -> anyhow::Result<()> {
 
 fn duplicates_inner(args: DuplicatesArgs) -> Result<(), Failure> {
     let api = Api::new(&args.conn)?;
-    let (first, others) = args.index.split_first().ok_or_else(|| Failure::local("USAGE", "--index is required"))?;
+    let ids = api.index_ids(&args.index)?;
+    let (first, others) = ids.split_first().ok_or_else(|| Failure::local("USAGE", "--index is required"))?;
     let mut path = format!("/face/index/{first}/duplicates?");
     if let Some(s) = args.min_score {
         path.push_str(&format!("min_score={s}&"));

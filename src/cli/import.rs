@@ -21,7 +21,7 @@ use super::client::{Api, Conn, Failure, RECORD_FIELDS, exit, finish, record_form
 pub struct ImportArgs {
     #[command(flatten)]
     conn: Conn,
-    /// Index to enrol into.
+    /// Index to enrol into: its id or unique name.
     #[arg(long)]
     index: String,
     /// CSV with a header row, or JSON lines (`.jsonl`, `.ndjson`). Columns: the record
@@ -218,10 +218,11 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     finish(run_inner(args))
 }
 
-fn run_inner(args: ImportArgs) -> Result<(), Failure> {
+fn run_inner(mut args: ImportArgs) -> Result<(), Failure> {
     let api = Api::new(&args.conn)?;
     let rows = read_rows(&args.file)?;
     // The credentials and the index, before any row.
+    args.index = api.index_id(&args.index)?;
     api.send(api.request(Method::GET, &format!("/face/index/{}", args.index)))?;
 
     // A reference used by an earlier row of the file is refused here: which row would

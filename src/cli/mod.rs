@@ -126,11 +126,42 @@ pub fn parallel_map<R: Send>(n: usize, workers: usize, f: impl Fn(usize) -> R + 
     done.into_iter().map(|(_, r)| r).collect()
 }
 
-pub fn init_tracing(json: bool) {
+impl Command {
+    /// The log level when `FACESEARCH_LOG` does not set one: the server and the long
+    /// local jobs say what they do; commands an operator runs by hand (users, the HTTP
+    /// client commands) print their answer and nothing else unless asked.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Serve(_)
+            | Command::Models(_)
+            | Command::Eval(_)
+            | Command::Bench(_)
+            | Command::Migrate(_)
+            | Command::Import(_) => "info,ort=warn",
+            Command::User(_)
+            | Command::Index(_)
+            | Command::Enrol(_)
+            | Command::Search(_)
+            | Command::Export(_)
+            | Command::Reembed(_)
+            | Command::Duplicates(_) => "warn,ort=warn",
+        }
+    }
+}
+
+/// Logs to stderr: `FACESEARCH_LOG` (an `EnvFilter`, e.g. `info` or `debug`) overrides
+/// the command's default level; colours only when stderr is a terminal, so that files
+/// and journals hold no escape codes.
+pub fn init_tracing(cli: &Cli) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FACESEARCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json { builder.json().init() } else { builder.init() }
+    let filter =
+        EnvFilter::try_from_env("FACESEARCH_LOG").unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cli.log_json { builder.json().init() } else { builder.init() }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// Name of the admin user created on first start [default: admin].
     #[arg(long, env = "FACESEARCH_ADMIN_USER")]
     admin_user: Option<String>,
+    /// A file holding the first admin's password (its first line), e.g. a systemd
+    /// credential; FACESEARCH_ADMIN_PASSWORD, when set, wins. Never the password itself
+    /// on the command line.
+    #[arg(long, env = "FACESEARCH_ADMIN_PASSWORD_FILE")]
+    admin_password_file: Option<PathBuf>,
     /// Make /metrics admin-only (HTTP Basic); by default it needs no credentials.
     #[arg(long, env = "FACESEARCH_METRICS_AUTH")]
     metrics_auth: bool,
@@ -181,6 +186,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     admin_user: Option<String>,
+    admin_password_file: Option<PathBuf>,
     metrics_auth: Option<bool>,
     exact_search_below: Option<usize>,
     ann_ef_search: Option<usize>,
@@ -254,8 +260,14 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
             ..ApiConfig::default()
         },
         admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
-        // Only from the environment: a password never belongs in a flag or a file.
-        admin_password: std::env::var("FACESEARCH_ADMIN_PASSWORD").ok(),
+        // From the environment or a file only: a password never belongs in a flag.
+        admin_password: match std::env::var("FACESEARCH_ADMIN_PASSWORD") {
+            Ok(p) => Some(p),
+            Err(_) => match args.admin_password_file.or(file.admin_password_file) {
+                Some(path) => Some(read_password_file(&path)?),
+                None => None,
+            },
+        },
         request_timeout: Duration::from_secs(args.request_timeout.or(file.request_timeout).unwrap_or(60).max(1)),
         max_concurrent_analyses: workers,
         queue_timeout: Duration::from_secs(10),
@@ -272,6 +284,15 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         duplicate_score,
     };
     Ok((config, args.exit_on_stdin_close))
+}
+
+/// The first line of a password file, without its line ending.
+fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading the admin password file {}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default();
+    anyhow::ensure!(!line.is_empty(), "the admin password file {} is empty", path.display());
+    Ok(line.to_string())
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -315,5 +336,24 @@ mod tests {
         assert_eq!((m.sharpness, m.max_yaw), (5.0, 20.0), "file, then flag over file");
         assert_eq!(m.max_compression, QualityMinimums::default().max_compression, "the rest default");
         assert!(toml::from_str::<FileConfig>("quality_min_sharpnes = 5.0\n").is_err(), "a misspelt key is refused");
+    }
+
+    /// The config file the Debian package installs shows every setting: uncommenting
+    /// all its examples gives a file that parses (no misspelt key) and sets every key.
+    #[test]
+    fn the_packaged_config_shows_every_setting() {
+        let example = include_str!("../../packaging/deb/config.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file: FileConfig = toml::from_str(&uncommented).expect("the packaged config parses");
+        // Every field is an Option: one left out prints as `None`.
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("None"), "a setting is missing from packaging/deb/config.toml: {shown}");
     }
 }

@@ -49,18 +49,26 @@ enum UserCommand {
         /// admin, operator, searcher or auditor.
         #[arg(long)]
         role: String,
-        /// Grant access to this index id (repeatable).
-        #[arg(long = "grant", value_name = "INDEX_ID")]
+        /// Grant access to this index, by id or unique name (repeatable).
+        #[arg(long = "grant", value_name = "INDEX")]
         grants: Vec<String>,
     },
     /// List the users with their roles and grants.
     List,
     /// Set a new password.
     Passwd { username: String },
-    /// Grant a user access to an index.
-    Grant { username: String, index_id: String },
-    /// Take a user's access to an index away.
-    Revoke { username: String, index_id: String },
+    /// Grant a user access to an index (its id or unique name).
+    Grant {
+        username: String,
+        #[arg(value_name = "INDEX")]
+        index_id: String,
+    },
+    /// Take a user's access to an index (its id or unique name) away.
+    Revoke {
+        username: String,
+        #[arg(value_name = "INDEX")]
+        index_id: String,
+    },
     /// Delete a user and their grants (the last admin cannot be removed).
     Remove { username: String },
 }
@@ -128,9 +136,33 @@ async fn existing_user(store: &dyn Store, username: &str) -> anyhow::Result<User
     store.get_user(username).await?.ok_or_else(|| anyhow!("there is no user named {username:?}"))
 }
 
-async fn existing_index(store: &dyn Store, index_id: &str) -> anyhow::Result<()> {
-    store.get_index(index_id).await?.ok_or_else(|| anyhow!("there is no index with id {index_id:?}"))?;
-    Ok(())
+/// The id of the index `given` names: its id, else its unique name (exact, else
+/// ignoring case); an unknown or ambiguous name is an error listing the candidates.
+async fn existing_index(store: &dyn Store, given: &str) -> anyhow::Result<String> {
+    if store.get_index(given).await?.is_some() {
+        return Ok(given.to_string());
+    }
+    let indexes = store.list_indexes().await?;
+    let exact: Vec<_> = indexes.iter().filter(|i| i.index_name == given).collect();
+    let matches = if exact.is_empty() {
+        indexes.iter().filter(|i| i.index_name.eq_ignore_ascii_case(given)).collect()
+    } else {
+        exact
+    };
+    let describe = |list: &[&facesearch_store::IndexInfo]| {
+        let mut names: Vec<String> = list.iter().map(|i| format!("{} ({})", i.index_name, i.id)).collect();
+        names.sort();
+        names.join(", ")
+    };
+    match matches.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] if indexes.is_empty() => bail!("there is no index with the id or name {given:?} (there are no indexes)"),
+        [] => bail!(
+            "there is no index with the id or name {given:?}; indexes: {}",
+            describe(&indexes.iter().collect::<Vec<_>>())
+        ),
+        several => bail!("{given:?} names several indexes: {}; give the id", describe(several)),
+    }
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -160,9 +192,11 @@ async fn execute(args: UserArgs, location: &Location) -> anyhow::Result<()> {
             let role = parse_role(&role).map_err(|e| anyhow!("{}", e.message))?;
             let password = read_password(&username)?;
             let store = open(location, true).await?;
-            for id in &grants {
-                existing_index(store.as_ref(), id).await?;
+            let mut ids = Vec::with_capacity(grants.len());
+            for given in &grants {
+                ids.push(existing_index(store.as_ref(), given).await?);
             }
+            let grants = ids;
             store.create_user(&username, &password, role).await.map_err(|e| match e {
                 facesearch_store::StoreError::DuplicateUser(_) => anyhow!("a user named {username:?} already exists"),
                 e => anyhow!(e).context("creating the user"),
@@ -210,7 +244,7 @@ async fn execute(args: UserArgs, location: &Location) -> anyhow::Result<()> {
         UserCommand::Grant { username, index_id } => {
             let store = open(location, false).await?;
             existing_user(store.as_ref(), &username).await?;
-            existing_index(store.as_ref(), &index_id).await?;
+            let index_id = existing_index(store.as_ref(), &index_id).await?;
             if !store.grant(&username, &index_id).await? {
                 bail!("could not grant {index_id:?} to {username:?}: the user or the index no longer exists");
             }
@@ -224,6 +258,7 @@ async fn execute(args: UserArgs, location: &Location) -> anyhow::Result<()> {
         UserCommand::Revoke { username, index_id } => {
             let store = open(location, false).await?;
             existing_user(store.as_ref(), &username).await?;
+            let index_id = existing_index(store.as_ref(), &index_id).await?;
             let removed = store.revoke(&username, &index_id).await?;
             let user = existing_user(store.as_ref(), &username).await?;
             if json {

@@ -87,6 +87,7 @@ static ROUTES: &[RouteSpec] = {
         // (`--metrics-auth` makes /metrics admin-only: see `RouteSpec::permission_in`).
         GET "/openapi.json" None => get(ops::openapi_json);
         GET "/docs" None => get(ops::docs);
+        GET "/" None => get(ops::root);
         GET "/console" None => get(ops::console);
         GET "/metrics" None => get(ops::metrics);
         // Part 1: the published Face Search (1:N) API.

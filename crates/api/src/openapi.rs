@@ -45,6 +45,7 @@ pub const TAG_OPERATIONS: &str = "Operations";
         routes::health::readyz,
         routes::ops::openapi_json,
         routes::ops::docs,
+        routes::ops::root,
         routes::ops::console,
         routes::ops::metrics,
         routes::search::index_details,

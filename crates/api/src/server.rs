@@ -144,6 +144,10 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     println!("facesearch listening on {scheme}://{addr} (data in {location})");
+    // Where a newcomer goes next: printed, like the lines above, for whoever started it.
+    println!("  web console:  {scheme}://{addr}/console");
+    println!("  API docs:     {scheme}://{addr}/docs (OpenAPI document at /openapi.json)");
+    println!("  health:       {scheme}://{addr}/healthz (process), {scheme}://{addr}/readyz (ready to search)");
 
     if config.audit_retention_days > 0 {
         let (store, days) = (store.clone(), u64::from(config.audit_retention_days));

@@ -25,6 +25,11 @@ use crate::metrics::{Metrics, UNMATCHED};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Marks a 5xx response that is part of normal operation (`/readyz` while the models
+/// load), so that it is logged as information rather than as a warning.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedUnavailable;
+
 /// The longest client-supplied request id that is kept.
 const MAX_CLIENT_ID: usize = 128;
 
@@ -54,7 +59,7 @@ fn request_span(request: &Request<Body>) -> Span {
 fn log_response(response: &Response<Body>, latency: Duration, _span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
-    if response.status().is_server_error() {
+    if response.status().is_server_error() && response.extensions().get::<ExpectedUnavailable>().is_none() {
         tracing::warn!(status, latency_ms, "request answered");
     } else {
         tracing::info!(status, latency_ms, "request answered");

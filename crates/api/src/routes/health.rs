@@ -38,7 +38,10 @@ pub async fn healthz() -> Response {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !state.is_ready() {
-        return Err(ApiError::unavailable("the face models are still loading"));
+        // Expected at every start: logged as information, not as a warning.
+        let mut response = ApiError::unavailable("the face models are still loading").into_response();
+        response.extensions_mut().insert(crate::telemetry::ExpectedUnavailable);
+        return Ok(response);
     }
     state.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "store not reachable");

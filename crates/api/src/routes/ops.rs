@@ -48,6 +48,24 @@ pub async fn docs() -> Response {
     crate::openapi::docs_response()
 }
 
+/// `GET /`: a browser opening the server's bare address lands on the console.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = TAG_OPERATIONS,
+    operation_id = "root",
+    summary = "Redirect to the web console",
+    description = "Answers `307 Temporary Redirect` to `/console`, so that the server's bare address opens the \
+                   web console. No credentials needed.",
+    responses(
+        (status = 307, description = "Redirect to `/console` (the `Location` header)"),
+        ServerErrors,
+    )
+)]
+pub async fn root() -> Response {
+    axum::response::Redirect::temporary("/console").into_response()
+}
+
 /// `GET /console`: the web console.
 #[utoipa::path(
     get,
