@@ -178,6 +178,11 @@ impl Browser {
         self.cmd("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or_default().to_string()
     }
 
+    fn attribute(&self, css: &str, name: &str) -> String {
+        let e = self.find(css);
+        self.cmd("GET", &format!("/element/{e}/attribute/{name}"), None).as_str().unwrap_or_default().to_string()
+    }
+
     fn text_of(&self, css: &str) -> String {
         self.text(&self.find(css))
     }
@@ -258,14 +263,42 @@ fn console_signs_in_enrols_searches_and_shows_the_audit() {
     b.click("#nav-enrol");
     b.wait_for(&format!("#enrol-index option[value=\"{index_id}\"]"), "enrol index choice");
     b.type_into("#enrol-name", "Console Person");
-    b.type_into("#enrol-nationality", "GB");
-    b.type_into("#enrol-watch-list", "vip");
-    b.type_into("#enrol-reference", "console-0002");
+    // A value the API refuses: its code and message are shown beside the form.
+    b.type_into("#enrol-nationality", "Britain");
     b.choose_file("#enrol-photo", &other);
+    b.click("#enrol-button");
+    let refused = b.wait_for("#enrol-result[data-status=\"refused\"]", "a refused enrolment");
+    assert!(b.text(&refused).starts_with("INVALID_PARAMETER: "), "{}", b.text(&refused));
+    assert!(b.text(&refused).contains("nationality"), "{}", b.text(&refused));
+    assert_eq!(s.record_count(&index_id), 1);
+    // Every record field of the API.
+    b.type_into("#enrol-nationality", "GB");
+    b.type_into("#enrol-gender", "M");
+    b.type_into("#enrol-id-no", "GB-998877");
+    b.type_into("#enrol-address", "1 Console Street, London");
+    b.type_into("#enrol-watch-list", "vip");
+    b.type_into("#enrol-additional-info", "enrolled through the console");
+    b.type_into("#enrol-reference", "console-0002");
     b.click("#enrol-button");
     let done = b.wait_for("#enrol-result[data-status=\"created\"]", "enrolment");
     assert!(b.text(&done).contains("Console Person"), "{}", b.text(&done));
     assert_eq!(s.record_count(&index_id), 2);
+    let record_id = b.attribute("#enrol-result [data-record-id]", "data-record-id");
+    let response = s.get(&format!("/face/index/{index_id}/records/{record_id}"));
+    let record = response.ok(200);
+    for (field, value) in [
+        ("gender", json!("M")),
+        ("id_no", json!("GB-998877")),
+        ("address", json!("1 Console Street, London")),
+        ("watch_list", json!(["vip"])),
+        ("additional_info", json!("enrolled through the console")),
+        ("reference", json!("console-0002")),
+        ("nationality", json!("GB")),
+    ] {
+        assert_eq!(record[field], value, "{field} in {record}");
+    }
+    // The banner was cleared by the successful enrolment.
+    assert_eq!(b.text_of("#alert"), "");
 
     // Search with another photo of Angelina Jolie.
     b.click("#nav-search");
