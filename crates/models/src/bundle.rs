@@ -116,6 +116,8 @@ pub fn write_bundle(cache: &ModelCache, files: &[ModelFile], out: &Path) -> Resu
     drop(writer);
     temp.as_file().sync_all().map_err(|e| io(format!("flushing {}", out.display()), e))?;
     temp.persist(out).map_err(|e| io(format!("writing {}", out.display()), e.error))?;
+    // Model files are not secret: whoever installs them (e.g. a service account) may read it.
+    crate::set_readable_path(out).map_err(|e| io(format!("setting permissions of {}", out.display()), e))?;
     Ok(bundled)
 }
 
