@@ -186,6 +186,32 @@ fn a_new_server_and_its_cli_meet_the_operator_without_friction() {
     assert!(output.status.success(), "{}", text(&output));
     assert!(!String::from_utf8_lossy(&output.stderr).to_lowercase().contains("pipe"), "{}", text(&output));
 
+    // On a terminal (`script` gives the command one), `index delete` says how many
+    // records go and asks; "n" keeps the index, "y" deletes it.
+    assert!(cli(&server, &data, &["index", "create", "scratch"], None).status.success());
+    let on_terminal = |answer: &str| {
+        let command = format!("{} index delete scratch", env!("CARGO_BIN_EXE_facesearch"));
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("FACESEARCH_URL", &base)
+            .env("FACESEARCH_USER", "admin")
+            .env("FACESEARCH_PASSWORD", PASSWORD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs the CLI on a terminal");
+        child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let kept = on_terminal("n\n");
+    assert!(!kept.status.success(), "{}", text(&kept));
+    assert!(String::from_utf8_lossy(&kept.stdout).contains("and its 0 record(s)"), "{}", text(&kept));
+    assert!(cli(&server, &data, &["index", "show", "scratch"], None).status.success(), "kept after \"n\"");
+    let gone = on_terminal("y\n");
+    assert!(gone.status.success(), "{}", text(&gone));
+    assert_eq!(cli(&server, &data, &["index", "show", "scratch"], None).status.code(), Some(2), "deleted after \"y\"");
+
     // Deleting by name, without a terminal: no question asked; it says what it deleted.
     let deleted = cli(&server, &data, &["index", "delete", "customers"], None);
     assert!(deleted.status.success(), "{}", text(&deleted));
