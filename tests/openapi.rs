@@ -303,3 +303,47 @@ fn every_response_carries_a_request_id() {
     assert_eq!(r.status, 404);
     assert!(r.header("x-request-id").is_some());
 }
+
+/// The record examples of docs/API.md show the fields a record has today: each record
+/// object in the examples' transcript has exactly the keys the server returns, nested
+/// image quality included.
+#[test]
+fn the_documented_record_examples_match_the_server() {
+    fn keys(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+        if let Some(map) = v.as_object() {
+            for (k, child) in map {
+                let path = format!("{prefix}{k}");
+                out.insert(path.clone());
+                let child = child.as_array().and_then(|a| a.first()).unwrap_or(child);
+                keys(child, &format!("{path}."), out);
+            }
+        }
+    }
+    let s = server();
+    let index = s.create_index_id("docs-record-example");
+    let created = s.enrol_ok(&index, &common::eval("deepface/img1.jpg"), &[("name", "Example")]);
+    let record = s.get(&format!("/face/index/{index}/records/{}", created["record_id"].as_str().unwrap()));
+    let mut served = BTreeSet::new();
+    keys(record.ok(200), "", &mut served);
+
+    let doc = include_str!("../docs/API.md");
+    let transcript = doc.split("## Examples").nth(1).expect("an Examples section");
+    let mut documented = 0;
+    for line in transcript.lines().filter(|l| l.starts_with("{\"response\":")) {
+        // (The download example is cut short with `head -c`.)
+        let Ok(value) = serde_json::from_str::<Value>(line) else { continue };
+        let response = &value["response"];
+        let candidates: Vec<&Value> = match response.get("records") {
+            Some(list) => list.as_array().unwrap().iter().collect(),
+            None => vec![response],
+        };
+        for candidate in candidates.into_iter().filter(|r| r.get("record_id").is_some() && r.get("image_ids").is_some())
+        {
+            let mut shown = BTreeSet::new();
+            keys(candidate, "", &mut shown);
+            assert_eq!(shown, served, "docs/API.md shows a record with other fields than the server's: {line}");
+            documented += 1;
+        }
+    }
+    assert!(documented >= 3, "the examples show records ({documented} found)");
+}
