@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use facesearch_api::client::IpNet;
 use facesearch_api::{ApiConfig, ServerConfig, TlsFiles};
 use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, QualityMinimums, RuntimeOptions};
 use facesearch_index::IndexConfig;
@@ -82,6 +83,11 @@ pub struct ServeArgs {
     /// Make /metrics admin-only (HTTP Basic); by default it needs no credentials.
     #[arg(long, env = "FACESEARCH_METRICS_AUTH")]
     metrics_auth: bool,
+    /// Reverse proxies (CIDRs or addresses, comma-separated, e.g. 10.0.0.0/8,192.0.2.7)
+    /// whose X-Forwarded-For names the client; from any other peer the header is
+    /// ignored. The client address is what failed logins are throttled by [default: none].
+    #[arg(long, env = "FACESEARCH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = facesearch_api::client::parse_proxy)]
+    trusted_proxies: Vec<IpNet>,
     /// Indexes with at least this many faces are searched through an approximate
     /// (HNSW) graph, smaller ones by an exact scan [default: 2000000].
     #[arg(long, env = "FACESEARCH_EXACT_SEARCH_BELOW")]
@@ -188,12 +194,43 @@ struct FileConfig {
     admin_user: Option<String>,
     admin_password_file: Option<PathBuf>,
     metrics_auth: Option<bool>,
+    /// CIDRs or addresses, as a list or one comma-separated string.
+    trusted_proxies: Option<StringOrList>,
     exact_search_below: Option<usize>,
     ann_ef_search: Option<usize>,
     index_save_interval: Option<u64>,
     duplicate_score: Option<f64>,
     #[serde(flatten)]
     quality: QualityArgs,
+}
+
+/// A config-file value given either as `"a,b"` or as `["a", "b"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn items(&self) -> Vec<&str> {
+        match self {
+            StringOrList::One(s) => s.split(',').filter(|x| !x.trim().is_empty()).collect(),
+            StringOrList::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `--trusted-proxies` over the config file's `trusted_proxies`.
+fn trusted_proxies(flag: Vec<IpNet>, file: Option<&StringOrList>) -> anyhow::Result<Vec<IpNet>> {
+    if !flag.is_empty() {
+        return Ok(flag);
+    }
+    let Some(list) = file else { return Ok(Vec::new()) };
+    list.items()
+        .into_iter()
+        .map(|item| facesearch_api::client::parse_proxy(item).map_err(|e| anyhow::anyhow!("trusted_proxies: {e}")))
+        .collect()
 }
 
 fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
@@ -257,6 +294,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
             pack,
             max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1),
             metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
+            trusted_proxies: trusted_proxies(args.trusted_proxies, file.trusted_proxies.as_ref())?,
             ..ApiConfig::default()
         },
         admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
@@ -355,5 +393,22 @@ mod tests {
         // Every field is an Option: one left out prints as `None`.
         let shown = format!("{file:?}");
         assert!(!shown.contains("None"), "a setting is missing from packaging/deb/config.toml: {shown}");
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_flag_or_the_config_file() {
+        let net = |s: &str| facesearch_api::client::parse_proxy(s).expect("a CIDR");
+        let file: FileConfig = toml::from_str("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n").expect("a list");
+        let from_file = trusted_proxies(Vec::new(), file.trusted_proxies.as_ref()).expect("valid");
+        assert_eq!(from_file, [net("10.0.0.0/8"), net("192.0.2.7/32")]);
+        let file: FileConfig = toml::from_str("trusted_proxies = \"10.0.0.0/8, ::1\"\n").expect("a string");
+        let from_file = trusted_proxies(Vec::new(), file.trusted_proxies.as_ref()).expect("valid");
+        assert_eq!(from_file, [net("10.0.0.0/8"), net("::1/128")]);
+        let flag = trusted_proxies(vec![net("127.0.0.1")], file.trusted_proxies.as_ref()).expect("valid");
+        assert_eq!(flag, [net("127.0.0.1/32")], "the flag wins");
+        let file: FileConfig = toml::from_str("trusted_proxies = [\"10.0.0.0/33\"]\n").expect("parses");
+        let e = trusted_proxies(Vec::new(), file.trusted_proxies.as_ref()).expect_err("a bad CIDR");
+        assert!(e.to_string().contains("trusted_proxies"), "{e}");
+        assert_eq!(trusted_proxies(Vec::new(), None).expect("none"), []);
     }
 }

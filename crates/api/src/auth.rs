@@ -5,15 +5,17 @@
 //! credential is remembered for a short time under a keyed SHA-256 of the
 //! credential (the key is random per process; the password itself is never kept).
 //!
-//! Guessing passwords is throttled ([`LoginThrottle`]): after
-//! [`MAX_USER_FAILURES`] failed logins for one username, or [`MAX_ADDRESS_FAILURES`]
-//! from one client address, within [`FAILURE_WINDOW`], further attempts for that
-//! username or from that address are answered `429 TOO_MANY_ATTEMPTS` with
-//! `Retry-After` — right or wrong password alike, so that the lock cannot be used to
-//! test guesses — until enough of those failures are older than the window. Unknown
-//! usernames are counted exactly like known ones, so neither the status, the body nor
-//! the lock reveals whether a user exists. Logins of one username are verified one at
-//! a time, so parallel guesses cannot overrun the per-username limit.
+//! Guessing passwords is throttled ([`LoginThrottle`]) per (username, client
+//! address), per client address, and per username over all addresses — the last
+//! never refusing an address that has not failed for that username, nor one that
+//! logged in as it recently, so that guessing cannot lock the account owner out.
+//! A throttled attempt is answered `429 TOO_MANY_ATTEMPTS` with `Retry-After` —
+//! right or wrong password alike, so that the lock cannot be used to test guesses.
+//! Unknown usernames are counted exactly like known ones, so neither the status, the
+//! body nor the lock reveals whether a user exists. Logins of one username, and from
+//! one address, are verified one at a time, so parallel guesses cannot overrun a
+//! limit. The client address is the TCP peer, or what a trusted reverse proxy
+//! reports ([`crate::client`]).
 //!
 //! Every route declares the least [`Permission`] it needs in the route table
 //! (`crate::route_table`); [`require`] authenticates the caller for every route that
@@ -24,11 +26,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -44,17 +46,6 @@ use crate::state::AppState;
 /// How long a verified credential is trusted without re-checking the hash.
 pub const CREDENTIAL_TTL: Duration = Duration::from_secs(30);
 const CREDENTIAL_CACHE_MAX: usize = 10_000;
-
-/// Failed logins for one username within [`FAILURE_WINDOW`] after which that username
-/// is refused with `429` until the window has passed.
-pub const MAX_USER_FAILURES: usize = 5;
-/// Failed logins from one client address (an IPv6 address counts by its /64) within
-/// [`FAILURE_WINDOW`] after which that address is refused with `429`.
-pub const MAX_ADDRESS_FAILURES: usize = 20;
-/// The sliding window over which failed logins are counted.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Most usernames, and most addresses, whose failures are remembered at once.
-const MAX_TRACKED: usize = 10_000;
 
 /// The least a route asks of its caller. Role-only permissions (`Any`, `Admin`,
 /// `Auditor`) are enforced by [`require`] before the handler runs; the index-scoped
@@ -226,21 +217,142 @@ impl Default for CredentialCache {
 // ---------------------------------------------------------------------------------
 // Failed-login throttling
 
-/// Times of the latest failures per key (at most `limit` of them), bounded in size.
+/// Failed logins of one username from one client address that are verified without
+/// delay; each further one makes that pair wait ([`FIRST_DELAY`], doubling).
+pub const PAIR_FREE_FAILURES: u32 = 5;
+/// Failed logins from one client address (for any usernames) that are verified
+/// without delay; each further one makes the address wait ([`FIRST_DELAY`], doubling).
+pub const ADDRESS_FREE_FAILURES: u32 = 20;
+/// The wait after the first failure beyond the free ones; every further failure
+/// doubles it, up to [`MAX_DELAY`].
+pub const FIRST_DELAY: Duration = Duration::from_secs(60);
+/// The longest wait between two attempts of a pair or an address.
+pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// A pair's or an address's failures are forgotten this long after the latest one.
+pub const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
+/// Failed logins of one username, from all addresses together, within
+/// [`USER_WINDOW`] after which the username is refused from every address that has
+/// failed for it — never from one that has not, nor from a known-good one.
+pub const USER_BUDGET: usize = 30;
+/// The sliding window of [`USER_BUDGET`].
+pub const USER_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// An address that logged in successfully as a username is known-good for that
+/// username this long: failures from elsewhere never lock it out.
+pub const KNOWN_GOOD_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most usernames, addresses and known-good pairs remembered at once.
+const MAX_TRACKED: usize = 10_000;
+/// Most (username, address) pairs with failures remembered at once.
+const MAX_PAIRS: usize = 50_000;
+
+/// How long to wait after the latest of `failures` failures, when `free` of them
+/// cost nothing: none below `free`, then [`FIRST_DELAY`] doubling up to [`MAX_DELAY`].
+fn delay_after(failures: u32, free: u32) -> Option<Duration> {
+    let beyond = failures.checked_sub(free)?;
+    Some(FIRST_DELAY.saturating_mul(1 << beyond.min(16)).min(MAX_DELAY))
+}
+
+/// Makes room in `map` (at `max` entries) for one more: drops the entries `stale`
+/// says are, and if that is not enough, the oldest eighth by `age` (so that a flood
+/// of new keys costs one pass per `max / 8` keys, not one per key).
+fn make_room<K: Hash + Eq + Clone, V>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    stale: impl Fn(&V) -> bool,
+    age: impl Fn(&V) -> Instant,
+) {
+    if map.len() < max {
+        return;
+    }
+    map.retain(|_, v| !stale(v));
+    if map.len() < max {
+        return;
+    }
+    let mut by_age: Vec<(Instant, K)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+    let n = (max / 8).clamp(1, by_age.len());
+    by_age.select_nth_unstable_by_key(n - 1, |(at, _)| *at);
+    for (_, k) in &by_age[..n] {
+        map.remove(k);
+    }
+}
+
+/// The failures of one key since it last logged in (or was forgotten).
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    last: Instant,
+}
+
+/// Growing waits per key ([`delay_after`]), bounded in size.
+struct BackoffLog<K> {
+    free: u32,
+    max: usize,
+    entries: HashMap<K, Backoff>,
+}
+
+impl<K: Hash + Eq + Clone> BackoffLog<K> {
+    fn new(free: u32, max: usize) -> Self {
+        Self { free, max, entries: HashMap::new() }
+    }
+
+    /// The key's failures at `now`, forgetting them when the latest is too old.
+    fn current(&mut self, key: &K, now: Instant) -> Option<Backoff> {
+        let b = *self.entries.get(key)?;
+        if now.saturating_duration_since(b.last) >= FORGET_AFTER {
+            self.entries.remove(key);
+            return None;
+        }
+        Some(b)
+    }
+
+    /// How long `key` must still wait, if it must at `now`.
+    fn locked_for(&mut self, key: &K, now: Instant) -> Option<Duration> {
+        let b = self.current(key, now)?;
+        let until = b.last + delay_after(b.failures, self.free)?;
+        (until > now).then(|| until - now)
+    }
+
+    /// When the key's failures will be forgotten, if it has any at `now`.
+    fn forgotten_in(&mut self, key: &K, now: Instant) -> Option<Duration> {
+        self.current(key, now).map(|b| (b.last + FORGET_AFTER).saturating_duration_since(now))
+    }
+
+    fn record(&mut self, key: K, now: Instant) {
+        let previous = self.current(&key, now);
+        if previous.is_none() {
+            let stale = |b: &Backoff| now.saturating_duration_since(b.last) >= FORGET_AFTER;
+            make_room(&mut self.entries, self.max, stale, |b| b.last);
+        }
+        let (failures, last) = previous.map_or((0, now), |b| (b.failures, b.last.max(now)));
+        self.entries.insert(key, Backoff { failures: failures.saturating_add(1), last });
+    }
+
+    fn reset(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Times of the latest failures per key (at most `limit` of them within `window`),
+/// bounded in size.
 struct FailureLog<K> {
     limit: usize,
+    window: Duration,
     entries: HashMap<K, VecDeque<Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> FailureLog<K> {
-    fn new(limit: usize) -> Self {
-        Self { limit, entries: HashMap::new() }
+    fn new(limit: usize, window: Duration) -> Self {
+        Self { limit, window, entries: HashMap::new() }
     }
 
-    /// How long `key` stays locked, if it is locked at `now`.
+    /// How long `key` stays over its limit, if it is at `now`.
     fn locked_for(&mut self, key: &K, now: Instant) -> Option<Duration> {
+        let window = self.window;
         let times = self.entries.get_mut(key)?;
-        while times.front().is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW) {
+        while times.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
             times.pop_front();
         }
         if times.is_empty() {
@@ -249,24 +361,15 @@ impl<K: Hash + Eq + Clone> FailureLog<K> {
         }
         // `times` holds at most `limit` failures, all within the window: locked when
         // full, until the oldest of them leaves the window.
-        (times.len() >= self.limit).then(|| (times[0] + FAILURE_WINDOW).saturating_duration_since(now))
+        (times.len() >= self.limit).then(|| (times[0] + window).saturating_duration_since(now))
     }
 
     fn record(&mut self, key: K, now: Instant) {
-        if !self.entries.contains_key(&key) && self.entries.len() >= MAX_TRACKED {
-            self.prune(now);
-            if self.entries.len() >= MAX_TRACKED {
-                // Still full of recent failures: forget the key whose latest failure
-                // is the oldest.
-                let stalest = self
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, times)| times.back().copied().unwrap_or(now))
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = stalest {
-                    self.entries.remove(&k);
-                }
-            }
+        if !self.entries.contains_key(&key) {
+            let window = self.window;
+            let latest = |times: &VecDeque<Instant>| times.back().copied().unwrap_or(now);
+            let stale = |times: &VecDeque<Instant>| now.saturating_duration_since(latest(times)) >= window;
+            make_room(&mut self.entries, MAX_TRACKED, stale, latest);
         }
         let times = self.entries.entry(key).or_default();
         times.push_back(now);
@@ -279,11 +382,6 @@ impl<K: Hash + Eq + Clone> FailureLog<K> {
         self.entries.remove(key);
     }
 
-    fn prune(&mut self, now: Instant) {
-        self.entries
-            .retain(|_, times| times.back().is_some_and(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW));
-    }
-
     fn len(&self) -> usize {
         self.entries.len()
     }
@@ -292,21 +390,84 @@ impl<K: Hash + Eq + Clone> FailureLog<K> {
 type UserKey = [u8; 32];
 type TurnLock = Arc<tokio::sync::Mutex<()>>;
 
-/// Counts failed logins per username and per client address and says when to refuse.
+/// What one verification at a time is held for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TurnKey {
+    User(UserKey),
+    Address(IpAddr),
+}
+
+/// Everything [`LoginThrottle`] remembers, under one lock.
+struct Tables {
+    /// Per (username, address): growing waits after [`PAIR_FREE_FAILURES`].
+    pairs: BackoffLog<(UserKey, IpAddr)>,
+    /// Per address, any usernames: growing waits after [`ADDRESS_FREE_FAILURES`].
+    addresses: BackoffLog<IpAddr>,
+    /// Per username, all addresses: the latest [`USER_BUDGET`] failures.
+    users: FailureLog<UserKey>,
+    /// (username, address) pairs that logged in, and when they last did.
+    known_good: HashMap<(UserKey, IpAddr), Instant>,
+}
+
+impl Tables {
+    fn is_known_good(&mut self, key: &(UserKey, IpAddr), now: Instant) -> bool {
+        match self.known_good.get(key) {
+            Some(at) if now.saturating_duration_since(*at) < KNOWN_GOOD_FOR => true,
+            Some(_) => {
+                self.known_good.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_good(&mut self, key: (UserKey, IpAddr), now: Instant) {
+        if !self.known_good.contains_key(&key) {
+            let stale = |at: &Instant| now.saturating_duration_since(*at) >= KNOWN_GOOD_FOR;
+            make_room(&mut self.known_good, MAX_TRACKED, stale, |at| *at);
+        }
+        self.known_good.insert(key, now);
+    }
+}
+
+/// How many keys the throttle remembers (for tests and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracked {
+    pub usernames: usize,
+    pub addresses: usize,
+    pub pairs: usize,
+    pub known_good: usize,
+}
+
+/// Counts failed logins and says when to refuse one, so that guessing stays
+/// impractical and never locks the account owner out:
+///
+/// * per (username, client address): [`PAIR_FREE_FAILURES`] failures, then a wait of
+///   [`FIRST_DELAY`] doubling with every further failure up to [`MAX_DELAY`];
+/// * per client address, whatever the usernames: the same after
+///   [`ADDRESS_FREE_FAILURES`];
+/// * per username, from all addresses together: at most [`USER_BUDGET`] failures per
+///   [`USER_WINDOW`]; past it, attempts for the username are refused from addresses
+///   that have failed for it — but never from an address that has not, nor from one
+///   that logged in as that user within [`KNOWN_GOOD_FOR`].
+///
+/// So failures from one address never refuse the right password from another. A
+/// client address is an IPv4 address, or an IPv6 /64 (one client usually controls a
+/// whole /64); a request without one (not over TCP) counts as one address of its own.
 /// Usernames are kept only as keyed hashes, so memory per entry is fixed.
 pub struct LoginThrottle {
     key: [u8; 32],
-    users: Mutex<FailureLog<UserKey>>,
-    addresses: Mutex<FailureLog<IpAddr>>,
-    /// One lock per username being verified right now (removed when unused).
-    turns: Mutex<HashMap<UserKey, TurnLock>>,
+    tables: Mutex<Tables>,
+    /// One lock per username, and one per address, being verified right now (removed
+    /// when unused).
+    turns: Mutex<HashMap<TurnKey, TurnLock>>,
 }
 
-/// Holds a username's verification turn; gives the lock back (and forgets it when no
-/// one else waits) when dropped, also if the request is cancelled.
+/// Holds a verification turn; gives the lock back (and forgets it when no one else
+/// waits) when dropped, also if the request is cancelled.
 struct Turn<'a> {
     throttle: &'a LoginThrottle,
-    key: UserKey,
+    key: TurnKey,
     lock: TurnLock,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
@@ -323,17 +484,16 @@ impl Drop for Turn<'_> {
 }
 
 /// The address failures are counted by: IPv4 as is (also when IPv4-mapped), IPv6 by
-/// its /64 network, since one client usually controls a whole /64.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
+/// its /64 network, since one client usually controls a whole /64. No address (a
+/// request not served over TCP) counts as `0.0.0.0`.
+pub(crate) fn address_key(ip: Option<IpAddr>) -> IpAddr {
+    let Some(ip) = ip else { return IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) };
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -346,8 +506,12 @@ impl LoginThrottle {
     pub fn new() -> Self {
         Self {
             key: rand::random(),
-            users: Mutex::new(FailureLog::new(MAX_USER_FAILURES)),
-            addresses: Mutex::new(FailureLog::new(MAX_ADDRESS_FAILURES)),
+            tables: Mutex::new(Tables {
+                pairs: BackoffLog::new(PAIR_FREE_FAILURES, MAX_PAIRS),
+                addresses: BackoffLog::new(ADDRESS_FREE_FAILURES, MAX_TRACKED),
+                users: FailureLog::new(USER_BUDGET, USER_WINDOW),
+                known_good: HashMap::new(),
+            }),
             turns: Mutex::new(HashMap::new()),
         }
     }
@@ -359,44 +523,79 @@ impl LoginThrottle {
         h.finalize().into()
     }
 
-    /// `Err(seconds to wait)` if attempts for `username` or from `peer` are refused at `now`.
+    /// `Err(seconds to wait)` if an attempt for `username` from `peer` is refused at `now`.
     pub fn check(&self, username: &str, peer: Option<IpAddr>, now: Instant) -> Result<(), u64> {
-        let by_address = peer.and_then(|ip| locked(&self.addresses).locked_for(&address_key(ip), now));
-        let by_user = locked(&self.users).locked_for(&self.user_key(username), now);
-        match by_address.into_iter().chain(by_user).max() {
-            Some(wait) => Err(retry_after_secs(wait)),
-            None => Ok(()),
+        let pair = (self.user_key(username), address_key(peer));
+        let mut t = locked(&self.tables);
+        let mut wait = t.addresses.locked_for(&pair.1, now).max(t.pairs.locked_for(&pair, now));
+        // The username's budget binds only addresses that have failed for it (until
+        // their failures are forgotten), and never a known-good one.
+        if let Some(forgotten_in) = t.pairs.forgotten_in(&pair, now)
+            && !t.is_known_good(&pair, now)
+        {
+            wait = wait.max(t.users.locked_for(&pair.0, now).map(|w| w.min(forgotten_in)));
         }
+        wait.map_or(Ok(()), |w| Err(retry_after_secs(w)))
     }
 
     /// Records a failed login for `username` from `peer` at `now`.
     pub fn failed(&self, username: &str, peer: Option<IpAddr>, now: Instant) {
-        locked(&self.users).record(self.user_key(username), now);
-        if let Some(ip) = peer {
-            locked(&self.addresses).record(address_key(ip), now);
-        }
+        let pair = (self.user_key(username), address_key(peer));
+        let mut t = locked(&self.tables);
+        t.pairs.record(pair, now);
+        t.addresses.record(pair.1, now);
+        t.users.record(pair.0, now);
     }
 
-    /// A successful login (or a password reset): the username's failures are forgotten.
+    /// A successful login of `username` from `peer` at `now`: the pair's failures are
+    /// forgotten and the address is known-good for the username. The address's and
+    /// the username's other failures stand.
+    pub fn logged_in(&self, username: &str, peer: Option<IpAddr>, now: Instant) {
+        let pair = (self.user_key(username), address_key(peer));
+        let mut t = locked(&self.tables);
+        t.pairs.reset(&pair);
+        t.remember_good(pair, now);
+    }
+
+    /// Forgets every failure (and known-good address) of `username`: its password was
+    /// just set, and the old one's failures say nothing about the new one.
+    pub fn forget_user(&self, username: &str) {
+        let user = self.user_key(username);
+        let mut t = locked(&self.tables);
+        t.users.reset(&user);
+        t.pairs.entries.retain(|(u, _), _| *u != user);
+        t.known_good.retain(|(u, _), _| *u != user);
+    }
+
+    /// The same as [`Self::forget_user`] (the name the password-change handler uses).
     pub fn succeeded(&self, username: &str) {
-        let key = self.user_key(username);
-        let mut users = locked(&self.users);
-        if users.entries.contains_key(&key) {
-            users.reset(&key);
+        self.forget_user(username);
+    }
+
+    /// How many keys are remembered now (for tests and metrics).
+    pub fn tracked(&self) -> Tracked {
+        let t = locked(&self.tables);
+        Tracked {
+            usernames: t.users.len(),
+            addresses: t.addresses.len(),
+            pairs: t.pairs.len(),
+            known_good: t.known_good.len(),
         }
     }
 
-    /// Usernames and addresses with failures remembered now (for tests and metrics).
-    pub fn tracked(&self) -> (usize, usize) {
-        (locked(&self.users).len(), locked(&self.addresses).len())
-    }
-
-    /// Waits until no other login of `username` is being verified, and holds that turn.
-    async fn turn(&self, username: &str) -> Turn<'_> {
-        let key = self.user_key(username);
+    async fn turn(&self, key: TurnKey) -> Turn<'_> {
         let lock = locked(&self.turns).entry(key).or_default().clone();
         let guard = lock.clone().lock_owned().await;
         Turn { throttle: self, key, lock, guard: Some(guard) }
+    }
+
+    /// Waits until no other login of `username`, and none from `peer`'s address, is
+    /// being verified, and holds both turns, so that parallel guesses cannot overrun
+    /// a limit. (Always the username first: no two requests wait for each other.)
+    async fn turns(&self, username: &str, peer: Option<IpAddr>) -> (Turn<'_>, Turn<'_>) {
+        let user = self.turn(TurnKey::User(self.user_key(username))).await;
+        let address = self.turn(TurnKey::Address(address_key(peer))).await;
+        (user, address)
     }
 }
 
@@ -432,7 +631,8 @@ fn too_many_attempts(seconds: u64) -> ApiError {
 
 /// Checks the `Authorization` header of a request from `peer` (the client address,
 /// when known). Wrong credentials and unknown users get the same `401`; a throttled
-/// username or address gets `429 TOO_MANY_ATTEMPTS` with `retry_after` (seconds).
+/// attempt ([`LoginThrottle`]) gets `429 TOO_MANY_ATTEMPTS` with `retry_after`
+/// (seconds).
 pub async fn authenticate(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> Result<Caller, ApiError> {
     let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::unauthorized)?;
     let (name, password) = parse_basic(header).ok_or_else(ApiError::unauthorized)?;
@@ -441,14 +641,15 @@ pub async fn authenticate(headers: &HeaderMap, peer: Option<IpAddr>, state: &App
     throttle.check(&name, peer, Instant::now()).map_err(too_many_attempts)?;
     let digest = credentials.digest(&name, &password);
     if let Some(user) = credentials.get(&digest) {
-        throttle.succeeded(&name);
+        throttle.logged_in(&name, peer, Instant::now());
         return Ok(Caller { user });
     }
-    // One verification per username at a time; the ones that waited look again.
-    let _turn = throttle.turn(&name).await;
+    // One verification per username, and per address, at a time; the ones that
+    // waited look again.
+    let _turns = throttle.turns(&name, peer).await;
     throttle.check(&name, peer, Instant::now()).map_err(too_many_attempts)?;
     if let Some(user) = credentials.get(&digest) {
-        throttle.succeeded(&name);
+        throttle.logged_in(&name, peer, Instant::now());
         return Ok(Caller { user });
     }
     let generation = credentials.generation();
@@ -460,7 +661,7 @@ pub async fn authenticate(headers: &HeaderMap, peer: Option<IpAddr>, state: &App
         .map_err(|_| ApiError::unavailable("too many logins are being checked; retry shortly"))?;
     match state.store().verify_password(&name, &password).await? {
         Some(user) => {
-            throttle.succeeded(&name);
+            throttle.logged_in(&name, peer, Instant::now());
             credentials.put(digest, user.clone(), generation);
             Ok(Caller { user })
         }
@@ -472,9 +673,9 @@ pub async fn authenticate(headers: &HeaderMap, peer: Option<IpAddr>, state: &App
     }
 }
 
-/// The client address of a request, when the server recorded it.
+/// The client address of a request (see [`crate::client`]), when known.
 fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
-    extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+    crate::client::of(extensions)
 }
 
 /// An error response, with `Retry-After` set from a `retry_after` detail.
@@ -564,89 +765,218 @@ mod tests {
         Some(s.parse().expect("an IP address"))
     }
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     #[test]
-    fn five_failures_lock_a_username_until_the_window_passes() {
+    fn five_failures_slow_down_that_pair_only() {
         let t = LoginThrottle::new();
         let t0 = Instant::now();
-        for i in 0..MAX_USER_FAILURES {
+        for i in 0..PAIR_FREE_FAILURES {
             assert_eq!(t.check("alice", ip("10.0.0.1"), t0), Ok(()), "attempt {i} is allowed");
-            t.failed("alice", ip("10.0.0.1"), t0 + Duration::from_secs(i as u64));
+            t.failed("alice", ip("10.0.0.1"), t0 + Duration::from_secs(u64::from(i)));
         }
-        // Locked until the first failure is 60 s old, for any address.
-        assert_eq!(t.check("alice", ip("10.0.0.1"), t0 + Duration::from_secs(5)), Err(55));
-        assert_eq!(t.check("alice", ip("10.9.9.9"), t0 + Duration::from_millis(59_500)), Err(1));
-        assert_eq!(t.check("alice", None, t0 + Duration::from_secs(5)), Err(55));
-        // Other usernames are not affected.
-        assert_eq!(t.check("bob", ip("10.0.0.2"), t0 + Duration::from_secs(5)), Ok(()));
-        // One failure left the window: one more attempt is allowed, and if it fails the
-        // lock lasts until the next oldest failure leaves it.
-        let later = t0 + FAILURE_WINDOW;
-        assert_eq!(t.check("alice", ip("10.0.0.1"), later), Ok(()));
-        t.failed("alice", ip("10.0.0.1"), later);
-        assert_eq!(t.check("alice", ip("10.0.0.1"), later), Err(1));
-        // All old: free again.
-        assert_eq!(t.check("alice", ip("10.0.0.1"), later + FAILURE_WINDOW), Ok(()));
+        // Locked until a minute after the latest failure, right password or wrong.
+        assert_eq!(t.check("alice", ip("10.0.0.1"), t0 + Duration::from_secs(5)), Err(59));
+        assert_eq!(t.check("alice", ip("10.0.0.1"), t0 + Duration::from_millis(63_500)), Err(1));
+        // The same username from any other address, and other usernames, are not.
+        assert_eq!(t.check("alice", ip("10.9.9.9"), t0 + Duration::from_secs(5)), Ok(()));
+        assert_eq!(t.check("alice", None, t0 + Duration::from_secs(5)), Ok(()));
+        assert_eq!(t.check("bob", ip("10.0.0.1"), t0 + Duration::from_secs(5)), Ok(()));
+        // Each further failure doubles the wait.
+        let mut at = t0 + Duration::from_secs(4) + MINUTE;
+        for minutes in [2, 4, 8, 15, 15] {
+            assert_eq!(t.check("alice", ip("10.0.0.1"), at), Ok(()));
+            t.failed("alice", ip("10.0.0.1"), at);
+            assert_eq!(t.check("alice", ip("10.0.0.1"), at), Err(minutes * 60), "after {minutes} min");
+            at += MINUTE * minutes as u32;
+        }
+        // An hour without failures forgets them: five free ones again.
+        let later = at + FORGET_AFTER;
+        for _ in 0..PAIR_FREE_FAILURES {
+            assert_eq!(t.check("alice", ip("10.0.0.1"), later), Ok(()));
+            t.failed("alice", ip("10.0.0.1"), later);
+        }
+        assert_eq!(t.check("alice", ip("10.0.0.1"), later), Err(60));
+    }
+
+    /// Failures an attacker gets in each hour of `hours` by trying the moment a try
+    /// is allowed, as `user(i)` from `address(i)` for the i-th try.
+    fn guesses_per_hour(
+        t: &LoginThrottle,
+        hours: usize,
+        user: impl Fn(usize) -> String,
+        address: impl Fn(usize) -> Option<IpAddr>,
+    ) -> Vec<usize> {
+        let t0 = Instant::now();
+        let mut per_hour = vec![0; hours];
+        let mut n = 0;
+        for second in 0..hours as u64 * 3600 {
+            let now = t0 + Duration::from_secs(second);
+            while t.check(&user(n), address(n), now).is_ok() {
+                t.failed(&user(n), address(n), now);
+                per_hour[second as usize / 3600] += 1;
+                n += 1;
+            }
+        }
+        per_hour
     }
 
     #[test]
-    fn a_success_resets_the_username_but_not_the_address() {
+    fn guessing_from_one_address_gets_few_tries_an_hour() {
+        // One username from one address: 5, then after 1, 2, 4, 8 and 15 minutes, …
+        let per_hour = guesses_per_hour(&LoginThrottle::new(), 4, |_| "alice".into(), |_| ip("192.0.2.1"));
+        assert_eq!(per_hour, [11, 4, 4, 4]);
+        // Any usernames from one address: 20, then the same growing waits.
+        let per_hour = guesses_per_hour(&LoginThrottle::new(), 4, |i| format!("user{i}"), |_| ip("192.0.2.1"));
+        assert_eq!(per_hour, [26, 4, 4, 4]);
+    }
+
+    #[test]
+    fn guessing_from_many_addresses_gets_the_username_budget_plus_one_per_address() {
+        for n in [10, 40] {
+            // `n` addresses, each trying alice's password every second for four hours.
+            let t = LoginThrottle::new();
+            let t0 = Instant::now();
+            let addresses: Vec<Option<IpAddr>> = (0..n).map(|i| ip(&format!("192.0.2.{i}"))).collect();
+            let mut per_hour = [0; 4];
+            for second in 0..4 * 3600 {
+                let now = t0 + Duration::from_secs(second);
+                for a in &addresses {
+                    if t.check("alice", *a, now).is_ok() {
+                        t.failed("alice", *a, now);
+                        per_hour[second as usize / 3600] += 1;
+                    }
+                }
+            }
+            // Any one hour: the budget, plus one from each address that had not failed.
+            assert!(per_hour.iter().all(|h| *h <= USER_BUDGET + n), "{n} addresses: {per_hour:?}");
+            if n < USER_BUDGET {
+                assert_eq!(per_hour, [USER_BUDGET; 4], "{n} addresses");
+            }
+            // The owner, from an address of their own, is never refused.
+            assert_eq!(t.check("alice", ip("203.0.113.1"), t0 + Duration::from_secs(4 * 3600)), Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_username_budget_never_refuses_an_address_that_has_not_failed() {
         let t = LoginThrottle::new();
         let t0 = Instant::now();
-        for _ in 0..MAX_USER_FAILURES - 1 {
-            t.failed("alice", ip("10.0.0.1"), t0);
-        }
-        t.succeeded("alice");
-        for _ in 0..MAX_USER_FAILURES - 1 {
-            t.failed("alice", ip("10.0.0.1"), t0);
-        }
-        assert_eq!(t.check("alice", None, t0), Ok(()), "the success forgot the first failures");
+        // The owner logged in from 10.0.0.1 (known-good), then typed a wrong password once.
+        t.logged_in("alice", ip("10.0.0.1"), t0);
         t.failed("alice", ip("10.0.0.1"), t0);
-        assert!(t.check("alice", None, t0).is_err());
-        assert_eq!(locked(&t.addresses).entries[&address_key("10.0.0.1".parse().unwrap())].len(), 9);
+        // Guessers spend the budget from addresses of their own, none past its own limit.
+        for i in 0..USER_BUDGET - 1 {
+            let a = ip(&format!("198.51.100.{}", i / 4));
+            assert_eq!(t.check("alice", a, t0), Ok(()));
+            t.failed("alice", a, t0);
+        }
+        let soon = t0 + Duration::from_secs(10);
+        // Every address that failed for alice is refused now, right password or wrong…
+        assert_eq!(t.check("alice", ip("198.51.100.0"), soon), Err(3590));
+        // …but not one that has not failed for alice, nor the known-good owner.
+        assert_eq!(t.check("alice", ip("203.0.113.1"), soon), Ok(()));
+        assert_eq!(t.check("alice", ip("10.0.0.1"), soon), Ok(()));
+        assert_eq!(t.check("bob", ip("198.51.100.0"), soon), Ok(()), "other usernames are not refused");
+        // A fresh address that fails joins the refused ones.
+        t.failed("alice", ip("203.0.113.1"), soon);
+        assert!(t.check("alice", ip("203.0.113.1"), soon).is_err());
+        // The budget frees up as the failures leave the window.
+        assert_eq!(t.check("alice", ip("198.51.100.0"), t0 + USER_WINDOW), Ok(()));
+        // An admin setting a new password forgets alice's failures everywhere.
+        t.failed("alice", ip("203.0.113.1"), t0 + USER_WINDOW);
+        t.forget_user("alice");
+        assert_eq!(t.tracked().pairs, 0);
+        assert_eq!(t.tracked().usernames, 0);
     }
 
     #[test]
-    fn twenty_failures_lock_an_address_for_every_username() {
+    fn a_success_forgets_the_pair_but_not_the_address() {
         let t = LoginThrottle::new();
         let t0 = Instant::now();
-        for i in 0..MAX_ADDRESS_FAILURES {
+        for _ in 0..PAIR_FREE_FAILURES - 1 {
+            t.failed("alice", ip("10.0.0.1"), t0);
+        }
+        t.logged_in("alice", ip("10.0.0.1"), t0);
+        for _ in 0..PAIR_FREE_FAILURES - 1 {
+            t.failed("alice", ip("10.0.0.1"), t0);
+        }
+        assert_eq!(t.check("alice", ip("10.0.0.1"), t0), Ok(()), "the success forgot the first failures");
+        t.failed("alice", ip("10.0.0.1"), t0);
+        assert!(t.check("alice", ip("10.0.0.1"), t0).is_err());
+        let t = locked(&t.tables);
+        assert_eq!(t.addresses.entries[&address_key(ip("10.0.0.1"))].failures, 9);
+        assert_eq!(t.users.entries.values().next().map(VecDeque::len), Some(9), "nor the username's budget");
+    }
+
+    #[test]
+    fn twenty_failures_slow_down_an_address_for_every_username() {
+        let t = LoginThrottle::new();
+        let t0 = Instant::now();
+        for i in 0..ADDRESS_FREE_FAILURES {
             assert_eq!(t.check(&format!("user{i}"), ip("192.0.2.7"), t0), Ok(()));
             t.failed(&format!("user{i}"), ip("192.0.2.7"), t0);
         }
         assert_eq!(t.check("someone-else", ip("192.0.2.7"), t0 + Duration::from_secs(10)), Err(50));
         assert_eq!(t.check("someone-else", ip("192.0.2.8"), t0), Ok(()), "other addresses are not locked");
         assert_eq!(t.check("someone-else", None, t0), Ok(()));
-        assert_eq!(t.check("someone-else", ip("192.0.2.7"), t0 + FAILURE_WINDOW), Ok(()));
+        assert_eq!(t.check("someone-else", ip("192.0.2.7"), t0 + MINUTE), Ok(()));
     }
 
     #[test]
     fn ipv6_clients_count_by_their_64_network() {
         let t = LoginThrottle::new();
         let t0 = Instant::now();
-        for i in 0..MAX_ADDRESS_FAILURES {
+        for i in 0..ADDRESS_FREE_FAILURES {
             t.failed(&format!("u{i}"), ip(&format!("2001:db8:1:2::{:x}", i + 1)), t0);
         }
         assert!(t.check("x", ip("2001:db8:1:2:ffff::1"), t0).is_err());
         assert_eq!(t.check("x", ip("2001:db8:1:3::1"), t0), Ok(()));
         // An IPv4-mapped IPv6 address is the IPv4 address.
-        assert_eq!(address_key("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(address_key(ip("::ffff:10.1.2.3")), "10.1.2.3".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn memory_stays_bounded() {
         let t = LoginThrottle::new();
         let t0 = Instant::now();
-        for i in 0..MAX_TRACKED + 500 {
+        for i in 0..MAX_PAIRS + 500 {
             let a = IpAddr::from((i as u32).to_be_bytes());
             t.failed(&format!("user{i}"), Some(a), t0);
+            t.logged_in(&format!("user{i}"), Some(a), t0);
+            t.failed(&format!("user{i}"), Some(a), t0);
         }
-        let (users, addresses) = t.tracked();
-        assert!(users <= MAX_TRACKED && addresses <= MAX_TRACKED, "{users} users, {addresses} addresses");
-        // Entries older than the window are pruned before anything recent is evicted.
-        t.failed("late", ip("10.0.0.1"), t0 + FAILURE_WINDOW * 2);
-        assert_eq!(t.tracked(), (1, 1));
-        t.failed("later", ip("10.0.0.2"), t0 + FAILURE_WINDOW * 2);
-        assert_eq!(t.tracked(), (2, 2));
+        let n = t.tracked();
+        assert!(
+            n.usernames <= MAX_TRACKED
+                && n.addresses <= MAX_TRACKED
+                && n.pairs <= MAX_PAIRS
+                && n.known_good <= MAX_TRACKED,
+            "{n:?}"
+        );
+        assert!(n.pairs > MAX_TRACKED, "pairs have a bound of their own: {n:?}");
+    }
+
+    #[test]
+    fn stale_entries_go_before_the_oldest_recent_ones() {
+        let t0 = Instant::now();
+        let stale = |at: &Instant| *at < t0 + Duration::from_secs(100);
+        // Full, some of it stale: only the stale entries go.
+        let mut map: HashMap<u32, Instant> =
+            (0..16).map(|i| (i, t0 + Duration::from_secs(u64::from(i) * 10))).collect();
+        make_room(&mut map, 16, stale, |at| *at);
+        let mut left: Vec<u32> = map.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, (10..16).collect::<Vec<_>>());
+        // Full of recent entries: the oldest eighth goes.
+        let mut map: HashMap<u32, Instant> =
+            (0..16).map(|i| (i, t0 + Duration::from_secs(1000 + u64::from(i)))).collect();
+        make_room(&mut map, 16, stale, |at| *at);
+        assert_eq!(map.len(), 14);
+        assert!(!map.contains_key(&0) && !map.contains_key(&1));
+        // Not full: nothing goes.
+        make_room(&mut map, 16, |_| true, |at| *at);
+        assert_eq!(map.len(), 14);
     }
 
     fn basic(user: &str, password: &str) -> HeaderMap {
@@ -657,7 +987,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn parallel_guesses_cannot_overrun_the_username_limit() {
+    async fn parallel_guesses_cannot_overrun_the_limits() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = facesearch_store::SqliteStore::open(dir.path()).expect("a store");
         store.create_user("alice", "alice-Password-1", Role::Searcher).await.expect("a user");
@@ -665,8 +995,10 @@ mod tests {
         let attempts = (0..20).map(|i| {
             let state = state.clone();
             tokio::spawn(async move {
-                let headers = basic("alice", &format!("guess-{i}"));
-                authenticate(&headers, ip(&format!("10.0.1.{i}")), &state).await.map(|_| ()).map_err(|e| e.code)
+                // Alternating usernames: the per-address turn, not only the username's, counts.
+                let name = if i % 2 == 0 { "alice" } else { "nobody" };
+                let headers = basic(name, &format!("guess-{i}"));
+                authenticate(&headers, ip("10.0.1.1"), &state).await.map(|_| ()).map_err(|e| e.code)
             })
         });
         let mut codes = Vec::new();
@@ -674,12 +1006,13 @@ mod tests {
             codes.push(a.await.expect("the attempt ran").expect_err("a wrong password"));
         }
         let verified = codes.iter().filter(|c| **c == "UNAUTHORIZED").count();
-        assert_eq!(verified, MAX_USER_FAILURES, "{codes:?}");
-        assert_eq!(codes.iter().filter(|c| **c == "TOO_MANY_ATTEMPTS").count(), 20 - MAX_USER_FAILURES);
-        // Locked for the right password too; other users are not.
-        let e = authenticate(&basic("alice", "alice-Password-1"), None, &state).await.expect_err("locked");
+        assert_eq!(verified, 2 * PAIR_FREE_FAILURES as usize, "{codes:?}");
+        assert_eq!(codes.iter().filter(|c| **c == "TOO_MANY_ATTEMPTS").count(), 20 - verified);
+        // The right password is refused from that address, and accepted from any other.
+        let e = authenticate(&basic("alice", "alice-Password-1"), ip("10.0.1.1"), &state).await.expect_err("locked");
         assert_eq!(e.code, "TOO_MANY_ATTEMPTS");
         assert!(e.details["retry_after"].as_u64().is_some_and(|s| (1..=60).contains(&s)));
+        authenticate(&basic("alice", "alice-Password-1"), ip("10.0.1.2"), &state).await.expect("not locked out");
         assert!(locked(&state.throttle().turns).is_empty(), "verification turns are given back");
     }
 

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod jobs;
@@ -137,8 +138,9 @@ pub fn router(state: AppState) -> Router {
     let body_limit = body::limit_for(state.config().max_image_bytes);
     let mut router = Router::new();
     for spec in route_table() {
-        // Layers run outermost (added last) first: authentication, then reading the
-        // body, then the user-change audit, then the handler.
+        // Layers run outermost (added last) first: the audit of refusals, then
+        // authentication, then reading the body, then the user-change audit, then the
+        // handler.
         let mut route = (spec.handler)();
         if spec.path.starts_with("/users") && spec.method != "GET" {
             route = route.route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::user_change));
@@ -147,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         let permission = spec.permission_in(state.config());
         if permission != Permission::None {
             route = route.route_layer(axum::middleware::from_fn_with_state((state.clone(), permission), auth::require));
+            route = route.route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::refusals));
         }
         // Routes of one path with different methods merge into one method router.
         router = router.route(spec.path, route);
@@ -161,5 +164,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        // Every request's client address, for the throttle and the audit log.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), client::resolve))
         .with_state(state)
 }

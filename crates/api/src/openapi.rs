@@ -176,8 +176,8 @@ impl IntoResponses for AuthErrors {
             (
                 "429".to_string(),
                 error_response(
-                    "`TOO_MANY_ATTEMPTS`: too many failed logins for this user or from this address \
-                     (`retry_after`).",
+                    "`TOO_MANY_ATTEMPTS`: too many failed logins for this user from this address, or \
+                     from this address (`retry_after`).",
                     &[("Retry-After", "seconds until a login may be tried again")],
                 ),
             ),

@@ -165,6 +165,16 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             }
         });
     }
+    // Refusals left out of the audit log (over its flood limit) are counted; the count
+    // is written once their minute is over.
+    let flush_state = state.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(crate::audit::REFUSAL_WINDOW);
+        loop {
+            ticks.tick().await;
+            crate::audit::flush_left_out(&flush_state).await;
+        }
+    });
     let loader_state = state.clone();
     let loader_config = config.clone();
     tokio::spawn(async move {
@@ -235,7 +245,8 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     let final_state = state.clone();
     let app = crate::limits::apply(crate::router(state), config.request_timeout, config.tls.is_some());
     let app = crate::telemetry::apply(app, metrics);
-    // The client address is recorded for failed-login throttling per address.
+    // The client address is recorded for failed-login throttling per address and for
+    // the audit of refused requests (see `crate::client` for `--trusted-proxies`).
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = async move {
         tokio::select! { _ = shutdown_signal() => {}, _ = stop => {} }

@@ -6,6 +6,7 @@ use facesearch_engine::{Engine, WriteLock};
 use facesearch_face::Pack;
 use facesearch_store::Store;
 
+use crate::audit::RefusalLog;
 use crate::auth::{CredentialCache, LoginThrottle};
 use crate::error::ApiError;
 use crate::jobs::DuplicateJobs;
@@ -27,6 +28,9 @@ pub struct ApiConfig {
     /// Authenticated requests handled at once; beyond it new ones get 503 at once
     /// (backpressure instead of an unbounded queue).
     pub max_in_flight: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`);
+    /// from any other peer the header is ignored (see [`crate::client`]).
+    pub trusted_proxies: Vec<crate::client::IpNet>,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +42,7 @@ impl Default for ApiConfig {
             pack: Pack::Open,
             metrics_auth: false,
             max_in_flight: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -48,6 +53,7 @@ struct Inner {
     config: ApiConfig,
     credentials: CredentialCache,
     throttle: LoginThrottle,
+    refusals: RefusalLog,
     writes: WriteLock,
     metrics: Arc<Metrics>,
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -65,6 +71,7 @@ impl AppState {
             engine: OnceLock::new(),
             credentials: CredentialCache::new(),
             throttle: LoginThrottle::new(),
+            refusals: RefusalLog::new(),
             writes: WriteLock::default(),
             metrics: Arc::new(Metrics::new(config.pack)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
@@ -121,5 +128,10 @@ impl AppState {
     /// Failed-login counters per username and client address.
     pub fn throttle(&self) -> &LoginThrottle {
         &self.0.throttle
+    }
+
+    /// What keeps refused requests from flooding the audit log.
+    pub fn refusals(&self) -> &RefusalLog {
+        &self.0.refusals
     }
 }
