@@ -27,7 +27,15 @@ const BOUNDARY: &str = "slowlorisBoundary7MA4YWxkTrZu0gW";
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        Server::start_with(ServerOptions::default().args(&["--request-timeout", &REQUEST_TIMEOUT_S.to_string()]))
+        // Every stalled body here is the admin's: the per-user share of the request
+        // slots is raised to all of them, so that these tests see the request timeout at
+        // work (the per-user limit is tested in `tests/request_limits.rs`).
+        Server::start_with(ServerOptions::default().args(&[
+            "--request-timeout",
+            &REQUEST_TIMEOUT_S.to_string(),
+            "--max-in-flight-per-user",
+            "64",
+        ]))
     })
 }
 

@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Fetch, list and verify the neural models and the ONNX runtime.
     Models(models::ModelsArgs),
     /// Measure accuracy on labelled photos.
@@ -166,7 +166,7 @@ pub fn init_tracing(cli: &Cli) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Models(args) => models::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),

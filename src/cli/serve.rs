@@ -63,6 +63,19 @@ pub struct ServeArgs {
     /// Requests handled at once; more get 503 at once [default: 64].
     #[arg(long, env = "FACESEARCH_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
+    /// Requests one user may have in flight at once; more get 503 at once
+    /// [default: a quarter of --max-in-flight, at least 1].
+    #[arg(long, env = "FACESEARCH_MAX_IN_FLIGHT_PER_USER")]
+    max_in_flight_per_user: Option<usize>,
+    /// Of --max-in-flight, the slots only admins may take, so that other users together
+    /// cannot lock administration out [default: an eighth of --max-in-flight, at least 1].
+    #[arg(long, env = "FACESEARCH_ADMIN_RESERVED_SLOTS")]
+    admin_reserved_slots: Option<usize>,
+    /// Bytes of request bodies held in memory at once (64 KiB of each body are not
+    /// counted); beyond it an upload waits up to 5 s, then gets 503. At least one
+    /// whole body; room for one is kept for admins [default: 268435456].
+    #[arg(long, env = "FACESEARCH_UPLOAD_BUDGET_BYTES")]
+    upload_budget_bytes: Option<usize>,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "FACESEARCH_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -189,6 +202,9 @@ struct FileConfig {
     workers: Option<usize>,
     audit_retention_days: Option<u32>,
     max_in_flight: Option<usize>,
+    max_in_flight_per_user: Option<usize>,
+    admin_reserved_slots: Option<usize>,
+    upload_budget_bytes: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     admin_user: Option<String>,
@@ -280,6 +296,20 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
         ..defaults
     };
     let save_every = args.index_save_interval.or(file.index_save_interval).unwrap_or(60);
+    let max_in_flight = args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1);
+    let max_in_flight_per_user = args
+        .max_in_flight_per_user
+        .or(file.max_in_flight_per_user)
+        .unwrap_or_else(|| facesearch_api::admission::default_per_user(max_in_flight))
+        .clamp(1, max_in_flight);
+    let admin_reserved_slots = args
+        .admin_reserved_slots
+        .or(file.admin_reserved_slots)
+        .unwrap_or_else(|| facesearch_api::admission::default_admin_reserve(max_in_flight));
+    anyhow::ensure!(
+        admin_reserved_slots < max_in_flight,
+        "admin_reserved_slots ({admin_reserved_slots}) must be less than max_in_flight ({max_in_flight})"
+    );
     let config = ServerConfig {
         bind: args.bind.or(file.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("facesearch-data")),
@@ -292,7 +322,13 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
             max_image_bytes,
             max_results_cap: args.max_results_cap.or(file.max_results_cap).unwrap_or(100).max(1),
             pack,
-            max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1),
+            max_in_flight,
+            max_in_flight_per_user,
+            admin_reserved_slots,
+            upload_budget: args
+                .upload_budget_bytes
+                .or(file.upload_budget_bytes)
+                .unwrap_or(facesearch_api::admission::DEFAULT_UPLOAD_BUDGET),
             metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
             trusted_proxies: trusted_proxies(args.trusted_proxies, file.trusted_proxies.as_ref())?,
             ..ApiConfig::default()
@@ -410,5 +446,39 @@ mod tests {
         let e = trusted_proxies(Vec::new(), file.trusted_proxies.as_ref()).expect_err("a bad CIDR");
         assert!(e.to_string().contains("trusted_proxies"), "{e}");
         assert_eq!(trusted_proxies(Vec::new(), None).expect("none"), []);
+    }
+
+    fn resolved(flags: &[&str]) -> anyhow::Result<ServerConfig> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
+        resolve(cli.serve).map(|(config, _)| config)
+    }
+
+    #[test]
+    fn request_slots_and_the_upload_budget_default_from_max_in_flight() {
+        let limits = |c: ServerConfig| {
+            (c.api.max_in_flight, c.api.max_in_flight_per_user, c.api.admin_reserved_slots, c.api.upload_budget)
+        };
+        assert_eq!(limits(resolved(&[]).expect("defaults")), (64, 16, 8, 256 << 20));
+        assert_eq!(limits(resolved(&["--max-in-flight", "10"]).expect("scaled")).1, 2);
+        assert_eq!(limits(resolved(&["--max-in-flight", "1"]).expect("one slot")), (1, 1, 0, 256 << 20));
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("facesearch.toml");
+        std::fs::write(
+            &file,
+            "max_in_flight = 20\nmax_in_flight_per_user = 3\nadmin_reserved_slots = 5\nupload_budget_bytes = 1000000\n",
+        )
+        .expect("writing the config file");
+        let config = file.to_str().expect("a UTF-8 path");
+        assert_eq!(limits(resolved(&["--config", config]).expect("from the file")), (20, 3, 5, 1_000_000));
+        let flags = ["--config", config, "--max-in-flight-per-user", "4", "--admin-reserved-slots", "2"];
+        assert_eq!(limits(resolved(&flags).expect("flags over the file")), (20, 4, 2, 1_000_000));
+        let all_reserved = resolved(&["--max-in-flight", "4", "--admin-reserved-slots", "4"]);
+        assert!(all_reserved.is_err(), "a reserve that leaves non-admins no slot is refused");
     }
 }

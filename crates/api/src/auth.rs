@@ -723,11 +723,14 @@ pub async fn require(
         }
     };
     // Only authenticated requests take one of the limited slots, so slow anonymous
-    // clients cannot lock the API.
-    let Ok(_slot) = state.in_flight().clone().try_acquire_owned() else {
-        let limit = crate::body::drain_cap(crate::body::limit_for(state.config().max_image_bytes));
-        crate::body::discard(request.into_body(), limit).await;
-        return ApiError::unavailable("too many requests in flight; retry shortly").into_response();
+    // clients cannot lock the API; per user, and with a reserve for admins (see
+    // `crate::admission`).
+    let _slot = match state.slots().try_take(&caller.user.username, caller.is_admin()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            crate::body::discard_later(request.into_body(), crate::body::limit_for(state.config().max_image_bytes));
+            return refusal.into_error().into_response();
+        }
     };
     request.extensions_mut().insert(caller);
     next.run(request).await

@@ -6,6 +6,7 @@
 //! store, and [`error`] is the one place where failures become status codes and
 //! error codes.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -145,7 +146,7 @@ pub fn router(state: AppState) -> Router {
         if spec.path.starts_with("/users") && spec.method != "GET" {
             route = route.route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::user_change));
         }
-        route = route.route_layer(axum::middleware::from_fn_with_state(body_limit, body::read_body));
+        route = route.route_layer(axum::middleware::from_fn_with_state(state.clone(), body::read_body));
         let permission = spec.permission_in(state.config());
         if permission != Permission::None {
             route = route.route_layer(axum::middleware::from_fn_with_state((state.clone(), permission), auth::require));

@@ -7,6 +7,7 @@ use facesearch_face::Pack;
 use facesearch_store::Store;
 
 use crate::audit::RefusalLog;
+use crate::admission::{self, Slots, UploadBudget};
 use crate::auth::{CredentialCache, LoginThrottle};
 use crate::error::ApiError;
 use crate::jobs::DuplicateJobs;
@@ -31,6 +32,15 @@ pub struct ApiConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`);
     /// from any other peer the header is ignored (see [`crate::client`]).
     pub trusted_proxies: Vec<crate::client::IpNet>,
+    /// Requests in flight one user may have at once (see [`crate::admission`]).
+    pub max_in_flight_per_user: usize,
+    /// Of `max_in_flight`, the slots only admins may take.
+    pub admin_reserved_slots: usize,
+    /// Bytes of request bodies held in memory at once, beyond
+    /// [`crate::admission::FREE_BODY_BYTES`] per request; at least one whole body
+    /// ([`crate::body::limit_for`]`(max_image_bytes)`), of which room for one whole
+    /// body is kept for admins (see [`crate::admission::UploadBudget`]).
+    pub upload_budget: usize,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +53,9 @@ impl Default for ApiConfig {
             metrics_auth: false,
             max_in_flight: 64,
             trusted_proxies: Vec::new(),
+            max_in_flight_per_user: admission::default_per_user(64),
+            admin_reserved_slots: admission::default_admin_reserve(64),
+            upload_budget: admission::DEFAULT_UPLOAD_BUDGET,
         }
     }
 }
@@ -56,7 +69,8 @@ struct Inner {
     refusals: RefusalLog,
     writes: WriteLock,
     metrics: Arc<Metrics>,
-    in_flight: Arc<tokio::sync::Semaphore>,
+    slots: Arc<Slots>,
+    uploads: UploadBudget,
     jobs: DuplicateJobs,
 }
 
@@ -74,15 +88,25 @@ impl AppState {
             refusals: RefusalLog::new(),
             writes: WriteLock::default(),
             metrics: Arc::new(Metrics::new(config.pack)),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            slots: Slots::new(config.max_in_flight, config.max_in_flight_per_user, config.admin_reserved_slots),
+            uploads: UploadBudget::new(
+                config.upload_budget,
+                crate::body::limit_for(config.max_image_bytes).saturating_sub(admission::FREE_BODY_BYTES),
+                admission::UPLOAD_BUDGET_WAIT,
+            ),
             jobs: DuplicateJobs::default(),
             config,
         }))
     }
 
-    /// Slots for authenticated requests in flight.
-    pub fn in_flight(&self) -> &Arc<tokio::sync::Semaphore> {
-        &self.0.in_flight
+    /// Slots for authenticated requests in flight (per user, with a reserve for admins).
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.0.slots
+    }
+
+    /// The bytes of request bodies that may be held in memory at once.
+    pub fn uploads(&self) -> &UploadBudget {
+        &self.0.uploads
     }
 
     /// Makes the engine available; requests needing it get 503 until then.
