@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use facesearch_index::neighbours;
+use facesearch_index::{checked_similarity, neighbours};
 use facesearch_store::{IndexInfo, Record};
 use serde::Serialize;
 
-use crate::{Engine, EngineError, round2, task_failed};
+use crate::{Engine, EngineError, checked, round2, task_failed};
 
 impl Engine {
     /// Groups of records of `indexes` whose faces match each other at `min_score` or
@@ -79,6 +79,10 @@ impl Engine {
         let mut best: HashMap<(&str, &str), (f32, &str, &str)> = HashMap::new();
         for n in &pairs {
             let (a, b) = (&rows[n.a], &rows[n.b]);
+            // A damaged (non-unit) vector can score anything: such a pair fails the job.
+            if checked_similarity(n.similarity).is_none() {
+                checked(n.similarity, &a.0, &format!("{} or {}", a.1, b.1))?;
+            }
             let (first, second) = if a.2 <= b.2 { (a, b) } else { (b, a) };
             let slot = best.entry((first.2.as_str(), second.2.as_str())).or_insert((f32::NEG_INFINITY, "", ""));
             if n.similarity > slot.0 {

@@ -336,7 +336,7 @@ async fn refuse_duplicate(
             min_similarity,
             limit: 2,
         };
-        store.nearest_faces(query).await?.into_iter().map(hit_of).collect()
+        store.nearest_faces(query).await?.into_iter().map(hit_of).collect::<Result<_, _>>()?
     } else {
         let (v, i, e) = (vectors.clone(), index_id.to_string(), embedding.to_vec());
         tokio::task::spawn_blocking(move || v.slot(pack).vectors.search(&e, &[i.as_str()], min_similarity, 2))
@@ -354,9 +354,24 @@ async fn refuse_duplicate(
     }
 }
 
-/// A face the store found, as the in-memory index reports one.
-fn hit_of(face: facesearch_store::NearestFace) -> Hit {
-    Hit { collection: face.index_id, record_id: face.record_id, image_id: face.image_id, similarity: face.similarity }
+/// A face the store found, as the in-memory index reports one (its similarity
+/// checked as the index checks its own, see [`checked`]).
+fn hit_of(face: facesearch_store::NearestFace) -> Result<Hit, EngineError> {
+    let similarity = checked(face.similarity, &face.index_id, &face.image_id)?;
+    Ok(Hit { collection: face.index_id, record_id: face.record_id, image_id: face.image_id, similarity })
+}
+
+/// A similarity fit to report: within [-1, 1] (see
+/// [`facesearch_index::checked_similarity`]). Anything else comes only from a vector
+/// that is not of unit length (damage): it is logged as an error and the request fails
+/// as an internal error, so that it never reaches a response as a score.
+pub(crate) fn checked(similarity: f32, collection: &str, image_id: &str) -> Result<f32, EngineError> {
+    facesearch_index::checked_similarity(similarity).ok_or_else(|| {
+        let e =
+            IndexError::Similarity { collection: collection.to_string(), image_id: image_id.to_string(), similarity };
+        tracing::error!(error = %e, "request refused: a stored vector is damaged");
+        EngineError::Index(e)
+    })
 }
 
 /// Sorts hits by calibrated score (then similarity, then record id, for a stable
@@ -412,11 +427,27 @@ async fn load_vectors(
             )
         }
         Err(e) => {
-            tracing::warn!(error = %e, pack = pack.name(), "vector index snapshot unusable; rebuilding from the store")
+            // Failed verification (a digest, a non-unit vector) or unreadable: nothing of
+            // it is used, and the snapshot saved next is written from the rebuilt index.
+            tracing::warn!(
+                error = %e,
+                pack = pack.name(),
+                "vector index snapshot ignored (failed verification or unreadable); rebuilding from the store"
+            )
         }
         Ok(None) => {}
     }
     let rows = store.embeddings(pack.name()).await?;
+    // The store is the truth and is used as it is; a vector in it that is not of unit
+    // length is reported here, and any search that reaches it fails (see `checked`).
+    let damaged = rows.iter().filter(|r| !facesearch_index::snapshot::is_unit(&r.vector)).count();
+    if damaged > 0 {
+        tracing::error!(
+            vectors = damaged,
+            pack = pack.name(),
+            "stored vectors are not of unit length (damaged); searches reaching them fail"
+        );
+    }
     let index = tokio::task::spawn_blocking(move || {
         let index = FaceIndex::with_config(dim, config);
         index
@@ -533,6 +564,8 @@ impl Engine {
         let vectors = self.vectors.clone();
         let started = Instant::now();
         tokio::task::spawn_blocking(move || {
+            // 0700, whatever the mode of the data directory (tightened if it was looser).
+            facesearch_index::snapshot::create_private_dir(&dir)?;
             vectors.slots.iter().try_for_each(|slot| slot.vectors.save(&dir.join(slot.pack.name()), version))
         })
         .await
@@ -811,8 +844,9 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             };
             for face in found {
-                let score = round2(calibration.score(face.similarity));
-                scored.push((hit_of(face), score));
+                let hit = hit_of(face)?;
+                let score = round2(calibration.score(hit.similarity));
+                scored.push((hit, score));
             }
         }
         best_first(&mut scored, candidates);

@@ -31,6 +31,24 @@ pub enum IndexError {
     Graph(String),
     #[error("index snapshot: {0}")]
     Snapshot(String),
+    /// A similarity outside [-1, 1]: a vector in the index is not of unit length
+    /// (damage). Never reported as a score; the search fails instead.
+    #[error(
+        "similarity {similarity} of image {image_id} in {collection} is outside [-1, 1]: a stored vector is not of unit length"
+    )]
+    Similarity { collection: String, image_id: String, similarity: f32 },
+}
+
+/// How far the squared length of a stored vector may be from 1, and a similarity
+/// beyond ±1, before it counts as damage rather than f32 rounding (which is orders
+/// of magnitude smaller for a normalised embedding).
+pub const UNIT_TOLERANCE: f32 = 1e-3;
+
+/// A cosine similarity fit to report: within [-1, 1] (a value beyond by no more than
+/// [`UNIT_TOLERANCE`] is rounding and is clamped); `None` for anything else (NaN,
+/// infinite, or farther out), which only a vector that is not of unit length produces.
+pub fn checked_similarity(similarity: f32) -> Option<f32> {
+    (similarity.is_finite() && similarity.abs() <= 1.0 + UNIT_TOLERANCE).then(|| similarity.clamp(-1.0, 1.0))
 }
 
 /// How collections are searched.
@@ -429,15 +447,25 @@ impl FaceIndex {
                 }
             }
         }
-        let mut hits: Vec<Hit> = best
-            .into_iter()
-            .map(|((collection, record_id), (similarity, image_id))| Hit {
+        let mut hits: Vec<Hit> = Vec::with_capacity(best.len());
+        for ((collection, record_id), (similarity, image_id)) in best {
+            // A damaged (non-unit) vector can score anything: never report such a value.
+            let Some(similarity) = checked_similarity(similarity) else {
+                let e = IndexError::Similarity {
+                    collection: collection.to_string(),
+                    image_id: image_id.to_string(),
+                    similarity,
+                };
+                tracing::error!(error = %e, record_id, "search refused: a vector of the index is damaged");
+                return Err(e);
+            };
+            hits.push(Hit {
                 collection: collection.to_string(),
                 record_id: record_id.to_string(),
                 image_id: image_id.to_string(),
                 similarity,
-            })
-            .collect();
+            });
+        }
         hits.sort_by(|a, b| {
             b.similarity
                 .total_cmp(&a.similarity)

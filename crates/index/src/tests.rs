@@ -198,7 +198,8 @@ fn a_damaged_or_missing_snapshot_is_reported_not_loaded() {
     idx.save(dir.path(), 7).unwrap();
     assert!(FaceIndex::load(dir.path(), 8, IndexConfig::default()).is_err(), "other dimension");
     let snap = std::fs::read_to_string(dir.path().join("CURRENT")).unwrap();
-    let vec_file = dir.path().join(snap).join("c0.vec");
+    // CURRENT: the snapshot's name, then the manifest's digest.
+    let vec_file = dir.path().join(snap.lines().next().unwrap()).join("c0.vec");
     let bytes = std::fs::read(&vec_file).unwrap();
     std::fs::write(&vec_file, &bytes[..bytes.len() - 4]).unwrap();
     assert!(matches!(FaceIndex::load(dir.path(), 4, IndexConfig::default()), Err(IndexError::Snapshot(_))));
@@ -272,4 +273,294 @@ fn a_snapshot_copies_the_rows() {
     assert_eq!(snap.vectors, vec![1.0, 0.0, 0.0, 1.0]);
     assert_eq!(snap.owners, vec![("i1".to_string(), "r1".to_string()), ("i2".to_string(), "r2".to_string())]);
     assert!(idx.snapshot("nope").owners.is_empty());
+}
+
+/// A fresh snapshot of two collections (one with a graph) in a new directory, and
+/// the path of that snapshot's own directory.
+fn saved_snapshot() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = FaceIndex::with_config(16, approximate(50));
+    for i in 0..80u64 {
+        idx.insert(if i < 60 { "big" } else { "small" }, &format!("r{i}"), &format!("i{i}"), &random_unit(i, 16))
+            .unwrap();
+    }
+    idx.save(dir.path(), 9).unwrap();
+    let current = std::fs::read_to_string(dir.path().join("CURRENT")).unwrap();
+    let snap = dir.path().join(current.lines().next().unwrap());
+    (dir, snap)
+}
+
+#[track_caller]
+fn load_error(dir: &std::path::Path) -> String {
+    match FaceIndex::load(dir, 16, approximate(50)) {
+        Err(IndexError::Snapshot(reason)) => reason,
+        Err(other) => panic!("not a snapshot error: {other}"),
+        Ok(Some(_)) => panic!("a damaged snapshot was loaded"),
+        Ok(None) => panic!("the snapshot was not found"),
+    }
+}
+
+/// Pseudo-random bytes (splitmix64), no extra dependency.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            (z >> 56) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn every_snapshot_file_is_checked_against_its_digest() {
+    let (dir, _) = saved_snapshot();
+    let (loaded, tag) = FaceIndex::load(dir.path(), 16, approximate(50)).unwrap().unwrap();
+    assert_eq!((tag, loaded.len("big"), loaded.len("small")), (9, 60, 20), "an intact snapshot loads");
+    assert!(loaded.stats()["big"].approximate, "with its graph");
+
+    const ROW: usize = 16 * 4;
+    type Damage = fn(&std::path::Path, &std::path::Path);
+    let damages: [(&str, Damage, &str); 9] = [
+        (
+            "two rows swapped",
+            |_, snap| {
+                // Same size, every row still of unit length: only the digest can tell.
+                let path = snap.join("c0.vec");
+                let mut bytes = std::fs::read(&path).unwrap();
+                let (a, b) = bytes.split_at_mut(ROW * 3);
+                a[..ROW].swap_with_slice(&mut b[..ROW]);
+                std::fs::write(&path, bytes).unwrap();
+            },
+            "c0.vec",
+        ),
+        (
+            "random bytes in rows",
+            |_, snap| {
+                let path = snap.join("c1.vec");
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes[ROW * 2..ROW * 7].copy_from_slice(&noise(7, ROW * 5));
+                std::fs::write(&path, bytes).unwrap();
+            },
+            "c1.vec",
+        ),
+        (
+            "truncated vectors",
+            |_, snap| {
+                let path = snap.join("c0.vec");
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() - ROW]).unwrap();
+            },
+            "c0.vec",
+        ),
+        (
+            "a record id changed",
+            |_, snap| {
+                // Same length: the file keeps its shape.
+                let path = snap.join("c0.ids");
+                let text = std::fs::read(&path).unwrap();
+                let swapped: Vec<u8> = String::from_utf8_lossy(&text).replacen("r0", "rX", 1).into_bytes();
+                assert_eq!(swapped.len(), text.len());
+                std::fs::write(&path, swapped).unwrap();
+            },
+            "c0.ids",
+        ),
+        (
+            "a graph byte flipped",
+            |_, snap| {
+                let path = snap.join("c0.graph");
+                let mut bytes = std::fs::read(&path).unwrap();
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x40;
+                std::fs::write(&path, bytes).unwrap();
+            },
+            "c0.graph",
+        ),
+        (
+            "the manifest edited",
+            |_, snap| {
+                let path = snap.join("manifest.json");
+                let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                manifest["collections"][0]["name"] = "small".into();
+                manifest["collections"][1]["name"] = "big".into();
+                std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+            },
+            "manifest.json",
+        ),
+        (
+            "a digest in the manifest replaced",
+            |_, snap| {
+                // Recording the digest of damaged data does not help: the manifest's own
+                // digest (in CURRENT) no longer matches.
+                let path = snap.join("manifest.json");
+                let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                manifest["collections"][0]["vec_sha256"] = "0".repeat(64).into();
+                std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+            },
+            "manifest.json",
+        ),
+        (
+            "CURRENT without the manifest digest",
+            |dir, _| {
+                let path = dir.join("CURRENT");
+                let text = std::fs::read_to_string(&path).unwrap();
+                std::fs::write(&path, text.lines().next().unwrap()).unwrap();
+            },
+            "no manifest digest",
+        ),
+        (
+            "CURRENT naming a path outside",
+            |dir, _| {
+                let path = dir.join("CURRENT");
+                let text = std::fs::read_to_string(&path).unwrap();
+                let digest = text.lines().nth(1).unwrap().to_string();
+                std::fs::write(&path, format!("../elsewhere\n{digest}\n")).unwrap();
+            },
+            "outside",
+        ),
+    ];
+    for (what, damage, expected) in damages {
+        let (dir, snap) = saved_snapshot();
+        damage(dir.path(), &snap);
+        let reason = load_error(dir.path());
+        assert!(reason.contains(expected), "{what}: {reason}");
+        if !expected.contains(' ') && expected != "outside" {
+            assert!(reason.contains("SHA-256 digest"), "{what}: {reason}");
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_of_an_older_format_is_not_loaded() {
+    let (dir, snap) = saved_snapshot();
+    // Format 1 had no digests: even made consistent, it is refused.
+    let path = snap.join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["format"] = 1.into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let current = std::fs::read_to_string(dir.path().join("CURRENT")).unwrap();
+    let name = current.lines().next().unwrap();
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    std::fs::write(dir.path().join("CURRENT"), format!("{name}\n{digest}\n")).unwrap();
+    assert!(load_error(dir.path()).contains("format 1"));
+}
+
+#[test]
+fn a_vector_not_of_unit_length_is_refused_on_load() {
+    // The digests are right (the index held these rows when it saved them): only the
+    // length check stands between such a row and a search.
+    for bad in [vec![2.0, 0.0, 0.0, 0.0], vec![0.0, 0.0, 0.0, 0.0], vec![f32::NAN, 0.0, 0.0, 0.0], vec![1e19; 4]] {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = FaceIndex::new(4);
+        idx.insert("db", "good", "g", &unit(4, 1)).unwrap();
+        idx.insert("db", "bad", "b", &bad).unwrap();
+        idx.save(dir.path(), 1).unwrap();
+        let reason = match FaceIndex::load(dir.path(), 4, IndexConfig::default()) {
+            Err(IndexError::Snapshot(reason)) => reason,
+            other => panic!("{bad:?} was not refused: {:?}", other.map(|o| o.map(|(_, tag)| tag))),
+        };
+        assert!(reason.contains("row 1 is not a unit-length vector"), "{reason}");
+    }
+    // f32 rounding of a normalised vector is well within the tolerance.
+    let dir = tempfile::tempdir().unwrap();
+    let idx = FaceIndex::new(4);
+    idx.insert("db", "r", "i", &[0.5, 0.5, 0.5, 0.500_1]).unwrap();
+    idx.save(dir.path(), 1).unwrap();
+    assert!(FaceIndex::load(dir.path(), 4, IndexConfig::default()).unwrap().is_some());
+    assert!(snapshot::is_unit(&random_unit(3, 512)) && !snapshot::is_unit(&[1.01, 0.0]));
+}
+
+/// A log writer that keeps what was written, for the tests that check what is logged.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn a_similarity_outside_the_unit_range_is_an_error_never_a_score() {
+    assert_eq!(checked_similarity(0.25), Some(0.25));
+    assert_eq!(checked_similarity(1.000_3), Some(1.0), "rounding is clamped");
+    assert_eq!(checked_similarity(-1.000_3), Some(-1.0));
+    for bad in [1.01, -1.5, 4.0e37, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        assert_eq!(checked_similarity(bad), None, "{bad}");
+    }
+    for config in [IndexConfig::default(), approximate(1)] {
+        let idx = FaceIndex::with_config(4, config);
+        idx.insert("db", "alice", "a1", &unit(4, 1)).unwrap();
+        // A crafted vector three times too long: its dot product with a matching probe is 3.
+        idx.insert("db", "mallory", "m1", &[3.0, 0.0, 0.0, 0.0]).unwrap();
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
+        let (search, exact) = tracing::subscriber::with_default(subscriber, || {
+            (idx.search(&unit(4, 0), &["db"], -1.0, 5), idx.search_exact(&unit(4, 0), &["db"], 0.5, 1))
+        });
+        for result in [search, exact] {
+            match result {
+                Err(IndexError::Similarity { collection, image_id, similarity }) => {
+                    assert_eq!((collection.as_str(), image_id.as_str()), ("db", "m1"));
+                    assert!((similarity - 3.0).abs() < 1e-6);
+                }
+                other => panic!("a similarity of 3 was not refused: {other:?}"),
+            }
+        }
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("ERROR") && log.contains("search refused") && log.contains("m1"), "not logged: {log}");
+        // A search that does not reach the damaged row is answered; rounding is clamped.
+        let hits = idx.search(&unit(4, 1), &["db"], 0.5, 5).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!((hits[0].record_id.as_str(), hits[0].similarity), ("alice", 1.0));
+        idx.insert("db", "rounded", "r1", &[0.0, 0.0, 1.000_2, 0.0]).unwrap();
+        assert_eq!(idx.search(&unit(4, 2), &["db"], 0.5, 1).unwrap()[0].similarity, 1.0);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn snapshot_files_are_owner_only_whatever_the_directory_above() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A directory left 0755 (by an older version) is tightened; new ones are 0700.
+    let pack = dir.path().join("vectors/open");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let idx = FaceIndex::with_config(16, approximate(10));
+    for i in 0..20u64 {
+        idx.insert("db", &format!("r{i}"), &format!("i{i}"), &random_unit(i, 16)).unwrap();
+    }
+    idx.save(&pack, 1).unwrap();
+    idx.save(&dir.path().join("fresh/open"), 1).unwrap();
+    for base in [pack, dir.path().join("fresh"), dir.path().join("fresh/open")] {
+        assert_eq!(mode(&base), 0o700, "{}", base.display());
+    }
+    let snap = std::fs::read_to_string(dir.path().join("vectors/open/CURRENT")).unwrap();
+    let snap = dir.path().join("vectors/open").join(snap.lines().next().unwrap());
+    assert_eq!(mode(&snap), 0o700);
+    let mut files: Vec<String> = std::fs::read_dir(&snap)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .inspect(|p| assert_eq!(mode(p), 0o600, "{}", p.display()))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["c0.graph", "c0.ids", "c0.vec", "manifest.json"]);
+    assert_eq!(mode(&dir.path().join("vectors/open/CURRENT")), 0o600);
 }

@@ -232,7 +232,9 @@ impl SqliteStore {
     /// (mode 0700 on Unix) if it does not exist, and applies pending migrations.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         create_private_dir(data_dir)?;
+        warn_if_shared(data_dir);
         let path = data_dir.join(DB_FILE);
+        create_private_file(&path)?;
 
         let mut writer = Connection::open(&path).ctx("opening the database")?;
         restrict_to_owner(&path)?;
@@ -321,6 +323,45 @@ impl Inner {
 
 // ---------------------------------------------------------------------------------
 // Setup
+
+/// Creates the database file mode 0600 before SQLite opens it (SQLite would create it
+/// with the umask's mode until [`restrict_to_owner`] runs); an existing file is left
+/// as it is.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// Warns when the data directory (which the administrator may have made beforehand)
+/// can be read or entered by other users: everything facesearch creates in it is
+/// owner-only, but the directory's own mode is the administrator's to choose.
+fn warn_if_shared(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %dir.display(),
+                    mode = %format!("{mode:04o}"),
+                    "the data directory is accessible to group or other users; the files facesearch creates in it \
+                     are owner-only (0600, directories 0700), but the directory should be 0700 too (chmod 700)"
+                );
+            }
+        }
+    }
+    let _ = dir;
+}
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
