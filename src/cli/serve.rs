@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Make /metrics admin-only (HTTP Basic); by default it needs no credentials.
     #[arg(long, env = "FACESEARCH_METRICS_AUTH")]
     metrics_auth: bool,
+    /// Make the liveness check mandatory: a search with perform_liveness_check=false from
+    /// any user but an admin is refused (403 LIVENESS_REQUIRED).
+    #[arg(long, env = "FACESEARCH_REQUIRE_LIVENESS")]
+    require_liveness: bool,
     /// Indexes with at least this many faces are searched through an approximate
     /// (HNSW) graph, smaller ones by an exact scan [default: 2000000].
     #[arg(long, env = "FACESEARCH_EXACT_SEARCH_BELOW")]
@@ -182,6 +186,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     admin_user: Option<String>,
     metrics_auth: Option<bool>,
+    require_liveness: Option<bool>,
     exact_search_below: Option<usize>,
     ann_ef_search: Option<usize>,
     index_save_interval: Option<u64>,
@@ -251,6 +256,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
             pack,
             max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1),
             metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
+            require_liveness: args.require_liveness || file.require_liveness.unwrap_or(false),
             ..ApiConfig::default()
         },
         admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
@@ -315,5 +321,31 @@ mod tests {
         assert_eq!((m.sharpness, m.max_yaw), (5.0, 20.0), "file, then flag over file");
         assert_eq!(m.max_compression, QualityMinimums::default().max_compression, "the rest default");
         assert!(toml::from_str::<FileConfig>("quality_min_sharpnes = 5.0\n").is_err(), "a misspelt key is refused");
+    }
+
+    #[test]
+    fn liveness_is_required_by_flag_or_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("facesearch.toml");
+        std::fs::write(&config, "require_liveness = true\n").expect("writing the config");
+        let resolved = |extra: &[&str]| {
+            let argv = ["facesearch", "serve", "--data-dir", "unused"].into_iter().chain(extra.iter().copied());
+            let TestCommand::Serve(args) = <TestCli as clap::Parser>::try_parse_from(argv).expect("arguments").command;
+            resolve(args).expect("settings").0.api.require_liveness
+        };
+        assert!(!resolved(&[]), "off by default");
+        assert!(resolved(&["--require-liveness"]));
+        assert!(resolved(&["--config", config.to_str().expect("a UTF-8 path")]));
+    }
+
+    #[derive(clap::Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: TestCommand,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum TestCommand {
+        Serve(ServeArgs),
     }
 }

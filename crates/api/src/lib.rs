@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod jobs;

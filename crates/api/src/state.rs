@@ -27,6 +27,9 @@ pub struct ApiConfig {
     /// Authenticated requests handled at once; beyond it new ones get 503 at once
     /// (backpressure instead of an unbounded queue).
     pub max_in_flight: usize,
+    /// Liveness is mandatory for everyone but admins (`--require-liveness`): a search
+    /// with `perform_liveness_check=false` from a non-admin is `403 LIVENESS_REQUIRED`.
+    pub require_liveness: bool,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +41,7 @@ impl Default for ApiConfig {
             pack: Pack::Open,
             metrics_auth: false,
             max_in_flight: 64,
+            require_liveness: false,
         }
     }
 }
