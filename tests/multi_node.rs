@@ -127,3 +127,75 @@ fn users_added_with_the_command_line_on_postgres_log_in_on_every_node() {
         assert_eq!(me.status().as_u16(), 200);
     }
 }
+
+/// The last-admin rule holds across nodes: two admins deleting each other at the same
+/// moment through two nodes leave exactly one admin (the rule is kept by the database,
+/// not by a lock inside one process). Several rounds, each with two fresh admins.
+#[test]
+fn two_admins_deleting_each_other_on_two_nodes_leave_one() {
+    let (a, b) = two_nodes();
+    let as_user = |node: &Server, client: &reqwest::blocking::Client, who: &str, method: &str, path: &str| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        node.send(
+            format!("{method} {path} as {who}"),
+            client.request(method, node.url(path)).basic_auth(who, Some(password(who))),
+        )
+    };
+    fn password(who: &str) -> String {
+        format!("{who}-Secret-Password")
+    }
+    let admins = |node: &Server, who: &str| -> Vec<String> {
+        let client = node.http();
+        let r = as_user(node, client, who, "GET", "/users");
+        let list = r.ok(200).as_array().expect("users").clone();
+        list.iter().filter(|u| u["role"] == "admin").map(|u| u["username"].as_str().unwrap().to_string()).collect()
+    };
+    // The bootstrap admin makes the first pair, then goes like every round's survivor.
+    let mut survivor = common::ADMIN_USER.to_string();
+    let mut outcomes = Vec::new();
+    for round in 0..8 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        for name in [&x, &y] {
+            let body = serde_json::json!({"username": name, "password": password(name), "role": "admin"});
+            let req = a.http().post(a.url("/users")).json(&body);
+            let req = if survivor == common::ADMIN_USER {
+                req.basic_auth(common::ADMIN_USER, Some(common::ADMIN_PASSWORD))
+            } else {
+                req.basic_auth(&survivor, Some(password(&survivor)))
+            };
+            a.send(format!("POST /users {name}"), req).ok(201);
+        }
+        // Three admins: x may delete the last round's survivor. Now x and y are the only two.
+        let r = as_user(&a, a.http(), &x, "DELETE", &format!("/users/{survivor}"));
+        assert_eq!(r.status, 204, "{}", r.text);
+        assert_eq!(admins(&b, &x), [x.clone(), y.clone()]);
+
+        // Each on their own node and connection, credentials already verified (so that
+        // both deletes reach the database together), at the same moment.
+        let (ca, cb) = (reqwest::blocking::Client::new(), reqwest::blocking::Client::new());
+        as_user(&a, &ca, &x, "GET", "/users/me").ok(200);
+        as_user(&b, &cb, &y, "GET", "/users/me").ok(200);
+        let barrier = std::sync::Barrier::new(2);
+        let (rx, ry) = std::thread::scope(|scope| {
+            let tx = scope.spawn(|| {
+                barrier.wait();
+                as_user(&a, &ca, &x, "DELETE", &format!("/users/{y}"))
+            });
+            let ty = scope.spawn(|| {
+                barrier.wait();
+                as_user(&b, &cb, &y, "DELETE", &format!("/users/{x}"))
+            });
+            (tx.join().expect("x deletes y"), ty.join().expect("y deletes x"))
+        });
+        let mut statuses = [rx.status, ry.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [204, 409], "round {round}: {} / {}", rx.text, ry.text);
+        let refused = if rx.status == 409 { &rx } else { &ry };
+        assert!(refused.err(409, "CONFLICT")["message"].as_str().unwrap_or_default().contains("last admin"));
+        survivor = if rx.status == 204 { x.clone() } else { y.clone() };
+        assert_eq!(admins(&a, &survivor), [survivor.clone()], "round {round}: exactly one admin remains");
+        assert_eq!(admins(&b, &survivor), [survivor.clone()]);
+        outcomes.push(survivor.chars().next().unwrap_or('?'));
+    }
+    eprintln!("survivors by round: {outcomes:?}");
+}

@@ -523,3 +523,79 @@ fn the_cli_manages_users_of_a_data_dir_that_a_server_then_uses() {
     let out = cli_ok(&dir, &["list", "--json"], None, None);
     assert!(!out.contains("cli-late"), "{out}");
 }
+
+// ---------------------------------------------------------------------------------
+// Passwords without a printable character
+// ---------------------------------------------------------------------------------
+
+/// Twelve spaces, twelve NULs, tabs and line breaks, ideographic spaces: long enough,
+/// but nothing to type. Refused everywhere a password is set.
+const BLANK_PASSWORDS: &[&str] = &[
+    "            ",
+    "\0\0\0\0\0\0\0\0\0\0\0\0",
+    "\t\t\t\t\t\t\t\t\t\t\t\t",
+    " \u{3000} \u{3000} \u{3000} \u{3000} \u{3000} \u{3000}",
+    "\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}",
+];
+
+#[test]
+fn passwords_without_a_printable_character_are_refused_over_http() {
+    let s = server();
+    for (i, blank) in BLANK_PASSWORDS.iter().enumerate() {
+        let name = format!("blank-{i}");
+        let body = json!({"username": name, "password": blank, "role": "searcher"});
+        let e = admin(s, "POST", "/users", Some(body)).err(400, "WEAK_PASSWORD").clone();
+        assert!(e["message"].as_str().unwrap_or_default().contains("printable"), "{e}");
+        admin(s, "GET", &format!("/users/{name}"), None).err(404, "USER_NOT_FOUND");
+    }
+    let pw = "blank-Password-1";
+    create_user(s, "blank-patch", pw, "searcher");
+    for blank in BLANK_PASSWORDS {
+        admin(s, "PATCH", "/users/blank-patch", Some(json!({"password": blank}))).err(400, "WEAK_PASSWORD");
+    }
+    // The old password still works; spaces around and inside a real password are fine.
+    as_user(s, "blank-patch", pw, "GET", "/users/me", None).ok(200);
+    let spaced = "  correct horse battery  ";
+    admin(s, "PATCH", "/users/blank-patch", Some(json!({"password": spaced}))).ok(200);
+    as_user(s, "blank-patch", spaced, "GET", "/users/me", None).ok(200);
+}
+
+#[test]
+fn the_cli_refuses_passwords_without_a_printable_character() {
+    let tmp = common::temp_dir();
+    let dir = tmp.path().join("data");
+    cli_ok(&dir, &["add", "cli-root", "--role", "admin"], Some("cli-root-Password"), None);
+    // From the environment (which cannot hold a NUL) and from standard input.
+    cli_fails(&dir, &["add", "cli-spaces", "--role", "searcher"], Some("            "), "printable");
+    cli_fails(&dir, &["add", "cli-tabs", "--role", "searcher"], Some("\t\t\t\t\t\t\t\t\t\t\t\t"), "printable");
+    for blank in BLANK_PASSWORDS {
+        let out = cli(&dir, &["add", "cli-stdin", "--role", "searcher"], None, Some(&format!("{blank}\n")));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("printable"), "{blank:?}: {stderr}");
+        let out = cli(&dir, &["passwd", "cli-root"], None, Some(&format!("{blank}\n")));
+        assert!(!out.status.success(), "passwd {blank:?}");
+    }
+    let out = cli_ok(&dir, &["list", "--json"], None, None);
+    assert!(!out.contains("cli-spaces") && !out.contains("cli-stdin"), "{out}");
+}
+
+#[test]
+fn a_first_admin_password_without_a_printable_character_stops_the_server() {
+    for blank in ["            ", "\t \t \t \t \t \t "] {
+        let tmp = common::temp_dir();
+        let out = Command::new(env!("CARGO_BIN_EXE_facesearch"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .env_remove("FACESEARCH_DATABASE_URL")
+            .env_remove("FACESEARCH_CONFIG")
+            .env("FACESEARCH_ADMIN_PASSWORD", blank)
+            .env("FACESEARCH_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running facesearch serve");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{blank:?}: the server started: {stdout}");
+        assert!(stderr.contains("FACESEARCH_ADMIN_PASSWORD") && stderr.contains("printable"), "{stderr}");
+        assert!(!stdout.contains("created admin user"), "{stdout}");
+    }
+}

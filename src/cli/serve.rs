@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// ignored. The client address is what failed logins are throttled by [default: none].
     #[arg(long, env = "FACESEARCH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = facesearch_api::client::parse_proxy)]
     trusted_proxies: Vec<IpNet>,
+    /// Make the liveness check mandatory: a search with perform_liveness_check=false from
+    /// any user but an admin is refused (403 LIVENESS_REQUIRED).
+    #[arg(long, env = "FACESEARCH_REQUIRE_LIVENESS")]
+    require_liveness: bool,
     /// Indexes with at least this many faces are searched through an approximate
     /// (HNSW) graph, smaller ones by an exact scan [default: 2000000].
     #[arg(long, env = "FACESEARCH_EXACT_SEARCH_BELOW")]
@@ -212,6 +216,7 @@ struct FileConfig {
     metrics_auth: Option<bool>,
     /// CIDRs or addresses, as a list or one comma-separated string.
     trusted_proxies: Option<StringOrList>,
+    require_liveness: Option<bool>,
     exact_search_below: Option<usize>,
     ann_ef_search: Option<usize>,
     index_save_interval: Option<u64>,
@@ -331,6 +336,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
                 .unwrap_or(facesearch_api::admission::DEFAULT_UPLOAD_BUDGET),
             metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
             trusted_proxies: trusted_proxies(args.trusted_proxies, file.trusted_proxies.as_ref())?,
+            require_liveness: args.require_liveness || file.require_liveness.unwrap_or(false),
             ..ApiConfig::default()
         },
         admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
@@ -480,5 +486,16 @@ mod tests {
         assert_eq!(limits(resolved(&flags).expect("flags over the file")), (20, 4, 2, 1_000_000));
         let all_reserved = resolved(&["--max-in-flight", "4", "--admin-reserved-slots", "4"]);
         assert!(all_reserved.is_err(), "a reserve that leaves non-admins no slot is refused");
+    }
+
+    #[test]
+    fn liveness_is_required_by_flag_or_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("facesearch.toml");
+        std::fs::write(&config, "require_liveness = true\n").expect("writing the config");
+        let required = |extra: &[&str]| resolved(extra).expect("settings").api.require_liveness;
+        assert!(!required(&[]), "off by default");
+        assert!(required(&["--require-liveness"]));
+        assert!(required(&["--config", config.to_str().expect("a UTF-8 path")]));
     }
 }

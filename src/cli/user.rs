@@ -18,7 +18,8 @@ const PASSWORD_ENV: &str = "FACESEARCH_NEW_PASSWORD";
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Passwords are read from the environment variable FACESEARCH_NEW_PASSWORD or, when it \
-is not set, as one line from standard input; they must be 12 to 1024 characters long. \
+is not set, as one line from standard input; they must be 12 to 1024 characters long, \
+at least one of them printable and not a space. \
 Usernames are 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'.
 
 The commands work on the database directly and may run while a server uses the same \
@@ -271,15 +272,16 @@ async fn execute(args: UserArgs, location: &Location) -> anyhow::Result<()> {
         }
         UserCommand::Remove { username } => {
             let store = open(location, false).await?;
-            let user = existing_user(store.as_ref(), &username).await?;
-            if user.role == Role::Admin {
-                let admins = store.list_users().await?.iter().filter(|u| u.role == Role::Admin).count();
-                if admins <= 1 {
-                    bail!("{username:?} is the last admin and cannot be removed; add another admin first");
+            // The store refuses to delete the last admin, in the transaction of the delete
+            // (so a server, or another `facesearch user`, deleting at the same moment
+            // cannot leave none).
+            match store.delete_user(&username).await {
+                Ok(true) => {}
+                Ok(false) => bail!("there is no user named {username:?}"),
+                Err(facesearch_store::StoreError::LastAdmin(_)) => {
+                    bail!("{username:?} is the last admin and cannot be removed; add another admin first")
                 }
-            }
-            if !store.delete_user(&username).await? {
-                bail!("there is no user named {username:?}");
+                Err(e) => return Err(anyhow!(e).context("removing the user")),
             }
             if json {
                 print_json(&json!({"removed": username}))?;

@@ -151,6 +151,10 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "USER_EXISTS", format!("a user named {name:?} already exists"))
             }
             StoreError::Conflict(detail) => Self::new(StatusCode::CONFLICT, "CONFLICT", detail.clone()),
+            StoreError::LastAdmin(name) => {
+                Self::new(StatusCode::CONFLICT, "CONFLICT", "the last admin cannot be deleted")
+                    .with("username", name.as_str())
+            }
             StoreError::InvalidCursor => {
                 Self::invalid_parameter("cursor", "the cursor is not one this server returned")
             }

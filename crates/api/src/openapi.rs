@@ -37,7 +37,8 @@ pub const TAG_OPERATIONS: &str = "Operations";
         description = "Self-hosted face search (1:N). Part 1 (tag \"Face search\") is the published Face Search \
                        (1:N) API, matched field for field; the rest manages the face databases, users and the audit \
                        log. Success bodies are `{\"response\": …}`; errors are `{\"error\": {\"code\": …, \
-                       \"message\": …, …}}`. See docs/API.md for the full reference.",
+                       \"message\": …, …}}`, every one of them (a request that is not valid HTTP is \
+                       `400 MALFORMED_REQUEST`). See docs/API.md for the full reference.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -76,7 +77,7 @@ pub const TAG_OPERATIONS: &str = "Operations";
         routes::audit::list,
     ),
     components(schemas(ErrorBody, ErrorObject, ErrorCode)),
-    modifiers(&BasicAuth),
+    modifiers(&BasicAuth, &RequestHeadErrors),
     tags(
         (name = TAG_SEARCH, description = "Part 1: the published Face Search (1:N) API."),
         (name = TAG_INDEXES, description = "Face databases (indexes)."),
@@ -95,6 +96,34 @@ impl Modify for BasicAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("basic_auth", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+    }
+}
+
+/// Adds to every operation the answers to a request head over the limits, which any
+/// endpoint may give before its handler runs: `414 URI_TOO_LONG` and
+/// `431 HEADERS_TOO_LARGE` (a request that is not HTTP at all is `400 MALFORMED_REQUEST`,
+/// said in the document's description).
+struct RequestHeadErrors;
+
+impl Modify for RequestHeadErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let uri = format!(
+            "`URI_TOO_LONG`: the URL (path and query string) is longer than {} KiB.",
+            crate::limits::MAX_URI_BYTES / 1024
+        );
+        let head = format!(
+            "`HEADERS_TOO_LARGE`: more than {} request headers, or more than {} KiB of them.",
+            crate::limits::MAX_HEADERS,
+            crate::limits::MAX_HEADER_BYTES / 1024
+        );
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.entry("414".into()).or_insert_with(|| error_response(&uri, &[]));
+                responses.entry("431".into()).or_insert_with(|| error_response(&head, &[]));
+            }
+        }
     }
 }
 
@@ -225,7 +254,8 @@ pub struct ErrorObject {
     pub code: ErrorCode,
     /// A human-readable sentence; not stable, do not parse it.
     pub message: String,
-    /// The parameter or field with a wrong value (`INVALID_PARAMETER`).
+    /// The parameter or field with a wrong value (`INVALID_PARAMETER`), or the one the
+    /// server does not let the caller set so (`LIVENESS_REQUIRED`).
     pub parameter: Option<String>,
     /// The missing or empty form field (`MISSING_FIELD`, `INVALID_IMAGE`).
     pub field: Option<String>,
@@ -317,6 +347,10 @@ pub enum ErrorCode {
     MultipleFaces,
     LivenessCheckFailed,
     LivenessCannotJudge,
+    LivenessRequired,
+    MalformedRequest,
+    UriTooLong,
+    HeadersTooLarge,
     TooManyAttempts,
     InternalError,
     ServiceUnavailable,

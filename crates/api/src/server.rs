@@ -66,6 +66,8 @@ pub enum ServerError {
     Database { url: String, source: facesearch_store::StoreError },
     #[error("could not create the first admin user: {0}")]
     Admin(facesearch_store::StoreError),
+    #[error("FACESEARCH_ADMIN_PASSWORD is refused: {0}")]
+    AdminPassword(String),
     #[error("could not listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
@@ -80,7 +82,11 @@ async fn bootstrap_admin(store: &dyn Store, config: &ServerConfig) -> Result<(),
         return Ok(());
     }
     let (password, generated) = match &config.admin_password {
-        Some(p) if !p.is_empty() => (p.clone(), false),
+        Some(p) if !p.is_empty() => {
+            // The rule every password obeys: not only spaces or control characters.
+            crate::routes::users::check_password_characters(p).map_err(|e| ServerError::AdminPassword(e.message))?;
+            (p.clone(), false)
+        }
         _ => {
             let bytes: [u8; 18] = rand::random();
             (bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(), true)
@@ -261,7 +267,10 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     let listener = listener.into_std().map_err(ServerError::Serve)?;
     let served = match &config.tls {
         None => {
-            let mut server = axum_server::from_tcp(listener).map_err(ServerError::Serve)?.handle(handle);
+            let mut server = axum_server::from_tcp(listener)
+                .map_err(ServerError::Serve)?
+                .handle(handle)
+                .map(crate::conn::GuardAcceptor);
             limit_connections(server.http_builder());
             server.serve(service).await.map_err(ServerError::Serve)
         }
@@ -270,7 +279,10 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
                 .await
                 .map_err(tls_error)?;
-            let mut server = axum_server::from_tcp_rustls(listener, rustls).map_err(ServerError::Serve)?.handle(handle);
+            let mut server = axum_server::from_tcp_rustls(listener, rustls)
+                .map_err(ServerError::Serve)?
+                .handle(handle)
+                .map(crate::conn::GuardAcceptor);
             limit_connections(server.http_builder());
             server.serve(service).await.map_err(ServerError::Serve)
         }
@@ -300,9 +312,20 @@ async fn save_snapshots(engine: Arc<Engine>, every: Duration) {
     }
 }
 
-/// A client must send its whole header block within 10 s, in at most 64 KiB: a
+/// hyper's hard limits on a request head: twice the documented ones
+/// ([`crate::limits`]), so that a request over those reaches the router and gets its
+/// JSON answer. Beyond these hyper answers itself (HTTP/1: rewritten to JSON by
+/// [`crate::conn`]; HTTP/2: a bare `431`).
+pub const HYPER_MAX_HEAD_BYTES: usize = 128 * 1024;
+pub const HYPER_MAX_HEADERS: usize = 2 * crate::limits::MAX_HEADERS;
+
+/// A client must send its whole header block within 10 s, in at most 128 KiB: a
 /// half-sent request cannot hold a connection open, nor a huge header memory.
 fn limit_connections(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
-    builder.http1().header_read_timeout(Duration::from_secs(10)).max_buf_size(64 * 1024);
-    builder.http2().max_header_list_size(64 * 1024);
+    builder
+        .http1()
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(HYPER_MAX_HEAD_BYTES)
+        .max_headers(HYPER_MAX_HEADERS);
+    builder.http2().max_header_list_size(HYPER_MAX_HEAD_BYTES as u32);
 }

@@ -41,6 +41,9 @@ pub struct ApiConfig {
     /// ([`crate::body::limit_for`]`(max_image_bytes)`), of which room for one whole
     /// body is kept for admins (see [`crate::admission::UploadBudget`]).
     pub upload_budget: usize,
+    /// Liveness is mandatory for everyone but admins (`--require-liveness`): a search
+    /// with `perform_liveness_check=false` from a non-admin is `403 LIVENESS_REQUIRED`.
+    pub require_liveness: bool,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +59,7 @@ impl Default for ApiConfig {
             max_in_flight_per_user: admission::default_per_user(64),
             admin_reserved_slots: admission::default_admin_reserve(64),
             upload_budget: admission::DEFAULT_UPLOAD_BUDGET,
+            require_liveness: false,
         }
     }
 }

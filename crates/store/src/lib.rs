@@ -83,6 +83,11 @@ pub enum StoreError {
     /// A user with this username already exists.
     #[error("a user named {0:?} already exists")]
     DuplicateUser(String),
+    /// Deleting this user would leave no admin: refused, in the same transaction that
+    /// would have deleted them (so concurrent deletes on any number of nodes cannot
+    /// remove the last admin between them).
+    #[error("{0:?} is the last admin and cannot be deleted")]
+    LastAdmin(String),
     /// The change would violate a uniqueness rule (e.g. a record `reference` already
     /// used by another record of the same index).
     #[error("conflict: {0}")]
@@ -714,7 +719,10 @@ pub trait Store: Send + Sync + 'static {
     async fn grant(&self, username: &str, index_id: &str) -> Result<bool, StoreError>;
     /// `true` if a grant was removed.
     async fn revoke(&self, username: &str, index_id: &str) -> Result<bool, StoreError>;
-    /// Deletes the user and their grants; `false` if no such user.
+    /// Deletes the user and their grants; `false` if no such user;
+    /// [`StoreError::LastAdmin`] (nothing deleted) if they are the only admin. The check
+    /// and the delete are one transaction: concurrent deletes, from this process or
+    /// another sharing the database, never leave the store without an admin.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
     async fn user_count(&self) -> Result<u64, StoreError>;
     /// Full consistency check (database integrity, foreign keys, record counts, every

@@ -1120,11 +1120,25 @@ impl Store for PostgresStore {
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin("deleting a user").await?;
+        // Every admin row is locked, in one order, before they are counted: of two
+        // transactions (on any nodes) deleting admins at once, the second waits for the
+        // first and then sees the row it deleted gone, so it cannot delete the last one.
+        let admins: Vec<String> =
+            sqlx::query_scalar("SELECT username FROM users WHERE role = $1 ORDER BY username FOR UPDATE")
+                .bind(Role::Admin.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("locking the admins"))?;
+        if admins.len() <= 1 && admins.iter().any(|a| a == username) {
+            return Err(StoreError::LastAdmin(username.to_owned()));
+        }
         let done = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db("deleting a user"))?;
+        tx.commit().await.map_err(db("committing the user deletion"))?;
         Ok(done.rows_affected() > 0)
     }
 

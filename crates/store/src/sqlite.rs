@@ -1489,8 +1489,26 @@ impl Store for SqliteStore {
         let username = username.to_owned();
         self.run(move |inner| {
             inner.write(|conn| {
+                // BEGIN IMMEDIATE takes the database's write lock first: every other
+                // writer, in this process or another (`facesearch user`), waits, so the
+                // admins counted here are still the admins when the row goes.
+                let tx = immediate(conn, "deleting a user")?;
+                let role: Option<String> = tx
+                    .prepare_cached("SELECT role FROM users WHERE username = ?1")
+                    .and_then(|mut s| s.query_row([&username], |r| r.get(0)).optional())
+                    .ctx("reading the user")?;
+                let Some(role) = role else { return Ok(false) };
+                if role == Role::Admin.as_str() {
+                    let admins: i64 = tx
+                        .query_row("SELECT COUNT(*) FROM users WHERE role = ?1", [Role::Admin.as_str()], |r| r.get(0))
+                        .ctx("counting the admins")?;
+                    if admins <= 1 {
+                        return Err(StoreError::LastAdmin(username));
+                    }
+                }
                 let changed =
-                    conn.execute("DELETE FROM users WHERE username = ?1", [&username]).ctx("deleting a user")?;
+                    tx.execute("DELETE FROM users WHERE username = ?1", [&username]).ctx("deleting a user")?;
+                tx.commit().ctx("committing the user deletion")?;
                 Ok(changed > 0)
             })
         })

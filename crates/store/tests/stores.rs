@@ -68,6 +68,25 @@ async fn open(backend: Backend) -> (Option<tempfile::TempDir>, Arc<dyn Store>) {
     }
 }
 
+/// Two stores on one database, as two processes or nodes would have: two SQLite
+/// connections to one file, or two PostgreSQL connection pools.
+async fn open_twice(backend: Backend) -> (Option<tempfile::TempDir>, Arc<dyn Store>, Arc<dyn Store>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let a = SqliteStore::open(&dir.path().join("data")).expect("open");
+            let b = SqliteStore::open(&dir.path().join("data")).expect("open again");
+            (Some(dir), Arc::new(a), Arc::new(b))
+        }
+        Backend::Postgres => {
+            let url = facesearch_pgfixture::shared().fresh_database();
+            let a = PostgresStore::connect(&PostgresConfig::new(url.clone())).await.expect("connect");
+            let b = PostgresStore::connect(&PostgresConfig::new(url)).await.expect("connect again");
+            (None, Arc::new(a), Arc::new(b))
+        }
+    }
+}
+
 async fn enrol_new(
     store: &dyn Store,
     index_id: &str,
@@ -620,6 +639,58 @@ async fn enrol_batch_is_one_all_or_nothing_transaction(backend: Backend) {
     assert!(store.enrol_batch("nope", vec![]).await.unwrap().is_none());
 }
 
+async fn the_last_admin_is_never_deleted(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    store.create_user("root", "pw", Role::Admin).await.unwrap();
+    store.create_user("op", "pw", Role::Operator).await.unwrap();
+    match store.delete_user("root").await {
+        Err(StoreError::LastAdmin(name)) => assert_eq!(name, "root"),
+        other => panic!("expected LastAdmin, got {other:?}"),
+    }
+    assert!(store.get_user("root").await.unwrap().is_some(), "nothing was deleted");
+    // Other users, and unknown ones, are not affected by the rule.
+    assert!(store.delete_user("op").await.unwrap());
+    assert!(!store.delete_user("nobody").await.unwrap());
+    // With a second admin, either may go; then the other is the last.
+    store.create_user("root2", "pw", Role::Admin).await.unwrap();
+    assert!(store.delete_user("root").await.unwrap());
+    assert!(matches!(store.delete_user("root2").await, Err(StoreError::LastAdmin(_))));
+}
+
+/// Two admins deleting each other at the same moment through two connections (two
+/// processes, or two nodes on one PostgreSQL): exactly one delete succeeds, every time.
+async fn concurrent_deletes_of_the_last_two_admins_leave_one(backend: Backend) {
+    let (_dir, a, b) = open_twice(backend).await;
+    let mut survivor: Option<String> = None;
+    for round in 0..20 {
+        let (x, y) = (format!("admin-x{round}"), format!("admin-y{round}"));
+        a.create_user(&x, "pw", Role::Admin).await.unwrap();
+        b.create_user(&y, "pw", Role::Admin).await.unwrap();
+        // The last round's survivor goes (three admins: allowed): x and y are the only two.
+        if let Some(s) = survivor.take() {
+            assert!(a.delete_user(&s).await.unwrap());
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let deleting = |store: Arc<dyn Store>, name: String| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.delete_user(&name).await
+            })
+        };
+        // x deletes y on one connection while y deletes x on the other.
+        let (rx, ry) = (deleting(a.clone(), y.clone()), deleting(b.clone(), x.clone()));
+        let outcomes = [rx.await.unwrap(), ry.await.unwrap()];
+        let deleted = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+        let refused = outcomes.iter().filter(|o| matches!(o, Err(StoreError::LastAdmin(_)))).count();
+        assert_eq!((deleted, refused), (1, 1), "round {round}: {outcomes:?}");
+        let admins: Vec<String> =
+            b.list_users().await.unwrap().into_iter().filter(|u| u.role == Role::Admin).map(|u| u.username).collect();
+        assert_eq!(admins.len(), 1, "round {round}: exactly one admin remains, not {admins:?}");
+        survivor = admins.into_iter().next();
+    }
+}
+
 /// Each test above, once per store.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -650,4 +721,6 @@ on_both_stores!(
     audit_log_appends_filters_pages_and_prunes,
     the_vector_version_moves_with_every_embedding_change_and_only_then,
     enrol_batch_is_one_all_or_nothing_transaction,
+    the_last_admin_is_never_deleted,
+    concurrent_deletes_of_the_last_two_admins_leave_one,
 );

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use facesearch_store::IndexInfo;
@@ -16,7 +16,7 @@ use super::ok;
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::QueryParams;
+use crate::extract::{Path, QueryParams};
 use crate::openapi::{AuthErrors, DuplicateJobResponse, ErrorBody, ServerErrors, TAG_RECORDS};
 use crate::state::AppState;
 

@@ -1,6 +1,6 @@
 //! Part 2: face databases (indexes). Creating, changing and deleting them is for admins.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use facesearch_store::{IndexInfo, IndexPatch, IndexType, NewIndex};
@@ -10,7 +10,7 @@ use super::{created, index_object, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, ErrorBody, IndexResponse, ServerErrors, TAG_INDEXES};
 use crate::state::AppState;
 

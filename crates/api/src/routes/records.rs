@@ -1,6 +1,6 @@
 //! Part 2: records (enrolled people) of an index and their images.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use facesearch_store::{EnrolOutcome, IndexInfo, RecordFields};
@@ -11,7 +11,7 @@ use super::{created, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Form, JsonBody, QueryParams};
+use crate::extract::{Form, JsonBody, Path, QueryParams};
 use crate::openapi::{
     AuthErrors, EnrolForm, ErrorBody, ImageForm, RecordPageResponse, RecordResponse, ServerErrors, TAG_RECORDS,
 };

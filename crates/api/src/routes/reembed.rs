@@ -3,7 +3,7 @@
 //! using the old vectors until the switch, which is atomic.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use facesearch_face::Pack;
@@ -14,7 +14,7 @@ use super::ok;
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, ErrorBody, ReembedJobResponse, ServerErrors, TAG_INDEXES};
 use crate::state::AppState;
 

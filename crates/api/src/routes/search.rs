@@ -1,7 +1,7 @@
 //! Part 1 of the API: the published Face Search (1:N) endpoints, to the letter.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderValue;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
 use facesearch_engine::{Match, SearchQuery};
@@ -12,7 +12,7 @@ use super::{index_object, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::{ApiError, round};
-use crate::extract::{Form, QueryParams};
+use crate::extract::{Form, Path, QueryParams};
 use crate::openapi::{
     AuthErrors, ErrorBody, FileResponse, IndexListResponse, MatchListResponse, SearchForm, ServerErrors, TAG_SEARCH,
 };
@@ -77,7 +77,9 @@ pub async fn index_details(
                    (403) → image (400/413) → face (422) → liveness (422) → search. Audited.",
     params(
         ("perform_liveness_check" = Option<bool>, Query,
-         description = "Run a passive liveness (presentation-attack) check on the probe face first; default `true`"),
+         description = "Run a passive liveness (presentation-attack) check on the probe face first; default `true`. \
+                        A server started with `--require-liveness` refuses `false` from anyone but an admin \
+                        (`403 LIVENESS_REQUIRED`)."),
     ),
     request_body(content = SearchForm, content_type = "multipart/form-data"),
     security(("basic_auth" = [])),
@@ -96,7 +98,10 @@ pub async fn index_details(
                                       `max_results` outside 1–cap, `perform_liveness_check` not a boolean), \
                                       `INVALID_IMAGE` (empty, not an image, corrupt or truncated) or \
                                       `INVALID_MULTIPART`", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the caller may not search one of the indexes (`index_id`)", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the caller may not search one of the indexes (`index_id`); \
+                                      `LIVENESS_REQUIRED`: the server requires the liveness check \
+                                      (`--require-liveness`) and the caller, not an admin, asked to skip it \
+                                      (`parameter`)", body = ErrorBody),
         (status = 404, description = "`INDEX_NOT_FOUND`: no index with one of the ids (`index_id`)", body = ErrorBody),
         (status = 409, description = "`INDEX_PACK_MISMATCH`: an index holds vectors of a model pack this server cannot run", body = ErrorBody),
         (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
@@ -151,6 +156,16 @@ async fn run_search(
         .detail("min_match_score", min_score)
         .detail("max_results", max_results)
         .detail("perform_liveness_check", liveness);
+    // A deployment that makes liveness mandatory (`--require-liveness`) lets only admins
+    // skip it; refused before any index is looked up or any photo analysed.
+    if !liveness && state.config().require_liveness && !caller.is_admin() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "LIVENESS_REQUIRED",
+            "this server requires the liveness check: perform_liveness_check=false is for admins only",
+        )
+        .with("parameter", "perform_liveness_check"));
+    }
 
     // Every named index must exist (404) before permissions are looked at (403).
     let mut found = Vec::with_capacity(ids.len());

@@ -8,7 +8,7 @@
 //! After every change the credential cache is cleared, so a changed password, a
 //! deleted user or a revoked grant takes effect with the very next request.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use facesearch_store::{Role, User};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{created, ok};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, ErrorBody, ServerErrors, TAG_USERS, UserListResponse, UserResponse};
 use crate::state::AppState;
 
@@ -30,10 +30,6 @@ pub const MAX_PASSWORD_CHARS: usize = 1024;
 pub const MAX_USERNAME_CHARS: usize = 64;
 /// Names that cannot be users: `/users/me` is the caller's own account.
 const RESERVED_USERNAMES: &[&str] = &["me"];
-
-/// Serialises the changes that must keep at least one admin (deleting users), so that
-/// two admins deleting each other at once cannot leave none.
-static ADMIN_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// 1–64 characters of `A–Z a–z 0–9 . _ -`, not a reserved name.
 pub fn check_username(name: &str) -> Result<(), ApiError> {
@@ -52,7 +48,8 @@ pub fn check_username(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// 12–1024 characters; a shorter one is `WEAK_PASSWORD`.
+/// 12–1024 characters, at least one of them printable and not a space; a shorter
+/// one, or one of only spaces and control characters, is `WEAK_PASSWORD`.
 pub fn check_password(password: &str) -> Result<(), ApiError> {
     let n = password.chars().count();
     if n < MIN_PASSWORD_CHARS {
@@ -67,6 +64,19 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
             "password",
             format!("the password must be at most {MAX_PASSWORD_CHARS} characters long"),
         ));
+    }
+    check_password_characters(password)
+}
+
+/// At least one character that is neither white space nor a control character: a
+/// password of twelve spaces, tabs or NULs is refused (`WEAK_PASSWORD`).
+pub fn check_password_characters(password: &str) -> Result<(), ApiError> {
+    if !password.chars().any(|c| !c.is_whitespace() && !c.is_control()) {
+        return Err(ApiError::bad_request(
+            "WEAK_PASSWORD",
+            "the password must contain at least one printable character other than a space",
+        )
+        .with("min_length", MIN_PASSWORD_CHARS));
     }
     Ok(())
 }
@@ -108,7 +118,7 @@ fn changed(state: &AppState) {
 pub struct CreateUserBody {
     /// 1–64 characters of `A–Z a–z 0–9 . _ -`; `me` is reserved.
     username: String,
-    /// 12–1024 characters.
+    /// 12–1024 characters, at least one printable and not a space.
     #[schema(format = Password)]
     password: String,
     /// `admin`, `operator`, `searcher` or `auditor`.
@@ -123,7 +133,7 @@ pub struct CreateUserBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUserBody {
-    /// A new password, 12–1024 characters.
+    /// A new password, 12–1024 characters, at least one printable and not a space.
     #[schema(format = Password)]
     password: Option<String>,
     /// Only the current role is accepted (roles cannot change in place).
@@ -335,15 +345,9 @@ pub async fn delete(
         return Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", "you cannot delete your own account")
             .with("username", username));
     }
-    let _serialised = ADMIN_CHANGES.lock().await;
-    let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
-    if user.role == Role::Admin {
-        let admins = state.store().list_users().await?.iter().filter(|u| u.role == Role::Admin).count();
-        if admins <= 1 {
-            return Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", "the last admin cannot be deleted")
-                .with("username", username));
-        }
-    }
+    // The store refuses to delete the last admin (StoreError::LastAdmin → 409) in the
+    // same transaction as the delete, so two admins deleting each other at once, on one
+    // node or on two sharing PostgreSQL, cannot leave none.
     if !state.store().delete_user(&username).await? {
         return Err(user_not_found(&username));
     }
@@ -441,6 +445,13 @@ mod tests {
         assert!(check_password(&"é".repeat(12)).is_ok(), "characters, not bytes");
         assert!(check_password(&"x".repeat(1024)).is_ok());
         assert_eq!(check_password(&"x".repeat(1025)).unwrap_err().code, "INVALID_PARAMETER");
+        // Long enough, but nothing printable: refused.
+        for blank in [" ".repeat(12), "\0".repeat(12), "\t".repeat(12), "\u{3000}".repeat(12), " \n\r\0".repeat(4)] {
+            assert_eq!(check_password(&blank).unwrap_err().code, "WEAK_PASSWORD", "{blank:?}");
+        }
+        // One printable character among spaces is enough; spaces inside are fine.
+        assert!(check_password(&format!("{}x", " ".repeat(11))).is_ok());
+        assert!(check_password("correct horse battery").is_ok());
     }
 
     #[test]
