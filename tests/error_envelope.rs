@@ -282,3 +282,18 @@ fn every_route_answers_malformed_requests_with_the_envelope() {
     let r = s.send("PUT /healthz", s.http().put(s.url("/healthz")));
     r.err(405, "METHOD_NOT_ALLOWED");
 }
+
+/// The guard on HTTP/1 connections leaves HTTP/2 alone: a client that opens with the
+/// HTTP/2 preface is answered with the server's SETTINGS frame.
+#[test]
+fn http2_connections_are_passed_through() {
+    let s = server();
+    let mut stream = TcpStream::connect(s.addr()).expect("connecting");
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").expect("the preface");
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).expect("a SETTINGS frame");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+    let mut frame = [0u8; 9];
+    stream.read_exact(&mut frame).expect("the server's first frame");
+    assert_eq!(frame[3], 4, "the first frame is SETTINGS, not {:?}", String::from_utf8_lossy(&frame));
+}

@@ -1,5 +1,6 @@
 //! HTTPS with the server's own TLS (rustls): a self-signed certificate made with the
-//! `openssl` command, requests made with `curl`, security headers on every answer.
+//! `openssl` command, requests made with `curl`, security headers on every answer, and
+//! errors in JSON even where the HTTP library answers by itself.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -61,6 +62,16 @@ fn https_serves_the_api_with_security_headers() {
         .arg(&cert)
         .arg(format!("{base}/face/index/details")));
     assert_eq!(details, "{\"response\":[]}");
+    // Over TLS too, hyper's own answer to a URL longer than it reads (65,534 bytes) is
+    // the API's JSON error, and the server's own limits answer in JSON.
+    for (size, status) in [(70_000, "414"), (10_000, "414")] {
+        let long = run(Command::new("curl")
+            .args(["-s", "-i", "--http1.1", "--cacert"])
+            .arg(&cert)
+            .arg(format!("{base}/healthz?pad={}", "a".repeat(size))));
+        assert!(long.starts_with(&format!("HTTP/1.1 {status} ")), "{size}: {long}");
+        assert!(long.contains("{\"error\":{\"code\":\"URI_TOO_LONG\""), "{size}: {long}");
+    }
     // Plain HTTP to the TLS port gets no answer.
     let plain = Command::new("curl")
         .args(["-s", "--max-time", "10"])

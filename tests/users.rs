@@ -586,6 +586,8 @@ fn a_first_admin_password_without_a_printable_character_stops_the_server() {
         let out = Command::new(env!("CARGO_BIN_EXE_facesearch"))
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(tmp.path().join("data"))
+            // A server that did start stops at once (its standard input is empty).
+            .arg("--exit-on-stdin-close")
             .env_remove("FACESEARCH_DATABASE_URL")
             .env_remove("FACESEARCH_CONFIG")
             .env("FACESEARCH_ADMIN_PASSWORD", blank)

@@ -312,7 +312,7 @@ async fn save_snapshots(engine: Arc<Engine>, every: Duration) {
     }
 }
 
-/// hyper's hard limits on a request head: twice the documented ones
+/// hyper's hard limits on a request head: about twice the documented ones
 /// ([`crate::limits`]), so that a request over those reaches the router and gets its
 /// JSON answer. Beyond these hyper answers itself (HTTP/1: rewritten to JSON by
 /// [`crate::conn`]; HTTP/2: a bare `431`).
