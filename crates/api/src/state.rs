@@ -6,8 +6,8 @@ use facesearch_engine::{Engine, WriteLock};
 use facesearch_face::Pack;
 use facesearch_store::Store;
 
-use crate::audit::RefusalLog;
 use crate::admission::{self, Slots, UploadBudget};
+use crate::audit::RefusalLog;
 use crate::auth::{CredentialCache, LoginThrottle};
 use crate::error::ApiError;
 use crate::jobs::DuplicateJobs;
