@@ -91,14 +91,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.replacement.is_none() && this.protocol == Protocol::Http1 {
-            if let Some((at, status)) = automatic_answer(buf, SystemTime::now()) {
-                if at > 0 {
-                    // What precedes it (the end of an earlier response) goes out as it is.
-                    return Pin::new(&mut this.inner).poll_write(cx, &buf[..at]);
-                }
-                this.replacement = Some(Replacement { bytes: json_answer(status), written: 0, claimed: buf.len() });
+        if this.replacement.is_none()
+            && this.protocol == Protocol::Http1
+            && let Some((at, status)) = automatic_answer(buf, SystemTime::now())
+        {
+            if at > 0 {
+                // What precedes it (the end of an earlier response) goes out as it is.
+                return Pin::new(&mut this.inner).poll_write(cx, &buf[..at]);
             }
+            this.replacement = Some(Replacement { bytes: json_answer(status), written: 0, claimed: buf.len() });
         }
         if let Some(r) = &mut this.replacement {
             while r.written < r.bytes.len() {
