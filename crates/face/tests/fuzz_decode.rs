@@ -271,17 +271,16 @@ fn synthetic_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
-/// A few small photos of ../shared/eval/derived, when present. A missing file or
-/// directory skips that file only.
+/// A few small photos of ../shared/eval/derived (the tests' photos are always there; a
+/// missing one is a failure, not a smaller seed set).
 fn eval_seeds() -> Vec<(String, Vec<u8>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval/derived");
     let mut seeds = Vec::new();
     for set in ["deepface_img1", "compreface_004_A"] {
         for name in ["tiny_48px.jpg", "tiny_96px.jpg", "low_quality_q10.jpg", "lossy.webp"] {
-            match std::fs::read(root.join(set).join(name)) {
-                Ok(bytes) => seeds.push((format!("eval:{set}/{name}"), bytes)),
-                Err(e) => eprintln!("fuzz_decode: skipping eval seed {set}/{name}: {e}"),
-            }
+            let path = root.join(set).join(name);
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("eval seed {}: {e}", path.display()));
+            seeds.push((format!("eval:{set}/{name}"), bytes));
         }
     }
     seeds
