@@ -299,56 +299,23 @@ enum IndexWhat {
 
 /// Picks the index `given` names among `indexes` (objects with `id` and `index_name`).
 fn resolve_index(indexes: &[Value], given: &str) -> Result<String, Failure> {
-    let id_of = |i: &Value| text(&i["id"]);
-    if indexes.iter().any(|i| id_of(i) == given) {
-        return Ok(given.to_string());
-    }
-    let exact: Vec<&Value> = indexes.iter().filter(|i| text(&i["index_name"]) == given).collect();
-    let matches = if exact.is_empty() {
-        indexes.iter().filter(|i| text(&i["index_name"]).eq_ignore_ascii_case(given)).collect()
-    } else {
-        exact
-    };
-    let describe = |list: &[&Value]| {
-        let mut names: Vec<String> =
-            list.iter().map(|i| format!("{} ({})", text(&i["index_name"]), id_of(i))).collect();
-        names.sort();
-        if names.len() > 20 {
-            let more = names.len() - 20;
-            names.truncate(20);
-            names.push(format!("and {more} more"));
-        }
-        names.join(", ")
-    };
-    match matches.as_slice() {
-        [one] => Ok(id_of(one)),
+    use super::index_name::{Candidate, NotOne, resolve, uuid_like};
+    let candidates: Vec<Candidate> =
+        indexes.iter().map(|i| Candidate { id: text(&i["id"]), name: text(&i["index_name"]) }).collect();
+    match resolve(&candidates, given) {
+        Ok(id) => Ok(id),
         // Not a name the caller can see: an id is left to the server to answer (it may be
         // an index the caller can read but not search); anything else is unknown.
-        [] if uuid_like(given) => Ok(given.to_string()),
-        [] => Err(Failure::Refused {
+        Err(NotOne::Unknown { .. }) if uuid_like(given) => Ok(given.to_string()),
+        Err(NotOne::Unknown { listing }) => Err(Failure::Refused {
             status: 404,
             code: "INDEX_NOT_FOUND".into(),
-            message: if indexes.is_empty() {
-                format!("no index has the id or name {given:?}, and you can see no index")
-            } else {
-                format!(
-                    "no index has the id or name {given:?}; indexes you can see: {}",
-                    describe(&indexes.iter().collect::<Vec<_>>())
-                )
-            },
+            message: format!("no index has the id or name {given:?}; indexes you can see: {listing}"),
         }),
-        several => Err(Failure::local(
-            "AMBIGUOUS_INDEX",
-            format!("{given:?} names several indexes: {}; give the id", describe(several)),
-        )),
+        Err(NotOne::Ambiguous { listing }) => {
+            Err(Failure::local("AMBIGUOUS_INDEX", format!("{given:?} names several indexes: {listing}; give the id")))
+        }
     }
-}
-
-/// Whether `s` has the form of an index id (a UUID: 8-4-4-4-12 hexadecimal digits).
-fn uuid_like(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn index_rows(indexes: &[Value]) -> String {

@@ -7,6 +7,7 @@ mod client;
 mod database;
 mod eval;
 mod import;
+mod index_name;
 mod migrate;
 mod models;
 mod quality_eval;

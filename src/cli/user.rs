@@ -140,29 +140,18 @@ async fn existing_user(store: &dyn Store, username: &str) -> anyhow::Result<User
 /// The id of the index `given` names: its id, else its unique name (exact, else
 /// ignoring case); an unknown or ambiguous name is an error listing the candidates.
 async fn existing_index(store: &dyn Store, given: &str) -> anyhow::Result<String> {
+    use super::index_name::{Candidate, NotOne, resolve};
     if store.get_index(given).await?.is_some() {
         return Ok(given.to_string());
     }
-    let indexes = store.list_indexes().await?;
-    let exact: Vec<_> = indexes.iter().filter(|i| i.index_name == given).collect();
-    let matches = if exact.is_empty() {
-        indexes.iter().filter(|i| i.index_name.eq_ignore_ascii_case(given)).collect()
-    } else {
-        exact
-    };
-    let describe = |list: &[&facesearch_store::IndexInfo]| {
-        let mut names: Vec<String> = list.iter().map(|i| format!("{} ({})", i.index_name, i.id)).collect();
-        names.sort();
-        names.join(", ")
-    };
-    match matches.as_slice() {
-        [one] => Ok(one.id.clone()),
-        [] if indexes.is_empty() => bail!("there is no index with the id or name {given:?} (there are no indexes)"),
-        [] => bail!(
-            "there is no index with the id or name {given:?}; indexes: {}",
-            describe(&indexes.iter().collect::<Vec<_>>())
-        ),
-        several => bail!("{given:?} names several indexes: {}; give the id", describe(several)),
+    let candidates: Vec<Candidate> =
+        store.list_indexes().await?.into_iter().map(|i| Candidate { id: i.id, name: i.index_name }).collect();
+    match resolve(&candidates, given) {
+        Ok(id) => Ok(id),
+        Err(NotOne::Unknown { listing }) => {
+            bail!("there is no index with the id or name {given:?}; indexes: {listing}")
+        }
+        Err(NotOne::Ambiguous { listing }) => bail!("{given:?} names several indexes: {listing}; give the id"),
     }
 }
 
