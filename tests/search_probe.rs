@@ -229,6 +229,38 @@ fn a_multiple_faces_refusal_lists_the_boxes_of_the_faces() {
         assert_eq!(b["detection_score"], f["detection_score"]);
     }
     assert_eq!(s.record_count(index), before, "nothing stored");
+    // Adding the photo to a record is refused the same way.
+    let record = s.enrol_ok(index, &eval(BIDEN), &[("name", "Joe Biden again")]);
+    let r = s.add_image(index, record["record_id"].as_str().expect("record_id"), &eval(PAIR));
+    let e = r.err(422, "MULTIPLE_FACES");
+    assert_eq!(e["boxes"].as_array().map(Vec::len), Some(3), "{}", r.text);
+}
+
+#[test]
+fn faces_all_over_indexes_of_two_model_packs() {
+    // Obama in an index of the open pack (made by a first server), Biden in one of the
+    // insightface pack (made by a second server of that pack on the same data): each
+    // face of the photo is searched in both with each pack's embedding of it.
+    let dir = common::temp_dir();
+    let data = dir.path().join("data");
+    let first = Server::start_with(ServerOptions::default().data_dir(&data));
+    let open = first.create_index_id("probe-open");
+    first.enrol_ok(&open, &eval(OBAMA), &[("name", "Barack Obama")]);
+    first.stop();
+    let s = Server::start_with(ServerOptions::default().data_dir(&data).args(&["--pack", "insightface"]));
+    let insightface = s.create_index_id("probe-insightface");
+    assert_eq!(s.index(&insightface).ok(200)["pack"], "insightface");
+    s.enrol_ok(&insightface, &eval(BIDEN), &[("name", "Joe Biden")]);
+
+    let r = s.search(&[&open, &insightface], &eval(PAIR), &[("faces", "all"), ("include", "probe")]);
+    r.ok(200);
+    assert_eq!(r.json["probe"]["packs"], json!(["insightface", "open"]), "{}", r.text);
+    let faces = r.json["faces"].as_array().expect("faces");
+    assert_eq!(faces.len(), r.json["probe"]["faces_found"].as_u64().expect("faces_found") as usize, "{}", r.text);
+    let top = |i: usize| names(&faces[i]["matches"]).first().cloned().unwrap_or_default();
+    assert_eq!((top(0), top(1)), ("Barack Obama".to_string(), "Joe Biden".to_string()), "{}", r.text);
+    assert_eq!(faces[0]["matches"][0]["index_id"], open.as_str());
+    assert_eq!(faces[1]["matches"][0]["index_id"], insightface.as_str());
 }
 
 #[test]
