@@ -142,6 +142,22 @@ fn include_probe_shows_the_face_searched_and_leaves_the_published_body_alone() {
     assert!((num(&l["score"]) - header).abs() < 1e-9 && num(&l["score"]) >= 0.5, "{l} vs {header}");
     assert_eq!(live.json["probe"]["faces_found"], 1);
     assert_eq!(live.header("x-faces-found"), Some("1"));
+
+    // Coordinates are those of the photo upright (its EXIF orientation applied): a photo
+    // stored sideways with an EXIF tag has its face where the upright copy has it.
+    let boxed = |photo: &str| {
+        let r = s.search(&[index], &eval(photo), &[NO_LIVENESS, ("include", "probe")]);
+        r.ok(200);
+        corners(&r.json["probe"]["face"]["box"])
+    };
+    let upright = boxed("derived/deepface_img1/rgb.png");
+    let tagged = boxed("derived/deepface_img1/exif_orientation_6.jpg");
+    let (stored_w, stored_h) = image::image_dimensions(eval("derived/deepface_img1/exif_orientation_6.jpg")).unwrap();
+    assert!(stored_w > stored_h, "the file is stored sideways");
+    assert!(tagged.2 <= f64::from(stored_h), "the box {tagged:?} is not in upright coordinates");
+    for (a, b) in [(upright.0, tagged.0), (upright.1, tagged.1), (upright.2, tagged.2), (upright.3, tagged.3)] {
+        assert!((a - b).abs() <= 3.0, "upright {upright:?}, EXIF-tagged {tagged:?}");
+    }
 }
 
 #[test]
