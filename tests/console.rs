@@ -1,6 +1,7 @@
 //! The web console (`GET /console`) end to end, in headless Chromium driven over
 //! WebDriver (HTTP + JSON) by the small client below: sign in, list indexes, enrol a
-//! person through the form, search with a photo and read the audit log.
+//! person through the form, search with a photo (the searched face boxed on it, with
+//! its liveness verdict) and read the audit log.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `chromium chromium-driver`), which
 //! `.ci/run` installs when missing. Screenshots are written under
@@ -313,6 +314,30 @@ fn console_signs_in_enrols_searches_and_shows_the_audit() {
     // The enrolled image is shown (a data: URL from the download endpoint).
     b.wait_for("#search-results .match:first-child img[src^=\"data:image/\"]", "match image");
     b.wait_for("#probe-preview[src^=\"blob:\"]", "probe preview");
+    // What was searched (the console asks for include=probe): the face's box drawn on
+    // the photo, at the box the API reports for it, and the liveness verdict.
+    let boxed = b.wait_for("#probe-box:not(.hidden)[data-box]", "the searched face's box");
+    let api = s.search(&[&index_id], &common::eval("deepface/img2.jpg"), &[]);
+    api.ok(200);
+    assert_eq!(Some(b.attribute("#probe-box", "data-box").as_str()), api.header("x-face-box"));
+    let rect = |element: &str| {
+        let r = b.cmd("GET", &format!("/element/{element}/rect"), None);
+        let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k} in {r}"));
+        (n("x"), n("y"), n("width"), n("height"))
+    };
+    let (bx, by, bw, bh) = rect(&boxed);
+    let (px, py, pw, ph) = rect(&b.find("#probe-preview"));
+    assert!(bw > 10.0 && bh > 10.0, "box {bw}×{bh}");
+    assert!(
+        bx >= px - 1.0 && by >= py - 1.0 && bx + bw <= px + pw + 1.0 && by + bh <= py + ph + 1.0,
+        "box outside the photo"
+    );
+    let liveness = b.wait_for("#probe-liveness[data-status=\"judged\"]", "the liveness verdict");
+    let score: f64 = b.attribute("#probe-liveness", "data-score").parse().expect("a numeric liveness score");
+    let header: f64 = api.header("x-liveness-score").expect("X-Liveness-Score").parse().expect("a number");
+    assert!((score - header).abs() < 1e-9 && score >= 0.5, "console {score}, API {header}");
+    assert!(b.text(&liveness).contains(&format!("{score:.4}")), "{}", b.text(&liveness));
+    assert_eq!(b.attribute("#probe-faces", "data-faces-found"), "1");
     b.screenshot("search-results");
 
     // Open the record.

@@ -210,6 +210,24 @@ fn part_one_schemas_carry_the_published_field_names() {
     for status in ["400", "403", "404", "413", "422"] {
         assert!(search["responses"].get(status).is_some(), "POST /face/search does not document {status}");
     }
+    // The opt-in parts of a search answer (issue 16): parameters, body fields, headers.
+    for name in ["include", "faces"] {
+        let params = search["parameters"].as_array().expect("parameters");
+        assert!(params.iter().any(|p| p["name"] == name && p["in"] == "query"), "{name} is not documented");
+    }
+    let ok = &search["responses"]["200"];
+    let body = resolve(doc, &ok["content"]["application/json"]["schema"]);
+    let fields = property_names(doc, body);
+    for f in ["response", "probe", "faces"] {
+        assert!(fields.contains(f), "the search body lacks {f}: {fields:?}");
+    }
+    let probe = property_names(doc, &body["properties"]["probe"]);
+    for f in ["faces_found", "chosen_by", "face", "quality", "quality_failures", "liveness", "packs"] {
+        assert!(probe.contains(f), "probe lacks {f}: {probe:?}");
+    }
+    for h in ["X-Faces-Found", "X-Face-Box", "X-Face-Quality", "X-Liveness-Score"] {
+        assert!(ok["headers"].get(h).is_some(), "POST /face/search does not document {h}");
+    }
     // Part 2 objects.
     let record = response_payload(doc, "/face/index/{index_id}/records/{record_id}", "get", "200");
     let record_fields = property_names(doc, record);

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Largest max_results a search may ask for [default: 100].
     #[arg(long, env = "FACESEARCH_MAX_RESULTS_CAP")]
     max_results_cap: Option<usize>,
+    /// Faces of one photo that a `faces=all` search analyses and searches at most,
+    /// largest first [default: 10].
+    #[arg(long, env = "FACESEARCH_MAX_SEARCH_FACES")]
+    max_search_faces: Option<usize>,
     /// Smallest face (pixels, shorter box side) that is embedded [default: 32].
     #[arg(long, env = "FACESEARCH_MIN_FACE_SIZE")]
     min_face_size: Option<f32>,
@@ -201,6 +205,7 @@ struct FileConfig {
     max_image_bytes: Option<usize>,
     max_image_pixels: Option<u64>,
     max_results_cap: Option<usize>,
+    max_search_faces: Option<usize>,
     min_face_size: Option<f32>,
     request_timeout: Option<u64>,
     workers: Option<usize>,
@@ -337,6 +342,11 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
             metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
             trusted_proxies: trusted_proxies(args.trusted_proxies, file.trusted_proxies.as_ref())?,
             require_liveness: args.require_liveness || file.require_liveness.unwrap_or(false),
+            max_search_faces: args
+                .max_search_faces
+                .or(file.max_search_faces)
+                .unwrap_or(facesearch_api::state::DEFAULT_MAX_SEARCH_FACES)
+                .max(1),
             ..ApiConfig::default()
         },
         admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
@@ -497,5 +507,18 @@ mod tests {
         assert!(!required(&[]), "off by default");
         assert!(required(&["--require-liveness"]));
         assert!(required(&["--config", config.to_str().expect("a UTF-8 path")]));
+    }
+
+    #[test]
+    fn the_faces_of_a_faces_all_search_are_capped_by_flag_or_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("facesearch.toml");
+        std::fs::write(&config, "max_search_faces = 25\n").expect("writing the config");
+        let config = config.to_str().expect("a UTF-8 path");
+        let cap = |extra: &[&str]| resolved(extra).expect("settings").api.max_search_faces;
+        assert_eq!(cap(&[]), 10, "the default");
+        assert_eq!(cap(&["--config", config]), 25);
+        assert_eq!(cap(&["--config", config, "--max-search-faces", "3"]), 3, "the flag over the file");
+        assert_eq!(cap(&["--max-search-faces", "0"]), 1, "at least the largest face");
     }
 }

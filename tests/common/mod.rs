@@ -52,6 +52,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "FACESEARCH_MAX_IMAGE_BYTES",
     "FACESEARCH_MAX_IMAGE_PIXELS",
     "FACESEARCH_MAX_RESULTS_CAP",
+    "FACESEARCH_MAX_SEARCH_FACES",
     "FACESEARCH_MIN_FACE_SIZE",
     "FACESEARCH_REQUEST_TIMEOUT",
     "FACESEARCH_WORKERS",
@@ -75,6 +76,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "FACESEARCH_QUALITY_MAX_PITCH",
     "FACESEARCH_QUALITY_MIN_DETECTOR_SCORE",
 ];
+
+/// The parameters of `POST /face/search` that go in the query string, not the form.
+const SEARCH_QUERY_PARAMETERS: &[&str] = &["perform_liveness_check", "include", "faces"];
 
 // ---------------------------------------------------------------------------------
 // Photos
@@ -589,12 +593,16 @@ impl Server {
     fn search_part(&self, index_ids: &[&str], image: Part, params: &[(&str, &str)]) -> Resp {
         let mut path = "/face/search".to_string();
         let mut form = Form::new().part("source_image", image).text("target_index_ids", index_ids.join(","));
+        let mut query = Vec::new();
         for (k, v) in params {
-            if *k == "perform_liveness_check" {
-                path = format!("/face/search?perform_liveness_check={v}");
+            if SEARCH_QUERY_PARAMETERS.contains(k) {
+                query.push(format!("{k}={v}"));
             } else {
                 form = form.text(k.to_string(), v.to_string());
             }
+        }
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
         }
         self.post_form(&path, form)
     }

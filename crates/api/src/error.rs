@@ -11,6 +11,8 @@ use facesearch_face::{DecodeError, PipelineError};
 use facesearch_store::StoreError;
 use serde_json::{Map, Value, json};
 
+use crate::routes::search_details::ScoredBox;
+
 /// The error code of an error response, kept in the response's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
@@ -124,7 +126,13 @@ impl From<PipelineError> for ApiError {
             PipelineError::FaceTooSmall { size, min } => {
                 unprocessable("FACE_TOO_SMALL").with("face_size", *size).with("min_face_size", *min)
             }
-            PipelineError::AmbiguousFaces { count } => unprocessable("MULTIPLE_FACES").with("faces", *count),
+            PipelineError::AmbiguousFaces { count, faces } => {
+                // The boxes let an operator see what the other face was (a poster, a statuette…).
+                let boxes: Vec<ScoredBox> = faces.iter().map(ScoredBox::of).collect();
+                unprocessable("MULTIPLE_FACES")
+                    .with("faces", *count)
+                    .with("boxes", serde_json::to_value(boxes).unwrap_or(Value::Null))
+            }
             PipelineError::Unalignable => unprocessable("NO_FACE_DETECTED"),
             PipelineError::LowQuality(f) => {
                 let limit = if f.limit_kind == "min" { "minimum" } else { "maximum" };

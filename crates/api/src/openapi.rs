@@ -285,6 +285,8 @@ pub struct ErrorObject {
     pub max_pixels: Option<u64>,
     /// Faces of similar size in the photo (`MULTIPLE_FACES`).
     pub faces: Option<u64>,
+    /// Those faces, largest first, in pixels of the photo as decoded (`MULTIPLE_FACES`).
+    pub boxes: Option<Vec<crate::routes::search_details::ScoredBox>>,
     /// The face's size in pixels (`FACE_TOO_SMALL`).
     pub face_size: Option<f64>,
     /// The smallest face embedded (`FACE_TOO_SMALL`).

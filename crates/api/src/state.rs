@@ -13,6 +13,9 @@ use crate::error::ApiError;
 use crate::jobs::DuplicateJobs;
 use crate::metrics::Metrics;
 
+/// The default of [`ApiConfig::max_search_faces`].
+pub const DEFAULT_MAX_SEARCH_FACES: usize = 10;
+
 /// Limits and defaults of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -44,6 +47,9 @@ pub struct ApiConfig {
     /// Liveness is mandatory for everyone but admins (`--require-liveness`): a search
     /// with `perform_liveness_check=false` from a non-admin is `403 LIVENESS_REQUIRED`.
     pub require_liveness: bool,
+    /// Faces of one photo a `faces=all` search analyses and searches at most
+    /// (`--max-search-faces`), largest first.
+    pub max_search_faces: usize,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +66,7 @@ impl Default for ApiConfig {
             admin_reserved_slots: admission::default_admin_reserve(64),
             upload_budget: admission::DEFAULT_UPLOAD_BUDGET,
             require_liveness: false,
+            max_search_faces: DEFAULT_MAX_SEARCH_FACES,
         }
     }
 }

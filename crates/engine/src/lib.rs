@@ -44,6 +44,7 @@
 //! and never none. A probe or an enrolment embedded with a pack the index has just
 //! left is embedded again with the new one.
 
+mod every_face;
 pub mod reembed;
 
 use std::collections::{HashMap, HashSet};
@@ -146,6 +147,10 @@ pub struct SearchQuery {
     pub min_score: f64,
     pub max_results: usize,
     pub liveness: bool,
+    /// Search every face of the photo, at most this many (largest first), each with
+    /// its own matches (`faces=all`); liveness is then not judged. `None`: the
+    /// largest face only.
+    pub every_face: Option<usize>,
 }
 
 /// One search result.
@@ -164,8 +169,25 @@ pub struct Match {
 /// The result of a search, with what was found out about the probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchOutcome {
+    /// The matches of the largest face.
     pub matches: Vec<Match>,
+    /// The largest face, analysed by the first of `packs`.
     pub probe: ProbeFace,
+    /// The packs the probe was embedded with, the one that found `probe` first.
+    pub packs: Vec<Pack>,
+    /// With [`SearchQuery::every_face`]: every face searched, largest first (the first
+    /// is `probe`, its matches `matches`); empty otherwise.
+    pub faces: Vec<FaceResult>,
+}
+
+/// One face of a photo searched face by face.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceResult {
+    pub detection: facesearch_face::Detection,
+    /// `None` when the face could not be aligned.
+    pub quality: Option<facesearch_face::FaceQuality>,
+    /// Its matches, best first, or why it was not searched.
+    pub matches: Result<Vec<Match>, facesearch_face::Unembedded>,
 }
 
 /// Why the engine analysed a photo.
@@ -671,10 +693,7 @@ impl Engine {
             Analysis::Search => FaceChoice::Largest,
             Analysis::Enrol => FaceChoice::Unambiguous,
         };
-        let permit = tokio::time::timeout(self.config.queue_timeout, self.analyses.clone().acquire_owned())
-            .await
-            .map_err(|_| EngineError::Busy)?
-            .map_err(|_| EngineError::Busy)?;
+        let permit = self.analysis_slot().await?;
         // Enrolment refuses faces below the quality minimums; a search only reports them.
         let gate = (analysis == Analysis::Enrol).then_some(self.config.quality);
         let (probe, bytes) = tokio::task::spawn_blocking(move || {
@@ -686,6 +705,14 @@ impl Engine {
         let probe = probe?;
         self.observe(|o| o.photo_analysed(analysis, &probe.timings));
         Ok((probe, bytes))
+    }
+
+    /// A slot to analyse one photo in, waiting up to the queue timeout ([`EngineError::Busy`]).
+    async fn analysis_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, EngineError> {
+        tokio::time::timeout(self.config.queue_timeout, self.analyses.clone().acquire_owned())
+            .await
+            .map_err(|_| EngineError::Busy)?
+            .map_err(|_| EngineError::Busy)
     }
 
     /// Runs a store write and the matching index update as one task under the write
@@ -707,6 +734,9 @@ impl Engine {
 
     /// 1:N search of the largest face of `bytes` in `query.indexes`.
     pub async fn search(&self, bytes: Vec<u8>, query: &SearchQuery) -> Result<SearchOutcome, EngineError> {
+        if let Some(max_faces) = query.every_face {
+            return self.search_every_face(bytes, query, max_faces).await;
+        }
         let mut bytes = bytes;
         let mut probes: Vec<(Pack, ProbeFace)> = Vec::new();
         for _ in 0..PACK_ATTEMPTS {
@@ -730,8 +760,9 @@ impl Engine {
             }
             if let Some(hits) = self.scan(query, &probes).await? {
                 let matches = self.matches(query, hits).await?;
+                let packs = probes.iter().map(|(p, _)| *p).collect();
                 let probe = probes.swap_remove(0).1;
-                return Ok(SearchOutcome { matches, probe });
+                return Ok(SearchOutcome { matches, probe, packs, faces: Vec::new() });
             }
         }
         Err(EngineError::PackMoved(query.indexes.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(",")))

@@ -136,7 +136,11 @@ pub enum PipelineError {
     #[error("the face is {size:.0} pixels across; at least {min:.0} are needed")]
     FaceTooSmall { size: f32, min: f32 },
     #[error("the image shows {count} faces of similar size; it is not clear which one is meant")]
-    AmbiguousFaces { count: usize },
+    AmbiguousFaces {
+        count: usize,
+        /// Those faces, largest first, so that a refusal can show what they were.
+        faces: Vec<Detection>,
+    },
     #[error("the face's landmarks are degenerate and cannot be aligned")]
     Unalignable,
     #[error("the face's quality is too low: {0}")]
@@ -253,6 +257,22 @@ impl FacePipeline {
         Ok(assess(image, face, &Self::align(image, face)?.image))
     }
 
+    /// The quality measures and the embedding of one detected face, aligned once; a
+    /// face too small to embed keeps its measures ([`crate::every_face`]).
+    pub fn quality_and_embedding(
+        &self,
+        image: &RgbImage,
+        face: &Detection,
+    ) -> Result<(FaceQuality, Result<Vec<f32>, PipelineError>), PipelineError> {
+        let aligned = Self::align(image, face)?;
+        let quality = assess(image, face, &aligned.image);
+        let embedding = match self.check_size(face) {
+            Ok(()) => Ok(self.embedder.embed(&aligned)?),
+            Err(e) => Err(e),
+        };
+        Ok((quality, embedding))
+    }
+
     /// The liveness verdict for one detected face.
     pub fn liveness(&self, image: &RgbImage, face: &Detection) -> Result<Liveness, RuntimeError> {
         self.liveness.assess(image, face)
@@ -364,10 +384,10 @@ pub fn choose(faces: &[Detection], choice: FaceChoice, size: (u32, u32)) -> Resu
     match choice {
         FaceChoice::Largest => Ok(largest),
         FaceChoice::Unambiguous => {
-            let rivals =
-                faces[1..].iter().filter(|f| f.bbox.area() >= AMBIGUOUS_AREA_RATIO * largest.bbox.area()).count();
-            if rivals > 0 {
-                return Err(PipelineError::AmbiguousFaces { count: rivals + 1 });
+            let similar: Vec<Detection> =
+                faces.iter().filter(|f| f.bbox.area() >= AMBIGUOUS_AREA_RATIO * largest.bbox.area()).cloned().collect();
+            if similar.len() > 1 {
+                return Err(PipelineError::AmbiguousFaces { count: similar.len(), faces: similar });
             }
             Ok(largest)
         }
@@ -398,10 +418,12 @@ mod tests {
         assert!(matches!(choose(&[], FaceChoice::Largest, size), Err(PipelineError::NoFace)));
         let faces = [face(100.0), face(90.0), face(20.0)];
         assert_eq!(choose(&faces, FaceChoice::Largest, size).unwrap().bbox.x2, 100.0);
-        assert!(matches!(
-            choose(&faces, FaceChoice::Unambiguous, size),
-            Err(PipelineError::AmbiguousFaces { count: 2 })
-        ));
+        match choose(&faces, FaceChoice::Unambiguous, size) {
+            Err(PipelineError::AmbiguousFaces { count: 2, faces: similar }) => {
+                assert_eq!(similar, faces[..2].to_vec(), "the two faces of similar size, largest first")
+            }
+            other => panic!("expected AmbiguousFaces, got {other:?}"),
+        }
         let clear = [face(100.0), face(30.0)];
         assert_eq!(choose(&clear, FaceChoice::Unambiguous, size).unwrap().bbox.x2, 100.0);
         let mut centred = face(40.0);

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod records;
 pub mod reembed;
 pub mod search;
+pub mod search_details;
 pub mod users;
 
 use axum::Json;

@@ -2,20 +2,19 @@
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use facesearch_engine::{Match, SearchQuery};
 use facesearch_face::{FaceQuality, Liveness};
 use serde_json::{Value, json};
 
+use super::search_details::{self, FaceBox, SearchBody, SearchOptions};
 use super::{index_object, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::{ApiError, round};
 use crate::extract::{Form, Path, QueryParams};
-use crate::openapi::{
-    AuthErrors, ErrorBody, FileResponse, IndexListResponse, MatchListResponse, SearchForm, ServerErrors, TAG_SEARCH,
-};
+use crate::openapi::{AuthErrors, ErrorBody, FileResponse, IndexListResponse, SearchForm, ServerErrors, TAG_SEARCH};
 use crate::state::AppState;
 
 /// Defaults of the published API.
@@ -74,18 +73,39 @@ pub async fn index_details(
                    Indexes of different model packs are each searched with their own pack's embedding of the \
                    probe; matches are merged by `match_score`. \
                    Order of checks: credentials → form → parameters → each index exists (404) → may search it \
-                   (403) → image (400/413) → face (422) → liveness (422) → search. Audited.",
+                   (403) → image (400/413) → face (422) → liveness (422) → search. Audited. \
+                   Opt-in (the default body is exactly the published one): `include=probe` adds `probe`, what was \
+                   searched; `faces=all` adds `faces`, every face of the photo with its own matches.",
     params(
         ("perform_liveness_check" = Option<bool>, Query,
          description = "Run a passive liveness (presentation-attack) check on the probe face first; default `true`. \
                         A server started with `--require-liveness` refuses `false` from anyone but an admin \
                         (`403 LIVENESS_REQUIRED`)."),
+        ("include" = Option<String>, Query,
+         description = "`probe`: the body also carries, beside `response`, `probe`: the faces found, the box, \
+                        landmarks and detection score of the face searched, the rule that chose it (`largest`), \
+                        its quality measures and the minimums it misses, the liveness status, score and \
+                        threshold, and the model packs used. Any other value is `400 INVALID_PARAMETER`.",
+         example = "probe"),
+        ("faces" = Option<String>, Query,
+         description = "`largest` (the default) or `all`: the body also carries `faces`, every face found \
+                        (at most `--max-search-faces`, default 10), largest first, each with its box, landmarks, \
+                        quality and its own `matches` (or `refused`: `FACE_TOO_SMALL`) — for screening a group \
+                        photo or a CCTV still. `response` stays the largest face's matches. Liveness is not \
+                        judged in this mode (the model judges one face in its frame, and such a photo is not a \
+                        live selfie); a `--require-liveness` server refuses it from anyone but an admin \
+                        (`403 LIVENESS_REQUIRED`).",
+         example = "all"),
     ),
     request_body(content = SearchForm, content_type = "multipart/form-data"),
     security(("basic_auth" = [])),
     responses(
-        (status = 200, description = "The matches, best first", body = MatchListResponse,
+        (status = 200, description = "The matches, best first; with `include=probe` or `faces=all` also \
+                                      `probe` or `faces` beside `response`", body = SearchBody,
          headers(
+             ("X-Faces-Found" = String, description = "How many faces the detector found in the photo"),
+             ("X-Face-Box" = String, description = "The searched face's box, `x1,y1,x2,y2` in whole pixels of the \
+                                                    photo as decoded (after its EXIF orientation)"),
              ("X-Liveness-Score" = String, description = "The probe's live probability (0–1), when liveness was judged"),
              ("X-Face-Quality" = String, description = "The probe face's quality measures, `name=value` pairs \
                                                         separated by `; ` (see docs/API.md, Face quality)"),
@@ -95,13 +115,14 @@ pub async fn index_details(
          )),
         (status = 400, description = "`MISSING_FIELD` (`source_image`, `target_index_ids`), `INVALID_PARAMETER` \
                                       (empty or over 100 `target_index_ids`, `min_match_score` outside 0–100, \
-                                      `max_results` outside 1–cap, `perform_liveness_check` not a boolean), \
+                                      `max_results` outside 1–cap, `perform_liveness_check` not a boolean, \
+                                      `include` other than `probe`, `faces` other than `largest`/`all`), \
                                       `INVALID_IMAGE` (empty, not an image, corrupt or truncated) or \
                                       `INVALID_MULTIPART`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the caller may not search one of the indexes (`index_id`); \
                                       `LIVENESS_REQUIRED`: the server requires the liveness check \
                                       (`--require-liveness`) and the caller, not an admin, asked to skip it \
-                                      (`parameter`)", body = ErrorBody),
+                                      (`parameter`: `perform_liveness_check`, or `faces` for `faces=all`)", body = ErrorBody),
         (status = 404, description = "`INDEX_NOT_FOUND`: no index with one of the ids (`index_id`)", body = ErrorBody),
         (status = 409, description = "`INDEX_PACK_MISMATCH`: an index holds vectors of a model pack this server cannot run", body = ErrorBody),
         (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
@@ -131,7 +152,11 @@ async fn run_search(
     mut form: Form,
     entry: &mut AuditEntry,
 ) -> Result<Response, ApiError> {
-    let liveness = query.bool("perform_liveness_check", true)?;
+    let asked_liveness = query.bool("perform_liveness_check", true)?;
+    let options = SearchOptions::from_query(&query)?;
+    // `faces=all` screens a group photo or a still: liveness, a verdict on one face in
+    // its frame, does not apply (docs/API.md), so it is not run whatever was asked.
+    let liveness = asked_liveness && !options.every_face;
     let image = form.file("source_image")?;
     let ids_text = form.text("target_index_ids").ok_or_else(|| ApiError::missing_field("target_index_ids"))?;
     let mut ids: Vec<String> =
@@ -155,16 +180,26 @@ async fn run_search(
     entry
         .detail("min_match_score", min_score)
         .detail("max_results", max_results)
-        .detail("perform_liveness_check", liveness);
+        .detail("perform_liveness_check", asked_liveness);
+    if options.every_face {
+        entry.detail("faces", "all");
+    }
     // A deployment that makes liveness mandatory (`--require-liveness`) lets only admins
-    // skip it; refused before any index is looked up or any photo analysed.
+    // skip it, and `faces=all` skips it; refused before any index is looked up or any
+    // photo analysed.
     if !liveness && state.config().require_liveness && !caller.is_admin() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "LIVENESS_REQUIRED",
-            "this server requires the liveness check: perform_liveness_check=false is for admins only",
-        )
-        .with("parameter", "perform_liveness_check"));
+        let (parameter, message) = if options.every_face {
+            (
+                "faces",
+                "this server requires the liveness check, which faces=all does not run: faces=all is for admins only",
+            )
+        } else {
+            (
+                "perform_liveness_check",
+                "this server requires the liveness check: perform_liveness_check=false is for admins only",
+            )
+        };
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "LIVENESS_REQUIRED", message).with("parameter", parameter));
     }
 
     // Every named index must exist (404) before permissions are looked at (403).
@@ -180,9 +215,13 @@ async fn run_search(
     for index in &found {
         indexes.push(engine.usable_index(&index.id).await?);
     }
-    let outcome = engine.search(image.bytes, &SearchQuery { indexes, min_score, max_results, liveness }).await?;
+    let every_face = options.every_face.then_some(state.config().max_search_faces);
+    let query = SearchQuery { indexes, min_score, max_results, liveness, every_face };
+    let outcome = engine.search(image.bytes, &query).await?;
     if let Some(verdict) = &outcome.probe.liveness {
         entry.detail("liveness", serde_json::to_value(verdict).unwrap_or(Value::Null));
+    } else if options.every_face {
+        entry.detail("liveness", json!({ "status": "not_checked", "reason": "faces=all" }));
     }
     let mut scores = Vec::new();
     for m in &outcome.matches {
@@ -190,28 +229,77 @@ async fn run_search(
         scores.push(json!({ "record_id": m.record.record_id, "index_id": m.record.index_id, "match_score": m.score }));
     }
     entry.detail("results", scores);
+    if options.every_face {
+        let faces = audit_faces(&outcome, entry);
+        entry.detail("face_results", faces);
+    }
     let results: Vec<Value> = outcome.matches.iter().map(match_object).collect();
-    let mut response = ok(results);
+    let minimums = &engine.config().quality;
+    let mut response = if options.is_default() {
+        ok(results)
+    } else {
+        let probe = options.probe.then(|| {
+            search_details::probe_details(&outcome, minimums, engine.config().liveness_threshold, options.every_face)
+        });
+        let faces = options
+            .every_face
+            .then(|| outcome.faces.iter().map(|f| search_details::searched_face(f, minimums)).collect());
+        axum::Json(SearchBody { response: results, probe, faces }).into_response()
+    };
     let quality = &outcome.probe.quality;
-    let low: Vec<&str> = quality.failures(&engine.config().quality).iter().map(|f| f.measure).collect();
+    let low: Vec<&str> = quality.failures(minimums).iter().map(|f| f.measure).collect();
     entry.detail("quality", serde_json::to_value(quality).unwrap_or(Value::Null));
     if !low.is_empty() {
         entry.detail("low_quality", low.clone());
     }
+    let headers = response.headers_mut();
+    headers.insert("x-faces-found", HeaderValue::from(outcome.probe.faces_in_image));
+    if let Ok(v) = HeaderValue::from_str(&FaceBox::of(&outcome.probe.detection).header()) {
+        headers.insert("x-face-box", v);
+    }
     if let Ok(v) = HeaderValue::from_str(&quality_header(quality)) {
-        response.headers_mut().insert("x-face-quality", v);
+        headers.insert("x-face-quality", v);
     }
     if !low.is_empty()
         && let Ok(v) = HeaderValue::from_str(&low.join(","))
     {
-        response.headers_mut().insert("x-low-quality", v);
+        headers.insert("x-low-quality", v);
     }
     if let Some(Liveness::Judged { live_probability }) = outcome.probe.liveness
         && let Ok(v) = HeaderValue::from_str(&format!("{live_probability:.4}"))
     {
-        response.headers_mut().insert("x-liveness-score", v);
+        headers.insert("x-liveness-score", v);
     }
     Ok(response)
+}
+
+/// The audit's account of a `faces=all` search: each face's box and results (or why it
+/// was not searched); every matched record is named in the entry.
+fn audit_faces(outcome: &facesearch_engine::SearchOutcome, entry: &mut AuditEntry) -> Vec<Value> {
+    outcome
+        .faces
+        .iter()
+        .map(|face| {
+            let b = FaceBox::of(&face.detection);
+            let face_box = json!([b.x1, b.y1, b.x2, b.y2]);
+            match &face.matches {
+                Ok(matches) => {
+                    let results: Vec<Value> = matches
+                        .iter()
+                        .map(|m| {
+                            entry.record(&m.record.record_id);
+                            json!({ "record_id": m.record.record_id, "index_id": m.record.index_id, "match_score": m.score })
+                        })
+                        .collect();
+                    json!({ "box": face_box, "results": results })
+                }
+                Err(why) => {
+                    let code = ApiError::from(facesearch_face::PipelineError::from(*why)).code;
+                    json!({ "box": face_box, "refused": code })
+                }
+            }
+        })
+        .collect()
 }
 
 /// The `X-Face-Quality` header: every measure as `name=value`, separated by `; `.
