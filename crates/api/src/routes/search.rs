@@ -8,7 +8,7 @@ use facesearch_engine::{Match, SearchQuery};
 use facesearch_face::{FaceQuality, Liveness};
 use serde_json::{Value, json};
 
-use super::{index_object, ok};
+use super::{false_matches, index_object, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::{ApiError, round};
@@ -89,6 +89,14 @@ pub async fn index_details(
              ("X-Liveness-Score" = String, description = "The probe's live probability (0–1), when liveness was judged"),
              ("X-Face-Quality" = String, description = "The probe face's quality measures, `name=value` pairs \
                                                         separated by `; ` (see docs/API.md, Face quality)"),
+             ("X-Expected-False-Matches" = String, description = "Expected number of strangers at or above \
+                                                       `min_match_score` in one search of a person not enrolled: \
+                                                       the faces of the indexes searched times the calibrated \
+                                                       false-match rate at that score (summed per model pack). \
+                                                       Three significant digits (`0.00998`, `9.82e-7`); a `<=` \
+                                                       prefix when the score lies above the lowest rate the \
+                                                       calibration measured, so only a bound is known. See \
+                                                       docs/API.md, Scores."),
              ("X-Low-Quality" = String, description = "Only when the probe misses the enrolment quality \
                                                        minimums: the measures it misses, comma-separated. The \
                                                        search is still done; ask the user for a better photo."),
@@ -180,6 +188,7 @@ async fn run_search(
     for index in &found {
         indexes.push(engine.usable_index(&index.id).await?);
     }
+    let expected = false_matches::expected(engine, &indexes, min_score)?;
     let outcome = engine.search(image.bytes, &SearchQuery { indexes, min_score, max_results, liveness }).await?;
     if let Some(verdict) = &outcome.probe.liveness {
         entry.detail("liveness", serde_json::to_value(verdict).unwrap_or(Value::Null));
@@ -192,6 +201,7 @@ async fn run_search(
     entry.detail("results", scores);
     let results: Vec<Value> = outcome.matches.iter().map(match_object).collect();
     let mut response = ok(results);
+    false_matches::set_header(&mut response, expected);
     let quality = &outcome.probe.quality;
     let low: Vec<&str> = quality.failures(&engine.config().quality).iter().map(|f| f.measure).collect();
     entry.detail("quality", serde_json::to_value(quality).unwrap_or(Value::Null));
