@@ -777,7 +777,7 @@ fn sigmoid_logit(p: f64) -> f64 {
 }
 
 /// Photos that are re-crops or resizes of another photo in the set: not independent.
-fn is_derivative(row: &ManifestRow) -> bool {
+pub(super) fn is_derivative(row: &ManifestRow) -> bool {
     row.source.starts_with("derived") || ["aligned", "240p", "rot_"].iter().any(|m| row.path.contains(m))
 }
 
