@@ -136,6 +136,8 @@ fn the_part2_index_object_says_the_score_for_fpir_1e3(store: StoreKind) {
     let created = f.server.create_index("fm-empty");
     assert_eq!(created["faces"].as_u64(), Some(0), "{created}");
     assert_eq!(created["min_score_fpir_1e3"].as_f64(), Some(0.0), "{created}");
+    let r = f.server.index(created["id"].as_str().expect("an id"));
+    assert!(r.text.contains("\"min_score_fpir_1e3\":0.0"), "{}", r.text);
 
     // The published details list stays exactly as it was: none of the Part 2 fields.
     let published: BTreeSet<&str> =

@@ -87,7 +87,8 @@ fn round_up(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     // The small slack keeps an exact value (84.0 computed as 84.0000000001) from
     // moving up a step.
-    round((value * scale - 1e-6).ceil() / scale, decimals)
+    // `+ 0.0`: a zero must not come out as JSON `-0.0` (ceil(-1e-6) is -0).
+    round((value * scale - 1e-6).ceil() / scale, decimals) + 0.0
 }
 
 #[cfg(test)]
@@ -100,5 +101,7 @@ mod tests {
         assert_eq!(round_up(84.0, 2), 84.0);
         assert_eq!(round_up(84.000_000_01, 2), 84.0);
         assert_eq!(round_up(0.0, 2), 0.0);
+        assert!(round_up(0.0, 2).is_sign_positive());
+        assert_eq!(serde_json::json!(round_up(0.0, 2)).to_string(), "0.0");
     }
 }
