@@ -79,6 +79,36 @@ fn count(queries: &[&[f32]], gallery: &[f32], dim: usize, thresholds: &[f32]) ->
     counts
 }
 
+/// The number of pairs of photos of different people, and per threshold how many of
+/// them reach it.
+fn cross_identity_pairs(photos: &[&Real], thresholds: &[f32]) -> (u64, Vec<u64>) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_photo = super::parallel_map(photos.len(), workers, |i| {
+        let (mut pairs, mut above) = (0u64, vec![0u64; thresholds.len()]);
+        for other in &photos[i + 1..] {
+            if other.identity == photos[i].identity {
+                continue;
+            }
+            pairs += 1;
+            let s: f32 = photos[i].vector.iter().zip(&other.vector).map(|(a, b)| a * b).sum();
+            for (n, t) in above.iter_mut().zip(thresholds) {
+                if s >= *t {
+                    *n += 1;
+                }
+            }
+        }
+        (pairs, above)
+    });
+    let mut total = (0u64, vec![0u64; thresholds.len()]);
+    for (pairs, above) in per_photo {
+        total.0 += pairs;
+        for (t, n) in total.1.iter_mut().zip(above) {
+            *t += n;
+        }
+    }
+    total
+}
+
 /// Wilson 95% interval of `k` successes in `n` trials.
 fn wilson(k: usize, n: usize) -> (f64, f64) {
     if n == 0 {
@@ -164,6 +194,12 @@ pub fn run(args: FpirBench) -> anyhow::Result<()> {
     // The lowest similarity that reaches each score: the server's rule (score ≥
     // min_match_score) up to its rounding of scores to two decimals.
     let thresholds: Vec<f32> = args.scores.iter().map(|&s| calibration.similarity_for(s)).collect();
+    // Every cross-identity pair of the photos, as `eval calibrate` counts them: how far
+    // today's embeddings of the calibration's photo set are from the shipped table.
+    let (pairs, above) = cross_identity_pairs(&known, &thresholds);
+    let rates: Vec<String> =
+        args.scores.iter().zip(&above).map(|(s, &n)| format!("{s}: {} ({n} pairs)", rate(n, pairs as f64))).collect();
+    println!("all {pairs} cross-identity pairs of these {} photos, FMR at score {}", known.len(), rates.join(", "));
     let on_real = count(&queries, &real_gallery, dim, &thresholds);
     let mut synthetic: Vec<f32> = Vec::new();
     let mut sizes = vec![n_real];
@@ -229,6 +265,15 @@ mod tests {
         // Query 1: similarities 1, 0.6, 0; query 2: 0, 0.8, -1.
         assert_eq!(c.pairs, vec![3, 1]);
         assert_eq!(c.any, vec![vec![true, true], vec![true, false]]);
+    }
+
+    #[test]
+    fn cross_identity_pairs_skip_pairs_of_one_person() {
+        let real = |identity: &str, vector: [f32; 2]| Real { identity: identity.into(), vector: vector.to_vec() };
+        let photos = [real("a", [1.0, 0.0]), real("a", [0.6, 0.8]), real("b", [0.6, 0.8]), real("c", [0.0, 1.0])];
+        let refs: Vec<&Real> = photos.iter().collect();
+        // Pairs of different people: a1-b 0.6, a1-c 0, a2-b 1, a2-c 0.8, b-c 0.8.
+        assert_eq!(cross_identity_pairs(&refs, &[0.5, 0.9]), (5, vec![4, 1]));
     }
 
     #[test]
