@@ -118,6 +118,38 @@ fn index_enrol_and_search() {
 }
 
 #[test]
+fn search_warns_on_stderr_when_false_matches_are_expected() {
+    let id = create_index("cli-false-matches");
+    ok(cli(&["enrol", "--index", &id, p(&lfw("Alan_Greenspan", 0)), "--name", "Alan Greenspan"]));
+    let probe = lfw("Alan_Greenspan", 1);
+    // The default minimum score over one face: about 1e-5 expected, no warning.
+    let o = cli(&["search", p(&probe), "--index", &id, "--no-liveness"]);
+    let quiet = stderr(&o);
+    let table = ok(o);
+    assert!(!quiet.contains("false matches"), "{quiet}");
+    assert!(table.contains("Alan Greenspan"), "{table}");
+    // A low minimum score: N × FMR is above 0.01 even for one face; the warning names
+    // the server's number (its X-Expected-False-Matches header), on stderr only.
+    let expected = facesearch_face::calibration::Calibration::shipped(facesearch_face::Pack::Open)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expected_false_matches(20.0, 1);
+    assert!(expected.value > 0.01, "{expected:?}");
+    let warning = format!("warning: {} false matches expected", expected.header_value());
+    let o = cli(&["search", p(&probe), "--index", &id, "--no-liveness", "--min-score", "20"]);
+    let err = stderr(&o);
+    let table = ok(o);
+    assert!(err.contains(&warning) && err.contains("min score 20"), "{err}");
+    assert!(table.lines().next().unwrap_or_default().starts_with("score"), "{table}");
+    assert!(!table.contains("false matches"), "{table}");
+    // Scripts reading --json still get only JSON on stdout.
+    let o = cli(&["search", p(&probe), "--index", &id, "--no-liveness", "--min-score", "20", "--json"]);
+    let err = stderr(&o);
+    let matches = json(o);
+    assert_eq!(matches[0]["name"], "Alan Greenspan", "{matches}");
+    assert!(err.contains(&warning), "{err}");
+}
+
+#[test]
 fn exit_codes_for_credentials_and_connection() {
     let s = server();
     let o = cli_at(&s.base, "wrong-password-123", &["index", "list"]);

@@ -354,3 +354,45 @@ fn console_signs_in_enrols_searches_and_shows_the_audit() {
     // No error was shown along the way.
     assert_eq!(b.text_of("#alert"), "");
 }
+
+#[test]
+fn console_says_what_the_minimum_score_means_beside_the_field() {
+    let s = Server::start();
+    let index_id = s.create_index_id("console-fpir");
+    s.enrol_ok(&index_id, &common::eval("deepface/img1.jpg"), &[("name", "Angelina Jolie")]);
+    let asked = |score: &str| s.get(&format!("/face/index/{index_id}?min_match_score={score}")).ok(200).clone();
+
+    let b = Browser::start();
+    b.goto(&s.url("/console"));
+    b.type_into("#username", ADMIN_USER);
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.click("#signin-button");
+    b.wait_for("#index-list tr[data-index-name=\"console-fpir\"]", "index list");
+    b.click("#nav-search");
+    b.wait_for(&format!("#search-indexes input[value=\"{index_id}\"]:checked"), "search index choice");
+
+    // At the default score: the expectation the API gives for this index at 70, and the
+    // index's score for FPIR 1e-3.
+    b.wait_for("#search-fpir-hint[data-score=\"70\"]", "the hint at the default score");
+    let at70 = asked("70");
+    let shown: f64 = b.attribute("#search-fpir-hint", "data-expected").parse().expect("a number");
+    let api = at70["expected_false_matches"]["value"].as_f64().expect("a value");
+    // JSON parsers may differ in the last binary digit.
+    assert!((shown - api).abs() <= api * 1e-12, "{shown} vs {at70}");
+    assert!(b.text_of("#search-expected-false-matches").contains("at score 70"));
+    let item = format!("#search-fpir-scores li[data-index-id=\"{index_id}\"]");
+    let hint: f64 = b.attribute(&item, "data-min-score-fpir-1e3").parse().expect("a measured score for one face");
+    let api_hint = at70["min_score_fpir_1e3"].as_f64().expect("a measured score for one face");
+    assert!((hint - api_hint).abs() < 1e-9, "{hint} vs {at70}");
+    assert!(b.text_of(&item).contains("console-fpir: score for FPIR 1e-3 at 1 face"), "{}", b.text_of(&item));
+
+    // Typing another score updates it beside the field.
+    b.type_into("#search-min-score", "20");
+    b.wait_for("#search-fpir-hint[data-score=\"20\"]", "the hint at the typed score");
+    let shown: f64 = b.attribute("#search-fpir-hint", "data-expected").parse().expect("a number");
+    let api = asked("20")["expected_false_matches"]["value"].as_f64().expect("a value");
+    assert!((shown - api).abs() <= api * 1e-12, "{shown} vs {api}");
+    assert!(b.text_of("#search-expected-false-matches").contains("at score 20"));
+    b.screenshot("search-fpir-hint");
+    assert_eq!(b.text_of("#alert"), "");
+}

@@ -222,7 +222,7 @@ fn part_one_schemas_carry_the_published_field_names() {
         assert!(fields.contains(f), "the search body lacks {f}: {fields:?}");
     }
     let probe = property_names(doc, &body["properties"]["probe"]);
-    for f in ["faces_found", "chosen_by", "face", "quality", "quality_failures", "liveness", "packs"] {
+    for f in ["faces_found", "chosen_by", "face", "quality", "quality_failures", "liveness", "packs", "expected_false_matches"] {
         assert!(probe.contains(f), "probe lacks {f}: {probe:?}");
     }
     for h in ["X-Faces-Found", "X-Face-Box", "X-Face-Quality", "X-Liveness-Score"] {
@@ -247,6 +247,31 @@ fn part_one_schemas_carry_the_published_field_names() {
     for f in ["id", "at", "actor", "action", "outcome", "index_ids", "record_ids", "details"] {
         assert!(event_fields.contains(f), "the audit event lacks {f}");
     }
+}
+
+#[test]
+fn false_match_figures_are_documented_where_they_are_sent() {
+    let doc = document();
+    let search = &doc["paths"]["/face/search"]["post"]["responses"]["200"]["headers"];
+    let header = search.get("X-Expected-False-Matches").unwrap_or_else(|| panic!("no header in {search}"));
+    assert!(header["description"].as_str().is_some_and(|d| d.contains("<=")), "{header}");
+    // Part 2 index objects carry the fields; the published details list does not.
+    for (path, method, status) in [
+        ("/face/index/{index_id}", "get", "200"),
+        ("/face/index/{index_id}", "patch", "200"),
+        ("/face/index", "post", "201"),
+    ] {
+        let fields = property_names(doc, response_payload(doc, path, method, status));
+        for f in ["faces", "min_score_fpir_1e3", "expected_false_matches"] {
+            assert!(fields.contains(f), "{method} {path} lacks {f}: {fields:?}");
+        }
+    }
+    let get = &doc["paths"]["/face/index/{index_id}"]["get"];
+    let params = get["parameters"].as_array().expect("parameters");
+    assert!(params.iter().any(|p| p["name"] == "min_match_score" && p["in"] == "query"), "{params:?}");
+    let details = response_payload(doc, "/face/index/details", "get", "200");
+    let listed = property_names(doc, &resolve(doc, details)["items"].clone());
+    assert!(!listed.contains("min_score_fpir_1e3") && !listed.contains("faces"), "{listed:?}");
 }
 
 #[test]

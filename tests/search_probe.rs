@@ -122,6 +122,13 @@ fn include_probe_shows_the_face_searched_and_leaves_the_published_body_alone() {
         json!({"status": "not_checked", "score": null, "threshold": 0.5, "reason": "perform_liveness_check=false"})
     );
     assert_eq!(p["packs"], json!(["open"]));
+    // The expectation of the header, as an object at the search's minimum score.
+    let header = with.header("x-expected-false-matches").expect("X-Expected-False-Matches");
+    assert_eq!(p["expected_false_matches"]["min_match_score"], 70.0, "{p}");
+    assert_eq!(p["expected_false_matches"]["upper_bound"], false, "{p}");
+    let value = num(&p["expected_false_matches"]["value"]);
+    let from_header: f64 = header.parse().expect("a number");
+    assert!((value - from_header).abs() <= 0.006 * value.max(1e-12), "{value} vs header {header}");
     // The largest face is Obama's.
     assert_eq!(names(&with.json["response"]).first().map(String::as_str), Some("Barack Obama"), "{}", with.text);
 

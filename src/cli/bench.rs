@@ -32,6 +32,9 @@ enum BenchWhat {
     /// Vector search inside PostgreSQL (pgvector) at growing gallery sizes: latency and
     /// recall@k against an exact scan of the same vectors.
     Pgvector(super::bench_index::PgBench),
+    /// FPIR measured on stranger searches of real photos against a gallery of real and
+    /// synthetic faces, beside the FPIR predicted from the calibration.
+    Fpir(super::bench_fpir::FpirBench),
 }
 
 #[derive(Args)]
@@ -126,6 +129,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Index(i) => super::bench_index::run(i),
         BenchWhat::Seed(s) => super::bench_index::seed(s),
         BenchWhat::Pgvector(p) => super::bench_index::pgvector(p),
+        BenchWhat::Fpir(f) => super::bench_fpir::run(f),
     }
 }
 

@@ -122,9 +122,9 @@ pub struct SeedBench {
     work_dir: PathBuf,
 }
 
-struct Real {
-    identity: String,
-    vector: Vec<f32>,
+pub(super) struct Real {
+    pub(super) identity: String,
+    pub(super) vector: Vec<f32>,
 }
 
 fn rss_bytes() -> usize {
@@ -153,7 +153,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Real embeddings of every `face` photo of the manifest, cached in `work_dir`.
-fn real_embeddings(pipeline_args: &PipelineArgs, manifest: &Path, work_dir: &Path) -> anyhow::Result<Vec<Real>> {
+pub(super) fn real_embeddings(
+    pipeline_args: &PipelineArgs,
+    manifest: &Path,
+    work_dir: &Path,
+) -> anyhow::Result<Vec<Real>> {
     let cache = work_dir.join(format!("real-{}.jsonl", pipeline_args.pack.name()));
     if let Ok(text) = std::fs::read_to_string(&cache) {
         let rows: Result<Vec<(String, Vec<f32>)>, _> = text.lines().map(serde_json::from_str).collect();
@@ -185,14 +189,14 @@ fn real_embeddings(pipeline_args: &PipelineArgs, manifest: &Path, work_dir: &Pat
 }
 
 /// Samples unit vectors from the Gaussian (mean, full covariance) of `real`.
-struct FittedGaussian {
+pub(super) struct FittedGaussian {
     mean: Vec<f64>,
     chol: Vec<f64>, // lower-triangular, row-major dim × dim
     dim: usize,
 }
 
 impl FittedGaussian {
-    fn fit(real: &[&[f32]]) -> anyhow::Result<Self> {
+    pub(super) fn fit(real: &[&[f32]]) -> anyhow::Result<Self> {
         let dim = real.first().map_or(0, |v| v.len());
         let n = real.len() as f64;
         let mut mean = vec![0f64; dim];
@@ -231,7 +235,7 @@ impl FittedGaussian {
         Ok(Self { mean, chol: l, dim })
     }
 
-    fn sample(&self, rng: &mut StdRng) -> Vec<f32> {
+    pub(super) fn sample(&self, rng: &mut StdRng) -> Vec<f32> {
         let z: Vec<f64> = (0..self.dim)
             .map(|_| {
                 // Box–Muller.

@@ -195,16 +195,22 @@ impl Api {
     }
 
     pub fn send(&self, req: RequestBuilder) -> Result<(u16, Value), Failure> {
+        self.send_with_headers(req).map(|(status, _, body)| (status, body))
+    }
+
+    /// [`Api::send`], also handing back the response headers.
+    pub fn send_with_headers(&self, req: RequestBuilder) -> Result<(u16, reqwest::header::HeaderMap, Value), Failure> {
         let network = |e: reqwest::Error| Failure::Server {
             code: "NETWORK_ERROR".into(),
             message: format!("{}: {}", self.base, error_chain(&e)),
         };
         let resp = req.send().map_err(network)?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let text = resp.text().map_err(network)?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
-            return Ok((status, body.get("response").cloned().unwrap_or(Value::Null)));
+            return Ok((status, headers, body.get("response").cloned().unwrap_or(Value::Null)));
         }
         let code = body["error"]["code"].as_str().map_or_else(|| format!("HTTP_{status}"), str::to_string);
         let message =
@@ -529,7 +535,12 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
         form = form.text("max_results", n.to_string());
     }
     let path = format!("/face/search?perform_liveness_check={}", !args.no_liveness);
-    let (_, v) = api.send(api.request(Method::POST, &path).multipart(form))?;
+    let (_, headers, v) = api.send_with_headers(api.request(Method::POST, &path).multipart(form))?;
+    // On stderr, so that the table and --json on stdout stay as scripts read them.
+    let expected = headers.get("x-expected-false-matches").and_then(|h| h.to_str().ok());
+    if let Some(warning) = expected.and_then(|e| false_match_warning(e, args.min_score)) {
+        eprintln!("{warning}");
+    }
     if args.conn.json {
         print_json(&v);
         return Ok(());
@@ -559,6 +570,24 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
         table::render(&["score", "distance", "name", "dob", "nationality", "watch lists", "index", "record id"], &rows)
     );
     Ok(())
+}
+
+/// Above this many expected false matches per search, `search` warns.
+const FALSE_MATCH_WARNING: f64 = 0.01;
+
+/// The warning for an `X-Expected-False-Matches` value (`0.123`, or `<=0.123` for a
+/// bound) above [`FALSE_MATCH_WARNING`]; `None` at or below it, or for a value that is
+/// not a number.
+fn false_match_warning(header: &str, min_score: Option<f64>) -> Option<String> {
+    let value: f64 = header.trim().trim_start_matches("<=").parse().ok()?;
+    if value <= FALSE_MATCH_WARNING {
+        return None;
+    }
+    let score = min_score.map_or_else(|| "the server default (70)".to_string(), |s| s.to_string());
+    Some(format!(
+        "warning: {header} false matches expected per search of a person not enrolled at min score {score} for the \
+         faces in these indexes; raise --min-score to lower it (see docs/API.md, Scores)"
+    ))
 }
 
 // ---------------------------------------------------------------------------------
@@ -843,4 +872,20 @@ fn duplicates_inner(args: DuplicatesArgs) -> Result<(), Failure> {
         println!("{}", table::render(&["score", "record a", "record b", "image a", "image b"], &rows));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::false_match_warning;
+
+    #[test]
+    fn warns_only_above_a_hundredth() {
+        assert_eq!(false_match_warning("0.00998", Some(70.0)), None);
+        assert_eq!(false_match_warning("0.0100", None), None);
+        let w = false_match_warning("0.271", Some(50.0)).unwrap_or_default();
+        assert!(w.starts_with("warning: 0.271 false matches") && w.contains("min score 50"), "{w}");
+        assert!(false_match_warning("<=0.0982", Some(90.0)).is_some_and(|w| w.contains("<=0.0982")));
+        assert!(false_match_warning("1.23e5", None).is_some_and(|w| w.contains("server default")));
+        assert_eq!(false_match_warning("not a number", None), None);
+    }
 }

@@ -1,4 +1,4 @@
-//! `facesearch eval verify | identify | liveness | liveness-fit | calibrate`: accuracy of the face
+//! `facesearch eval verify | identify | liveness | liveness-fit | calibrate | fpir-table`: accuracy of the face
 //! pipeline on labelled photos, measured with the protocols of `facesearch-eval`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -98,6 +98,10 @@ enum EvalTask {
         #[arg(long)]
         extra_features: Option<PathBuf>,
     },
+    /// Print the FPIR-by-gallery-size tables of docs/API.md (Scores) computed from the
+    /// shipped calibration of `--pack`: expected false matches per search of a stranger,
+    /// FPIR, and the score for FPIR 1e-2 and 1e-3. Loads no model.
+    FpirTable,
     /// Print the detected faces and the embedding of the largest face of each photo as JSON lines.
     Embed { images: Vec<PathBuf> },
     /// Face quality: the measures of normal photos, how verification accuracy falls as
@@ -123,6 +127,11 @@ enum EvalTask {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if let EvalTask::FpirTable = args.task {
+        let calibration = Calibration::shipped(args.pipeline.pack)?;
+        print!("{}", facesearch_face::fpir_table::render(&calibration));
+        return Ok(());
+    }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut pipeline_args = args.pipeline.clone();
     // Throughput: one single-threaded inference per job.
@@ -144,6 +153,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         EvalTask::Calibrate { manifest, out } => calibrate(&ctx, &manifest, out),
         EvalTask::Embed { images } => embed(&ctx, &images),
+        // Answered above, before any model is loaded.
+        EvalTask::FpirTable => Ok(()),
         EvalTask::Quality { pairs, images } => {
             super::quality_eval::run(ctx.pipeline, ctx.jobs, ctx.json, &pairs, images)
         }
@@ -766,7 +777,7 @@ fn sigmoid_logit(p: f64) -> f64 {
 }
 
 /// Photos that are re-crops or resizes of another photo in the set: not independent.
-fn is_derivative(row: &ManifestRow) -> bool {
+pub(super) fn is_derivative(row: &ManifestRow) -> bool {
     row.source.starts_with("derived") || ["aligned", "240p", "rot_"].iter().any(|m| row.path.contains(m))
 }
 

@@ -2,6 +2,7 @@
 //! the work is done by the library crates.
 
 mod bench;
+mod bench_fpir;
 mod bench_index;
 mod client;
 mod database;

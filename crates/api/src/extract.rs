@@ -71,6 +71,20 @@ impl QueryParams {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
+
+    /// An optional number in `range`; anything else is `400 INVALID_PARAMETER`.
+    pub fn number(&self, name: &str, range: std::ops::RangeInclusive<f64>) -> Result<Option<f64>, ApiError> {
+        let Some(text) = self.0.get(name).map(|v| v.trim()) else {
+            return Ok(None);
+        };
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() && range.contains(&v) => Ok(Some(v)),
+            _ => Err(ApiError::invalid_parameter(
+                name,
+                format!("{name} must be a number from {} to {}, not {text:?}", range.start(), range.end()),
+            )),
+        }
+    }
 }
 
 /// A JSON object body read into `T`; a body that is not a JSON object, malformed JSON,

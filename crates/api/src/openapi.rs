@@ -401,6 +401,59 @@ pub struct IndexObject {
     pub updated_at: String,
 }
 
+/// A face database (index) as the Part 2 endpoints return it (`POST /face/index`,
+/// `GET`/`PATCH /face/index/{index_id}`): the fields of [`IndexObject`] plus what a
+/// minimum score means at the index's current size. The Part 1 details list does not
+/// carry these.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManagedIndexObject {
+    /// The index id, used as `target_index_ids`.
+    pub id: String,
+    /// Unique, human-readable name (at most 128 characters).
+    pub index_name: String,
+    pub index_type: IndexType,
+    /// Face records in the index now.
+    pub record_count: u64,
+    /// Display title (defaults to the name).
+    pub title: String,
+    /// What the database contains.
+    pub description: String,
+    /// The model pack whose vectors the index holds (`open` or `insightface`).
+    pub pack: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+    /// Faces a search of this index compares the probe with: the enrolled images
+    /// (vectors) held in memory; on a server that searches in PostgreSQL, the record
+    /// count. `null` while the server is still loading its models.
+    pub faces: Option<u64>,
+    /// The lowest `min_match_score` at which a search of a person not enrolled, in this
+    /// index alone, returns anyone with probability at most 1e-3 (FPIR 1e-3) at its
+    /// current size, rounded up to two decimals. `null` when that needs a false-match
+    /// rate below the lowest the pack's calibration measured (above score 84 on the
+    /// shipped tables: galleries of more than about 1,000 faces), or while the models
+    /// are loading. See docs/API.md, Scores.
+    #[schema(example = 84.0)]
+    pub min_score_fpir_1e3: Option<f64>,
+    /// Only with `?min_match_score=` on `GET /face/index/{index_id}`: the expected
+    /// number of this index's faces at or above that score in one search of a person
+    /// not enrolled.
+    pub expected_false_matches: Option<ExpectedFalseMatches>,
+}
+
+/// Expected false matches at a score (see docs/API.md, Scores).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct ExpectedFalseMatches {
+    /// The score asked about.
+    pub min_match_score: f64,
+    /// Faces × the false-match rate per comparison at that score.
+    pub value: f64,
+    /// `true` when the score lies above the lowest false-match rate the calibration
+    /// measured: the true value is then at most `value`.
+    pub upper_bound: bool,
+}
+
 /// One search result. The published fields are `match_score`, `distance`,
 /// `match_image_id`, `name`, `dob`, `nationality`, `gender`, `id_no`, `address`,
 /// `watch_list`, `additional_info`, `index_name` and `index_type`.
@@ -706,8 +759,8 @@ macro_rules! envelope {
 }
 
 envelope! {
-    IndexResponse(IndexObject): "`{\"response\": index}`";
     IndexListResponse(Vec<IndexObject>): "`{\"response\": [index, …]}`";
+    ManagedIndexResponse(ManagedIndexObject): "`{\"response\": index}` (Part 2: with `faces` and `min_score_fpir_1e3`)";
     MatchListResponse(Vec<MatchResult>): "`{\"response\": [match, …]}`, best first; `[]` when nothing matches";
     FileResponse(FileObject): "`{\"response\": file}`";
     RecordResponse(RecordObject): "`{\"response\": record}`";
@@ -830,6 +883,14 @@ mod tests {
             updated_at: "t".into(),
         };
         assert_eq!(keys(&serde_json::to_value(routes::index_object(&index)).unwrap()), properties(&doc, "IndexObject"));
+        let hints = routes::false_matches::IndexHints {
+            faces: Some(1),
+            min_score_fpir_1e3: Some(42.0),
+            expected: Some((70.0, facesearch_face::false_matches::Estimate::ZERO)),
+        };
+        let managed = routes::false_matches::managed_fields(&index, hints, true);
+        assert_eq!(keys(&managed), properties(&doc, "ManagedIndexObject"));
+        assert_eq!(keys(&managed["expected_false_matches"]), properties(&doc, "ExpectedFalseMatches"));
         assert_eq!(keys(&serde_json::to_value(sample_record()).unwrap()), properties(&doc, "RecordObject"));
         let image = serde_json::to_value(&sample_record().images[0]).unwrap();
         assert_eq!(keys(&image), properties(&doc, "RecordImage"));

@@ -64,11 +64,13 @@ use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 mod duplicates;
+mod false_matches;
 
 pub use duplicates::{
     DuplicateGroup, DuplicatePair, DuplicateProgress, DuplicateRecord, DuplicateReport, MAX_DUPLICATE_PAIRS,
     same_identity,
 };
+pub use false_matches::HINT_FPIR;
 
 /// Serialises "write the store, then update the in-memory index", so that an enrolment
 /// racing a delete can never leave a deleted person's vector in memory. The server

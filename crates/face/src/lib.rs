@@ -26,3 +26,5 @@ pub use pipeline::{FaceChoice, FacePipeline, Pack, PipelineConfig, PipelineError
 pub use quality::{FaceQuality, QualityFailure, QualityMinimums};
 pub use runtime::RuntimeOptions;
 pub mod calibration;
+pub mod false_matches;
+pub mod fpir_table;

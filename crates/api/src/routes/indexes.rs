@@ -6,12 +6,13 @@ use axum::response::{IntoResponse, Response};
 use facesearch_store::{IndexInfo, IndexPatch, IndexType, NewIndex};
 use serde::Deserialize;
 
-use super::{created, index_object, ok};
+use super::false_matches::managed_index_object;
+use super::{created, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Path};
-use crate::openapi::{AuthErrors, ErrorBody, IndexResponse, ServerErrors, TAG_INDEXES};
+use crate::extract::{JsonBody, Path, QueryParams};
+use crate::openapi::{AuthErrors, ErrorBody, ManagedIndexResponse, ServerErrors, TAG_INDEXES};
 use crate::state::AppState;
 
 /// The JSON body of `POST /face/index`.
@@ -69,7 +70,7 @@ pub async fn visible_index(state: &AppState, caller: &Caller, id: &str) -> Resul
     request_body(content = CreateIndexBody, content_type = "application/json"),
     security(("basic_auth" = [])),
     responses(
-        (status = 201, description = "The new index", body = IndexResponse),
+        (status = 201, description = "The new index", body = ManagedIndexResponse),
         (status = 400, description = "`INVALID_JSON` (malformed, wrong type, unknown field) or `INVALID_PARAMETER` \
                                       (empty or too long name, bad `index_type`, control characters)", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
@@ -121,7 +122,7 @@ async fn run_create(
     let pack = state.config().pack.name().to_string();
     let index = state.store().create_index(NewIndex { index_name: name, title, description, index_type, pack }).await?;
     entry.index(&index.id).detail("index_name", index.index_name.as_str());
-    Ok(created(index_object(&index)))
+    Ok(created(managed_index_object(state, &index, None)?))
 }
 
 #[utoipa::path(
@@ -130,18 +131,33 @@ async fn run_create(
     tag = TAG_INDEXES,
     operation_id = "get_index",
     summary = "An index",
-    params(("index_id" = String, Path, description = "The index id")),
+    description = "The index object with `faces` and `min_score_fpir_1e3`; with `min_match_score`, also the \
+                   expected false matches at that score for this index's size (what the console shows beside \
+                   its minimum-score field).",
+    params(
+        ("index_id" = String, Path, description = "The index id"),
+        ("min_match_score" = Option<f64>, Query,
+         description = "0–100: add `expected_false_matches` at this score (see docs/API.md, Scores)"),
+    ),
     security(("basic_auth" = [])),
     responses(
-        (status = 200, description = "The index", body = IndexResponse),
+        (status = 200, description = "The index", body = ManagedIndexResponse),
+        (status = 400, description = "`INVALID_PARAMETER`: `min_match_score` not a number from 0 to 100", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the index is not granted to the caller (`index_id`)", body = ErrorBody),
         (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
         AuthErrors,
         ServerErrors,
     )
 )]
-pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(ok(index_object(&visible_index(&state, &caller, &id).await?)))
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> Result<Response, ApiError> {
+    let min_score = query.number("min_match_score", 0.0..=100.0)?;
+    let index = visible_index(&state, &caller, &id).await?;
+    Ok(ok(managed_index_object(&state, &index, min_score)?))
 }
 
 #[utoipa::path(
@@ -155,7 +171,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     request_body(content = PatchIndexBody, content_type = "application/json"),
     security(("basic_auth" = [])),
     responses(
-        (status = 200, description = "The changed index", body = IndexResponse),
+        (status = 200, description = "The changed index", body = ManagedIndexResponse),
         (status = 400, description = "`INVALID_JSON` or `INVALID_PARAMETER` (too long, control characters)", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: not an admin", body = ErrorBody),
         (status = 404, description = "`INDEX_NOT_FOUND`", body = ErrorBody),
@@ -197,7 +213,7 @@ async fn run_patch(
         .update_index(&id, IndexPatch { title: body.title, description: body.description })
         .await?
         .ok_or_else(|| ApiError::index_not_found(&id))?;
-    Ok(ok(index_object(&index)))
+    Ok(ok(managed_index_object(state, &index, None)?))
 }
 
 #[utoipa::path(

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod duplicates;
+pub mod false_matches;
 pub mod health;
 pub mod indexes;
 pub mod ops;

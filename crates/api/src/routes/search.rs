@@ -9,7 +9,7 @@ use facesearch_face::{FaceQuality, Liveness};
 use serde_json::{Value, json};
 
 use super::search_details::{self, FaceBox, SearchBody, SearchOptions};
-use super::{index_object, ok};
+use super::{false_matches, index_object, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::{ApiError, round};
@@ -109,6 +109,14 @@ pub async fn index_details(
              ("X-Liveness-Score" = String, description = "The probe's live probability (0–1), when liveness was judged"),
              ("X-Face-Quality" = String, description = "The probe face's quality measures, `name=value` pairs \
                                                         separated by `; ` (see docs/API.md, Face quality)"),
+             ("X-Expected-False-Matches" = String, description = "Expected number of strangers at or above \
+                                                       `min_match_score` in one search of a person not enrolled: \
+                                                       the faces of the indexes searched times the calibrated \
+                                                       false-match rate at that score (summed per model pack). \
+                                                       Three significant digits (`0.00998`, `9.82e-7`); a `<=` \
+                                                       prefix when the score lies above the lowest rate the \
+                                                       calibration measured, so only a bound is known. See \
+                                                       docs/API.md, Scores."),
              ("X-Low-Quality" = String, description = "Only when the probe misses the enrolment quality \
                                                        minimums: the measures it misses, comma-separated. The \
                                                        search is still done; ask the user for a better photo."),
@@ -215,6 +223,7 @@ async fn run_search(
     for index in &found {
         indexes.push(engine.usable_index(&index.id).await?);
     }
+    let expected = false_matches::expected(engine, &indexes, min_score)?;
     let every_face = options.every_face.then_some(state.config().max_search_faces);
     let query = SearchQuery { indexes, min_score, max_results, liveness, every_face };
     let outcome = engine.search(image.bytes, &query).await?;
@@ -239,13 +248,16 @@ async fn run_search(
         ok(results)
     } else {
         let probe = options.probe.then(|| {
-            search_details::probe_details(&outcome, minimums, engine.config().liveness_threshold, options.every_face)
+            let expected = false_matches::at_score(min_score, expected);
+            let liveness_threshold = engine.config().liveness_threshold;
+            search_details::probe_details(&outcome, minimums, liveness_threshold, options.every_face, expected)
         });
         let faces = options
             .every_face
             .then(|| outcome.faces.iter().map(|f| search_details::searched_face(f, minimums)).collect());
         axum::Json(SearchBody { response: results, probe, faces }).into_response()
     };
+    false_matches::set_header(&mut response, expected);
     let quality = &outcome.probe.quality;
     let low: Vec<&str> = quality.failures(minimums).iter().map(|f| f.measure).collect();
     entry.detail("quality", serde_json::to_value(quality).unwrap_or(Value::Null));

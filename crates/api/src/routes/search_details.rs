@@ -17,7 +17,7 @@ use super::search::match_object;
 use crate::error::{ApiError, round};
 use crate::extract::QueryParams;
 #[allow(unused_imports)] // named by the schema attributes below
-use crate::openapi::{FaceQualityObject, MatchResult};
+use crate::openapi::{ExpectedFalseMatches, FaceQualityObject, MatchResult};
 
 /// The opt-in parts a search request asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,6 +216,9 @@ pub struct ProbeDetails {
     /// The model packs the face was embedded with (one per pack of the indexes
     /// searched); the face was found by the first.
     pub packs: Vec<String>,
+    /// The expected number of false matches at the search's `min_match_score` for the
+    /// faces searched (as in `X-Expected-False-Matches`; docs/API.md, Scores).
+    pub expected_false_matches: ExpectedFalseMatches,
 }
 
 /// One face of the photo with its own matches (`faces=all`).
@@ -277,6 +280,7 @@ pub fn probe_details(
     minimums: &QualityMinimums,
     liveness_threshold: f32,
     every_face: bool,
+    expected_false_matches: ExpectedFalseMatches,
 ) -> ProbeDetails {
     let probe = &outcome.probe;
     ProbeDetails {
@@ -291,6 +295,7 @@ pub fn probe_details(
         quality_failures: failure_names(&probe.quality, minimums),
         liveness: LivenessDetails::of(probe.liveness, liveness_threshold, every_face),
         packs: outcome.packs.iter().map(|p| p.name().to_string()).collect(),
+        expected_false_matches,
     }
 }
 
