@@ -222,7 +222,16 @@ fn part_one_schemas_carry_the_published_field_names() {
         assert!(fields.contains(f), "the search body lacks {f}: {fields:?}");
     }
     let probe = property_names(doc, &body["properties"]["probe"]);
-    for f in ["faces_found", "chosen_by", "face", "quality", "quality_failures", "liveness", "packs", "expected_false_matches"] {
+    for f in [
+        "faces_found",
+        "chosen_by",
+        "face",
+        "quality",
+        "quality_failures",
+        "liveness",
+        "packs",
+        "expected_false_matches",
+    ] {
         assert!(probe.contains(f), "probe lacks {f}: {probe:?}");
     }
     for h in ["X-Faces-Found", "X-Face-Box", "X-Face-Quality", "X-Liveness-Score"] {
