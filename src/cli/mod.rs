@@ -10,6 +10,7 @@ mod import;
 mod index_name;
 mod migrate;
 mod models;
+mod orientation_eval;
 mod quality_eval;
 mod serve;
 mod user;

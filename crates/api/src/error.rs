@@ -126,6 +126,9 @@ impl From<PipelineError> for ApiError {
             }
             PipelineError::AmbiguousFaces { count } => unprocessable("MULTIPLE_FACES").with("faces", *count),
             PipelineError::Unalignable => unprocessable("NO_FACE_DETECTED"),
+            PipelineError::NotUpright { roll, max } => unprocessable("FACE_NOT_UPRIGHT")
+                .with("roll", round(f64::from(*roll), 1))
+                .with("max_roll", f64::from(*max)),
             PipelineError::LowQuality(f) => {
                 let limit = if f.limit_kind == "min" { "minimum" } else { "maximum" };
                 unprocessable("LOW_QUALITY_FACE")
