@@ -1,8 +1,9 @@
 //! Sideways photos over real HTTP (issue 16, point 5): a phone photo turned 90° without
 //! an EXIF tag is enrolled upright and found by an upright photo of the same person;
 //! the turn is recorded in the image's quality and the search's `X-Face-Quality`
-//! header; upright photos are not turned; an enrolment whose face no quarter turn
-//! shows clearly upright is refused with `FACE_NOT_UPRIGHT`.
+//! header; upright photos are not turned; re-embedding with another pack turns the
+//! stored photo as at enrolment; an enrolment whose face no quarter turn shows
+//! clearly upright is refused with `FACE_NOT_UPRIGHT`.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::io::Cursor;
 
 use common::{Server, eval, read};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The default lowest score of a match (Part 1 of the API).
 const DEFAULT_MIN_SCORE: f64 = 70.0;
@@ -66,6 +67,33 @@ fn a_sideways_photo_is_enrolled_upright_and_found_by_the_upright_photo() {
     assert_eq!(matches[0]["record_id"], sideways["record_id"], "{}", r.text);
     assert_eq!(header_rotation(&r), "90");
     assert!(r.header("x-liveness-score").is_some(), "{:?}", r.headers);
+}
+
+/// A sideways enrolment moved to the other pack: the job finds the face in the stored
+/// photo turned as at enrolment (the stored box is in the photo's own pixels), and the
+/// upright photo finds the record under the new pack too.
+#[test]
+fn a_sideways_enrolment_survives_a_move_to_another_pack() {
+    let s = Server::start();
+    let index = s.create_index_id("sideways-reembed");
+    let record = s.enrol_ok(&index, &eval("derived/deepface_img1/rot90_no_exif.jpg"), &[("name", "sideways")]);
+    assert_eq!(stored_rotation(&record), 90, "{record}");
+    s.post_json(&format!("/face/index/{index}/reembed"), &json!({"pack": "insightface"})).ok(202);
+    // Each poll is a request; the job of one image ends after a few.
+    let job = loop {
+        let j = s.get(&format!("/face/index/{index}/reembed")).ok(200).clone();
+        if j["state"] != "running" {
+            break j;
+        }
+    };
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!((job["done"].as_u64(), job["failed"].as_u64()), (Some(1), Some(0)), "{job}");
+    assert_eq!(s.index(&index).ok(200)["pack"], "insightface");
+    let r = s.search(&[&index], &eval("deepface/img1.jpg"), &no_liveness());
+    let matches = r.ok(200).as_array().expect("an array");
+    assert_eq!(matches.first().map(|m| &m["record_id"]), Some(&record["record_id"]), "{}", r.text);
+    let score = matches[0]["match_score"].as_f64().expect("a score");
+    assert!(score >= DEFAULT_MIN_SCORE, "score {score} under the insightface pack");
 }
 
 /// `image` turned by `degrees` (anticlockwise) about its centre on a black canvas big
