@@ -117,6 +117,53 @@ fn index_enrol_and_search() {
     assert!(stderr(&o).contains("INDEX_NOT_FOUND"), "{}", stderr(&o));
 }
 
+/// The operator's view of a search: the liveness verdict and score and the probe's
+/// quality under the table; a refusal says what to do.
+#[test]
+fn search_shows_the_liveness_verdict_and_what_to_do_on_a_refusal() {
+    let id = create_index("cli-liveness");
+    ok(cli(&["enrol", "--index", &id, p(&common::eval("deepface/img1.jpg")), "--name", "Angelina Jolie"]));
+
+    // Liveness on (the default): the verdict and the score of X-Liveness-Score.
+    let out = ok(cli(&["search", p(&common::eval("deepface/img2.jpg")), "--index", &id]));
+    assert!(out.lines().nth(2).is_some_and(|l| l.contains("Angelina Jolie")), "{out}");
+    let verdict = out.lines().find(|l| l.starts_with("liveness: ")).unwrap_or_else(|| panic!("no verdict: {out}"));
+    let score: f64 = verdict
+        .strip_prefix("liveness: live (score ")
+        .and_then(|v| v.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{verdict}"))
+        .parse()
+        .expect("a numeric score");
+    assert!((0.0..=1.0).contains(&score), "{verdict}");
+    let quality = out.lines().find(|l| l.starts_with("quality: ")).unwrap_or_else(|| panic!("no quality: {out}"));
+    assert!(quality.contains("face ") && quality.contains("sharpness ") && !quality.contains("turned"), "{quality}");
+
+    // Without the check, it says so; a sideways photo says it was turned.
+    let out = ok(cli(&[
+        "search",
+        p(&common::eval("derived/deepface_img1/rot90_no_exif.jpg")),
+        "--index",
+        &id,
+        "--no-liveness",
+    ]));
+    assert!(out.contains("liveness: not checked (--no-liveness)"), "{out}");
+    assert!(out.contains("photo turned 90° clockwise to make the face upright"), "{out}");
+    // No match still shows the probe.
+    let out = ok(cli(&["search", p(&lfw("Al_Pacino", 0)), "--index", &id, "--no-liveness"]));
+    assert!(out.starts_with("no match\n") && out.contains("quality: "), "{out}");
+
+    // A face that fills the frame cannot be judged: the refusal says what to do.
+    let o = cli(&["search", p(&common::eval("pyimagesearch-liveness/fake/108.png")), "--index", &id]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("LIVENESS_CANNOT_JUDGE"), "{err}");
+    assert!(err.contains("what to do: step back") && err.contains("head and shoulders"), "{err}");
+    assert!(err.contains("--no-liveness"), "{err}");
+    // --json keeps the server's body only.
+    let matches = json(cli(&["search", p(&common::eval("deepface/img2.jpg")), "--index", &id, "--json"]));
+    assert_eq!(matches[0]["name"], "Angelina Jolie", "{matches}");
+}
+
 #[test]
 fn search_warns_on_stderr_when_false_matches_are_expected() {
     let id = create_index("cli-false-matches");

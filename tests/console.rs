@@ -396,3 +396,70 @@ fn console_says_what_the_minimum_score_means_beside_the_field() {
     b.screenshot("search-fpir-hint");
     assert_eq!(b.text_of("#alert"), "");
 }
+
+/// The results pane of the search: with the minimum score lowered, results below the
+/// default threshold (70) are listed after a separator, muted and labelled as not
+/// matches; a refused search shows its code, message and what to do in the pane
+/// itself, not only in the banner.
+#[test]
+fn console_sets_apart_results_below_the_threshold_and_explains_a_refusal() {
+    let s = Server::start();
+    let index_id = s.create_index_id("console-threshold");
+    s.enrol_ok(&index_id, &common::eval("deepface/img1.jpg"), &[("name", "Angelina Jolie")]);
+    for person in common::lfw_people().iter().take(3) {
+        s.enrol_ok(&index_id, &common::lfw_photos(person)[0], &[("name", person.as_str())]);
+    }
+
+    let b = Browser::start();
+    b.goto(&s.url("/console"));
+    b.type_into("#username", ADMIN_USER);
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.click("#signin-button");
+    b.wait_for("#whoami[data-role=\"admin\"]", "sign-in");
+    b.click("#nav-search");
+    b.wait_for(&format!("#search-indexes input[value=\"{index_id}\"]:checked"), "search index choice");
+
+    // Everything down to score 0: one match, then the others set apart.
+    b.type_into("#search-min-score", "0");
+    b.click("#search-liveness");
+    b.choose_file("#search-photo", &common::eval("deepface/img2.jpg"));
+    b.click("#search-button");
+    b.wait_for("#search-results[data-done=\"4\"]", "search results");
+    assert_eq!(b.attribute("#search-results", "data-below"), "3");
+    assert_eq!(b.text_of("#search-results .match:not(.below-threshold) .match-name"), "Angelina Jolie");
+    // The separator comes right after the match and before every result below 70.
+    let separator = b.find("#search-results .match:not(.below-threshold) + .threshold-separator");
+    assert!(b.text(&separator).contains("not matches"), "{}", b.text(&separator));
+    b.find("#search-results .threshold-separator + .match.below-threshold");
+    let below = b.find("#search-results .match.below-threshold:last-child");
+    assert!(b.text(&below).contains("below the default threshold — not a match"), "{}", b.text(&below));
+    let score: f64 =
+        b.text_of("#search-results .match.below-threshold:last-child .match-score").parse().expect("a score");
+    assert!(score < 70.0, "{score}");
+    assert!(
+        b.text_of("#search-status").contains("3 results below the default threshold"),
+        "{}",
+        b.text_of("#search-status")
+    );
+    assert_eq!(b.attribute("#search-refusal", "class"), "hidden");
+    b.screenshot("search-below-threshold");
+
+    // A photo without a face: the refusal is in the results pane, with what to do.
+    b.choose_file("#search-photo", &common::eval("compreface/sample_images/017_0.jpg"));
+    b.click("#search-button");
+    let refusal = b.wait_for("#search-refusal[data-code=\"NO_FACE_DETECTED\"]", "the refusal in the results pane");
+    let text = b.text(&refusal);
+    assert!(text.starts_with("NO_FACE_DETECTED: "), "{text}");
+    assert!(text.contains("What to do: "), "{text}");
+    assert!(b.try_find("#search-results .match").is_none(), "the earlier results are gone");
+    assert!(b.text_of("#alert").starts_with("NO_FACE_DETECTED: "), "{}", b.text_of("#alert"));
+    b.screenshot("search-refused");
+
+    // A search that succeeds again clears the refusal.
+    b.choose_file("#search-photo", &common::eval("deepface/img2.jpg"));
+    b.type_into("#search-min-score", "70");
+    b.click("#search-button");
+    b.wait_for("#search-results[data-done=\"1\"]", "search results");
+    assert_eq!(b.attribute("#search-refusal", "class"), "hidden");
+    assert!(b.try_find("#search-results .threshold-separator").is_none());
+}

@@ -14,6 +14,7 @@ use facesearch_eval::table;
 use reqwest::Method;
 use reqwest::blocking::multipart::{Form, Part};
 use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 /// Where the server is and who we are; shared by every client subcommand. Each value
@@ -195,11 +196,12 @@ impl Api {
     }
 
     pub fn send(&self, req: RequestBuilder) -> Result<(u16, Value), Failure> {
-        self.send_with_headers(req).map(|(status, _, body)| (status, body))
+        self.send_with_headers(req).map(|(status, _, v)| (status, v))
     }
 
-    /// [`Api::send`], also handing back the response headers.
-    pub fn send_with_headers(&self, req: RequestBuilder) -> Result<(u16, reqwest::header::HeaderMap, Value), Failure> {
+    /// [`Api::send`], also handing back the response headers of a success (a search's
+    /// `X-Liveness-Score` and `X-Face-Quality`).
+    pub fn send_with_headers(&self, req: RequestBuilder) -> Result<(u16, HeaderMap, Value), Failure> {
         let network = |e: reqwest::Error| Failure::Server {
             code: "NETWORK_ERROR".into(),
             message: format!("{}: {}", self.base, error_chain(&e)),
@@ -535,7 +537,8 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
         form = form.text("max_results", n.to_string());
     }
     let path = format!("/face/search?perform_liveness_check={}", !args.no_liveness);
-    let (_, headers, v) = api.send_with_headers(api.request(Method::POST, &path).multipart(form))?;
+    let (_, headers, v) =
+        api.send_with_headers(api.request(Method::POST, &path).multipart(form)).map_err(search_refusal)?;
     // On stderr, so that the table and --json on stdout stay as scripts read them.
     let expected = headers.get("x-expected-false-matches").and_then(|h| h.to_str().ok());
     if let Some(warning) = expected.and_then(|e| false_match_warning(e, args.min_score)) {
@@ -548,6 +551,7 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
     let matches = v.as_array().map(Vec::as_slice).unwrap_or_default();
     if matches.is_empty() {
         println!("no match");
+        print_probe(&headers, args.no_liveness);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = matches
@@ -569,6 +573,7 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
         "{}",
         table::render(&["score", "distance", "name", "dob", "nationality", "watch lists", "index", "record id"], &rows)
     );
+    print_probe(&headers, args.no_liveness);
     Ok(())
 }
 
@@ -588,6 +593,85 @@ fn false_match_warning(header: &str, min_score: Option<f64>) -> Option<String> {
         "warning: {header} false matches expected per search of a person not enrolled at min score {score} for the \
          faces in these indexes; raise --min-score to lower it (see docs/API.md, Scores)"
     ))
+}
+
+/// What the operator should do after a refused search, by error code; appended to the
+/// server's message.
+fn search_advice(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "LIVENESS_CANNOT_JUDGE" => {
+            "step back (or zoom out) so that the head and shoulders show and take the photo again; where your \
+             policy allows a search without the liveness check, run it with --no-liveness (a server started \
+             with --require-liveness allows that to admins only)"
+        }
+        "LIVENESS_CHECK_FAILED" => {
+            "the photo was judged a presentation attack (a print, a screen or a mask); take a live photo of the \
+             person, not of a picture"
+        }
+        "LIVENESS_REQUIRED" => "this server requires the liveness check: search without --no-liveness",
+        "NO_FACE_DETECTED" => "use a photo in which the face is clearly visible and upright",
+        "FACE_TOO_SMALL" => "use a larger photo, or one taken closer to the face",
+        _ => return None,
+    })
+}
+
+/// A refused search, with what to do about it where the code says.
+fn search_refusal(f: Failure) -> Failure {
+    match f {
+        Failure::Refused { status, code, message } => {
+            let message = match search_advice(&code) {
+                Some(advice) => format!("{message}\nwhat to do: {advice}"),
+                None => message,
+            };
+            Failure::Refused { status, code, message }
+        }
+        other => other,
+    }
+}
+
+/// The probe's liveness verdict and quality, from a search's headers, under the table.
+fn print_probe(headers: &HeaderMap, no_liveness: bool) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    for line in probe_lines(header("x-liveness-score"), header("x-face-quality"), header("x-low-quality"), no_liveness)
+    {
+        println!("{line}");
+    }
+}
+
+/// The lines [`print_probe`] prints: the liveness verdict and score, the quality
+/// measures an operator reads (size, sharpness, pose, turn), and the measures that
+/// miss the enrolment minimums.
+fn probe_lines(liveness: Option<&str>, quality: Option<&str>, low: Option<&str>, no_liveness: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(match (no_liveness, liveness) {
+        (true, _) => "liveness: not checked (--no-liveness)".to_string(),
+        // A spoof is refused before any search: a judged probe that reached the
+        // results passed the check.
+        (false, Some(score)) => format!("liveness: live (score {score})"),
+        (false, None) => "liveness: checked, no score returned".to_string(),
+    });
+    if let Some(q) = quality {
+        let measures: Vec<(&str, &str)> = q.split("; ").filter_map(|m| m.split_once('=')).collect();
+        let get = |name: &str| measures.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let mut shown: Vec<String> = [
+            ("face_size", "face", " px"),
+            ("sharpness", "sharpness", ""),
+            ("yaw", "yaw", "°"),
+            ("pitch", "pitch", "°"),
+            ("detector_score", "detector score", ""),
+        ]
+        .iter()
+        .filter_map(|(key, label, unit)| get(key).map(|v| format!("{label} {v}{unit}")))
+        .collect();
+        if let Some(turn) = get("rotation").filter(|r| *r != "0") {
+            shown.push(format!("photo turned {turn}° clockwise to make the face upright"));
+        }
+        lines.push(format!("quality: {}", shown.join(", ")));
+    }
+    if let Some(low) = low {
+        lines.push(format!("below the enrolment quality minimums: {low} (ask for a better photo)"));
+    }
+    lines
 }
 
 // ---------------------------------------------------------------------------------
@@ -876,7 +960,37 @@ fn duplicates_inner(args: DuplicatesArgs) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::false_match_warning;
+    use super::*;
+
+    #[test]
+    fn the_probe_lines_show_liveness_quality_and_the_turn() {
+        let quality = "face_size=609.5; eye_distance=290.7; sharpness=1895.1; compression=1.01; brightness=141.8; \
+                       dark_fraction=0.013; bright_fraction=0.002; yaw=2.5; pitch=-14.2; roll=0.3; \
+                       detector_score=0.958; rotation=90";
+        let lines = probe_lines(Some("0.9712"), Some(quality), Some("sharpness"), false);
+        assert_eq!(lines[0], "liveness: live (score 0.9712)");
+        assert_eq!(
+            lines[1],
+            "quality: face 609.5 px, sharpness 1895.1, yaw 2.5°, pitch -14.2°, detector score 0.958, \
+             photo turned 90° clockwise to make the face upright"
+        );
+        assert_eq!(lines[2], "below the enrolment quality minimums: sharpness (ask for a better photo)");
+        let upright = quality.replace("rotation=90", "rotation=0");
+        let lines = probe_lines(None, Some(&upright), None, true);
+        assert_eq!(lines[0], "liveness: not checked (--no-liveness)");
+        assert!(!lines[1].contains("turned"), "{lines:?}");
+        assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn a_refusal_says_what_to_do_where_the_code_allows() {
+        let refused = |code: &str| Failure::Refused { status: 422, code: code.into(), message: "m".into() };
+        let f = search_refusal(refused("LIVENESS_CANNOT_JUDGE"));
+        assert!(f.message().starts_with("m\nwhat to do: step back"), "{f}");
+        assert!(f.message().contains("--no-liveness"), "{f}");
+        assert_eq!(f.exit_code(), 2);
+        assert_eq!(search_refusal(refused("INDEX_NOT_FOUND")).message(), "m");
+    }
 
     #[test]
     fn warns_only_above_a_hundredth() {

@@ -115,6 +115,13 @@ enum EvalTask {
         #[arg(long)]
         images: Option<PathBuf>,
     },
+    /// Sideways photos: on every `face` and `multiface` row of a manifest, how often the
+    /// photo's turns were tried and which turn was used, apart for the rows whose note
+    /// says they were turned on purpose (pixel-rotated copies) and the ordinary ones.
+    Orientation {
+        #[arg(long)]
+        manifest: PathBuf,
+    },
     /// Fit the score calibration table (score → false-match rate) on every
     /// cross-identity pair of a manifest's `face` rows, and write it as JSON.
     Calibrate {
@@ -155,6 +162,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalTask::Embed { images } => embed(&ctx, &images),
         // Answered above, before any model is loaded.
         EvalTask::FpirTable => Ok(()),
+        EvalTask::Orientation { manifest } => {
+            let (base, rows) = read_manifest(&manifest)?;
+            super::orientation_eval::run(ctx.pipeline, ctx.jobs, ctx.json, &base, &rows)
+        }
         EvalTask::Quality { pairs, images } => {
             super::quality_eval::run(ctx.pipeline, ctx.jobs, ctx.json, &pairs, images)
         }

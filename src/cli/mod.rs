@@ -11,6 +11,7 @@ mod import;
 mod index_name;
 mod migrate;
 mod models;
+mod orientation_eval;
 mod quality_eval;
 mod serve;
 mod user;

@@ -134,6 +134,9 @@ impl From<PipelineError> for ApiError {
                     .with("boxes", serde_json::to_value(boxes).unwrap_or(Value::Null))
             }
             PipelineError::Unalignable => unprocessable("NO_FACE_DETECTED"),
+            PipelineError::NotUpright { roll, max } => unprocessable("FACE_NOT_UPRIGHT")
+                .with("roll", round(f64::from(*roll), 1))
+                .with("max_roll", f64::from(*max)),
             PipelineError::LowQuality(f) => {
                 let limit = if f.limit_kind == "min" { "minimum" } else { "maximum" };
                 unprocessable("LOW_QUALITY_FACE")

@@ -287,6 +287,11 @@ pub struct ErrorObject {
     pub faces: Option<u64>,
     /// Those faces, largest first, in pixels of the photo as decoded (`MULTIPLE_FACES`).
     pub boxes: Option<Vec<crate::routes::search_details::ScoredBox>>,
+    /// The tilt of the face's eye line from level in the photo as sent, degrees
+    /// (`FACE_NOT_UPRIGHT`).
+    pub roll: Option<f64>,
+    /// The largest tilt counted as upright after a quarter turn, degrees (`FACE_NOT_UPRIGHT`).
+    pub max_roll: Option<f64>,
     /// The face's size in pixels (`FACE_TOO_SMALL`).
     pub face_size: Option<f64>,
     /// The smallest face embedded (`FACE_TOO_SMALL`).
@@ -346,6 +351,7 @@ pub enum ErrorCode {
     DuplicateFace,
     TooManyJobs,
     FaceTooSmall,
+    FaceNotUpright,
     MultipleFaces,
     LivenessCheckFailed,
     LivenessCannotJudge,
@@ -539,7 +545,7 @@ pub enum JobState {
 pub struct ReembedFailure {
     pub image_id: String,
     pub record_id: String,
-    /// `NO_FACE_DETECTED`, `FACE_TOO_SMALL`, `INVALID_IMAGE` or `IMAGE_TOO_LARGE`.
+    /// `NO_FACE_DETECTED`, `FACE_TOO_SMALL`, `FACE_NOT_UPRIGHT`, `INVALID_IMAGE` or `IMAGE_TOO_LARGE`.
     pub code: String,
 }
 
@@ -606,6 +612,9 @@ pub struct FaceQualityObject {
     pub roll: f64,
     /// Detector confidence, 0–1.
     pub detector_score: f64,
+    /// Degrees clockwise the photo was turned to make a sideways or upside-down face
+    /// upright before it was measured and embedded: 0 (not turned), 90, 180 or 270.
+    pub rotation: u16,
 }
 
 /// `running`, `done` or `failed`.
@@ -906,6 +915,7 @@ mod tests {
             pitch: 0.0,
             roll: 0.0,
             detector_score: 0.9,
+            rotation: 0,
         };
         assert_eq!(keys(&serde_json::to_value(quality).unwrap()), properties(&doc, "FaceQualityObject"));
         let jobs = crate::jobs::DuplicateJobs::default();

@@ -930,6 +930,9 @@ impl Engine {
                 "landmarks": probe.detection.landmarks,
                 "score": probe.detection.score,
                 "faces_in_image": probe.faces_in_image,
+                // The quarter turn that showed the face upright: re-embedding turns the
+                // photo the same way before looking for the face again.
+                "rotation": probe.quality.rotation,
             }),
             quality: serde_json::to_value(probe.quality).ok(),
         }

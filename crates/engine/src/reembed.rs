@@ -19,9 +19,10 @@
 //!    Still under the write lock, the in-memory vectors are swapped under the lock that
 //!    every search holds for its scan: a search sees the index all old or all new.
 //!
-//! The new pack's detector looks for the enrolled face again: the detected face that
-//! overlaps most the box stored at enrolment (so the person enrolled, not a bystander,
-//! is embedded). An image in which it finds no such face (or only one too small) is
+//! The new pack's detector looks for the enrolled face again, in the photo turned by
+//! the quarter turn stored at enrolment (a sideways photo is embedded upright, as it
+//! was then): the detected face that overlaps most the box stored at enrolment (so the
+//! person enrolled, not a bystander, is embedded). An image in which it finds no such face (or only one too small) is
 //! not an error of the job: it is staged as a failure with its error code, its record
 //! and image are kept, it has no vector under the new pack (so it is not found by
 //! searches), and it is listed in the job's report and the audit entry, for an
@@ -34,7 +35,7 @@
 
 use std::sync::{Arc, PoisonError};
 
-use facesearch_face::{BBox, DecodeError, FacePipeline, Pack, PipelineError};
+use facesearch_face::{BBox, DecodeError, FacePipeline, Pack, PipelineError, Rotation};
 use facesearch_store::{NewAuditEvent, PackSwitch, PendingImage, ReembedJob, ReembedStart};
 
 use crate::{Engine, EngineError, task_failed};
@@ -165,9 +166,10 @@ impl Engine {
         let permit = self.analyses.clone().acquire_owned().await.map_err(|_| EngineError::Busy)?;
         let pipeline = pipeline.clone();
         let enrolled = stored_box(&image.face);
+        let rotation = stored_rotation(&image.face);
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            embed_same_face(&pipeline, &image.bytes, enrolled)
+            embed_same_face(&pipeline, &image.bytes, enrolled, rotation)
         })
         .await
         .map_err(task_failed)?;
@@ -237,16 +239,30 @@ fn stored_box(face: &serde_json::Value) -> Option<BBox> {
     Some(BBox { x1: get("x1")?, y1: get("y1")?, x2: get("x2")?, y2: get("y2")? })
 }
 
-/// Detects the faces of a stored photo and embeds the one that was enrolled: the face
+/// The quarter turn stored at enrolment (`face.rotation`, degrees clockwise); none for
+/// images enrolled before photos were turned, or an unreadable value.
+fn stored_rotation(face: &serde_json::Value) -> Rotation {
+    face.get("rotation").and_then(serde_json::Value::as_i64).and_then(Rotation::from_degrees).unwrap_or_default()
+}
+
+/// Detects the faces of a stored photo, turned as it was at enrolment (the stored box
+/// is in the photo's own pixels), and embeds the one that was enrolled: the face
 /// overlapping `enrolled` most (at least [`SAME_FACE_IOU`]), or the largest when no
 /// box was stored.
-fn embed_same_face(pipeline: &FacePipeline, bytes: &[u8], enrolled: Option<BBox>) -> Result<Vec<f32>, PipelineError> {
+fn embed_same_face(
+    pipeline: &FacePipeline,
+    bytes: &[u8],
+    enrolled: Option<BBox>,
+    rotation: Rotation,
+) -> Result<Vec<f32>, PipelineError> {
     let decoded = pipeline.decode(bytes)?;
-    let faces = pipeline.detect(&decoded.rgb)?;
+    let original = (decoded.rgb.width(), decoded.rgb.height());
+    let upright = rotation.apply(&decoded.rgb);
+    let faces = pipeline.detect(&upright)?;
     let face = match enrolled {
         Some(b) => faces
             .iter()
-            .map(|f| (f.bbox.iou(&b), f))
+            .map(|f| (rotation.detection_to_original(f, original).bbox.iou(&b), f))
             .filter(|(iou, _)| *iou >= SAME_FACE_IOU)
             .max_by(|(a, _), (b, _)| a.total_cmp(b))
             .map(|(_, f)| f),
@@ -254,7 +270,7 @@ fn embed_same_face(pipeline: &FacePipeline, bytes: &[u8], enrolled: Option<BBox>
     }
     .ok_or(PipelineError::NoFace)?;
     pipeline.check_size(face)?;
-    pipeline.embed(&decoded.rgb, face)
+    pipeline.embed(&upright, face)
 }
 
 /// The API error code of a photo the new pack cannot embed; `None` for failures of
@@ -263,6 +279,7 @@ fn failure_code(e: &PipelineError) -> Option<&'static str> {
     match e {
         PipelineError::NoFace | PipelineError::Unalignable => Some("NO_FACE_DETECTED"),
         PipelineError::FaceTooSmall { .. } => Some("FACE_TOO_SMALL"),
+        PipelineError::NotUpright { .. } => Some("FACE_NOT_UPRIGHT"),
         PipelineError::AmbiguousFaces { .. } => Some("MULTIPLE_FACES"),
         PipelineError::LowQuality(_) => Some("LOW_QUALITY_FACE"),
         PipelineError::Decode(DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. }) => {
@@ -283,6 +300,15 @@ mod tests {
         assert_eq!(stored_box(&face), Some(BBox { x1: 1.5, y1: 2.0, x2: 30.0, y2: 40.25 }));
         assert_eq!(stored_box(&serde_json::json!({"box": [1, 2, 3, 4]})), None);
         assert_eq!(stored_box(&serde_json::json!({"bbox": {"x1": 1.0}})), None);
+    }
+
+    #[test]
+    fn the_stored_rotation_is_read_from_the_face_json() {
+        assert_eq!(stored_rotation(&serde_json::json!({"rotation": 270})), Rotation::Cw270);
+        assert_eq!(stored_rotation(&serde_json::json!({"rotation": 0})), Rotation::None);
+        // Enrolled before photos were turned, or a value no quarter turn has.
+        assert_eq!(stored_rotation(&serde_json::json!({"bbox": {}})), Rotation::None);
+        assert_eq!(stored_rotation(&serde_json::json!({"rotation": 45})), Rotation::None);
     }
 
     #[test]

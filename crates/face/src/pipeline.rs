@@ -1,6 +1,8 @@
-//! The whole pipeline for one photo: decode → detect → align → embed (→ liveness),
-//! with the policy for choosing the face a request is about and per-stage timings.
+//! The whole pipeline for one photo: decode → detect (turning a sideways photo
+//! upright) → align → embed (→ liveness), with the policy for choosing the face a
+//! request is about and per-stage timings.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,8 @@ use crate::decode::{DecodeError, DecodeLimits, DecodedImage, decode};
 use crate::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
 use crate::embed::{EmbedderKind, FaceEmbedder};
 use crate::liveness::{Liveness, LivenessChecker, LivenessConfig, LivenessFeatures};
-use crate::quality::{FaceQuality, QualityFailure, QualityMinimums, assess};
+use crate::orient::{self, MAX_UPRIGHT_ROLL, Pick, Rotation, Seen};
+use crate::quality::{FaceQuality, QualityFailure, QualityMinimums, assess, compression};
 use crate::runtime::{InferenceRuntime, OrtRuntime, RuntimeError, RuntimeOptions};
 
 /// A model pack: a detector and an embedder that belong together. Vectors of one pack
@@ -145,6 +148,11 @@ pub enum PipelineError {
     Unalignable,
     #[error("the face's quality is too low: {0}")]
     LowQuality(QualityFailure),
+    #[error(
+        "no quarter turn of the photo shows the face clearly upright (within ±{max:.0}°; its eye line is \
+         tilted {roll:.0}° as sent); send a photo with the head upright"
+    )]
+    NotUpright { roll: f32, max: f32 },
 }
 
 /// How to pick the face a request is about.
@@ -171,12 +179,14 @@ pub struct StageTimings {
 /// The face a request is about, analysed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeFace {
+    /// Box and landmarks in the pixels of the photo as sent (EXIF applied), also when
+    /// the photo was turned to find the face (`quality.rotation`).
     pub detection: Detection,
     pub embedding: Vec<f32>,
     /// Size, sharpness, exposure, pose and confidence of the face.
     pub quality: FaceQuality,
     pub liveness: Option<Liveness>,
-    /// How many faces the image showed.
+    /// How many faces the image showed (in the turn that showed them upright).
     pub faces_in_image: usize,
     pub mime: &'static str,
     pub width: u32,
@@ -319,17 +329,26 @@ impl FacePipeline {
         timings.decode = start.elapsed();
 
         let start = Instant::now();
-        let faces = self.detect(&decoded.rgb)?;
+        // Enrolment (the gated probe) refuses a face that cannot be made upright; a
+        // search goes on with the photo as sent, as it always did.
+        let Upright { image, rotation, faces, .. } = self.detect_upright(&decoded.rgb, choice, minimums.is_some())?;
         timings.detect = start.elapsed();
-        let face = choose(&faces, choice, (decoded.rgb.width(), decoded.rgb.height()))?;
+        let face = choose(&faces, choice, (image.width(), image.height()))?;
+        let original = (decoded.rgb.width(), decoded.rgb.height());
+        let in_photo = rotation.detection_to_original(face, original);
 
         // Embedding and the liveness check both need only the detection: on a machine
         // with a core to spare they run side by side, which takes the liveness model
         // off a single search's latency (each inference keeps its own thread count).
         let embed = || -> Result<_, PipelineError> {
             let start = Instant::now();
-            let aligned = Self::align(&decoded.rgb, face)?;
-            let quality = assess(&decoded.rgb, face, &aligned.image);
+            let aligned = Self::align(&image, face)?;
+            let mut quality = assess(&image, face, &aligned.image);
+            if rotation != Rotation::None {
+                // Turning shifts the JPEG block grid unless the sides are multiples of 8.
+                quality.compression = compression(&decoded.rgb, &in_photo);
+                quality.rotation = rotation.degrees();
+            }
             if let Some(failure) = minimums.and_then(|m| quality.first_failure(m)) {
                 return Err(PipelineError::LowQuality(failure));
             }
@@ -339,7 +358,7 @@ impl FacePipeline {
         };
         let judge = || {
             let start = Instant::now();
-            self.liveness(&decoded.rgb, face).map(|verdict| (verdict, start.elapsed()))
+            self.liveness(&image, face).map(|verdict| (verdict, start.elapsed()))
         };
         let (embedded, judged) = if with_liveness && self.config.parallel_liveness {
             std::thread::scope(|scope| {
@@ -362,7 +381,7 @@ impl FacePipeline {
             None => None,
         };
         Ok(ProbeFace {
-            detection: face.clone(),
+            detection: in_photo,
             embedding,
             quality,
             liveness,
@@ -373,6 +392,73 @@ impl FacePipeline {
             timings,
         })
     }
+
+    /// The faces of `photo` in the quarter turn that shows the face a request is about
+    /// upright. The photo as sent is tried first and kept when its face is upright
+    /// and surely detected (the common case: one detection, no copy). Otherwise — no
+    /// face, a face tilted beyond ±45°, or one the detector is unsure of — the photo
+    /// is turned 90°, 180° and 270° and [`orient::pick`] chooses: the upright face
+    /// the detector is surest of, by a margin (see [`crate::orient`] for why the
+    /// detector's confidence, not the landmarks' tilt, tells the right turn).
+    ///
+    /// When a face is found but no turn shows it clearly upright ([`Pick::NotUpright`]),
+    /// `strict` refuses it ([`PipelineError::NotUpright`]); otherwise the photo as sent
+    /// is used.
+    pub fn detect_upright<'a>(
+        &self,
+        photo: &'a RgbImage,
+        choice: FaceChoice,
+        strict: bool,
+    ) -> Result<Upright<'a>, PipelineError> {
+        let faces = self.detect(photo)?;
+        let sent = candidate(&faces, choice, photo).cloned();
+        let confidence = self.pack.detector().0.confidence();
+        if !orient::needs_turning(sent.as_ref(), confidence) {
+            return Ok(Upright { image: Cow::Borrowed(photo), rotation: Rotation::None, faces, tried: false });
+        }
+        let mut turns = Vec::with_capacity(Rotation::TURNS.len());
+        for rotation in Rotation::TURNS {
+            let turned = rotation.apply(photo);
+            let turned_faces = self.detect(&turned)?;
+            turns.push((rotation, turned, turned_faces));
+        }
+        let seen: Vec<(Rotation, Seen<'_>)> = turns
+            .iter()
+            .map(|(rotation, image, faces)| {
+                (*rotation, Seen { face: candidate(faces, choice, image), faces: faces.len() })
+            })
+            .collect();
+        match orient::pick(Seen { face: sent.as_ref(), faces: faces.len() }, &seen, confidence) {
+            Pick::Turn(chosen) => {
+                let (rotation, image, faces) =
+                    turns.into_iter().find(|(rotation, _, _)| *rotation == chosen).ok_or(PipelineError::NoFace)?;
+                Ok(Upright { image, rotation, faces, tried: true })
+            }
+            Pick::NotUpright { roll } if strict => Err(PipelineError::NotUpright { roll, max: MAX_UPRIGHT_ROLL }),
+            Pick::AsSent | Pick::NotUpright { .. } => {
+                Ok(Upright { image: Cow::Borrowed(photo), rotation: Rotation::None, faces, tried: true })
+            }
+        }
+    }
+}
+
+/// The faces of a photo as [`FacePipeline::detect_upright`] found them.
+pub struct Upright<'a> {
+    /// The photo turned by `rotation` (the photo itself when not turned).
+    pub image: Cow<'a, RgbImage>,
+    pub rotation: Rotation,
+    /// Every face of `image`, largest first.
+    pub faces: Vec<Detection>,
+    /// Whether the turns were tried (the photo as sent did not show a face upright
+    /// and surely detected): three more detections.
+    pub tried: bool,
+}
+
+/// The face whose tilt decides whether a photo is upright: the one `choice` picks,
+/// ambiguity aside (a photo of two faces is turned for the larger).
+fn candidate<'f>(faces: &'f [Detection], choice: FaceChoice, image: &RgbImage) -> Option<&'f Detection> {
+    let choice = if choice == FaceChoice::Central { FaceChoice::Central } else { FaceChoice::Largest };
+    choose(faces, choice, (image.width(), image.height())).ok()
 }
 
 /// A second face at least this fraction of the largest one's area makes enrolment ambiguous.

@@ -23,6 +23,10 @@
 //! * **Pose**: yaw and pitch in degrees, estimated from the five landmarks (see
 //!   [`pose`] for the geometry), and the in-plane roll of the eye line.
 //! * **Detector confidence**: the detector's score, 0–1.
+//! * **Rotation**: the quarter turn clockwise (0, 90, 180, 270 degrees) applied to a
+//!   sideways or upside-down photo to make the face upright (see [`crate::orient`]);
+//!   every other measure is taken on the upright image (compression on the photo as
+//!   sent, whose JPEG block grid the turn would shift).
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -65,6 +69,10 @@ pub struct FaceQuality {
     pub roll: f32,
     /// Detector confidence, 0–1.
     pub detector_score: f32,
+    /// Degrees clockwise the photo was turned to make the face upright: 0, 90, 180 or
+    /// 270 (0 for measures stored before photos were turned).
+    #[serde(default)]
+    pub rotation: u16,
 }
 
 /// Measures a face from the image it was found in, its detection and its aligned crop
@@ -88,7 +96,14 @@ pub fn assess(image: &RgbImage, face: &Detection, aligned: &RgbImage) -> FaceQua
         pitch,
         roll,
         detector_score: face.score,
+        rotation: 0,
     }
+}
+
+/// JPEG blockiness of `face` in `image` (see the module doc): for measuring a face
+/// found in a turned copy of the photo on the photo's own 8×8 block grid.
+pub fn compression(image: &RgbImage, face: &Detection) -> f32 {
+    blockiness(image, face)
 }
 
 fn to_grey(image: &RgbImage) -> Vec<f32> {

@@ -192,3 +192,59 @@ fn liveness_verdicts_on_known_captures() {
     let b = p.liveness(&mirrored, &face(&mirrored)).unwrap().live_probability().unwrap();
     assert!((a - b).abs() < 0.1, "{a} vs mirrored {b}");
 }
+
+/// Photos turned a quarter or half turn without an EXIF tag are turned back before the
+/// face is embedded, measured and judged: the turned copy embeds like the upright
+/// photo, its quality records the turn, and its box is in the turned photo's pixels.
+/// Upright photos (and EXIF-tagged ones, which decoding already turns) are not turned.
+#[test]
+fn sideways_photos_are_turned_upright() {
+    for pack in [Pack::Open, Pack::Insightface] {
+        let p = pipeline(pack);
+        let probe = |rel: &str| p.probe(&eval(rel), FaceChoice::Largest, true).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let upright = probe("deepface/img1.jpg");
+        assert_eq!(upright.quality.rotation, 0, "{pack}");
+        let sideways = probe("derived/deepface_img1/rot90_no_exif.jpg");
+        // Turned 90° anticlockwise when derived: 90° clockwise brings it back.
+        assert_eq!(sideways.quality.rotation, 90, "{pack}");
+        let similarity = cosine(&upright.embedding, &sideways.embedding);
+        assert!(similarity > 0.9, "{pack}: sideways vs upright similarity {similarity}");
+        assert!(sideways.liveness.is_some_and(|l| l.live_probability().is_some()), "{pack}: judged upright");
+        let b = sideways.detection.bbox;
+        assert!(b.x2 <= sideways.width as f32 + 1.0 && b.y2 <= sideways.height as f32 + 1.0, "{pack}: {b:?}");
+        // The sideways photo is wider than tall, its face taller than wide once upright:
+        // in the photo's own pixels the box is wider than tall.
+        assert!(sideways.width > sideways.height && b.width() > b.height(), "{pack}: {b:?}");
+
+        let kun = "insightface/inspireface_test_res/rotate";
+        let reference = probe(&format!("{kun}/rot_0.jpg"));
+        assert_eq!(reference.quality.rotation, 0, "{pack}");
+        for (file, back) in [("rot_90.jpg", 270), ("rot_180.jpg", 180), ("rot_270.jpg", 90)] {
+            let turned = probe(&format!("{kun}/{file}"));
+            assert_eq!(turned.quality.rotation, back, "{pack}: {file}");
+            let similarity = cosine(&reference.embedding, &turned.embedding);
+            assert!(similarity > 0.9, "{pack}: {file} vs rot_0 similarity {similarity}");
+        }
+        for rel in [
+            "deepface/img2.jpg",
+            "deepface/img13.jpg",
+            "derived/deepface_img1/exif_orientation_6.jpg",
+            "derived/deepface_img1/exif_orientation_8.jpg",
+            "derived/deepface_img1/exif_orientation_3.jpg",
+            "derived/deepface_img1/gray.jpg",
+            "compreface/sample_images/004_A.jpg",
+        ] {
+            assert_eq!(probe(rel).quality.rotation, 0, "{pack}: {rel} is upright");
+        }
+    }
+}
+
+/// A photo without a face stays without one in every turn, even where a turn shows a
+/// face-like pattern the detector is unsure of (a cat upside down).
+#[test]
+fn a_photo_without_a_face_is_not_turned_into_one() {
+    let p = pipeline(Pack::Open);
+    for rel in ["compreface/sample_images/017_0.jpg", "opencv-course/Photos/cat.jpg"] {
+        assert!(matches!(p.probe(&eval(rel), FaceChoice::Largest, false), Err(PipelineError::NoFace)), "{rel}");
+    }
+}

@@ -70,8 +70,9 @@ async fn readable_index(state: &AppState, caller: &Caller, id: &str) -> Result<I
         (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
         (status = 422, description = "`NO_FACE_DETECTED`, `LOW_QUALITY_FACE` (`measure`, `value`, `minimum` \
-                                      or `maximum`), `FACE_TOO_SMALL` (`face_size`, `min_face_size`) or \
-                                      `MULTIPLE_FACES` (`faces`)", body = ErrorBody),
+                                      or `maximum`), `FACE_TOO_SMALL` (`face_size`, `min_face_size`), \
+                                      `FACE_NOT_UPRIGHT` (`roll`, `max_roll`: no quarter turn of the photo \
+                                      shows the face upright) or `MULTIPLE_FACES` (`faces`)", body = ErrorBody),
         AuthErrors,
         ServerErrors,
     )
@@ -327,8 +328,8 @@ async fn run_delete(
                                       `match_score`)", body = ErrorBody),
         (status = 413, description = "`IMAGE_TOO_LARGE` (byte or pixel limit) or `PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `multipart/form-data`", body = ErrorBody),
-        (status = 422, description = "`NO_FACE_DETECTED`, `LOW_QUALITY_FACE`, `FACE_TOO_SMALL` or \
-                                      `MULTIPLE_FACES`", body = ErrorBody),
+        (status = 422, description = "`NO_FACE_DETECTED`, `LOW_QUALITY_FACE`, `FACE_TOO_SMALL`, \
+                                      `FACE_NOT_UPRIGHT` (`roll`, `max_roll`) or `MULTIPLE_FACES`", body = ErrorBody),
         AuthErrors,
         ServerErrors,
     )

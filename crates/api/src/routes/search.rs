@@ -318,7 +318,8 @@ fn audit_faces(outcome: &facesearch_engine::SearchOutcome, entry: &mut AuditEntr
 pub fn quality_header(q: &FaceQuality) -> String {
     format!(
         "face_size={:.1}; eye_distance={:.1}; sharpness={:.1}; compression={:.2}; brightness={:.1}; \
-         dark_fraction={:.3}; bright_fraction={:.3}; yaw={:.1}; pitch={:.1}; roll={:.1}; detector_score={:.3}",
+         dark_fraction={:.3}; bright_fraction={:.3}; yaw={:.1}; pitch={:.1}; roll={:.1}; detector_score={:.3}; \
+         rotation={}",
         q.face_size,
         q.eye_distance,
         q.sharpness,
@@ -329,7 +330,8 @@ pub fn quality_header(q: &FaceQuality) -> String {
         q.yaw,
         q.pitch,
         q.roll,
-        q.detector_score
+        q.detector_score,
+        q.rotation
     )
 }
 

@@ -79,6 +79,16 @@ pub enum DetectorKind {
     Scrfd,
 }
 
+impl DetectorKind {
+    /// Where this network's confidence decides whether a photo is turned.
+    pub fn confidence(self) -> crate::orient::Confidence {
+        match self {
+            DetectorKind::YuNet => crate::orient::Confidence::YUNET,
+            DetectorKind::Scrfd => crate::orient::Confidence::SCRFD,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct DetectorConfig {
     /// Minimum detector confidence, 0–1.
