@@ -8,6 +8,7 @@ mod database;
 mod eval;
 mod import;
 mod index_name;
+mod liveness_candidates;
 mod migrate;
 mod models;
 mod quality_eval;
