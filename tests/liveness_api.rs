@@ -131,20 +131,32 @@ fn close_up_phone_selfies_are_judged_not_refused() {
     assert!(passed > phone_selfies().len() / 2, "only {passed} phone selfies passed");
 }
 
-/// A deployment that wants context around every face (`--liveness-min-context`) still
-/// gets "cannot judge" for a close-up, with the context found and the context needed.
+/// By default only a face larger than the photo is "cannot judge" (a tight crop: judged,
+/// such crops scored worse than chance); a deployment that wants more context around
+/// every face (`--liveness-min-context`) gets "cannot judge" for a close-up phone
+/// selfie too, with the context found and the context needed.
 #[test]
-fn a_deployment_can_refuse_close_ups_as_cannot_judge() {
+fn cannot_judge_is_kept_for_faces_larger_than_the_photo_and_on_demand_for_close_ups() {
+    let tight = "pyimagesearch-liveness/real/100.png";
+    let selfie =
+        "fullframe-liveness/trainingdata_antispoofing/live/0001e96803--6228928cb608822f9f53589e_live_selfie.jpg";
+    let context_of = |r: &common::Resp, min_context: f64| -> f64 {
+        let e = r.err(422, "LIVENESS_CANNOT_JUDGE");
+        assert_eq!(e["min_context"].as_f64(), Some(min_context), "{}", r.text);
+        assert!(r.header("x-liveness-score").is_none());
+        e["context"].as_f64().unwrap_or_else(|| panic!("no context in {}", r.text))
+    };
+    let s = Server::start();
+    let index = s.create_index_id("liveness-default-context");
+    let context = context_of(&s.search(&[&index], &eval(tight), &[]), 1.0);
+    assert!(context > 0.0 && context < 1.0, "{context}");
+    let r = s.search(&[&index], &eval(selfie), &[]);
+    assert!(r.status == 200 || r.err(422, "LIVENESS_CHECK_FAILED").is_object(), "{}", r.text);
+
     let s = Server::start_with(ServerOptions::default().args(&["--liveness-min-context", "1.6"]));
     let index = s.create_index_id("liveness-min-context");
-    for photo in ["pyimagesearch-liveness/fake/108.png", "pyimagesearch-liveness/real/100.png"] {
-        let r = s.search(&[&index], &eval(photo), &[]);
-        let e = r.err(422, "LIVENESS_CANNOT_JUDGE");
-        assert_eq!(e["min_context"].as_f64(), Some(1.6), "{}", r.text);
-        let context = e["context"].as_f64().unwrap_or_else(|| panic!("no context in {}", r.text));
-        assert!(context > 0.0 && context < 1.6, "{}", r.text);
-        assert!(r.header("x-liveness-score").is_none());
-    }
+    let context = context_of(&s.search(&[&index], &eval(selfie), &[]), 1.6);
+    assert!((1.0..1.6).contains(&context), "a close-up, not a face larger than the photo: {context}");
     // A photo with the head and shoulders is judged as usual.
     s.search(&[&index], &eval(LIVE), &[]).ok(200);
 }

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use facesearch_eval::{Hinge, LivenessSample, ManifestRow, PadReport, leave_one_group_out, pad_report};
+use facesearch_eval::{Hinge, LivenessSample, ManifestRow, PadReport, pad_report};
 use facesearch_face::LivenessConfig;
 use facesearch_face::liveness::{CropFit, FEATURE_NAMES, FEATURES, LivenessFeatures, context_crop};
 use facesearch_face::liveness_fusion::{Fusion, sigmoid};
@@ -34,7 +34,12 @@ struct Measured<'a> {
     cut_off: bool,
     /// The features with the views taken each [`CropFit`] way (in [`CropFit::ALL`] order).
     by_fit: Vec<LivenessFeatures>,
+    /// A tight crop of the held-out set: scored, never fitted on.
+    held_out: bool,
 }
+
+/// The held-out set of tight face crops (the face fills or overflows the photo).
+const HELD_OUT_SOURCE: &str = "pyimagesearch-liveness";
 
 /// Which faces a candidate refuses as "cannot judge".
 #[derive(Clone, Copy, PartialEq)]
@@ -90,6 +95,18 @@ fn candidates() -> Vec<Candidate> {
             Refuse::Never,
             Fusions::FitAbove(OLD_MIN_CONTEXT),
         ),
+        c(
+            "(c) + refuse context < 1.0 (face larger than the photo)",
+            CropFit::Shrink,
+            Refuse::ContextBelow(1.0),
+            Fusions::SplitAt(OLD_MIN_CONTEXT),
+        ),
+        c(
+            "(a) + refuse context < 1.0 (face larger than the photo)",
+            CropFit::Shrink,
+            Refuse::ContextBelow(1.0),
+            Fusions::One,
+        ),
     ]
 }
 
@@ -101,13 +118,13 @@ fn is_shipped(c: &Candidate, shipped: &LivenessConfig, fusion: &Fusion) -> bool 
 }
 
 pub(super) fn run(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
-    let (base, rows) = read_manifest(manifest)?;
+    let (base, all_rows) = read_manifest(manifest)?;
     let sources = default_fit_sources();
     // As `liveness-fit`: physical presentations only (no synthetic faces).
-    let rows: Vec<&ManifestRow> = liveness_rows(&rows, &sources)
-        .into_iter()
-        .filter(|r| matches!(r.kind.as_str(), "live" | "spoof") && r.attack_type() != Some("other"))
-        .collect();
+    let physical = |r: &&ManifestRow| matches!(r.kind.as_str(), "live" | "spoof") && r.attack_type() != Some("other");
+    let mut rows: Vec<&ManifestRow> = liveness_rows(&all_rows, &sources).into_iter().filter(physical).collect();
+    let fit_rows = rows.len();
+    rows.extend(liveness_rows(&all_rows, &[HELD_OUT_SOURCE.to_string()]).into_iter().filter(physical));
     let specs: Vec<(usize, Option<Hinge>)> = default_fit_features()
         .iter()
         .map(|spec| {
@@ -124,22 +141,25 @@ pub(super) fn run(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::R
     for (i, _) in &specs {
         wanted[*i] = true;
     }
-    let measured: Vec<Option<Measured>> = ctx.map(&rows, |row| measure(ctx, &base, row, &wanted));
-    let no_face = measured.iter().filter(|m| m.is_none()).count();
-    let measured: Vec<Measured> = measured.into_iter().flatten().collect();
+    let indexed: Vec<(usize, &ManifestRow)> = rows.iter().copied().enumerate().collect();
+    let measured: Vec<Option<Measured>> =
+        ctx.map(&indexed, |(i, row)| measure(ctx, &base, row, &wanted, *i >= fit_rows));
+    let no_face = measured.iter().take(fit_rows).filter(|m| m.is_none()).count();
+    let (held_out, measured): (Vec<Measured>, Vec<Measured>) = measured.into_iter().flatten().partition(|m| m.held_out);
     if measured.is_empty() {
         bail!("no face found in the liveness rows of {}", manifest.display());
     }
     let shipped = ctx.pipeline.config().liveness;
-    let mut text = header(manifest, &measured, no_face);
+    let mut text = header(manifest, &measured, &held_out, no_face);
     let mut shipped_result = None;
     for c in candidates() {
-        let scored = score_candidate(&c, &measured, &specs);
+        let (scored, tight) = score_candidate(&c, &measured, &held_out, &specs);
         let report = pad_report(&scored, facesearch_face::liveness::DEFAULT_THRESHOLD);
+        let tight = pad_report(&tight, facesearch_face::liveness::DEFAULT_THRESHOLD);
         let mark = if is_shipped(&c, &shipped, Fusion::shipped()) { " **(shipped)**" } else { "" };
         writeln!(
             text,
-            "| {}{mark} | {} / {} | {} | {} / {} | {} | {} ({} / {}) |",
+            "| {}{mark} | {} / {} | {} | {} / {} | {} | {} ({} / {}) | {} / {} ({} / {} refused) |",
             c.name,
             report.cannot_judge_bona_fide,
             report.cannot_judge_attacks,
@@ -150,6 +170,10 @@ pub(super) fn run(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::R
             pct(report.eer),
             pct(report.apcer),
             pct(report.bpcer),
+            pct(tight.apcer_with_refusals),
+            pct(tight.bpcer_with_refusals),
+            tight.cannot_judge_bona_fide,
+            tight.cannot_judge_attacks,
         )?;
         if !mark.is_empty() {
             shipped_result = Some((c, scored, report));
@@ -167,7 +191,13 @@ pub(super) fn run(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::R
 }
 
 /// The largest face of a row's photo, measured every way (`None`: no face).
-fn measure<'a>(ctx: &Ctx, base: &Path, row: &'a ManifestRow, wanted: &[bool; FEATURES]) -> Option<Measured<'a>> {
+fn measure<'a>(
+    ctx: &Ctx,
+    base: &Path,
+    row: &'a ManifestRow,
+    wanted: &[bool; FEATURES],
+    held_out: bool,
+) -> Option<Measured<'a>> {
     let bytes = std::fs::read(base.join(&row.path)).ok()?;
     let image = ctx.pipeline.decode(&bytes).ok()?;
     let face = ctx.pipeline.detect(&image.rgb).ok()?.into_iter().next()?;
@@ -190,7 +220,7 @@ fn measure<'a>(ctx: &Ctx, base: &Path, row: &'a ManifestRow, wanted: &[bool; FEA
         }
         by_fit.push(features);
     }
-    Some(Measured { row, group: fit_group(row), context, cut_off, by_fit })
+    Some(Measured { row, group: fit_group(row), context, cut_off, by_fit, held_out })
 }
 
 fn refused(c: &Candidate, m: &Measured) -> bool {
@@ -201,12 +231,20 @@ fn refused(c: &Candidate, m: &Measured) -> bool {
     }
 }
 
-/// The candidate's out-of-fold samples, on the shipped scale (its operating point at 0.5).
-fn score_candidate(c: &Candidate, measured: &[Measured], specs: &[(usize, Option<Hinge>)]) -> Vec<LivenessSample> {
+/// The candidate's out-of-fold samples, on the shipped scale (its operating point at
+/// 0.5), and the held-out tight crops scored by the candidate fitted on every face.
+fn score_candidate(
+    c: &Candidate,
+    measured: &[Measured],
+    held_out: &[Measured],
+    specs: &[(usize, Option<Hinge>)],
+) -> (Vec<LivenessSample>, Vec<LivenessSample>) {
     let fit_index = CropFit::ALL.iter().position(|f| *f == c.fit).unwrap_or(0);
     let hinges: Vec<Option<Hinge>> = specs.iter().map(|(_, h)| *h).collect();
+    // The held-out crops form one more group, never trained on: its fold is the fit on every face.
+    let all: Vec<&Measured> = measured.iter().chain(held_out).collect();
     // Which fusion judges each face (None: refused).
-    let part: Vec<Option<usize>> = measured
+    let part: Vec<Option<usize>> = all
         .iter()
         .map(|m| match (refused(c, m), c.fusions) {
             (true, _) => None,
@@ -214,30 +252,32 @@ fn score_candidate(c: &Candidate, measured: &[Measured], specs: &[(usize, Option
             (false, Fusions::SplitAt(at)) => Some(usize::from(m.context < at)),
         })
         .collect();
-    let mut raw = vec![f64::NAN; measured.len()];
+    let mut raw = vec![f64::NAN; all.len()];
     for p in [0, 1] {
-        let members: Vec<usize> = (0..measured.len()).filter(|&i| part[i] == Some(p)).collect();
+        let members: Vec<usize> = (0..all.len()).filter(|&i| part[i] == Some(p)).collect();
         if members.is_empty() {
             continue;
         }
-        let x: Vec<Vec<f64>> = members
+        let x: Vec<Vec<f64>> =
+            members.iter().map(|&i| specs.iter().map(|(j, _)| all[i].by_fit[fit_index].values[*j]).collect()).collect();
+        let y: Vec<bool> = members.iter().map(|&i| all[i].row.kind == "live").collect();
+        let groups: Vec<String> = members
             .iter()
-            .map(|&i| specs.iter().map(|(j, _)| measured[i].by_fit[fit_index].values[*j]).collect())
+            .map(|&i| if all[i].held_out { HELD_OUT_SOURCE.into() } else { all[i].group.clone() })
             .collect();
-        let y: Vec<bool> = members.iter().map(|&i| measured[i].row.kind == "live").collect();
-        let groups: Vec<String> = members.iter().map(|&i| measured[i].group.clone()).collect();
-        let oof = match c.fusions {
-            Fusions::FitAbove(at) => {
-                let train: Vec<bool> = members.iter().map(|&i| measured[i].context >= at).collect();
-                leave_one_group_out_fitted_on(&x, &y, &groups, &train, &hinges)
-            }
-            _ => leave_one_group_out(&x, &y, &groups, &hinges, DEFAULT_L2),
-        };
+        let train: Vec<bool> = members
+            .iter()
+            .map(|&i| match c.fusions {
+                Fusions::FitAbove(at) => !all[i].held_out && all[i].context >= at,
+                _ => !all[i].held_out,
+            })
+            .collect();
+        let oof = leave_one_group_out_fitted_on(&x, &y, &groups, &train, &hinges);
         for (&i, p) in members.iter().zip(oof) {
             raw[i] = p;
         }
     }
-    let samples: Vec<LivenessSample> = measured
+    let samples: Vec<LivenessSample> = all
         .iter()
         .zip(&raw)
         .zip(&part)
@@ -248,15 +288,19 @@ fn score_candidate(c: &Candidate, measured: &[Measured], specs: &[(usize, Option
             attack_type: m.row.attack_type().unwrap_or("none").to_string(),
         })
         .collect();
-    // As `liveness-fit` does: the operating point moved to 0.5.
-    let shift = operating_logit(&samples, pad_report(&samples, 0.5).eer_with_refusals_threshold);
-    samples
-        .into_iter()
-        .map(|s| LivenessSample {
-            live_score: s.live_score.map(|p| sigmoid(sigmoid_logit(f64::from(p)) - shift) as f32),
-            ..s
-        })
-        .collect()
+    let (fit, tight) = samples.split_at(measured.len());
+    // As `liveness-fit` does: the operating point (of the fitted faces) moved to 0.5.
+    let shift = operating_logit(fit, pad_report(fit, 0.5).eer_with_refusals_threshold);
+    let shifted = |samples: &[LivenessSample]| -> Vec<LivenessSample> {
+        samples
+            .iter()
+            .map(|s| LivenessSample {
+                live_score: s.live_score.map(|p| sigmoid(sigmoid_logit(f64::from(p)) - shift) as f32),
+                ..s.clone()
+            })
+            .collect()
+    };
+    (shifted(fit), shifted(tight))
 }
 
 /// Leave one group out, each fold fitted only on the rows marked `train` of the other
@@ -274,7 +318,7 @@ fn leave_one_group_out_fitted_on(
         let fold: Vec<usize> = (0..x.len()).filter(|&i| train[i] && groups[i] != name).collect();
         let fx: Vec<Vec<f64>> = fold.iter().map(|&i| x[i].clone()).collect();
         let fy: Vec<bool> = fold.iter().map(|&i| y[i]).collect();
-        if !(fy.contains(&true) && fy.contains(&false)) {
+        if fy.is_empty() {
             continue;
         }
         let model = facesearch_eval::fit_logistic(&fx, &fy, hinges, DEFAULT_L2);
@@ -289,7 +333,9 @@ fn pct(x: f64) -> String {
     if x.is_nan() { "—".into() } else { format!("{:.2} %", 100.0 * x) }
 }
 
-fn header(manifest: &Path, measured: &[Measured], no_face: usize) -> String {
+fn header(manifest: &Path, measured: &[Measured], held_out: &[Measured], no_face: usize) -> String {
+    let tight_live = held_out.iter().filter(|m| m.row.kind == "live").count();
+    let tight_context = |pick: fn(f32, f32) -> f32, start: f32| held_out.iter().map(|m| m.context).fold(start, pick);
     let live = measured.iter().filter(|m| m.row.kind == "live").count();
     let groups: std::collections::BTreeSet<&str> = measured.iter().map(|m| m.group.as_str()).collect();
     let low = |kind: &str| measured.iter().filter(|m| m.row.kind == kind && m.context < OLD_MIN_CONTEXT).count();
@@ -306,8 +352,11 @@ fn header(manifest: &Path, measured: &[Measured], no_face: usize) -> String {
          collection). \"Refusals counted\" counts every face the candidate cannot judge as rejected: for a \
          live face a false rejection, for an attack a correct one. The operating point is the out-of-fold \
          equal-error threshold counting refusals, moved to 0.5 as the shipped fusion's is. Fusion features: {}.\n\n\
-         | candidate | cannot judge (live / attacks) | EER, refusals counted | at the operating point: APCER / BPCER, refusals counted | BPCER at APCER ≤ 5 %, refusals counted | judged only: EER (APCER / BPCER at the operating point) |\n\
-         |---|---|---|---|---|---|\n",
+         The last column scores the tight face crops of `{HELD_OUT_SOURCE}` ({} live / {} attacks, context \
+         {:.2}–{:.2}×: the face fills or overflows the photo), never fitted on, with each candidate fitted on \
+         every face above.\n\n\
+         | candidate | cannot judge (live / attacks) | EER, refusals counted | at the operating point: APCER / BPCER, refusals counted | BPCER at APCER ≤ 5 %, refusals counted | judged only: EER (APCER / BPCER at the operating point) | held-out tight crops: APCER / BPCER at the operating point, refusals counted |\n\
+         |---|---|---|---|---|---|---|\n",
         manifest.display(),
         measured.len(),
         measured.len() - live,
@@ -317,6 +366,10 @@ fn header(manifest: &Path, measured: &[Measured], no_face: usize) -> String {
         cut("live"),
         cut("spoof"),
         default_fit_features().join(", "),
+        tight_live,
+        held_out.len() - tight_live,
+        tight_context(f32::min, f32::INFINITY),
+        tight_context(f32::max, 0.0),
     )
 }
 

@@ -6,9 +6,11 @@
 //! fits (the model's original Silent-Face cropping, [`CropFit::Shrink`]): out of fold,
 //! that judged close-ups (a phone selfie shows 1.1–1.5× the face) better than padding
 //! the view, and better than refusing them (see `docs/liveness-candidates.md`). A
-//! close-up is scored by the fusion's close-up weights, fitted on close-ups only. A
-//! deployment may still refuse faces with less context than `min_context` as "cannot
-//! judge" (off by default: measured, the refusal turned away most phone selfies).
+//! close-up is scored by the fusion's close-up weights, fitted on close-ups only. Only a
+//! face larger than the photo (context under 1.0: the face itself is cut off) is
+//! "cannot judge" by default: judged, such crops scored worse than chance. A deployment
+//! may require more context (`min_context`); refusing below 1.6 turned away most phone
+//! selfies.
 //!
 //! The decision fuses features of the face — the model's live logit on the 2.7× and
 //! 4.0× crops and their mirror images, and hand-crafted cues ([`crate::liveness_cues`])
@@ -36,7 +38,8 @@ pub struct LivenessConfig {
     /// Crop side as a multiple of the face box side.
     pub crop_scale: f32,
     /// Faces with less context than this (achievable crop side / face side) are
-    /// refused as "cannot judge"; 0 judges every face.
+    /// refused as "cannot judge". The default 1.0 refuses only a face larger than the
+    /// photo; 0 judges every face.
     pub min_context: f32,
     /// How a view that does not fit inside the photo is taken.
     pub fit: CropFit,
@@ -44,7 +47,7 @@ pub struct LivenessConfig {
 
 impl Default for LivenessConfig {
     fn default() -> Self {
-        Self { crop_scale: 2.7, min_context: 0.0, fit: CropFit::Shrink }
+        Self { crop_scale: 2.7, min_context: 1.0, fit: CropFit::Shrink }
     }
 }
 
