@@ -494,6 +494,14 @@ fn pad_rows(report: &facesearch_eval::PadReport) -> Vec<Vec<String>> {
             "counting cannot judge as refused".into(),
             format!("APCER {} BPCER {}", pct(report.apcer_with_refusals), pct(report.bpcer_with_refusals)),
         ],
+        vec![
+            "same, BPCER at APCER ≤ 5 %".into(),
+            format!(
+                "{} at threshold {:.3}",
+                pct(report.bpcer_with_refusals_at_apcer_5),
+                report.threshold_with_refusals_at_apcer_5
+            ),
+        ],
     ];
     for t in &report.per_attack_type {
         out.push(vec![
@@ -502,7 +510,16 @@ fn pad_rows(report: &facesearch_eval::PadReport) -> Vec<Vec<String>> {
         ]);
     }
     for p in &report.curve {
-        out.push(vec![format!("curve t={:.3}", p.threshold), format!("APCER {} BPCER {}", pct(p.apcer), pct(p.bpcer))]);
+        out.push(vec![
+            format!("curve t={:.3}", p.threshold),
+            format!(
+                "APCER {} BPCER {} (refusals counted: APCER {} BPCER {})",
+                pct(p.apcer),
+                pct(p.bpcer),
+                pct(p.apcer_with_refusals),
+                pct(p.bpcer_with_refusals)
+            ),
+        ]);
     }
     out
 }
