@@ -37,6 +37,40 @@ fn shipped_fusion_regenerates_bit_for_bit() {
     assert!(stderr.contains("out-of-fold"), "{stderr}");
 }
 
+/// The table of ways to judge close-ups (docs/liveness-candidates.md), with the shipped
+/// way's threshold curve and rates per capture kind, regenerates bit for bit from the
+/// command it records, and marks the shipped configuration.
+#[test]
+fn liveness_candidates_table_regenerates_bit_for_bit() {
+    const TABLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/liveness-candidates.md");
+    let shipped = std::fs::read(TABLE).expect("candidates table");
+    let text = String::from_utf8(shipped.clone()).expect("UTF-8");
+    let command =
+        "facesearch eval liveness-candidates --manifest ../shared/eval/manifest.csv --out docs/liveness-candidates.md";
+    assert!(text.contains(&format!("`{command}`")), "the file records its command");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out: PathBuf = dir.path().join("candidates.md");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facesearch"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["eval", "liveness-candidates", "--manifest", "../shared/eval/manifest.csv", "--out"])
+        .arg(&out);
+    for var in ["FACESEARCH_PACK", "FACESEARCH_INTRA_THREADS", "FACESEARCH_LOG_JSON"] {
+        cmd.env_remove(var);
+    }
+    let output = cmd.output().expect("run facesearch");
+    assert!(output.status.success(), "liveness-candidates failed: {}", String::from_utf8_lossy(&output.stderr));
+    let regenerated = std::fs::read(&out).expect("candidates output");
+    assert!(
+        regenerated == shipped,
+        "the table differs from docs/liveness-candidates.md:\n{}",
+        String::from_utf8_lossy(&regenerated)
+    );
+    assert_eq!(text.matches("**(shipped)**").count(), 1, "exactly one candidate is the shipped one");
+    for kind in ["live: phone selfie", "live: webcam selfie", "attack: print", "attack: replay", "attack: mask"] {
+        assert!(text.contains(&format!("| {kind} |")), "rates for {kind}");
+    }
+}
+
 fn liveness_fit(args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_facesearch"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -12,7 +12,9 @@ use facesearch_eval::{
 };
 use facesearch_face::calibration::{Calibration, CalibrationPoint};
 use facesearch_face::liveness::{FEATURE_NAMES, LivenessFeatures};
-use facesearch_face::liveness_fusion::{Fusion, FusionFeature, FusionValidation, OneSided, round_to, sigmoid};
+use facesearch_face::liveness_fusion::{
+    CloseUpFusion, Fusion, FusionFeature, FusionValidation, OneSided, round_to, sigmoid,
+};
 use facesearch_face::{BBox, FaceChoice, FacePipeline, RuntimeOptions, cosine};
 use serde::Serialize;
 
@@ -84,6 +86,10 @@ enum EvalTask {
         /// L2 penalty on the standardised weights.
         #[arg(long, default_value_t = DEFAULT_L2)]
         l2: f64,
+        /// Faces with less context than this (crop side / face side) get weights of their
+        /// own, fitted on such close-ups only; 0 fits one set of weights for every face.
+        #[arg(long, default_value_t = CLOSE_UP_BELOW)]
+        close_up_below: f64,
         /// Output file (default: print to stdout).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -102,6 +108,17 @@ enum EvalTask {
     /// shipped calibration of `--pack`: expected false matches per search of a stranger,
     /// FPIR, and the score for FPIR 1e-2 and 1e-3. Loads no model.
     FpirTable,
+    /// Compare ways of judging a face with little context around it (crop shrunk to fit,
+    /// padded, a second fusion), out of fold with every "cannot judge" counted as a
+    /// refusal; write the table, the shipped way's threshold curve and its rates per
+    /// capture kind as Markdown.
+    LivenessCandidates {
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Output file (default: print to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print the detected faces and the embedding of the largest face of each photo as JSON lines.
     Embed { images: Vec<PathBuf> },
     /// Face quality: the measures of normal photos, how verification accuracy falls as
@@ -154,10 +171,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalTask::Liveness { manifest, threshold, source, fusion, score } => {
             liveness(&ctx, &manifest, threshold, &source, fusion.as_deref(), score.as_deref())
         }
-        EvalTask::LivenessFit { manifest, source, features, l2, out, features_csv, extra_features } => {
-            let fit = LivenessFitArgs { source, features, l2, out, features_csv, extra_features };
+        EvalTask::LivenessFit { manifest, source, features, l2, close_up_below, out, features_csv, extra_features } => {
+            let fit = LivenessFitArgs { source, features, l2, close_up_below, out, features_csv, extra_features };
             liveness_fit(&ctx, &manifest, &fit)
         }
+        EvalTask::LivenessCandidates { manifest, out } => super::liveness_candidates::run(&ctx, &manifest, out),
         EvalTask::Calibrate { manifest, out } => calibrate(&ctx, &manifest, out),
         EvalTask::Embed { images } => embed(&ctx, &images),
         // Answered above, before any model is loaded.
@@ -172,15 +190,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
 }
 
-struct Ctx<'a> {
-    pipeline: &'a FacePipeline,
+pub(super) struct Ctx<'a> {
+    pub(super) pipeline: &'a FacePipeline,
     jobs: usize,
     json: bool,
 }
 
 impl Ctx<'_> {
     /// Runs `f` on every item with `jobs` threads, keeping the order; reports progress on stderr.
-    fn map<T: Sync, R: Send>(&self, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    pub(super) fn map<T: Sync, R: Send>(&self, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
         let results = super::parallel_map(items.len(), self.jobs, |i| {
             if i.is_multiple_of(200) {
                 eprint!("\r{i}/{} images", items.len());
@@ -213,7 +231,7 @@ fn pct(x: f64) -> String {
     format!("{:.2} %", 100.0 * x)
 }
 
-fn read_manifest(path: &Path) -> anyhow::Result<(PathBuf, Vec<ManifestRow>)> {
+pub(super) fn read_manifest(path: &Path) -> anyhow::Result<(PathBuf, Vec<ManifestRow>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     Ok((base, parse_manifest(&text)?))
@@ -372,7 +390,7 @@ enum LivenessOutcome {
 }
 
 /// The `live`/`spoof` (and `face`) rows of the chosen sources.
-fn liveness_rows<'a>(rows: &'a [ManifestRow], sources: &[String]) -> Vec<&'a ManifestRow> {
+pub(super) fn liveness_rows<'a>(rows: &'a [ManifestRow], sources: &[String]) -> Vec<&'a ManifestRow> {
     rows.iter()
         .filter(|r| matches!(r.kind.as_str(), "live" | "spoof" | "face"))
         .filter(|r| sources.is_empty() || sources.contains(&r.source))
@@ -454,7 +472,7 @@ fn liveness(
     let samples = pad_samples(&rows, &outcomes, |f| {
         Some(match single {
             Some(i) => sigmoid(f.values[i]) as f32,
-            None => fusion.score(&FEATURE_NAMES, &f.values) as f32,
+            None => fusion.score_at(f.context, &FEATURE_NAMES, &f.values) as f32,
         })
     });
     let report = pad_report(&samples, threshold);
@@ -498,6 +516,14 @@ fn pad_rows(report: &facesearch_eval::PadReport) -> Vec<Vec<String>> {
             "counting cannot judge as refused".into(),
             format!("APCER {} BPCER {}", pct(report.apcer_with_refusals), pct(report.bpcer_with_refusals)),
         ],
+        vec![
+            "same, BPCER at APCER ≤ 5 %".into(),
+            format!(
+                "{} at threshold {:.3}",
+                pct(report.bpcer_with_refusals_at_apcer_5),
+                report.threshold_with_refusals_at_apcer_5
+            ),
+        ],
     ];
     for t in &report.per_attack_type {
         out.push(vec![
@@ -506,19 +532,33 @@ fn pad_rows(report: &facesearch_eval::PadReport) -> Vec<Vec<String>> {
         ]);
     }
     for p in &report.curve {
-        out.push(vec![format!("curve t={:.3}", p.threshold), format!("APCER {} BPCER {}", pct(p.apcer), pct(p.bpcer))]);
+        out.push(vec![
+            format!("curve t={:.3}", p.threshold),
+            format!(
+                "APCER {} BPCER {} (refusals counted: APCER {} BPCER {})",
+                pct(p.apcer),
+                pct(p.bpcer),
+                pct(p.apcer_with_refusals),
+                pct(p.bpcer_with_refusals)
+            ),
+        ]);
     }
     out
 }
 
 /// The L2 penalty of the shipped fusion.
-const DEFAULT_L2: f64 = 1.0;
+pub(super) const DEFAULT_L2: f64 = 1.0;
 
-fn default_fit_sources() -> Vec<String> {
+/// Context below which the shipped fusion scores a face with its close-up weights: the
+/// context the service needed before close-ups were judged (a 2.7× view shrunk by more
+/// than 40 %), not a value tuned on the evaluation set.
+pub(super) const CLOSE_UP_BELOW: f64 = 1.6;
+
+pub(super) fn default_fit_sources() -> Vec<String> {
     vec!["fullframe-liveness".into(), "silent-face-antispoofing".into()]
 }
 
-fn default_fit_features() -> Vec<String> {
+pub(super) fn default_fit_features() -> Vec<String> {
     ["model_logit_4_0_flipavg", "saturation:above", "sharpness:below"].map(String::from).to_vec()
 }
 
@@ -526,6 +566,7 @@ struct LivenessFitArgs {
     source: Vec<String>,
     features: Vec<String>,
     l2: f64,
+    close_up_below: f64,
     out: Option<PathBuf>,
     features_csv: Option<PathBuf>,
     extra_features: Option<PathBuf>,
@@ -589,7 +630,7 @@ struct LivenessFitOutput {
 
 /// The cross-validation group of a row: its collection (the first two path parts,
 /// e.g. one GitHub repository's samples: one person, one room, one camera).
-fn fit_group(row: &ManifestRow) -> String {
+pub(super) fn fit_group(row: &ManifestRow) -> String {
     row.path.split('/').take(2).collect::<Vec<_>>().join("/")
 }
 
@@ -661,14 +702,38 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     if group_count < 2 || y.iter().all(|&l| l) || y.iter().all(|&l| !l) {
         bail!("cross-validation needs live and spoof samples from at least two collections");
     }
-    let oof = leave_one_group_out(&x, &y, &groups, &hinges, args.l2);
+    // Close-ups and faces with context each get their own weights, cross-validated apart.
+    let close_up: Vec<bool> = judged.iter().map(|(_, f, _)| f64::from(f.context) < args.close_up_below).collect();
+    let part = |wanted: bool| -> Vec<usize> { (0..judged.len()).filter(|&i| close_up[i] == wanted).collect() };
+    let (main_rows, close_rows) = (part(false), part(true));
+    let pick = |rows: &[usize]| -> (Vec<Vec<f64>>, Vec<bool>, Vec<String>) {
+        (
+            rows.iter().map(|&i| x[i].clone()).collect(),
+            rows.iter().map(|&i| y[i]).collect(),
+            rows.iter().map(|&i| groups[i].clone()).collect(),
+        )
+    };
+    let mut oof = vec![f64::NAN; judged.len()];
+    for rows in [&main_rows, &close_rows] {
+        let (px, py, pg) = pick(rows);
+        if !(py.contains(&true) && py.contains(&false)) {
+            if rows.is_empty() {
+                continue;
+            }
+            bail!("the {} faces need live and spoof samples to fit their weights", rows.len());
+        }
+        for (&i, p) in rows.iter().zip(leave_one_group_out(&px, &py, &pg, &hinges, args.l2)) {
+            oof[i] = p;
+        }
+    }
     // Out-of-fold scores of the judged rows, and the rows the check cannot judge (kept
     // so the report also gives the rates counting those refusals).
     let mut oof_scores = oof.iter();
     let samples = pad_samples(&rows, &outcomes, |_| oof_scores.next().map(|&p| p as f32));
-    // The operating point: the out-of-fold equal-error threshold.
-    let raw_threshold = pad_report(&samples, 0.5).eer_threshold;
-    let shift = sigmoid_logit(f64::from(raw_threshold));
+    // The operating point: the out-of-fold equal-error threshold, counting every face
+    // the check cannot judge as rejected (the service refuses it).
+    let raw_threshold = pad_report(&samples, 0.5).eer_with_refusals_threshold;
+    let shift = operating_logit(&samples, raw_threshold);
     // Reported on the shipped score's scale: the operating point moved to 0.5, so the
     // curve's thresholds are the ones a deployment would set.
     let shipped_scale: Vec<LivenessSample> = samples
@@ -679,7 +744,12 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         })
         .collect();
     let out_of_fold = pad_report(&shipped_scale, facesearch_face::liveness::DEFAULT_THRESHOLD);
-    let model = fit_logistic(&x, &y, &hinges, args.l2);
+    let (mx, my, _) = pick(&main_rows);
+    let model = fit_logistic(&mx, &my, &hinges, args.l2);
+    let close_model = (!close_rows.is_empty()).then(|| {
+        let (cx, cy, _) = pick(&close_rows);
+        fit_logistic(&cx, &cy, &hinges, args.l2)
+    });
     let mut command = format!("facesearch eval liveness-fit --manifest {}", manifest.display());
     // Settings that change the boxes or the judged set change the fit: recorded when not the default.
     let pipeline_config = ctx.pipeline.config();
@@ -698,6 +768,9 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     if args.l2 != DEFAULT_L2 {
         command += &format!(" --l2 {}", args.l2);
     }
+    if args.close_up_below != CLOSE_UP_BELOW {
+        command += &format!(" --close-up-below {}", args.close_up_below);
+    }
     if let Some(path) = args.extra_features.as_ref().filter(|_| uses_extra) {
         command += &format!(" --extra-features {}", path.display());
     }
@@ -706,25 +779,20 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         about: "Liveness fusion: live score = logistic(intercept + sum of weight × (feature − mean) / scale). \
                 A one-sided feature counts only how far it lies above or below its knot (the median of the live \
                 samples), so it can only count against liveness. \
-                The intercept includes the shift that puts the out-of-fold equal-error operating point at 0.5. \
+                A face with less context than `close_up.below_context` is scored with the close-up weights, \
+                fitted on such close-ups only. \
+                The intercepts include the shift that puts the out-of-fold equal-error operating point \
+                (counting refusals) at 0.5. \
                 Fitted on the manifest's liveness sets only; regenerate with `command`."
             .into(),
         command,
-        features: specs
-            .iter()
-            .enumerate()
-            .map(|(j, (name, _))| FusionFeature {
-                name: name.to_string(),
-                one_sided: model.hinges[j].map(|(side, knot)| match side {
-                    Hinge::Above => OneSided::Above(round_to(knot, 6)),
-                    Hinge::Below => OneSided::Below(round_to(knot, 6)),
-                }),
-                mean: round_to(model.mean[j], 6),
-                scale: round_to(model.scale[j], 6),
-                weight: round_to(model.weights[j], 6),
-            })
-            .collect(),
+        features: fusion_features(&specs, &model),
         intercept: round_to(model.intercept - shift, 6),
+        close_up: close_model.map(|m| CloseUpFusion {
+            below_context: args.close_up_below,
+            features: fusion_features(&specs, &m),
+            intercept: round_to(m.intercept - shift, 6),
+        }),
         l2: args.l2,
         validation: FusionValidation {
             folds: format!("leave one collection out ({group_count} collections)"),
@@ -746,13 +814,13 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
         // The face box (pixels of the decoded, EXIF-oriented photo) lets a script outside
         // facesearch measure a candidate feature on the same face.
         let mut csv = format!(
-            "path,group,kind,attack_type,oof_score,face_x1,face_y1,face_x2,face_y2,{}\n",
+            "path,group,kind,attack_type,oof_score,face_x1,face_y1,face_x2,face_y2,context,{}\n",
             FEATURE_NAMES.join(",")
         );
         for ((row, f, face), p) in judged.iter().zip(&oof) {
             let values: Vec<String> = f.values.iter().map(|v| format!("{v:.6}")).collect();
             csv += &format!(
-                "{},{},{},{},{p:.6},{:.1},{:.1},{:.1},{:.1},{}\n",
+                "{},{},{},{},{p:.6},{:.1},{:.1},{:.1},{:.1},{:.3},{}\n",
                 row.path,
                 fit_group(row),
                 row.kind,
@@ -761,6 +829,7 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
                 face.y1,
                 face.x2,
                 face.y2,
+                f.context,
                 values.join(",")
             );
         }
@@ -781,8 +850,35 @@ fn liveness_fit(ctx: &Ctx, manifest: &Path, args: &LivenessFitArgs) -> anyhow::R
     Ok(())
 }
 
+/// The shipped form of a fitted model's inputs.
+fn fusion_features(specs: &[(&str, Option<Hinge>)], model: &facesearch_eval::LogisticModel) -> Vec<FusionFeature> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(j, (name, _))| FusionFeature {
+            name: name.to_string(),
+            one_sided: model.hinges[j].map(|(side, knot)| match side {
+                Hinge::Above => OneSided::Above(round_to(knot, 6)),
+                Hinge::Below => OneSided::Below(round_to(knot, 6)),
+            }),
+            mean: round_to(model.mean[j], 6),
+            scale: round_to(model.scale[j], 6),
+            weight: round_to(model.weights[j], 6),
+        })
+        .collect()
+}
+
+/// The log-odds the operating point moves to 0.5: halfway (in log-odds) between the
+/// lowest score the equal-error threshold `t` accepts and the highest it rejects, so no
+/// sample sits on the threshold where the last bits of arithmetic would decide it.
+pub(super) fn operating_logit(samples: &[LivenessSample], t: f32) -> f64 {
+    let below = samples.iter().filter_map(|s| s.live_score).filter(|&s| s < t).fold(f32::NEG_INFINITY, f32::max);
+    let at = sigmoid_logit(f64::from(t));
+    if below.is_finite() { (at + sigmoid_logit(f64::from(below))) / 2.0 } else { at }
+}
+
 /// ln(p / (1 − p)), the inverse of the logistic.
-fn sigmoid_logit(p: f64) -> f64 {
+pub(super) fn sigmoid_logit(p: f64) -> f64 {
     let p = p.clamp(1e-9, 1.0 - 1e-9);
     (p / (1.0 - p)).ln()
 }

@@ -9,6 +9,7 @@ mod database;
 mod eval;
 mod import;
 mod index_name;
+mod liveness_candidates;
 mod migrate;
 mod models;
 mod orientation_eval;

@@ -39,7 +39,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FACESEARCH_LIVENESS_THRESHOLD")]
     liveness_threshold: Option<f32>,
     /// Smallest context around a face (crop side / face side) for which liveness is judged;
-    /// below it a search is refused with LIVENESS_CANNOT_JUDGE [default: 1.6].
+    /// below it a search is refused with LIVENESS_CANNOT_JUDGE [default: 1.0, only a face
+    /// larger than the photo; a close-up is judged with the fusion's close-up weights].
     #[arg(long, env = "FACESEARCH_LIVENESS_MIN_CONTEXT")]
     liveness_min_context: Option<f32>,
     /// Largest accepted image in bytes [default: 15728640].

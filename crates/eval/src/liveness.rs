@@ -69,6 +69,10 @@ pub struct CurvePoint {
     pub apcer: f64,
     /// BPCER at `threshold` (judged bona fide only).
     pub bpcer: f64,
+    /// APCER over all attacks, a "cannot judge" counting as rejected.
+    pub apcer_with_refusals: f64,
+    /// BPCER over all bona fide, a "cannot judge" counting as rejected.
+    pub bpcer_with_refusals: f64,
 }
 
 /// Presentation attack detection results at one threshold, plus the threshold-free
@@ -110,6 +114,13 @@ pub struct PadReport {
     /// issue's target operating point, and that threshold.
     pub bpcer_at_apcer_5: f64,
     pub threshold_at_apcer_5: f32,
+    /// The same operating point counting every "cannot judge" as a refusal: the lowest
+    /// BPCER with refusals at a threshold keeping APCER with refusals at most 5 %.
+    pub bpcer_with_refusals_at_apcer_5: f64,
+    pub threshold_with_refusals_at_apcer_5: f32,
+    /// Equal error rate counting every "cannot judge" as a refusal, and its threshold.
+    pub eer_with_refusals: f64,
+    pub eer_with_refusals_threshold: f32,
     /// APCER/BPCER at thresholds 0.00, 0.05, ..., 1.00 and at the EER threshold (when
     /// not one of those), sorted by threshold.
     pub curve: Vec<CurvePoint>,
@@ -126,8 +137,24 @@ fn accepted_rate(scores: &[f32], threshold: f32) -> f64 {
     rate(scores.iter().filter(|&&s| s >= threshold).count(), scores.len())
 }
 
-fn curve_point(attack: &[f32], bona_fide: &[f32], threshold: f32) -> CurvePoint {
-    CurvePoint { threshold, apcer: accepted_rate(attack, threshold), bpcer: 1.0 - accepted_rate(bona_fide, threshold) }
+/// The point of the curve at `threshold`; `all_*` hold every sample's score, NaN for
+/// one that cannot be judged (never accepted).
+fn curve_point(scores: &Scores, threshold: f32) -> CurvePoint {
+    CurvePoint {
+        threshold,
+        apcer: accepted_rate(&scores.attack, threshold),
+        bpcer: 1.0 - accepted_rate(&scores.bona_fide, threshold),
+        apcer_with_refusals: accepted_rate(&scores.all_attack, threshold),
+        bpcer_with_refusals: 1.0 - accepted_rate(&scores.all_bona_fide, threshold),
+    }
+}
+
+/// Judged scores of each class, and every sample's score with NaN for "cannot judge".
+struct Scores {
+    attack: Vec<f32>,
+    bona_fide: Vec<f32>,
+    all_attack: Vec<f32>,
+    all_bona_fide: Vec<f32>,
 }
 
 /// 95% percentile bootstrap interval of the mean of `errors` (1 = error), with
@@ -165,6 +192,15 @@ pub fn pad_report(samples: &[LivenessSample], threshold: f32) -> PadReport {
 pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: usize, seed: u64) -> PadReport {
     let attack_scores: Vec<f32> = samples.iter().filter(|s| s.is_attack).filter_map(|s| s.live_score).collect();
     let bona_fide_scores: Vec<f32> = samples.iter().filter(|s| !s.is_attack).filter_map(|s| s.live_score).collect();
+    let all = |attack: bool| -> Vec<f32> {
+        samples.iter().filter(|s| s.is_attack == attack).map(|s| s.live_score.unwrap_or(f32::NAN)).collect()
+    };
+    let scores = Scores {
+        attack: attack_scores.clone(),
+        bona_fide: bona_fide_scores.clone(),
+        all_attack: all(true),
+        all_bona_fide: all(false),
+    };
     let attacks = samples.iter().filter(|s| s.is_attack).count();
     let bona_fide = samples.len() - attacks;
     let cannot_judge_attacks = attacks - attack_scores.len();
@@ -198,10 +234,13 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
     let (eer, eer_threshold) = equal_error_rate(&bona_fide_scores, &attack_scores);
     let threshold_at_apcer_5 = threshold_at_rate(&attack_scores, attack_scores.len(), 0.05);
     let bpcer_at_apcer_5 = 1.0 - accepted_rate(&bona_fide_scores, threshold_at_apcer_5);
-    let mut curve: Vec<CurvePoint> =
-        (0..=20).map(|i| curve_point(&attack_scores, &bona_fide_scores, i as f32 / 20.0)).collect();
+    // Counting refusals: a sample that cannot be judged is never accepted (NaN score).
+    let (eer_with_refusals, eer_with_refusals_threshold) = equal_error_rate(&scores.all_bona_fide, &scores.all_attack);
+    let threshold_with_refusals_at_apcer_5 = threshold_at_rate(&scores.all_attack, attacks, 0.05);
+    let bpcer_with_refusals_at_apcer_5 = 1.0 - accepted_rate(&scores.all_bona_fide, threshold_with_refusals_at_apcer_5);
+    let mut curve: Vec<CurvePoint> = (0..=20).map(|i| curve_point(&scores, i as f32 / 20.0)).collect();
     if !eer_threshold.is_nan() && !curve.iter().any(|p| p.threshold == eer_threshold) {
-        curve.push(curve_point(&attack_scores, &bona_fide_scores, eer_threshold));
+        curve.push(curve_point(&scores, eer_threshold));
         curve.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
     }
 
@@ -238,6 +277,10 @@ pub fn pad_report_with(samples: &[LivenessSample], threshold: f32, resamples: us
         eer_threshold,
         bpcer_at_apcer_5,
         threshold_at_apcer_5,
+        bpcer_with_refusals_at_apcer_5,
+        threshold_with_refusals_at_apcer_5,
+        eer_with_refusals,
+        eer_with_refusals_threshold,
         curve,
         apcer_ci95,
         bpcer_ci95,
@@ -325,6 +368,30 @@ mod tests {
         assert_eq!(again.apcer_ci95, r.apcer_ci95);
         assert_eq!(again.eer_ci95, r.eer_ci95);
         assert_eq!(again.bpcer_ci95, r.bpcer_ci95);
+    }
+
+    #[test]
+    fn refusals_count_as_rejections_on_the_curve_and_at_apcer_5() {
+        // 20 judged attacks at 0.00..0.19 and one at 0.9, plus 4 refused; 10 judged bona
+        // fide at 0.5..0.95 and 10 refused.
+        let mut samples: Vec<LivenessSample> = (0..20).map(|i| attack(Some(i as f32 / 100.0), "replay")).collect();
+        samples.push(attack(Some(0.9), "replay"));
+        samples.extend((0..4).map(|_| attack(None, "mask")));
+        samples.extend((0..10).map(|i| live(Some(0.5 + i as f32 / 20.0))));
+        samples.extend((0..10).map(|_| live(None)));
+        let r = pad_report(&samples, 0.5);
+        // 25 attacks in all: one accepted is 4 % (≤ 5 %) counting refusals, but 1/21 judged
+        // is also under 5 %; both thresholds may sit at the lowest bona fide score or below.
+        assert!(r.threshold_with_refusals_at_apcer_5 <= 0.5, "{}", r.threshold_with_refusals_at_apcer_5);
+        // Half the bona fide are refused whatever the threshold.
+        assert!((r.bpcer_with_refusals_at_apcer_5 - 0.5).abs() < 1e-12, "{}", r.bpcer_with_refusals_at_apcer_5);
+        assert_eq!(r.bpcer_at_apcer_5, 0.0);
+        let p = r.curve.iter().find(|p| p.threshold == 0.5).unwrap();
+        assert!((p.apcer_with_refusals - 1.0 / 25.0).abs() < 1e-12);
+        assert!((p.bpcer_with_refusals - 0.5).abs() < 1e-12);
+        assert!((p.apcer - 1.0 / 21.0).abs() < 1e-12 && p.bpcer == 0.0);
+        // The EER counting refusals cannot be below half the refused bona fide share.
+        assert!(r.eer_with_refusals >= 0.25, "{}", r.eer_with_refusals);
     }
 
     #[test]

@@ -2,9 +2,15 @@
 //! at the face with its surroundings (a square crop several times the face box) and
 //! says how likely the capture is of a live person rather than a print, a screen or a mask.
 //!
-//! The model needs that context: on a photo where the face fills the frame it calls
-//! nearly every live face a spoof. A face whose 2.7× crop does not fit (context under
-//! `min_context`) is reported as "cannot judge", never as a confident answer.
+//! A view that does not fit inside the photo is shrunk to the largest square that
+//! fits (the model's original Silent-Face cropping, [`CropFit::Shrink`]): out of fold,
+//! that judged close-ups (a phone selfie shows 1.1–1.5× the face) better than padding
+//! the view, and better than refusing them (see `docs/liveness-candidates.md`). A
+//! close-up is scored by the fusion's close-up weights, fitted on close-ups only. Only a
+//! face larger than the photo (context under 1.0: the face itself is cut off) is
+//! "cannot judge" by default: judged, such crops scored worse than chance. A deployment
+//! may require more context (`min_context`); refusing below 1.6 turned away most phone
+//! selfies.
 //!
 //! The decision fuses features of the face — the model's live logit on the 2.7× and
 //! 4.0× crops and their mirror images, and hand-crafted cues ([`crate::liveness_cues`])
@@ -31,13 +37,43 @@ pub const DEFAULT_THRESHOLD: f32 = 0.5;
 pub struct LivenessConfig {
     /// Crop side as a multiple of the face box side.
     pub crop_scale: f32,
-    /// The smallest context (achievable crop side / face side) the model can judge.
+    /// Faces with less context than this (achievable crop side / face side) are
+    /// refused as "cannot judge". The default 1.0 refuses only a face larger than the
+    /// photo; 0 judges every face.
     pub min_context: f32,
+    /// How a view that does not fit inside the photo is taken.
+    pub fit: CropFit,
 }
 
 impl Default for LivenessConfig {
     fn default() -> Self {
-        Self { crop_scale: 2.7, min_context: 1.6 }
+        Self { crop_scale: 2.7, min_context: 1.0, fit: CropFit::Shrink }
+    }
+}
+
+/// How the model's square view around a face is taken when it does not fit inside
+/// the photo (a close-up: the face fills much of the frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CropFit {
+    /// Shrunk to the largest square that fits and shifted inside the photo: the
+    /// cropping of the model's original (Silent-Face) pipeline.
+    Shrink,
+    /// Kept at its scale, centred on the face; beyond the photo its edge pixels repeat.
+    PadEdge,
+    /// Kept at its scale, centred on the face; beyond the photo it is black.
+    PadBlack,
+}
+
+impl CropFit {
+    pub const ALL: [CropFit; 3] = [CropFit::Shrink, CropFit::PadEdge, CropFit::PadBlack];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CropFit::Shrink => "shrink",
+            CropFit::PadEdge => "pad-edge",
+            CropFit::PadBlack => "pad-black",
+        }
     }
 }
 
@@ -98,6 +134,9 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
 #[derive(Debug, Clone, PartialEq)]
 pub struct LivenessFeatures {
     pub values: [f64; FEATURES],
+    /// Context of the largest view at the crop scale that fits (crop side / face side):
+    /// which part of the fusion scores the face.
+    pub context: f32,
 }
 
 /// The square crop around a face: left, top, side (pixels), and the context it gives.
@@ -125,6 +164,44 @@ pub fn context_crop(width: u32, height: u32, face: &Detection, scale: f32) -> Op
     Some(ContextCrop { x: x as u32, y: y as u32, side: side as u32, context: side / face_side })
 }
 
+/// The model's 128×128 input: a square of `scale` × the face side around the face,
+/// taken the `fit` way when it does not fit inside the photo (a view that fits is the
+/// same whatever `fit`). `None` for a degenerate face or image.
+pub fn model_view(image: &RgbImage, face: &Detection, scale: f32, fit: CropFit) -> Option<RgbImage> {
+    let shrunk = context_crop(image.width(), image.height(), face, scale)?;
+    let side = face.bbox.width().max(face.bbox.height()) * scale;
+    let x0 = (face.bbox.x1 + face.bbox.x2) / 2.0 - side / 2.0;
+    let y0 = (face.bbox.y1 + face.bbox.y2) / 2.0 - side / 2.0;
+    let (w, h) = (image.width() as f32, image.height() as f32);
+    let fits = x0 >= 0.0 && y0 >= 0.0 && x0 + side <= w && y0 + side <= h;
+    if fit == CropFit::Shrink || fits {
+        let sample = imageops::crop_imm(image, shrunk.x, shrunk.y, shrunk.side.max(1), shrunk.side.max(1)).to_image();
+        return Some(imageops::resize(&sample, INPUT, INPUT, imageops::FilterType::Triangle));
+    }
+    Some(padded_view(image, x0, y0, side, fit == CropFit::PadEdge))
+}
+
+/// The square (`x0`, `y0`, `side`) that reaches beyond the photo, at 128×128: the part
+/// inside the photo resampled to its place, the rest its repeated edge or black.
+fn padded_view(image: &RgbImage, x0: f32, y0: f32, side: f32, edge: bool) -> RgbImage {
+    let (w, h) = (image.width() as f32, image.height() as f32);
+    let (ix0, iy0) = (x0.max(0.0).floor(), y0.max(0.0).floor());
+    let (ix1, iy1) = ((x0 + side).min(w).ceil(), (y0 + side).min(h).ceil());
+    let (iw, ih) = ((ix1 - ix0).max(1.0) as u32, (iy1 - iy0).max(1.0) as u32);
+    // Output pixels per photo pixel.
+    let k = INPUT as f32 / side;
+    let pw = ((iw as f32 * k).round() as u32).clamp(1, INPUT);
+    let ph = ((ih as f32 * k).round() as u32).clamp(1, INPUT);
+    let px = (((ix0 - x0) * k).max(0.0).round() as u32).min(INPUT - pw);
+    let py = (((iy0 - y0) * k).max(0.0).round() as u32).min(INPUT - ph);
+    let inside = imageops::crop_imm(image, ix0 as u32, iy0 as u32, iw, ih).to_image();
+    let part = imageops::resize(&inside, pw, ph, imageops::FilterType::Triangle);
+    RgbImage::from_fn(INPUT, INPUT, |x, y| {
+        let (cx, cy) = (x.clamp(px, px + pw - 1), y.clamp(py, py + ph - 1));
+        if (cx, cy) == (x, y) || edge { *part.get_pixel(cx - px, cy - py) } else { image::Rgb([0, 0, 0]) }
+    })
+}
+
 /// ln(p / (1 − p)) with p kept away from 0 and 1 so a saturated softmax stays finite.
 fn logit(p: f32) -> f64 {
     let p = f64::from(p).clamp(1e-4, 1.0 - 1e-4);
@@ -141,16 +218,31 @@ impl LivenessChecker {
         &self.config
     }
 
-    /// The verdict: the fused live score, or "cannot judge" when the face fills the frame.
-    /// Only the features the fusion uses are computed.
+    /// The verdict: the fused live score, or "cannot judge" when the face has less
+    /// context than `min_context`. Only the features the fusion uses are computed.
     pub fn assess(&self, image: &RgbImage, face: &Detection) -> Result<Liveness, RuntimeError> {
-        let wanted = FEATURE_NAMES.map(|name| self.fusion.features.iter().any(|f| f.name == name));
-        match self.features_wanted(image, face, &wanted)? {
-            Ok(features) => {
-                let score = self.fusion.score(&FEATURE_NAMES, &features.values);
-                Ok(Liveness::Judged { live_probability: score as f32 })
+        if let Some(cannot_judge) = self.refusal(image, face) {
+            return Ok(cannot_judge);
+        }
+        let context =
+            context_crop(image.width(), image.height(), face, self.config.crop_scale).map_or(0.0, |c| c.context);
+        let (part, _) = self.fusion.part(context);
+        let wanted = FEATURE_NAMES.map(|name| part.iter().any(|f| f.name == name));
+        let features = self.features_with(image, face, &wanted, self.config.fit)?;
+        let score = self.fusion.score_at(features.context, &FEATURE_NAMES, &features.values);
+        Ok(Liveness::Judged { live_probability: score as f32 })
+    }
+
+    /// The "cannot judge" verdict when the largest view around the face that fits in
+    /// the photo gives less context than `min_context` (or there is no face to crop).
+    pub fn refusal(&self, image: &RgbImage, face: &Detection) -> Option<Liveness> {
+        let min_context = self.config.min_context;
+        match context_crop(image.width(), image.height(), face, self.config.crop_scale) {
+            None => Some(Liveness::CannotJudge { context: 0.0, min_context }),
+            Some(crop) if crop.context < min_context => {
+                Some(Liveness::CannotJudge { context: crop.context, min_context })
             }
-            Err(cannot_judge) => Ok(cannot_judge),
+            Some(_) => None,
         }
     }
 
@@ -160,37 +252,37 @@ impl LivenessChecker {
         image: &RgbImage,
         face: &Detection,
     ) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
-        self.features_wanted(image, face, &[true; FEATURES])
+        if let Some(cannot_judge) = self.refusal(image, face) {
+            return Ok(Err(cannot_judge));
+        }
+        Ok(Ok(self.features_with(image, face, &[true; FEATURES], self.config.fit)?))
     }
 
-    /// The features marked in `wanted` (the others are NaN), or the "cannot judge" verdict.
-    fn features_wanted(
+    /// The features marked in `wanted` (the others are NaN) with the model's views taken
+    /// the `fit` way, whatever the context (no refusal: the evaluation of refusal rules
+    /// needs every face's features). A face too small to crop gets NaN throughout.
+    pub fn features_with(
         &self,
         image: &RgbImage,
         face: &Detection,
         wanted: &[bool; FEATURES],
-    ) -> Result<Result<LivenessFeatures, Liveness>, RuntimeError> {
-        let min_context = self.config.min_context;
-        let Some(crop) = context_crop(image.width(), image.height(), face, self.config.crop_scale) else {
-            return Ok(Err(Liveness::CannotJudge { context: 0.0, min_context }));
-        };
-        if crop.context < min_context {
-            return Ok(Err(Liveness::CannotJudge { context: crop.context, min_context }));
-        }
+        fit: CropFit,
+    ) -> Result<LivenessFeatures, RuntimeError> {
         let mut values = [f64::NAN; FEATURES];
-        let wide = context_crop(image.width(), image.height(), face, WIDE_SCALE).unwrap_or(crop);
-        for (view, crop) in [crop, wide].into_iter().enumerate() {
+        let Some(crop) = context_crop(image.width(), image.height(), face, self.config.crop_scale) else {
+            return Ok(LivenessFeatures { values, context: 0.0 });
+        };
+        for (view, scale) in [self.config.crop_scale, WIDE_SCALE].into_iter().enumerate() {
             let (plain, mirror, mean) = (2 * view, 2 * view + 1, 4 + view);
             if !(wanted[plain] || wanted[mirror] || wanted[mean]) {
                 continue;
             }
-            let sample = imageops::crop_imm(image, crop.x, crop.y, crop.side.max(1), crop.side.max(1)).to_image();
-            let resized = imageops::resize(&sample, INPUT, INPUT, imageops::FilterType::Triangle);
+            let Some(input) = model_view(image, face, scale, fit) else { continue };
             if wanted[plain] || wanted[mean] {
-                values[plain] = logit(self.live_probability(&resized)?);
+                values[plain] = logit(self.live_probability(&input)?);
             }
             if wanted[mirror] || wanted[mean] {
-                values[mirror] = logit(self.live_probability(&imageops::flip_horizontal(&resized))?);
+                values[mirror] = logit(self.live_probability(&imageops::flip_horizontal(&input))?);
             }
             values[mean] = (values[plain] + values[mirror]) / 2.0;
         }
@@ -200,7 +292,7 @@ impl LivenessChecker {
             let cues = measure(image, face, (crop.x, crop.y, crop.side.max(1)), &cues_wanted);
             values[6..].copy_from_slice(&cues.values());
         }
-        Ok(Ok(LivenessFeatures { values }))
+        Ok(LivenessFeatures { values, context: crop.context })
     }
 
     /// The model's live probability (class 0 of its softmax) on one 128×128 view.
@@ -253,6 +345,29 @@ mod tests {
         let tight = context_crop(120, 120, &face(5.0, 5.0, 115.0, 115.0), 2.7).unwrap();
         assert_eq!(tight.side, 120);
         assert!(tight.context < 1.2);
+    }
+
+    #[test]
+    fn a_view_that_fits_is_the_same_every_way_and_padding_fills_beyond_the_photo() {
+        let img = RgbImage::from_fn(400, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 200]));
+        // A 50 px face: its 4.0× view (200 px) fits inside the photo.
+        let small = face(150.0, 100.0, 200.0, 150.0);
+        let views: Vec<RgbImage> = CropFit::ALL.iter().map(|&f| model_view(&img, &small, 4.0, f).unwrap()).collect();
+        assert!(views.windows(2).all(|w| w[0] == w[1]));
+        // A 200 px face: its 4.0× view (800 px) reaches beyond every side.
+        let close = face(100.0, 50.0, 300.0, 250.0);
+        let black = model_view(&img, &close, 4.0, CropFit::PadBlack).unwrap();
+        let edge = model_view(&img, &close, 4.0, CropFit::PadEdge).unwrap();
+        let shrunk = model_view(&img, &close, 4.0, CropFit::Shrink).unwrap();
+        for view in [&black, &edge, &shrunk] {
+            assert_eq!(view.dimensions(), (INPUT, INPUT));
+        }
+        assert_eq!(*black.get_pixel(0, 0), image::Rgb([0, 0, 0]));
+        // The photo's (resampled) corner repeated: its blue is 200 everywhere.
+        assert_eq!(edge.get_pixel(0, 0).0[2], 200);
+        // The middle is the photo, the same padded either way; shrunk, the view differs.
+        assert_eq!(black.get_pixel(64, 64), edge.get_pixel(64, 64));
+        assert_ne!(shrunk, edge);
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //!
 //! The shipped intercept already includes the chosen operating point, so a fused
 //! score of 0.5 is the default decision threshold ([`crate::liveness::DEFAULT_THRESHOLD`]).
+//!
+//! A close-up (a face with less context around it than `close_up.below_context`, as in
+//! a phone selfie) is scored by a second set of weights fitted on close-ups only: there
+//! the model sees the largest view that fits, which it reads differently from a view
+//! with the head and shoulders. Both share the operating point (one threshold).
 
 use std::sync::OnceLock;
 
@@ -63,6 +68,15 @@ pub struct FusionValidation {
     pub raw_threshold: f64,
 }
 
+/// The weights for close-ups: faces whose context is below `below_context`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloseUpFusion {
+    pub below_context: f64,
+    pub features: Vec<FusionFeature>,
+    /// Includes the same operating-point shift as the main intercept.
+    pub intercept: f64,
+}
+
 /// A fitted fusion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fusion {
@@ -73,6 +87,9 @@ pub struct Fusion {
     pub features: Vec<FusionFeature>,
     /// Includes the shift that puts the operating point at a score of 0.5.
     pub intercept: f64,
+    /// Separate weights for close-ups (none: one fusion for every face).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_up: Option<CloseUpFusion>,
     /// L2 penalty the weights were fitted with.
     pub l2: f64,
     pub validation: FusionValidation,
@@ -90,7 +107,8 @@ impl Fusion {
     /// Parses a fusion file and checks that every feature it uses exists.
     pub fn parse(text: &str, known: &[&str]) -> Result<Self, FusionError> {
         let fusion: Fusion = serde_json::from_str(text)?;
-        if let Some(f) = fusion.features.iter().find(|f| !known.contains(&f.name.as_str())) {
+        let close_up = fusion.close_up.iter().flat_map(|c| c.features.iter());
+        if let Some(f) = fusion.features.iter().chain(close_up).find(|f| !known.contains(&f.name.as_str())) {
             return Err(FusionError::UnknownFeature(f.name.clone()));
         }
         Ok(fusion)
@@ -105,19 +123,43 @@ impl Fusion {
         })
     }
 
-    /// The fused live score 0–1 from all features, named by `names`.
-    pub fn score(&self, names: &[&str], values: &[f64]) -> f64 {
-        let mut z = self.intercept;
-        for f in &self.features {
-            let Some(value) = names.iter().position(|n| *n == f.name).map(|i| values[i]) else {
-                // Parsing refuses unknown features; a missing one adds nothing.
-                continue;
-            };
-            let value = f.one_sided.map_or(value, |o| o.apply(value));
-            z += f.weight * (value - f.mean) / f.scale;
+    /// The weights and intercept that score a face with `context` (crop side / face side).
+    pub fn part(&self, context: f32) -> (&[FusionFeature], f64) {
+        match &self.close_up {
+            Some(c) if f64::from(context) < c.below_context => (&c.features, c.intercept),
+            _ => (&self.features, self.intercept),
         }
-        sigmoid(z)
     }
+
+    /// Every feature either part uses.
+    pub fn uses(&self, name: &str) -> bool {
+        let close_up = self.close_up.iter().flat_map(|c| c.features.iter());
+        self.features.iter().chain(close_up).any(|f| f.name == name)
+    }
+
+    /// The fused live score 0–1 of a face with `context` from all features, named by `names`.
+    pub fn score_at(&self, context: f32, names: &[&str], values: &[f64]) -> f64 {
+        let (features, intercept) = self.part(context);
+        score_with(features, intercept, names, values)
+    }
+
+    /// The fused live score 0–1 with the main weights (a face with full context).
+    pub fn score(&self, names: &[&str], values: &[f64]) -> f64 {
+        score_with(&self.features, self.intercept, names, values)
+    }
+}
+
+fn score_with(features: &[FusionFeature], intercept: f64, names: &[&str], values: &[f64]) -> f64 {
+    let mut z = intercept;
+    for f in features {
+        let Some(value) = names.iter().position(|n| *n == f.name).map(|i| values[i]) else {
+            // Parsing refuses unknown features; a missing one adds nothing.
+            continue;
+        };
+        let value = f.one_sided.map_or(value, |o| o.apply(value));
+        z += f.weight * (value - f.mean) / f.scale;
+    }
+    sigmoid(z)
 }
 
 /// The logistic function, stable for large |z|.
@@ -151,6 +193,23 @@ mod tests {
     }
 
     #[test]
+    fn a_close_up_is_scored_with_the_close_up_weights() {
+        let mut f = Fusion::shipped().clone();
+        let close = CloseUpFusion { below_context: 1.6, features: vec![], intercept: 3.0 };
+        f.close_up = Some(close);
+        let names = crate::liveness::FEATURE_NAMES;
+        let values = [0.0; crate::liveness::FEATURES];
+        assert_eq!(f.score_at(1.2, &names, &values), sigmoid(3.0));
+        assert_eq!(f.score_at(1.6, &names, &values), f.score(&names, &values));
+        assert!(f.uses("model_logit_4_0_flipavg") && !f.uses("nope"));
+        // Unknown features of the close-up weights are refused like the main ones.
+        f.close_up.as_mut().unwrap().features =
+            vec![FusionFeature { name: "nope".into(), one_sided: None, mean: 0.0, scale: 1.0, weight: 1.0 }];
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(matches!(Fusion::parse(&text, &names), Err(FusionError::UnknownFeature(_))));
+    }
+
+    #[test]
     fn unknown_features_are_refused() {
         let mut f = Fusion::shipped().clone();
         f.features[0].name = "nope".into();
@@ -174,6 +233,7 @@ mod tests {
                 },
             ],
             intercept: -0.5,
+            close_up: None,
             l2: 0.0,
             validation: FusionValidation {
                 folds: String::new(),

@@ -288,6 +288,11 @@ impl FacePipeline {
         self.liveness.assess(image, face)
     }
 
+    /// The liveness check itself (the evaluation measures its features every way).
+    pub fn liveness_checker(&self) -> &LivenessChecker {
+        &self.liveness
+    }
+
     /// Every liveness feature of one detected face (for fitting the fusion), or the
     /// "cannot judge" verdict.
     pub fn liveness_features(
