@@ -300,6 +300,7 @@ mod tests {
                 detect: Duration::from_millis(2),
                 align_embed: Duration::from_millis(3),
                 liveness: Duration::from_millis(4),
+                ..StageTimings::default()
             },
         );
         m.vectors_searched(Duration::from_micros(80));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use image::imageops;
 
 use crate::align::{ALIGNED_SIZE, AlignedFace};
-use crate::runtime::{InferenceModel, RuntimeError};
+use crate::runtime::{InferenceModel, RuntimeError, run_timed};
 
 /// Which embedder network, which fixes its input scaling and output size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl FaceEmbedder {
                 };
             }
         }
-        let outputs = self.model.run(&[1, 3, side, side], &input)?;
+        let outputs = run_timed(&*self.model, &[1, 3, side, side], &input)?;
         let out = outputs.into_iter().next().ok_or_else(|| RuntimeError::BadOutput {
             model: self.model.name().to_string(),
             detail: "no output".into(),

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::detect::Detection;
 use crate::pipeline::{FacePipeline, PipelineError, ProbeFace, StageTimings};
 use crate::quality::FaceQuality;
+use crate::runtime::StageClock;
 
 /// Why a face found in the photo was not embedded (the rest of the photo still is).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -87,19 +88,19 @@ impl FacePipeline {
         let start = Instant::now();
         let decoded = self.decode(bytes)?;
         timings.decode = start.elapsed();
-        let start = Instant::now();
+        let clock = StageClock::start();
         let detections = self.detect(&decoded.rgb)?;
-        timings.detect = start.elapsed();
+        timings.set_detect(clock.stop());
         if detections.is_empty() {
             return Err(PipelineError::NoFace);
         }
-        let start = Instant::now();
+        let clock = StageClock::start();
         let faces = detections
             .iter()
             .take(max_faces.max(1))
             .map(|d| self.see(&decoded.rgb, d))
             .collect::<Result<Vec<_>, _>>()?;
-        timings.align_embed = start.elapsed();
+        timings.set_align_embed(clock.stop());
         Ok(EveryFace {
             faces,
             faces_in_image: detections.len(),

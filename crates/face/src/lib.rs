@@ -26,7 +26,7 @@ pub use liveness::{Liveness, LivenessConfig};
 pub use orient::Rotation;
 pub use pipeline::{FaceChoice, FacePipeline, Pack, PipelineConfig, PipelineError, ProbeFace, StageTimings, Upright};
 pub use quality::{FaceQuality, QualityFailure, QualityMinimums};
-pub use runtime::RuntimeOptions;
+pub use runtime::{RuntimeOptions, StageClock, StageTime};
 pub mod calibration;
 pub mod false_matches;
 pub mod fpir_table;

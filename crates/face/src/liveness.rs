@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::detect::Detection;
 use crate::liveness_cues::{CUE_NAMES, measure};
 use crate::liveness_fusion::Fusion;
-use crate::runtime::{InferenceModel, RuntimeError};
+use crate::runtime::{InferenceModel, RuntimeError, run_timed};
 
 const INPUT: u32 = 128;
 
@@ -306,7 +306,7 @@ impl LivenessChecker {
             input[plane + i] = f32::from(px.0[1]);
             input[2 * plane + i] = f32::from(px.0[0]);
         }
-        let outputs = self.model.run(&[1, 3, INPUT as usize, INPUT as usize], &input)?;
+        let outputs = run_timed(&*self.model, &[1, 3, INPUT as usize, INPUT as usize], &input)?;
         let logits = &outputs.first().ok_or_else(|| bad("no output".into()))?.tensor.data;
         if logits.len() != 3 {
             return Err(bad(format!("{} logits, expected 3", logits.len())));

@@ -18,7 +18,7 @@ use crate::embed::{EmbedderKind, FaceEmbedder};
 use crate::liveness::{Liveness, LivenessChecker, LivenessConfig, LivenessFeatures};
 use crate::orient::{self, MAX_UPRIGHT_ROLL, Pick, Rotation, Seen};
 use crate::quality::{FaceQuality, QualityFailure, QualityMinimums, assess, compression};
-use crate::runtime::{InferenceRuntime, OrtRuntime, RuntimeError, RuntimeOptions};
+use crate::runtime::{InferenceRuntime, OrtRuntime, RuntimeError, RuntimeOptions, StageClock, StageTime};
 
 /// A model pack: a detector and an embedder that belong together. Vectors of one pack
 /// are meaningless to another.
@@ -167,13 +167,45 @@ pub enum FaceChoice {
     Central,
 }
 
-/// Time spent in each stage for one photo.
+/// Time spent in each stage for one photo (wall time), and the part of it spent
+/// running the stage's networks (`*_network`; the rest is resizing, tensor fill,
+/// output decoding, NMS, crops and cues). Decoding runs no network.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageTimings {
     pub decode: Duration,
     pub detect: Duration,
     pub align_embed: Duration,
     pub liveness: Duration,
+    pub detect_network: Duration,
+    pub align_embed_network: Duration,
+    pub liveness_network: Duration,
+}
+
+impl StageTimings {
+    /// Each stage's time split into network and the rest, in pipeline order.
+    pub fn stages(&self) -> [(&'static str, StageTime); 4] {
+        [
+            ("decode", StageTime { total: self.decode, network: Duration::ZERO }),
+            ("detect", StageTime { total: self.detect, network: self.detect_network }),
+            ("align_embed", StageTime { total: self.align_embed, network: self.align_embed_network }),
+            ("liveness", StageTime { total: self.liveness, network: self.liveness_network }),
+        ]
+    }
+
+    pub(crate) fn set_detect(&mut self, time: StageTime) {
+        self.detect = time.total;
+        self.detect_network = time.network;
+    }
+
+    pub(crate) fn set_align_embed(&mut self, time: StageTime) {
+        self.align_embed = time.total;
+        self.align_embed_network = time.network;
+    }
+
+    pub(crate) fn set_liveness(&mut self, time: StageTime) {
+        self.liveness = time.total;
+        self.liveness_network = time.network;
+    }
 }
 
 /// The face a request is about, analysed.
@@ -333,11 +365,11 @@ impl FacePipeline {
         let decoded = self.decode(bytes)?;
         timings.decode = start.elapsed();
 
-        let start = Instant::now();
+        let clock = StageClock::start();
         // Enrolment (the gated probe) refuses a face that cannot be made upright; a
         // search goes on with the photo as sent, as it always did.
         let Upright { image, rotation, faces, .. } = self.detect_upright(&decoded.rgb, choice, minimums.is_some())?;
-        timings.detect = start.elapsed();
+        timings.set_detect(clock.stop());
         let face = choose(&faces, choice, (image.width(), image.height()))?;
         let original = (decoded.rgb.width(), decoded.rgb.height());
         let in_photo = rotation.detection_to_original(face, original);
@@ -346,7 +378,7 @@ impl FacePipeline {
         // with a core to spare they run side by side, which takes the liveness model
         // off a single search's latency (each inference keeps its own thread count).
         let embed = || -> Result<_, PipelineError> {
-            let start = Instant::now();
+            let clock = StageClock::start();
             let aligned = Self::align(&image, face)?;
             let mut quality = assess(&image, face, &aligned.image);
             if rotation != Rotation::None {
@@ -359,11 +391,13 @@ impl FacePipeline {
             }
             self.check_size(face)?;
             let embedding = self.embedder.embed(&aligned)?;
-            Ok((embedding, quality, start.elapsed()))
+            Ok((embedding, quality, clock.stop()))
         };
+        // On its own thread when parallel: the clock is per thread, so it counts this
+        // stage's model runs only.
         let judge = || {
-            let start = Instant::now();
-            self.liveness(&image, face).map(|verdict| (verdict, start.elapsed()))
+            let clock = StageClock::start();
+            self.liveness(&image, face).map(|verdict| (verdict, clock.stop()))
         };
         let (embedded, judged) = if with_liveness && self.config.parallel_liveness {
             std::thread::scope(|scope| {
@@ -377,10 +411,10 @@ impl FacePipeline {
             (embed(), with_liveness.then(judge))
         };
         let (embedding, quality, align_embed) = embedded?;
-        timings.align_embed = align_embed;
+        timings.set_align_embed(align_embed);
         let liveness = match judged.transpose()? {
             Some((verdict, took)) => {
-                timings.liveness = took;
+                timings.set_liveness(took);
                 Some(verdict)
             }
             None => None,

@@ -4,10 +4,18 @@
 //! The ONNX Runtime implementation loads `libonnxruntime` dynamically from the
 //! verified models cache (`ort` with `load-dynamic`): nothing is downloaded at build
 //! time and a missing library is an error, never a panic.
+//!
+//! Every model run of the pipeline goes through [`run_timed`], which adds its time to
+//! a per-thread network clock, so that a stage's time can be split into the networks'
+//! share and everything around them (resizing, tensor fill, output decoding, NMS,
+//! crops, cues) with a [`StageClock`] — two `Instant::now()` per run, no locking, and
+//! right also when a stage runs on a thread of its own (the parallel liveness check).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -47,6 +55,64 @@ pub trait InferenceModel: Send + Sync {
     fn run(&self, shape: &[usize], data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError>;
     /// A short name for errors and logs.
     fn name(&self) -> &str;
+}
+
+thread_local! {
+    /// Time this thread has spent inside [`run_timed`], ever.
+    static NETWORK: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Runs `model` and adds the run's wall time, failed or not, to this thread's network
+/// clock ([`StageClock`]). The pipeline's stages call their models only through this.
+pub fn run_timed(model: &dyn InferenceModel, shape: &[usize], data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
+    let start = Instant::now();
+    let outputs = model.run(shape, data);
+    let took = start.elapsed();
+    NETWORK.with(|n| n.set(n.get().saturating_add(took)));
+    outputs
+}
+
+/// The time this thread has spent in model runs ([`run_timed`]) since it started.
+fn network_clock() -> Duration {
+    NETWORK.with(Cell::get)
+}
+
+/// Measures one stage on the calling thread: its wall time and the part of it spent
+/// in model runs. Model runs on other threads do not count (each thread that runs a
+/// stage keeps its own clock).
+#[derive(Debug, Clone, Copy)]
+pub struct StageClock {
+    start: Instant,
+    network: Duration,
+}
+
+impl StageClock {
+    pub fn start() -> Self {
+        Self { start: Instant::now(), network: network_clock() }
+    }
+
+    /// The time since [`StageClock::start`], and the network's share of it.
+    pub fn stop(&self) -> StageTime {
+        let total = self.start.elapsed();
+        // Read after `total`: the network time is then never more than the total.
+        let network = network_clock().saturating_sub(self.network).min(total);
+        StageTime { total, network }
+    }
+}
+
+/// The wall time of one stage and the part of it spent running networks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StageTime {
+    pub total: Duration,
+    pub network: Duration,
+}
+
+impl StageTime {
+    /// Everything but the networks: resizing, tensor fill, output decoding, NMS,
+    /// crops, cues.
+    pub fn other(&self) -> Duration {
+        self.total.saturating_sub(self.network)
+    }
 }
 
 /// An inference engine: turns a model file into a runnable [`InferenceModel`].
@@ -173,5 +239,89 @@ impl InferenceModel for OrtModel {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model whose run takes a measurable time: it waits, without sleeping, until
+    /// the monotonic clock has moved.
+    struct Ticking;
+
+    impl InferenceModel for Ticking {
+        fn run(&self, _shape: &[usize], _data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
+            tick();
+            Ok(Vec::new())
+        }
+        fn name(&self) -> &str {
+            "ticking"
+        }
+    }
+
+    /// Returns once `Instant::now()` has advanced past the call's start.
+    fn tick() {
+        let start = Instant::now();
+        while Instant::now() <= start {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[test]
+    fn a_stage_splits_into_network_and_the_rest() {
+        let clock = StageClock::start();
+        tick();
+        run_timed(&Ticking, &[1], &[0.0]).unwrap();
+        run_timed(&Ticking, &[1], &[0.0]).unwrap();
+        tick();
+        let time = clock.stop();
+        assert!(time.network > Duration::ZERO, "{time:?}");
+        assert!(time.network <= time.total, "{time:?}");
+        // The work outside the runs is not counted as network.
+        assert!(time.other() > Duration::ZERO, "{time:?}");
+        assert_eq!(time.other() + time.network, time.total);
+    }
+
+    #[test]
+    fn a_stage_without_a_model_run_has_no_network_time() {
+        let clock = StageClock::start();
+        tick();
+        let time = clock.stop();
+        assert_eq!(time.network, Duration::ZERO);
+        assert_eq!(time.other(), time.total);
+    }
+
+    #[test]
+    fn runs_on_another_thread_do_not_count() {
+        let clock = StageClock::start();
+        let theirs = std::thread::scope(|s| {
+            s.spawn(|| {
+                let clock = StageClock::start();
+                run_timed(&Ticking, &[1], &[0.0]).unwrap();
+                clock.stop()
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(theirs.network > Duration::ZERO, "{theirs:?}");
+        assert_eq!(clock.stop().network, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_failed_run_counts_too() {
+        struct Failing;
+        impl InferenceModel for Failing {
+            fn run(&self, _shape: &[usize], _data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
+                tick();
+                Err(RuntimeError::Run { model: "failing".into(), detail: "no".into() })
+            }
+            fn name(&self) -> &str {
+                "failing"
+            }
+        }
+        let clock = StageClock::start();
+        assert!(run_timed(&Failing, &[1], &[0.0]).is_err());
+        assert!(clock.stop().network > Duration::ZERO);
     }
 }

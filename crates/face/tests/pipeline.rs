@@ -252,3 +252,25 @@ fn a_photo_without_a_face_is_not_turned_into_one() {
         assert!(matches!(p.probe(&eval(rel), FaceChoice::Largest, false), Err(PipelineError::NoFace)), "{rel}");
     }
 }
+
+/// Each stage's time splits into its networks' runs and the rest: the networks ran in
+/// every stage but decoding, and never for longer than the stage (the liveness check
+/// runs on its own thread, with its own clock).
+#[test]
+fn stage_timings_split_out_the_networks() {
+    let p = pipeline(Pack::Open);
+    let probe = p.probe(&eval("deepface/img1.jpg"), FaceChoice::Largest, true).unwrap();
+    let every = p.every_face(&eval("deepface/img1.jpg"), 4).unwrap();
+    for (what, timings) in [("probe", probe.timings), ("every_face", every.timings)] {
+        for (stage, time) in timings.stages() {
+            assert!(time.network <= time.total, "{what} {stage}: {time:?}");
+            let ran = match stage {
+                "decode" => false,
+                // every_face does not judge liveness.
+                "liveness" => what == "probe",
+                _ => true,
+            };
+            assert_eq!(time.network > std::time::Duration::ZERO, ran, "{what} {stage}: {time:?}");
+        }
+    }
+}

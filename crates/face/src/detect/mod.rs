@@ -11,7 +11,7 @@ use std::sync::Arc;
 use image::{Rgb, RgbImage, imageops};
 use serde::Serialize;
 
-use crate::runtime::{InferenceModel, NamedTensor, RuntimeError};
+use crate::runtime::{InferenceModel, NamedTensor, RuntimeError, run_timed};
 
 pub use scrfd::decode_scrfd;
 pub use yunet::decode_yunet;
@@ -148,7 +148,7 @@ impl FaceDetector {
     fn detect_once(&self, image: &RgbImage, pad: u32) -> Result<Vec<Detection>, RuntimeError> {
         let letterbox = Letterbox::new(image, pad);
         let input = letterbox.tensor(self.kind);
-        let outputs = self.model.run(&[1, 3, INPUT_SIZE as usize, INPUT_SIZE as usize], &input)?;
+        let outputs = run_timed(&*self.model, &[1, 3, INPUT_SIZE as usize, INPUT_SIZE as usize], &input)?;
         let raw = match self.kind {
             DetectorKind::YuNet => decode_yunet(&outputs, INPUT_SIZE, self.config.score_threshold),
             DetectorKind::Scrfd => decode_scrfd(&outputs, INPUT_SIZE, self.config.score_threshold),
