@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use facesearch_eval::table;
-use facesearch_face::{FaceChoice, FacePipeline, RuntimeOptions};
+use facesearch_face::{FaceChoice, FacePipeline, RuntimeOptions, StageClock, StageTime};
 
 use super::PipelineArgs;
 
@@ -121,6 +121,37 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// The columns of the per-stage profile ([`profile_rows`]).
+const PROFILE_HEADERS: [&str; 6] = ["photo", "stage", "total", "network", "other", "network share"];
+
+/// The profile of one photo: for each stage (and all of them together), the median
+/// wall time, the median time in the networks and the median of the rest (resizing,
+/// tensor fill, output decoding, NMS, crops, cues), each over the runs. Medians of
+/// parts need not add up to the median of the whole; the share is of the medians.
+fn profile_rows(photo: &str, stages: &[(&str, Vec<StageTime>)]) -> Vec<Vec<String>> {
+    let runs = stages.iter().map(|(_, times)| times.len()).min().unwrap_or(0);
+    let all: Vec<StageTime> = (0..runs)
+        .map(|i| {
+            stages.iter().fold(StageTime::default(), |sum, (_, times)| StageTime {
+                total: sum.total + times[i].total,
+                network: sum.network + times[i].network,
+            })
+        })
+        .collect();
+    stages
+        .iter()
+        .map(|(name, times)| (*name, times.as_slice()))
+        .chain(std::iter::once(("all", all.as_slice())))
+        .map(|(name, times)| {
+            let total = median(times.iter().map(|t| t.total).collect());
+            let network = median(times.iter().map(|t| t.network).collect());
+            let other = median(times.iter().map(StageTime::other).collect());
+            let share = if total.is_zero() { 0.0 } else { network.as_secs_f64() / total.as_secs_f64() * 100.0 };
+            vec![photo.to_string(), name.to_string(), ms(total), ms(network), ms(other), format!("{share:.0} %")]
+        })
+        .collect()
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Pipeline(p) => pipeline(p),
@@ -206,37 +237,44 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
     // Stage timings with all cores on one inference; throughput with one thread per worker.
     let pipeline = args.pipeline.load()?;
     let mut rows = Vec::new();
+    let mut profile = Vec::new();
     let mut identify = Vec::new(); // (decode+detect+align+embed, liveness) per photo
     for (path, bytes) in &photos {
         let n = args.iterations.max(1);
         let (mut dec, mut det, mut emb, mut live) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut size = (0, 0);
         for _ in 0..n {
-            let t = Instant::now();
+            let t = StageClock::start();
             let image = pipeline.decode(bytes)?;
-            dec.push(t.elapsed());
+            dec.push(t.stop());
             size = (image.rgb.width(), image.rgb.height());
-            let t = Instant::now();
+            let t = StageClock::start();
             let faces = pipeline.detect(&image.rgb)?;
-            det.push(t.elapsed());
+            det.push(t.stop());
             let face = faces.first().with_context(|| format!("no face in {}", path.display()))?;
-            let t = Instant::now();
+            let t = StageClock::start();
             pipeline.embed(&image.rgb, face)?;
-            emb.push(t.elapsed());
-            let t = Instant::now();
+            emb.push(t.stop());
+            let t = StageClock::start();
             pipeline.liveness(&image.rgb, face)?;
-            live.push(t.elapsed());
+            live.push(t.stop());
         }
-        let total = median(dec.clone()) + median(det.clone()) + median(emb.clone()) + median(live.clone());
-        identify.push((median(dec.clone()) + median(det.clone()) + median(emb.clone()), median(live.clone())));
+        let totals = |v: &[StageTime]| median(v.iter().map(|t| t.total).collect());
+        let (dec_ms, det_ms, emb_ms, live_ms) = (totals(&dec), totals(&det), totals(&emb), totals(&live));
+        identify.push((dec_ms + det_ms + emb_ms, live_ms));
+        let photo = format!("{} ({}×{})", path.file_name().unwrap_or_default().to_string_lossy(), size.0, size.1);
         rows.push(vec![
-            format!("{} ({}×{})", path.file_name().unwrap_or_default().to_string_lossy(), size.0, size.1),
-            ms(median(dec)),
-            ms(median(det)),
-            ms(median(emb)),
-            ms(median(live)),
-            ms(total),
+            photo.clone(),
+            ms(dec_ms),
+            ms(det_ms),
+            ms(emb_ms),
+            ms(live_ms),
+            ms(dec_ms + det_ms + emb_ms + live_ms),
         ]);
+        profile.extend(profile_rows(
+            &photo,
+            &[("decode", dec), ("detect", det), ("align+embed", emb), ("liveness", live)],
+        ));
     }
     println!(
         "pack {}, median of {} runs, intra-op threads {}",
@@ -245,6 +283,11 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
         pipeline.config().runtime.intra_threads
     );
     println!("{}", table::render(&["photo", "decode", "detect", "align+embed", "liveness", "total"], &rows));
+    println!(
+        "\nwhere the time goes: network = model runs (InferenceModel::run), other = everything else \
+         (resize, letterbox, tensor fill, output decoding, NMS, crops, cues); medians of each column"
+    );
+    println!("{}", table::render(&PROFILE_HEADERS, &profile));
     drop(pipeline);
 
     let mut config = args.pipeline.config();
@@ -315,4 +358,44 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(total_ms: u64, network_ms: u64) -> StageTime {
+        StageTime { total: Duration::from_millis(total_ms), network: Duration::from_millis(network_ms) }
+    }
+
+    #[test]
+    fn the_profile_splits_each_stage_and_adds_them_up() {
+        let stages = [
+            ("decode", vec![time(9, 0), time(11, 0), time(10, 0)]),
+            ("detect", vec![time(25, 8), time(26, 8), time(24, 9)]),
+        ];
+        let rows = profile_rows("img1.jpg (1382×1868)", &stages);
+        let cells = |stage: &str| -> Vec<String> {
+            rows.iter().find(|r| r[1] == stage).unwrap_or_else(|| panic!("no {stage} row in {rows:?}"))[2..].to_vec()
+        };
+        assert!(rows.iter().all(|r| r.len() == PROFILE_HEADERS.len() && r[0] == "img1.jpg (1382×1868)"));
+        assert_eq!(cells("decode"), ["10.0 ms", "0.0 ms", "10.0 ms", "0 %"]);
+        // Other is the median of each run's rest (17, 18, 15), not a difference of medians.
+        assert_eq!(cells("detect"), ["25.0 ms", "8.0 ms", "17.0 ms", "32 %"]);
+        // All stages, run by run: (34, 8), (37, 8), (34, 9).
+        assert_eq!(cells("all"), ["34.0 ms", "8.0 ms", "26.0 ms", "24 %"]);
+        assert_eq!(rows.last().map(|r| r[1].as_str()), Some("all"));
+
+        let text = table::render(&PROFILE_HEADERS, &rows);
+        for column in PROFILE_HEADERS {
+            assert!(text.contains(column), "{column} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_stage_that_took_no_time_has_no_share() {
+        let rows = profile_rows("p", &[("decode", vec![time(0, 0)])]);
+        assert_eq!(rows[0][5], "0 %");
+        assert!(profile_rows("p", &[("decode", Vec::new())]).iter().all(|r| r[2] == "0.0 ms"));
+    }
 }
