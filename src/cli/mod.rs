@@ -12,6 +12,7 @@ mod migrate;
 mod models;
 mod quality_eval;
 mod serve;
+mod threshold_recall;
 mod user;
 
 use std::path::PathBuf;

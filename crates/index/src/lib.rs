@@ -232,10 +232,23 @@ impl Collection {
 }
 
 impl Collection {
+    /// Whether a search of this collection goes through its graph.
+    fn searched_by_graph(&self, config: &IndexConfig, exact: bool) -> bool {
+        self.graph.is_some() && !exact && self.len() >= config.ann_min_rows
+    }
+
+    /// The rows [`Collection::best_per_record`] asks for first.
+    fn first_k(&self, max_results: usize) -> usize {
+        (max_results * 2).max(16).min(self.len().max(1))
+    }
+
     /// Rows (with exact scores) of the best `max_results` distinct records. Rows, not
     /// records, are ranked: a record with several images can fill several of the best
     /// rows, so the search widens until it has enough distinct records or has
-    /// considered every row. The first pass almost always suffices.
+    /// considered every row. The first pass almost always suffices; `first`, when
+    /// given, is that pass's answer (the [`Collection::first_k`] best rows), already
+    /// computed by a scan of several collections at once.
+    #[allow(clippy::too_many_arguments)]
     fn best_per_record(
         &self,
         dim: usize,
@@ -244,16 +257,21 @@ impl Collection {
         min: f32,
         max_results: usize,
         exact: bool,
+        first: Option<Vec<scan::Scored>>,
     ) -> Result<Vec<(f32, &Owner)>, IndexError> {
-        let mut k = (max_results * 2).max(16).min(self.len().max(1));
+        let mut k = self.first_k(max_results);
+        let mut found = match first {
+            Some(found) => found,
+            None => self.candidates(dim, config, query, k, min, exact)?,
+        };
         loop {
-            let found = self.candidates(dim, config, query, k, min, exact)?;
             let distinct: std::collections::HashSet<&str> =
                 found.iter().map(|s| &*self.owners[s.row].record_id).collect();
             if distinct.len() >= max_results || found.len() < k || k >= self.len() {
                 return Ok(found.into_iter().map(|s| (s.score, &self.owners[s.row])).collect());
             }
             k = (k * 4).min(self.len());
+            found = self.candidates(dim, config, query, k, min, exact)?;
         }
     }
 }
@@ -438,9 +456,33 @@ impl FaceIndex {
         let all = self.read();
         let mut best: HashMap<(&str, &str), (f32, &str)> = HashMap::new();
         let config = IndexConfig { ef_search: self.ef_search.load(Ordering::Relaxed), ..self.config };
+        // Each collection once, in the order asked.
+        let mut named: Vec<(&str, &Collection)> = Vec::with_capacity(collections.len());
         for &name in collections {
-            let Some(c) = all.get(name) else { continue };
-            for (score, owner) in c.best_per_record(self.dim, &config, query, min_similarity, max_results, exact)? {
+            if let Some(c) = all.get(name)
+                && !named.iter().any(|(n, _)| *n == name)
+            {
+                named.push((name, c));
+            }
+        }
+        // The collections without a graph are scanned together in one pass over all
+        // their rows, so a search of many small indexes costs what one index of their
+        // total size does, not one scan (and one thread start-up) per index. Each
+        // collection still gets exactly the rows it would get alone, so the merge below
+        // is unchanged. A graph is per collection, and only a collection of at least
+        // `ann_min_rows` has one: the graph searches are at most faces / ann_min_rows.
+        let scanned: Vec<&(&str, &Collection)> =
+            named.iter().filter(|(_, c)| !c.searched_by_graph(&config, exact)).collect();
+        let matrices: Vec<(&[f32], usize)> =
+            scanned.iter().map(|(_, c)| (c.vectors.as_slice(), c.first_k(max_results))).collect();
+        let mut first_pass = scan::top_k_many(query, &matrices, self.dim, min_similarity).into_iter();
+        let mut firsts: HashMap<&str, Vec<scan::Scored>> = HashMap::with_capacity(scanned.len());
+        for &&(name, _) in &scanned {
+            firsts.insert(name, first_pass.next().unwrap_or_default());
+        }
+        for &(name, c) in &named {
+            let first = firsts.remove(name);
+            for (score, owner) in c.best_per_record(self.dim, &config, query, min_similarity, max_results, exact, first)? {
                 let slot = best.entry((name, &*owner.record_id)).or_insert((f32::NEG_INFINITY, ""));
                 if score > slot.0 {
                     *slot = (score, &*owner.image_id);
