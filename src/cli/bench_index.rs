@@ -569,8 +569,8 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
             }
             ann_t.sort();
             let mated = format!("{:.4} ({mated})", mated_found as f64 / mated.max(1) as f64);
-            let tallies = threshold_truth
-                .tally(&calibration, sets, |q, min| Ok(index.search(q, &["bench"], min, args.k)?))?;
+            let tallies =
+                threshold_truth.tally(&calibration, sets, |q, min| Ok(index.search(q, &["bench"], min, args.k)?))?;
             let mut row = vec![size.to_string(), format!("ef {ef}"), latency(&ann_t)];
             row.extend(ThresholdTruth::cells(&tallies));
             threshold_rows.push(row);
@@ -971,7 +971,11 @@ async fn pg_split(
                 })
                 .collect();
             store.enrol_batch(&ids[b % parts], batch).await?.context("index vanished")?;
-            eprint!("\r{parts} indexes: {} / {faces} faces ({:.0} /s)", (b + 1) * 2000, ((b + 1) * 2000) as f64 / t.elapsed().as_secs_f64());
+            eprint!(
+                "\r{parts} indexes: {} / {faces} faces ({:.0} /s)",
+                (b + 1) * 2000,
+                ((b + 1) * 2000) as f64 / t.elapsed().as_secs_f64()
+            );
         }
         eprintln!();
         splits.push((parts, ids));
@@ -987,9 +991,10 @@ async fn pg_split(
     let ef = args.ef_search.last().copied().unwrap_or(400);
     let mut rows = Vec::new();
     for (parts, ids) in &splits {
-        for (mode, searcher) in
-            [("exact".to_string(), store.clone().with_search(ef, u64::MAX)), (format!("graph, ef {ef}"), store.clone().with_search(ef, 0))]
-        {
+        for (mode, searcher) in [
+            ("exact".to_string(), store.clone().with_search(ef, u64::MAX)),
+            (format!("graph, ef {ef}"), store.clone().with_search(ef, 0)),
+        ] {
             let (mut one, mut each, mut differ) = (Vec::new(), Vec::new(), 0usize);
             for q in queries {
                 let query = |index_ids: Vec<String>| VectorQuery {

@@ -95,7 +95,8 @@ mod tests {
             })
             .collect();
         // A small ef on a sparse graph, so the graph does miss some.
-        let config = IndexConfig { ann_min_rows: 1, connectivity: 4, expansion_add: 8, ef_search: 4, ..IndexConfig::default() };
+        let config =
+            IndexConfig { ann_min_rows: 1, connectivity: 4, expansion_add: 8, ef_search: 4, ..IndexConfig::default() };
         let index = FaceIndex::with_config(dim, config);
         let records: Vec<String> = (0..rows).map(|i| format!("r{}", i / 2)).collect(); // two images per record
         let images: Vec<String> = (0..rows).map(|i| format!("i{i}")).collect();
@@ -122,7 +123,8 @@ mod tests {
                     let e = best.entry(records[i].as_str()).or_insert(f32::NEG_INFINITY);
                     *e = e.max(s);
                 }
-                let mut ranked: Vec<(&str, f32)> = best.into_iter().filter(|(_, s)| t.passes(&calibration, *s)).collect();
+                let mut ranked: Vec<(&str, f32)> =
+                    best.into_iter().filter(|(_, s)| t.passes(&calibration, *s)).collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
                 ranked.truncate(k);
                 let truth: Vec<String> = ranked.iter().map(|(r, _)| r.to_string()).collect();

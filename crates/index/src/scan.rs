@@ -110,7 +110,8 @@ pub(crate) fn top_k_many(query: &[f32], matrices: &[(&[f32], usize)], dim: usize
     } else {
         let per = total.div_ceil(threads);
         std::thread::scope(|s| {
-            let parts: Vec<_> = (0..threads).map(|t| s.spawn(move || scan(t * per, ((t + 1) * per).min(total)))).collect();
+            let parts: Vec<_> =
+                (0..threads).map(|t| s.spawn(move || scan(t * per, ((t + 1) * per).min(total)))).collect();
             let mut all = Vec::new();
             for p in parts {
                 // A scan cannot panic on valid slices; if one did, re-raise it here.

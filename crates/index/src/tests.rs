@@ -622,9 +622,16 @@ fn one_search_over_many_collections_equals_searching_each_and_merging() {
         for (min, max) in [(-1.0, 1), (-1.0, 10), (0.3, 5), (0.5, 200), (0.99, 3)] {
             for names in [&all[..], &all[..10], &all[3..4], &all[55..]] {
                 for exact in [false, true] {
-                    let one =
-                        if exact { idx.search_exact(&query, names, min, max) } else { idx.search(&query, names, min, max) };
-                    assert_eq!(one.unwrap(), search_each(&idx, &query, names, min, max, exact), "q {q} min {min} max {max}");
+                    let one = if exact {
+                        idx.search_exact(&query, names, min, max)
+                    } else {
+                        idx.search(&query, names, min, max)
+                    };
+                    assert_eq!(
+                        one.unwrap(),
+                        search_each(&idx, &query, names, min, max, exact),
+                        "q {q} min {min} max {max}"
+                    );
                     compared += 1;
                 }
             }
