@@ -246,12 +246,27 @@ impl Collection {
         (max_results * 2).max(16).min(self.len().max(1))
     }
 
+    /// Whether `found`, the `k` best rows, holds enough distinct records (or every row
+    /// there is) for [`Collection::best_per_record`] to stop widening.
+    fn wide_enough(&self, found: &[scan::Scored], k: usize, max_results: usize) -> bool {
+        if found.len() < k || k >= self.len() {
+            return true;
+        }
+        let distinct: std::collections::HashSet<&str> = found.iter().map(|s| &*self.owners[s.row].record_id).collect();
+        distinct.len() >= max_results
+    }
+
+    /// The next, wider `k` when the best rows hold too few distinct records.
+    fn wider_k(&self, k: usize) -> usize {
+        (k * 4).min(self.len())
+    }
+
     /// Rows (with exact scores) of the best `max_results` distinct records. Rows, not
     /// records, are ranked: a record with several images can fill several of the best
     /// rows, so the search widens until it has enough distinct records or has
-    /// considered every row. The first pass almost always suffices; `first`, when
-    /// given, is that pass's answer (the [`Collection::first_k`] best rows), already
-    /// computed by a scan of several collections at once.
+    /// considered every row. The first pass almost always suffices. `done`, when
+    /// given, is `(k, the k best rows)` already wide enough, found by a scan of
+    /// several collections at once (with the same sequence of `k`).
     #[allow(clippy::too_many_arguments)]
     fn best_per_record(
         &self,
@@ -261,22 +276,20 @@ impl Collection {
         min: f32,
         max_results: usize,
         exact: bool,
-        first: Option<Vec<scan::Scored>>,
+        done: Option<(usize, Vec<scan::Scored>)>,
     ) -> Result<Vec<(f32, &Owner)>, IndexError> {
-        let mut k = self.first_k(max_results);
-        let mut found = match first {
-            Some(found) => found,
-            None => self.candidates(dim, config, query, k, min, exact)?,
-        };
-        loop {
-            let distinct: std::collections::HashSet<&str> =
-                found.iter().map(|s| &*self.owners[s.row].record_id).collect();
-            if distinct.len() >= max_results || found.len() < k || k >= self.len() {
-                return Ok(found.into_iter().map(|s| (s.score, &self.owners[s.row])).collect());
+        let (mut k, mut found) = match done {
+            Some(done) => done,
+            None => {
+                let k = self.first_k(max_results);
+                (k, self.candidates(dim, config, query, k, min, exact)?)
             }
-            k = (k * 4).min(self.len());
+        };
+        while !self.wide_enough(&found, k, max_results) {
+            k = self.wider_k(k);
             found = self.candidates(dim, config, query, k, min, exact)?;
         }
+        Ok(found.into_iter().map(|s| (s.score, &self.owners[s.row])).collect())
     }
 }
 
@@ -477,15 +490,28 @@ impl FaceIndex {
         // `ann_min_rows` has one: the graph searches are at most faces / ann_min_rows.
         let scanned: Vec<&(&str, &Collection)> =
             named.iter().filter(|(_, c)| !c.searched_by_graph(&config, exact)).collect();
-        let matrices: Vec<(&[f32], usize)> =
-            scanned.iter().map(|(_, c)| (c.vectors.as_slice(), c.first_k(max_results))).collect();
-        let mut first_pass = scan::top_k_many(query, &matrices, self.dim, min_similarity).into_iter();
-        let mut firsts: HashMap<&str, Vec<scan::Scored>> = HashMap::with_capacity(scanned.len());
-        for &&(name, _) in &scanned {
-            firsts.insert(name, first_pass.next().unwrap_or_default());
+        let mut ks: Vec<usize> = scanned.iter().map(|(_, c)| c.first_k(max_results)).collect();
+        let mut found: Vec<Vec<scan::Scored>> = vec![Vec::new(); scanned.len()];
+        let mut pending: Vec<usize> = (0..scanned.len()).collect();
+        // Widening too is one pass over the collections that need it, not one scan each
+        // (a query like a person with many images widens in most collections at once).
+        while !pending.is_empty() {
+            let matrices: Vec<(&[f32], usize)> =
+                pending.iter().map(|&i| (scanned[i].1.vectors.as_slice(), ks[i])).collect();
+            for (&i, rows) in pending.iter().zip(scan::top_k_many(query, &matrices, self.dim, min_similarity)) {
+                found[i] = rows;
+            }
+            pending.retain(|&i| !scanned[i].1.wide_enough(&found[i], ks[i], max_results));
+            for &i in &pending {
+                ks[i] = scanned[i].1.wider_k(ks[i]);
+            }
+        }
+        let mut done: HashMap<&str, (usize, Vec<scan::Scored>)> = HashMap::with_capacity(scanned.len());
+        for ((&&(name, _), k), rows) in scanned.iter().zip(ks).zip(found) {
+            done.insert(name, (k, rows));
         }
         for &(name, c) in &named {
-            let first = firsts.remove(name);
+            let first = done.remove(name);
             for (score, owner) in
                 c.best_per_record(self.dim, &config, query, min_similarity, max_results, exact, first)?
             {
