@@ -16,10 +16,12 @@ use anyhow::Context;
 use clap::Args;
 use facesearch_eval::table;
 use facesearch_face::FaceChoice;
-use facesearch_index::{FaceIndex, IndexConfig, Quantization};
+use facesearch_face::calibration::Calibration;
+use facesearch_index::{FaceIndex, Hit, IndexConfig, Quantization};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::PipelineArgs;
+use super::threshold_recall::{Tally, Threshold};
 
 #[derive(Args)]
 pub struct IndexBench {
@@ -58,6 +60,13 @@ pub struct IndexBench {
     /// Exact scan only: build no HNSW graph (for sizes whose graph takes hours to build).
     #[arg(long)]
     exact_only: bool,
+    /// Match scores whose threshold recall is reported (see `threshold_recall`).
+    #[arg(long, value_delimiter = ',', default_value = "50,70")]
+    scores: Vec<f64>,
+    /// Also search the gallery split into this many indexes (e.g. `1,10,50`): one
+    /// search over all of them against one search per index, merged (exact scans).
+    #[arg(long, value_delimiter = ',')]
+    split: Vec<usize>,
 }
 
 /// `facesearch bench pgvector`: the same workload as `bench index`, searched inside
@@ -93,6 +102,14 @@ pub struct PgBench {
     /// import would), instead of enrolling into the live graph.
     #[arg(long)]
     bulk: bool,
+    /// Match scores whose threshold recall is reported (see `threshold_recall`).
+    #[arg(long, value_delimiter = ',', default_value = "50,70")]
+    scores: Vec<f64>,
+    /// After the last size, also search its faces split into this many indexes (e.g.
+    /// `1,10,50`; each split beyond 1 enrols a copy of the faces into new indexes):
+    /// one statement over all of them against one per index, merged.
+    #[arg(long, value_delimiter = ',')]
+    split: Vec<usize>,
 }
 
 /// `facesearch bench seed`: fills a data directory with synthetic enrolled faces
@@ -302,12 +319,15 @@ struct Workload<'a> {
     dim: usize,
     queries: Vec<&'a [f32]>,
     query_identity: Vec<&'a str>,
+    /// Non-mated queries: photos of people with one photo, kept out of the gallery.
+    strangers: Vec<&'a [f32]>,
     gallery_real: Vec<&'a Real>,
     gaussian: FittedGaussian,
 }
 
 impl<'a> Workload<'a> {
-    /// Holds out the first photo of every identity with two or more as a query.
+    /// Holds out the first photo of every identity with two or more as a (mated)
+    /// query, and up to as many photos of people with only one as non-mated queries.
     fn new(real: &'a [Real], max_queries: usize) -> anyhow::Result<Self> {
         anyhow::ensure!(real.len() > 10, "too few real embeddings ({})", real.len());
         let dim = real[0].vector.len();
@@ -315,19 +335,21 @@ impl<'a> Workload<'a> {
         for r in real {
             *seen.entry(&r.identity).or_default() += 1;
         }
-        let (mut queries, mut gallery_real) = (Vec::new(), Vec::new());
+        let (mut queries, mut gallery_real, mut strangers) = (Vec::new(), Vec::new(), Vec::new());
         let mut query_identity: Vec<&str> = Vec::new();
         let mut held = std::collections::HashSet::new();
         for r in real {
             if seen[r.identity.as_str()] >= 2 && queries.len() < max_queries && held.insert(r.identity.as_str()) {
                 queries.push(r.vector.as_slice());
                 query_identity.push(&r.identity);
+            } else if seen[r.identity.as_str()] == 1 && strangers.len() < max_queries {
+                strangers.push(r.vector.as_slice());
             } else {
                 gallery_real.push(r);
             }
         }
         let gaussian = FittedGaussian::fit(&gallery_real.iter().map(|r| r.vector.as_slice()).collect::<Vec<_>>())?;
-        Ok(Workload { dim, queries, query_identity, gallery_real, gaussian })
+        Ok(Workload { dim, queries, query_identity, strangers, gallery_real, gaussian })
     }
 
     /// Gallery face number `i`: the real ones first, then synthetic ones (identity, vector).
@@ -342,10 +364,136 @@ impl<'a> Workload<'a> {
 /// One graph setting's results: (ef, sorted latencies, recall@k, mated recall text).
 type GraphRow = (usize, Vec<Duration>, f64, String);
 
+/// An above-threshold result: (index, record).
+type Key = (String, String);
+
+/// The results of a search that are matches at threshold `t`.
+fn passing(calibration: &Calibration, t: &Threshold, hits: &[Hit]) -> Vec<Key> {
+    hits.iter()
+        .filter(|h| t.passes(calibration, h.similarity))
+        .map(|h| (h.collection.clone(), h.record_id.clone()))
+        .collect()
+}
+
+/// The exact scan's above-threshold results, per threshold, per query set (mated,
+/// non-mated), per query: what every approximate search is held to.
+struct ThresholdTruth {
+    thresholds: Vec<Threshold>,
+    exact: Vec<[Vec<Vec<Key>>; 2]>,
+}
+
+impl ThresholdTruth {
+    /// `search(query, min_similarity)` returns the exact hits of one query.
+    fn new(
+        calibration: &Calibration,
+        scores: &[f64],
+        sets: [&[&[f32]]; 2],
+        mut search: impl FnMut(&[f32], f32) -> anyhow::Result<Vec<Hit>>,
+    ) -> anyhow::Result<Self> {
+        let thresholds: Vec<Threshold> = scores.iter().map(|&s| Threshold::new(calibration, s)).collect();
+        let mut exact = Vec::new();
+        for t in &thresholds {
+            let mut per_set: [Vec<Vec<Key>>; 2] = Default::default();
+            for (set, queries) in per_set.iter_mut().zip(sets) {
+                for &q in queries {
+                    set.push(passing(calibration, t, &search(q, t.min_similarity)?));
+                }
+            }
+            exact.push(per_set);
+        }
+        Ok(Self { thresholds, exact })
+    }
+
+    /// The tallies of an approximate `search`, per threshold then per query set.
+    fn tally(
+        &self,
+        calibration: &Calibration,
+        sets: [&[&[f32]]; 2],
+        mut search: impl FnMut(&[f32], f32) -> anyhow::Result<Vec<Hit>>,
+    ) -> anyhow::Result<Vec<[Tally; 2]>> {
+        let mut out = Vec::new();
+        for (t, exact) in self.thresholds.iter().zip(&self.exact) {
+            let mut tallies = [Tally::default(); 2];
+            for ((tally, queries), truths) in tallies.iter_mut().zip(sets).zip(exact) {
+                for (&q, truth) in queries.iter().zip(truths) {
+                    tally.add(truth, &passing(calibration, t, &search(q, t.min_similarity)?));
+                }
+            }
+            out.push(tallies);
+        }
+        Ok(out)
+    }
+
+    /// Table headers: "mated ≥ 50 (n)", …, then "non-mated ≥ 50 (n)", ….
+    fn headers(&self) -> Vec<String> {
+        let mut h: Vec<String> = self.thresholds.iter().map(|t| format!("mated ≥ {} (n)", t.score)).collect();
+        h.extend(self.thresholds.iter().map(|t| format!("non-mated ≥ {} (n)", t.score)));
+        h
+    }
+
+    /// Cells in the order of [`ThresholdTruth::headers`].
+    fn cells(tallies: &[[Tally; 2]]) -> Vec<String> {
+        let mut c: Vec<String> = tallies.iter().map(|t| t[0].render()).collect();
+        c.extend(tallies.iter().map(|t| t[1].render()));
+        c
+    }
+}
+
+/// A search over several indexes done the way the engine did before one search
+/// covered them all: each index searched alone, the results merged best first (ties by
+/// index, then record). The reference the one-pass search must equal.
+fn search_each(index: &FaceIndex, query: &[f32], ids: &[&str], min: f32, k: usize) -> anyhow::Result<Vec<Hit>> {
+    let mut all = Vec::new();
+    for id in ids {
+        all.extend(index.search(query, &[id], min, k)?);
+    }
+    all.sort_by(|a, b| {
+        b.similarity
+            .total_cmp(&a.similarity)
+            .then_with(|| a.collection.cmp(&b.collection))
+            .then_with(|| a.record_id.cmp(&b.record_id))
+    });
+    all.truncate(k);
+    Ok(all)
+}
+
+/// Searches the `faces` of one index split into `parts` indexes (round robin), exact
+/// scans: one search over all of them against one search per index, merged. Returns
+/// the two sorted latency lists; fails if the two ever disagree.
+fn split_search(
+    snapshot: &facesearch_index::Snapshot,
+    parts: usize,
+    queries: &[&[f32]],
+    k: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let dim = snapshot.dim;
+    let index = FaceIndex::with_config(dim, IndexConfig { ann_min_rows: usize::MAX, ..IndexConfig::default() });
+    let names: Vec<String> = (0..parts.max(1)).map(|j| format!("part-{j}")).collect();
+    index.insert_bulk(snapshot.owners.iter().enumerate().map(|(i, (image, record))| {
+        (names[i % names.len()].as_str(), record.as_str(), image.as_str(), &snapshot.vectors[i * dim..(i + 1) * dim])
+    }))?;
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut one, mut each) = (Vec::new(), Vec::new());
+    for q in queries {
+        let t = Instant::now();
+        let a = index.search(q, &ids, -1.0, k)?;
+        one.push(t.elapsed());
+        let t = Instant::now();
+        let b = search_each(&index, q, &ids, -1.0, k)?;
+        each.push(t.elapsed());
+        anyhow::ensure!(a == b, "{parts} indexes: one search and the per-index merge disagree: {a:?} vs {b:?}");
+    }
+    one.sort();
+    each.sort();
+    Ok((one, each))
+}
+
 pub fn run(args: IndexBench) -> anyhow::Result<()> {
     let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
     let work = Workload::new(&real, args.queries)?;
+    let calibration = Calibration::shipped(args.pipeline.pack)?;
     let (dim, queries, query_identity) = (work.dim, &work.queries, &work.query_identity);
+    let sets: [&[&[f32]]; 2] = [&work.queries, &work.strangers];
     let config = IndexConfig {
         ann_min_rows: if args.exact_only { usize::MAX } else { 1 },
         connectivity: args.connectivity,
@@ -354,10 +502,12 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         ..IndexConfig::default()
     };
     println!(
-        "pack {} ({dim}-d), {} real gallery faces + synthetic, {} real queries, k={}, HNSW M={} ef={:?} {} graph, scan kernel {}",
+        "pack {} ({dim}-d), {} real gallery faces + synthetic, {} real queries + {} non-mated, k={}, HNSW M={} \
+         ef={:?} {} graph, scan kernel {}",
         args.pipeline.pack.name(),
         work.gallery_real.len(),
         queries.len(),
+        work.strangers.len(),
         args.k,
         args.connectivity,
         args.ef_search,
@@ -371,6 +521,8 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
     let mut flat: Vec<f32> = Vec::new(); // the same gallery, for faiss
     let mut inserted = 0usize;
     let mut rows = Vec::new();
+    let mut threshold_rows = Vec::new();
+    let mut split_rows = Vec::new();
     for &size in &args.sizes {
         let t = Instant::now();
         let mut batch: Vec<(String, String, Vec<f32>)> = Vec::with_capacity(size.saturating_sub(inserted));
@@ -398,6 +550,9 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
             exact_t.push(t.elapsed());
         }
         exact_t.sort();
+        let threshold_truth = ThresholdTruth::new(&calibration, &args.scores, sets, |q, min| {
+            Ok(index.search_exact(q, &["bench"], min, args.k)?)
+        })?;
         let mut per_ef = Vec::new();
         let ef_values: &[usize] = if args.exact_only { &[] } else { &args.ef_search };
         for &ef in ef_values {
@@ -418,6 +573,11 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
             }
             ann_t.sort();
             let mated = format!("{:.4} ({mated})", mated_found as f64 / mated.max(1) as f64);
+            let tallies =
+                threshold_truth.tally(&calibration, sets, |q, min| Ok(index.search(q, &["bench"], min, args.k)?))?;
+            let mut row = vec![size.to_string(), format!("ef {ef}"), latency(&ann_t)];
+            row.extend(ThresholdTruth::cells(&tallies));
+            threshold_rows.push(row);
             per_ef.push((ef, ann_t, hit as f64 / want.max(1) as f64, mated));
         }
         let stats = index.stats()["bench"];
@@ -485,6 +645,30 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
                 &rows
             )
         );
+        if !threshold_rows.is_empty() {
+            let mut headers = vec!["faces".to_string(), "ef".into(), "HNSW p50 / p99".into()];
+            headers.extend(threshold_truth.headers());
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            println!(
+                "threshold recall: the exact scan's matches (best {} records at or above each score) the graph also returns\n{}",
+                args.k,
+                table::render(&headers, &threshold_rows)
+            );
+        }
+        if !args.split.is_empty() {
+            let snapshot = index.snapshot("bench");
+            for &parts in &args.split {
+                let (one, each) = split_search(&snapshot, parts, queries, args.k)?;
+                split_rows.push(vec![size.to_string(), parts.to_string(), latency(&one), latency(&each)]);
+            }
+            println!(
+                "{}",
+                table::render(
+                    &["faces", "indexes", "one search p50 / p99", "one search per index, merged p50 / p99"],
+                    &split_rows
+                )
+            );
+        }
     }
     Ok(())
 }
@@ -559,13 +743,16 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
         args.database.postgres()?.context("bench pgvector needs --store postgres://… (or FACESEARCH_DATABASE_URL)")?;
     let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
     let work = Workload::new(&real, args.queries)?;
+    let calibration = Calibration::shipped(args.pipeline.pack)?;
+    let sets: [&[&[f32]]; 2] = [&work.queries, &work.strangers];
     let pack = args.pipeline.pack.name();
     println!(
-        "pack {pack} ({}-d), {} real gallery faces + synthetic, {} real queries, k={}, pgvector HNSW (m 16, \
-         ef_construction 128, halfvec) with exact re-ranking, ef_search {:?}",
+        "pack {pack} ({}-d), {} real gallery faces + synthetic, {} real queries + {} non-mated, k={}, pgvector HNSW \
+         (m 16, ef_construction 128, halfvec) with exact re-ranking, ef_search {:?}",
         work.dim,
         work.gallery_real.len(),
         work.queries.len(),
+        work.strangers.len(),
         args.k,
         args.ef_search
     );
@@ -587,7 +774,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
         let mut identity_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         let photo = vec![0xFF, 0xD8, 0xFF, 0xD9];
         let mut rng = StdRng::seed_from_u64(7);
-        let (mut inserted, mut rows) = (0usize, Vec::new());
+        let (mut inserted, mut rows, mut threshold_rows) = (0usize, Vec::new(), Vec::new());
         for &size in &args.sizes {
             if args.bulk {
                 store.drop_vector_graph(work.dim).await?;
@@ -638,8 +825,32 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
             }
             exact_t.sort();
             let sizes: (i64, i64) = relation_sizes(&store, work.dim).await?;
+            let threshold_truth = ThresholdTruth::new(&calibration, &args.scores, sets, |q, min| {
+                Ok(exact.search_exact(q, &[index.id.as_str()], min, args.k)?)
+            })?;
             for (i, &ef) in args.ef_search.iter().enumerate() {
                 let store = store.clone().with_search(ef, 0);
+                let mut tallies = Vec::new();
+                for (t, truths) in threshold_truth.thresholds.iter().zip(&threshold_truth.exact) {
+                    let mut per_set = [Tally::default(); 2];
+                    for ((tally, queries), truths) in per_set.iter_mut().zip(sets).zip(truths) {
+                        for (q, truth) in queries.iter().zip(truths) {
+                            let query = VectorQuery {
+                                pack: pack.into(),
+                                index_ids: vec![index.id.clone()],
+                                vector: q.to_vec(),
+                                min_similarity: t.min_similarity,
+                                limit: args.k,
+                            };
+                            let got: Vec<Hit> = store.nearest_faces(query).await?.into_iter().map(hit_of).collect();
+                            tally.add(truth, &passing(&calibration, t, &got));
+                        }
+                    }
+                    tallies.push(per_set);
+                }
+                let mut row = vec![size.to_string(), format!("ef {ef}")];
+                row.extend(ThresholdTruth::cells(&tallies));
+                threshold_rows.push(row);
                 let (mut took, mut hit, mut want, mut mated, mut mated_found) = (Vec::new(), 0, 0, 0, 0);
                 for ((q, truth), identity) in work.queries.iter().zip(&truths).zip(&work.query_identity) {
                     let query = VectorQuery {
@@ -692,9 +903,155 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                     &rows
                 )
             );
+            let mut headers = vec!["faces".to_string(), "ef_search".into()];
+            headers.extend(threshold_truth.headers());
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            println!(
+                "threshold recall: the exact scan's matches (best {} records at or above each score) pgvector also returns\n{}",
+                args.k,
+                table::render(&headers, &threshold_rows)
+            );
+        }
+        if !args.split.is_empty() {
+            pg_split(&store, &args, &exact, &index.id, &work.queries).await?;
         }
         Ok(())
     })
+}
+
+/// `bench pgvector --split`: the faces of the benchmark index copied into `parts` new
+/// indexes (whole batches of 2000, round robin) for each split, then searched both
+/// ways, exactly and through the graph: one statement over all the split's indexes
+/// (what the store does) against one statement per index, merged.
+async fn pg_split(
+    store: &facesearch_store::PostgresStore,
+    args: &PgBench,
+    exact: &FaceIndex,
+    main_index: &str,
+    queries: &[&[f32]],
+) -> anyhow::Result<()> {
+    use facesearch_store::{IndexType, NewImage, NewIndex, RecordFields, Store, VectorQuery};
+    let pack = args.pipeline.pack.name();
+    let snapshot = exact.snapshot(main_index);
+    let dim = snapshot.dim;
+    let faces = snapshot.owners.len();
+    if args.bulk {
+        store.drop_vector_graph(dim).await?;
+    }
+    let mut splits: Vec<(usize, Vec<String>)> = Vec::new();
+    for &parts in &args.split {
+        if parts <= 1 {
+            splits.push((1, vec![main_index.to_string()]));
+            continue;
+        }
+        let mut ids = Vec::new();
+        for j in 0..parts {
+            let made = store
+                .create_index(NewIndex {
+                    index_name: format!("pgsplit-{parts}-{j}-{}", facesearch_store::now_rfc3339()),
+                    title: "pgvector split benchmark".into(),
+                    description: "made by facesearch bench pgvector --split".into(),
+                    index_type: IndexType::Internal,
+                    pack: pack.into(),
+                })
+                .await?;
+            ids.push(made.id);
+        }
+        let t = Instant::now();
+        for (b, rows) in (0..faces).collect::<Vec<_>>().chunks(2000).enumerate() {
+            let batch = rows
+                .iter()
+                .map(|&i| {
+                    let image = NewImage {
+                        bytes: vec![0xFF, 0xD8, 0xFF, 0xD9],
+                        mime: "image/jpeg".into(),
+                        file_name: "synthetic.jpg".into(),
+                        embedding: snapshot.vectors[i * dim..(i + 1) * dim].to_vec(),
+                        pack: pack.into(),
+                        face: serde_json::json!({"synthetic": true}),
+                        quality: None,
+                    };
+                    (RecordFields { name: snapshot.owners[i].1.clone(), ..RecordFields::default() }, None, image)
+                })
+                .collect();
+            store.enrol_batch(&ids[b % parts], batch).await?.context("index vanished")?;
+            eprint!(
+                "\r{parts} indexes: {} / {faces} faces ({:.0} /s)",
+                (b + 1) * 2000,
+                ((b + 1) * 2000) as f64 / t.elapsed().as_secs_f64()
+            );
+        }
+        eprintln!();
+        splits.push((parts, ids));
+    }
+    if args.bulk {
+        store.build_vector_graph(dim).await?;
+    }
+    let merge = |mut all: Vec<facesearch_store::NearestFace>| {
+        all.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then_with(|| a.record_id.cmp(&b.record_id)));
+        all.truncate(args.k);
+        all
+    };
+    let ef = args.ef_search.last().copied().unwrap_or(400);
+    let mut rows = Vec::new();
+    for (parts, ids) in &splits {
+        for (mode, searcher) in [
+            ("exact".to_string(), store.clone().with_search(ef, u64::MAX)),
+            (format!("graph, ef {ef}"), store.clone().with_search(ef, 0)),
+        ] {
+            let (mut one, mut each, mut differ) = (Vec::new(), Vec::new(), 0usize);
+            for q in queries {
+                let query = |index_ids: Vec<String>| VectorQuery {
+                    pack: pack.into(),
+                    index_ids,
+                    vector: q.to_vec(),
+                    min_similarity: -1.0,
+                    limit: args.k,
+                };
+                let t = Instant::now();
+                let a = searcher.nearest_faces(query(ids.clone())).await?;
+                one.push(t.elapsed());
+                let t = Instant::now();
+                let mut all = Vec::new();
+                for id in ids {
+                    all.extend(searcher.nearest_faces(query(vec![id.clone()])).await?);
+                }
+                let b = merge(all);
+                each.push(t.elapsed());
+                differ += usize::from(a != b);
+            }
+            one.sort();
+            each.sort();
+            rows.push(vec![
+                faces.to_string(),
+                parts.to_string(),
+                mode,
+                latency(&one),
+                latency(&each),
+                format!("{differ} of {}", queries.len()),
+            ]);
+        }
+    }
+    println!(
+        "{}",
+        table::render(
+            &[
+                "faces",
+                "indexes",
+                "search",
+                "one statement p50 / p99",
+                "one per index, merged p50 / p99",
+                "queries answered differently",
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// A store's search result as an index hit (index id as the collection).
+fn hit_of(f: facesearch_store::NearestFace) -> Hit {
+    Hit { collection: f.index_id, record_id: f.record_id, image_id: f.image_id, similarity: f.similarity }
 }
 
 /// Bytes of the embeddings table (with its TOAST) and of the HNSW graph of `dim`.

@@ -20,11 +20,12 @@ pub struct DatabaseArgs {
     #[arg(long, env = "FACESEARCH_DB_TIMEOUT")]
     pub db_timeout: Option<u64>,
     /// pgvector `hnsw.ef_search`: graph candidates kept per search, higher finds more
-    /// and is slower (1-1000) [default: 400].
+    /// and is slower (1-1000) [default: 1000].
     #[arg(long, env = "FACESEARCH_PG_EF_SEARCH")]
     pub pg_ef_search: Option<u32>,
     /// Searches over fewer records than this scan every vector exactly in PostgreSQL
-    /// instead of walking the HNSW graph [default: 100000].
+    /// instead of walking the HNSW graph [default: none: every search is exact, since
+    /// the graph misses matches at score 70 even at 100,000 faces; see README].
     #[arg(long, env = "FACESEARCH_PG_EXACT_BELOW")]
     pub pg_exact_below: Option<u64>,
 }
@@ -68,7 +69,7 @@ mod tests {
         assert!(DatabaseArgs::default().postgres().unwrap().is_none());
         assert!(args("").postgres().unwrap().is_none());
         let pg = args("postgres://u:p@h/db").postgres().unwrap().unwrap();
-        assert_eq!((pg.max_connections, pg.ef_search, pg.exact_below), (16, 400, 100_000));
+        assert_eq!((pg.max_connections, pg.ef_search, pg.exact_below), (16, 1000, u64::MAX));
         assert!(args("sqlite://x").postgres().is_err());
         let bad = DatabaseArgs { pg_ef_search: Some(0), ..args("postgresql://h/db") };
         assert!(bad.postgres().is_err());

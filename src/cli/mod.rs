@@ -15,6 +15,7 @@ mod models;
 mod orientation_eval;
 mod quality_eval;
 mod serve;
+mod threshold_recall;
 mod user;
 
 use std::path::PathBuf;

@@ -111,10 +111,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FACESEARCH_REQUIRE_LIVENESS")]
     require_liveness: bool,
     /// Indexes with at least this many faces are searched through an approximate
-    /// (HNSW) graph, smaller ones by an exact scan [default: 2000000].
+    /// (HNSW) graph, smaller ones by an exact scan [default: none: every search is exact,
+    /// the only way to a threshold recall of 0.999 that is also the fastest; see README].
     #[arg(long, env = "FACESEARCH_EXACT_SEARCH_BELOW")]
     exact_search_below: Option<usize>,
-    /// HNSW candidate list size at search time: higher is slower and finds more [default: 512].
+    /// HNSW candidate list size at search time: higher is slower and finds more [default: 2048].
     #[arg(long, env = "FACESEARCH_ANN_EF_SEARCH")]
     ann_ef_search: Option<usize>,
     /// Seconds between saves of a changed vector index to DATA_DIR/vectors, so a restart

@@ -70,24 +70,49 @@ impl TopK {
 /// The `k` rows of `matrix` (row-major, `dim` columns) most similar to `query` with a
 /// score of at least `min_score`, best first.
 pub(crate) fn top_k(query: &[f32], matrix: &[f32], dim: usize, k: usize, min_score: f32) -> Vec<Scored> {
-    let rows = matrix.len() / dim;
-    if k == 0 || rows == 0 {
-        return Vec::new();
+    top_k_many(query, &[(matrix, k)], dim, min_score).pop().unwrap_or_default()
+}
+
+/// [`top_k`] of several matrices at once, each `(matrix, k)` with its own `k`: one
+/// pass over all their rows, split across threads by rows, not by matrix, so that many
+/// small matrices (the indexes of one search) cost what one matrix of their total size
+/// does. Each matrix's answer is exactly what [`top_k`] alone gives: its `k` best rows
+/// by score, ties to the lower row.
+pub(crate) fn top_k_many(query: &[f32], matrices: &[(&[f32], usize)], dim: usize, min_score: f32) -> Vec<Vec<Scored>> {
+    let mut kept: Vec<Vec<Scored>> = vec![Vec::new(); matrices.len()];
+    if dim == 0 {
+        return kept;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.div_ceil(ROWS_PER_THREAD));
-    let mut kept = if threads <= 1 {
-        scan_range(query, matrix, dim, 0, k, min_score)
+    // Where each matrix starts in the rows of all of them.
+    let mut starts = Vec::with_capacity(matrices.len());
+    let mut total = 0usize;
+    for (m, _) in matrices {
+        starts.push(total);
+        total += m.len() / dim;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(total.div_ceil(ROWS_PER_THREAD));
+    // The rows [start, end) of all matrices, as (matrix, its local rows) pieces.
+    let scan = |start: usize, end: usize| -> Vec<(usize, Vec<Scored>)> {
+        let mut out = Vec::new();
+        for (i, ((m, k), &first)) in matrices.iter().zip(&starts).enumerate() {
+            let rows = m.len() / dim;
+            let (from, to) = (start.max(first), end.min(first + rows));
+            if from >= to || *k == 0 {
+                continue;
+            }
+            let (a, b) = (from - first, to - first);
+            out.push((i, scan_range(query, &m[a * dim..b * dim], dim, a, *k, min_score)));
+        }
+        out
+    };
+    let pieces = if threads <= 1 {
+        scan(0, total)
     } else {
-        let per = rows.div_ceil(threads);
+        let per = total.div_ceil(threads);
         std::thread::scope(|s| {
-            let parts: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (start, end) = (t * per, ((t + 1) * per).min(rows));
-                    let slice = &matrix[start * dim..end * dim];
-                    s.spawn(move || scan_range(query, slice, dim, start, k, min_score))
-                })
-                .collect();
-            let mut all = Vec::with_capacity(threads * k);
+            let parts: Vec<_> =
+                (0..threads).map(|t| s.spawn(move || scan(t * per, ((t + 1) * per).min(total)))).collect();
+            let mut all = Vec::new();
             for p in parts {
                 // A scan cannot panic on valid slices; if one did, re-raise it here.
                 all.extend(p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
@@ -95,8 +120,13 @@ pub(crate) fn top_k(query: &[f32], matrix: &[f32], dim: usize, k: usize, min_sco
             all
         })
     };
-    kept.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.row.cmp(&b.row)));
-    kept.truncate(k);
+    for (i, piece) in pieces {
+        kept[i].extend(piece);
+    }
+    for (found, (_, k)) in kept.iter_mut().zip(matrices) {
+        found.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.row.cmp(&b.row)));
+        found.truncate(*k);
+    }
     kept
 }
 
@@ -232,5 +262,43 @@ mod tests {
         assert!(top_k(&q, &m, dim, 1000, floor).iter().all(|s| s.score >= floor));
         assert_eq!(top_k(&q, &m[..3 * dim], dim, 10, f32::NEG_INFINITY).len(), 3);
         assert!(top_k(&q, &m, dim, 0, 0.0).is_empty());
+    }
+
+    #[test]
+    fn top_k_many_equals_top_k_of_each_matrix() {
+        let dim = 8;
+        // Sizes around the thread split and the block size, an empty one, and
+        // duplicated rows (ties) across and within matrices.
+        let sizes = [0usize, 1, 255, 257, 40_000, 3, 70_000, 10];
+        let mut seed = 1u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) % 2000) as f32 / 1000.0 - 1.0
+        };
+        let mut matrices: Vec<Vec<f32>> = sizes.iter().map(|&n| (0..n * dim).map(|_| next()).collect()).collect();
+        let copy: Vec<f32> = matrices[6][..dim].to_vec();
+        matrices[4][dim..2 * dim].copy_from_slice(&copy);
+        matrices[4][5 * dim..6 * dim].copy_from_slice(&copy);
+        let q: Vec<f32> = (0..dim).map(|_| next()).collect();
+        for (k, min) in [(1, f32::NEG_INFINITY), (16, f32::NEG_INFINITY), (50, 0.2), (100_000, 0.5)] {
+            let ks: Vec<usize> = (0..sizes.len()).map(|i| k + i % 3).collect();
+            let input: Vec<(&[f32], usize)> = matrices.iter().zip(&ks).map(|(m, &k)| (m.as_slice(), k)).collect();
+            let many = top_k_many(&q, &input, dim, min);
+            assert_eq!(many.len(), matrices.len());
+            for ((m, &k), got) in matrices.iter().zip(&ks).zip(&many) {
+                // By hand: every row scored, filtered, sorted, cut.
+                let mut want: Vec<(u32, usize)> = m
+                    .chunks_exact(dim)
+                    .enumerate()
+                    .map(|(row, v)| (dot(&q, v), row))
+                    .filter(|(s, _)| *s >= min)
+                    .map(|(s, row)| (s.to_bits(), row))
+                    .collect();
+                want.sort_by(|a, b| f32::from_bits(b.0).total_cmp(&f32::from_bits(a.0)).then(a.1.cmp(&b.1)));
+                want.truncate(k);
+                let got: Vec<(u32, usize)> = got.iter().map(|s| (s.score.to_bits(), s.row)).collect();
+                assert_eq!(got, want, "k {k} min {min}");
+            }
+        }
     }
 }

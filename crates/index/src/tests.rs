@@ -564,3 +564,82 @@ fn snapshot_files_are_owner_only_whatever_the_directory_above() {
     assert_eq!(files, ["c0.graph", "c0.ids", "c0.vec", "manifest.json"]);
     assert_eq!(mode(&dir.path().join("vectors/open/CURRENT")), 0o600);
 }
+
+/// What a search over several collections returned before one pass covered them all:
+/// each collection searched alone, merged best first (ties by collection, then record).
+fn search_each(idx: &FaceIndex, q: &[f32], names: &[&str], min: f32, max: usize, exact: bool) -> Vec<Hit> {
+    let mut all = Vec::new();
+    for name in names {
+        let hits = if exact { idx.search_exact(q, &[name], min, max) } else { idx.search(q, &[name], min, max) };
+        all.extend(hits.unwrap());
+    }
+    all.sort_by(|a, b| {
+        b.similarity
+            .total_cmp(&a.similarity)
+            .then_with(|| a.collection.cmp(&b.collection))
+            .then_with(|| a.record_id.cmp(&b.record_id))
+    });
+    all.truncate(max);
+    all
+}
+
+#[test]
+fn one_search_over_many_collections_equals_searching_each_and_merging() {
+    let dim = 16;
+    // 60 small collections and one with a graph; together past the rows at which the
+    // scan splits across threads. Record ids repeat across collections (different
+    // records), some records have many images (the search must widen), and some
+    // vectors are copied into several collections (exact ties).
+    let idx = FaceIndex::with_config(dim, approximate(20_000));
+    let names: Vec<String> = (0..61).map(|c| format!("db{c}")).collect();
+    let shared = random_unit(999, dim);
+    let mut rows = Vec::new();
+    for (c, name) in names.iter().enumerate() {
+        let n = if c == 60 { 25_000 } else { 200 + 37 * c };
+        for i in 0..n {
+            let record = if c % 7 == 0 && i < 40 { "crowd".to_string() } else { format!("r{}", i / 3) };
+            let vector = if i == 5 {
+                shared.clone()
+            } else if record == "crowd" {
+                // Just off the copied vector: for that query, the crowd fills the best rows.
+                let noise = random_unit((c * 100_000 + i) as u64, dim);
+                let v: Vec<f32> = shared.iter().zip(&noise).map(|(a, b)| a + 0.01 * b).collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter().map(|x| x / n).collect()
+            } else {
+                random_unit((c * 100_000 + i) as u64, dim)
+            };
+            rows.push((name.clone(), record, format!("{name}-i{i}"), vector));
+        }
+    }
+    idx.insert_bulk(rows.iter().map(|(c, r, i, v)| (c.as_str(), r.as_str(), i.as_str(), v.as_slice()))).unwrap();
+    assert!(idx.stats()["db60"].approximate, "the large collection is searched through its graph");
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut compared = 0;
+    for q in 0..30u64 {
+        // Every fifth query is a copied vector: ties across collections.
+        let query = if q % 5 == 0 { shared.clone() } else { random_unit(5_000_000 + q, dim) };
+        for (min, max) in [(-1.0, 1), (-1.0, 10), (0.3, 5), (0.5, 200), (0.99, 3)] {
+            for names in [&all[..], &all[..10], &all[3..4], &all[55..]] {
+                for exact in [false, true] {
+                    let one = if exact {
+                        idx.search_exact(&query, names, min, max)
+                    } else {
+                        idx.search(&query, names, min, max)
+                    };
+                    assert_eq!(
+                        one.unwrap(),
+                        search_each(&idx, &query, names, min, max, exact),
+                        "q {q} min {min} max {max}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 30 * 5 * 4 * 2);
+    // A collection named twice is searched once; the answer is the same.
+    let twice = idx.search(&shared, &["db1", "db2", "db1"], -1.0, 10).unwrap();
+    assert_eq!(twice, idx.search(&shared, &["db1", "db2"], -1.0, 10).unwrap());
+    assert_eq!(twice[0].similarity, twice[1].similarity, "the copied vector ties across collections");
+}

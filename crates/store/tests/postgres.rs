@@ -146,6 +146,68 @@ async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_ask
     store.integrity_check().await.unwrap();
 }
 
+/// A search over several indexes is one statement (`index_id = ANY($1)`); its answer
+/// is the one of searching each index alone and merging (best first, ties by record):
+/// each record once, with its best image, the same similarities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_search_over_many_indexes_equals_searching_each_and_merging() {
+    let store = connect(&facesearch_pgfixture::shared().fresh_database()).await;
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut ids = Vec::new();
+    for j in 0..12 {
+        ids.push(store.create_index(new_index(&format!("part{j}"))).await.unwrap().id);
+    }
+    // Every index gets a copy of one face: ties across indexes at the top.
+    let shared = random_vector(&mut rng);
+    let mut vectors = Vec::new();
+    for (j, id) in ids.iter().enumerate() {
+        let n = 10 + 9 * j;
+        let mut batch = vec![(person(&format!("shared{j}")), None, image(shared.clone()))];
+        for i in 0..n {
+            batch.push((person(&format!("p{j}-{i}")), None, image(random_vector(&mut rng))));
+        }
+        let made = store.enrol_batch(id, batch).await.unwrap().unwrap();
+        // Some records get a second image: still one result each, with the best image.
+        for outcome in made.into_iter().skip(1).step_by(4) {
+            let record = outcome.into_record();
+            let v = random_vector(&mut rng);
+            store.add_image(id, &record.record_id, image(v.clone())).await.unwrap().unwrap();
+            vectors.push(v);
+        }
+    }
+    let search = |store: PostgresStore, index_ids: Vec<String>, vector: Vec<f32>, min: f32, limit: usize| async move {
+        store
+            .nearest_faces(VectorQuery { pack: "open".into(), index_ids, vector, min_similarity: min, limit })
+            .await
+            .unwrap()
+    };
+    let mut compared = 0;
+    for q in 0..24 {
+        let query = match q % 3 {
+            0 => shared.clone(),
+            1 => unit(vectors[q % vectors.len()].iter().map(|x| x + rng.random_range(-0.05f32..0.05)).collect()),
+            _ => random_vector(&mut rng),
+        };
+        for (min, limit) in [(-1.0, 5), (-1.0, 20), (0.1, 10)] {
+            for chosen in [&ids[..], &ids[3..5], &ids[7..8]] {
+                let one = search(store.clone(), chosen.to_vec(), query.clone(), min, limit).await;
+                let mut merged = Vec::new();
+                for id in chosen {
+                    merged.extend(search(store.clone(), vec![id.clone()], query.clone(), min, limit).await);
+                }
+                merged
+                    .sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then_with(|| a.record_id.cmp(&b.record_id)));
+                merged.truncate(limit);
+                assert_eq!(one, merged, "query {q}, min {min}, limit {limit}, {} indexes", chosen.len());
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 24 * 3 * 3);
+    let top = search(store.clone(), ids.clone(), shared.clone(), -1.0, 12).await;
+    assert!(top.iter().all(|f| f.similarity > 0.999), "the shared face ties across all 12 indexes: {top:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_enrolling_one_reference_at_once_store_one_record() {
     let url = facesearch_pgfixture::shared().fresh_database();
