@@ -1261,24 +1261,6 @@ fn records_and_indexes_can_be_patched(store: StoreKind) {
     assert_eq!(s.index(&idx).ok(200)["index_name"], "e2e-patch");
 }
 
-/// Each test above, once per store.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name(super::StoreKind::Sqlite)
-            })*
-        }
-        mod postgres {
-            $(#[test]
-            fn $name() {
-                super::$name(super::StoreKind::Postgres)
-            })*
-        }
-    };
-}
-
 on_both_stores!(
     enrolled_people_are_found_first_with_a_passing_score,
     search_with_liveness_on_returns_the_match_for_a_live_photo,

@@ -149,22 +149,4 @@ fn the_part2_index_object_says_the_score_for_fpir_1e3(store: StoreKind) {
     }
 }
 
-/// Each test above, once per store.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name(super::StoreKind::Sqlite)
-            })*
-        }
-        mod postgres {
-            $(#[test]
-            fn $name() {
-                super::$name(super::StoreKind::Postgres)
-            })*
-        }
-    };
-}
-
 on_both_stores!(every_search_says_how_many_false_matches_to_expect, the_part2_index_object_says_the_score_for_fpir_1e3);

@@ -226,6 +226,26 @@ fn assert_json_content_type(r: &Resp) {
 // The server
 // ---------------------------------------------------------------------------------
 
+/// Runs each named test function (taking a [`StoreKind`]) once per store, as
+/// `sqlite::NAME` and `postgres::NAME`; the calling file imports `StoreKind`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::StoreKind::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::StoreKind::Postgres)
+            })*
+        }
+    };
+}
+
 /// Which database a test server keeps its data in.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
