@@ -102,6 +102,10 @@ fn every_search_says_how_many_false_matches_to_expect(store: StoreKind) {
     let (header, _) = search_header(&f, &[&f.a], &stranger, Some("90"));
     assert!(header.starts_with("<="), "{header}");
     assert_eq!(header, expected_header(90.0, f.faces_a));
+    // The audit keeps what the searcher was told.
+    let events = f.server.get(&format!("/audit?action=face.search&index_id={}&limit=1", f.a));
+    let event = &events.ok(200)["events"][0];
+    assert_eq!(event["details"]["expected_false_matches"], header.as_str(), "{event}");
 }
 
 fn the_part2_index_object_says_the_score_for_fpir_1e3(store: StoreKind) {

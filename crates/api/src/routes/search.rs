@@ -224,6 +224,8 @@ async fn run_search(
         indexes.push(engine.usable_index(&index.id).await?);
     }
     let expected = false_matches::expected(engine, &indexes, min_score)?;
+    // What the operator was told the threshold means, kept with the answer.
+    entry.detail("expected_false_matches", expected.header_value());
     let every_face = options.every_face.then_some(state.config().max_search_faces);
     let query = SearchQuery { indexes, min_score, max_results, liveness, every_face };
     let outcome = engine.search(image.bytes, &query).await?;
