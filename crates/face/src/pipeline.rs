@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use facesearch_models::{FetchError, ModelCache, ModelFile, catalog};
@@ -524,9 +523,6 @@ pub fn choose(faces: &[Detection], choice: FaceChoice, size: (u32, u32)) -> Resu
         }
     }
 }
-
-/// Shared handle to a loaded pipeline.
-pub type SharedPipeline = Arc<FacePipeline>;
 
 #[cfg(test)]
 mod tests {
