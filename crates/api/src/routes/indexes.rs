@@ -87,19 +87,15 @@ pub async fn create(
     body: JsonBody<CreateIndexBody>,
 ) -> Result<Response, ApiError> {
     let mut entry = AuditEntry::new(&caller, "index.create");
-    let result = run_create(&state, &caller, &mut entry, body).await;
+    let result = run_create(&state, &mut entry, body).await;
     entry.finish(&state, result).await
 }
 
 async fn run_create(
     state: &AppState,
-    caller: &Caller,
     entry: &mut AuditEntry,
     JsonBody(body): JsonBody<CreateIndexBody>,
 ) -> Result<Response, ApiError> {
-    if !caller.is_admin() {
-        return Err(ApiError::forbidden("create indexes"));
-    }
     let name = body.index_name.trim().to_string();
     if name.is_empty() {
         return Err(ApiError::invalid_parameter("index_name", "index_name must not be empty"));
@@ -189,19 +185,15 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let mut entry = AuditEntry::new(&caller, "index.update");
     entry.index(&id);
-    let result = run_patch(&state, &caller, Path(id), body).await;
+    let result = run_patch(&state, Path(id), body).await;
     entry.finish(&state, result).await
 }
 
 async fn run_patch(
     state: &AppState,
-    caller: &Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PatchIndexBody>,
 ) -> Result<Response, ApiError> {
-    if !caller.is_admin() {
-        return Err(ApiError::forbidden("change indexes"));
-    }
     if let Some(t) = &body.title {
         check_text("title", t, 256)?;
     }
@@ -240,14 +232,11 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let mut entry = AuditEntry::new(&caller, "index.delete");
     entry.index(&id);
-    let result = run_delete(&state, &caller, Path(id)).await;
+    let result = run_delete(&state, Path(id)).await;
     entry.finish(&state, result).await
 }
 
-async fn run_delete(state: &AppState, caller: &Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
-    if !caller.is_admin() {
-        return Err(ApiError::forbidden("delete indexes"));
-    }
+async fn run_delete(state: &AppState, Path(id): Path<String>) -> Result<Response, ApiError> {
     // Erasure must not wait for the models: without an engine, delete in the store
     // under the write lock (the engine loads its snapshot under the same lock).
     let deleted = match state.engine() {

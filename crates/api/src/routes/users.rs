@@ -102,10 +102,6 @@ pub fn user_not_found(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", format!("no user named {name:?}")).with("username", name)
 }
 
-fn admins_only(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_admin() { Ok(()) } else { Err(ApiError::forbidden("manage users")) }
-}
-
 /// Makes the change visible at once: no request may run on a remembered credential
 /// that predates it.
 fn changed(state: &AppState) {
@@ -184,10 +180,8 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Respons
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
     JsonBody(body): JsonBody<CreateUserBody>,
 ) -> Result<Response, ApiError> {
-    admins_only(&caller)?;
     check_username(&body.username)?;
     check_password(&body.password)?;
     let role = parse_role(&body.role)?;
@@ -226,8 +220,7 @@ pub async fn create(
         ServerErrors,
     )
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    admins_only(&caller)?;
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let users = state.store().list_users().await?;
     Ok(ok(users.iter().map(user_object).collect::<Vec<_>>()))
 }
@@ -249,12 +242,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
         ServerErrors,
     )
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(username): Path<String>,
-) -> Result<Response, ApiError> {
-    admins_only(&caller)?;
+pub async fn get(State(state): State<AppState>, Path(username): Path<String>) -> Result<Response, ApiError> {
     let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
     Ok(ok(user_object(&user)))
 }
@@ -285,11 +273,9 @@ pub async fn get(
 )]
 pub async fn patch(
     State(state): State<AppState>,
-    caller: Caller,
     Path(username): Path<String>,
     JsonBody(body): JsonBody<PatchUserBody>,
 ) -> Result<Response, ApiError> {
-    admins_only(&caller)?;
     let role = body.role.as_deref().map(parse_role).transpose()?;
     if let Some(p) = &body.password {
         check_password(p)?;
@@ -340,7 +326,6 @@ pub async fn delete(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
-    admins_only(&caller)?;
     if username == caller.user.username {
         return Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", "you cannot delete your own account")
             .with("username", username));
@@ -374,10 +359,8 @@ pub async fn delete(
 )]
 pub async fn grant(
     State(state): State<AppState>,
-    caller: Caller,
     Path((username, index_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    admins_only(&caller)?;
     state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
     state.store().get_index(&index_id).await?.ok_or_else(|| ApiError::index_not_found(&index_id))?;
     if !state.store().grant(&username, &index_id).await? {
@@ -411,10 +394,8 @@ pub async fn grant(
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
     Path((username, index_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    admins_only(&caller)?;
     state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
     let removed = state.store().revoke(&username, &index_id).await?;
     changed(&state);
