@@ -179,9 +179,16 @@ impl From<StoreError> for ApiError {
             StoreError::PackMismatch { index_id, .. } => {
                 Self::unavailable(format!("index {index_id} moved to another model pack during the request; retry"))
             }
+            // Busy, or a transaction that lost a race: retrying may succeed.
+            _ if e.is_transient() => {
+                tracing::warn!(error = %e, "database busy");
+                Self::unavailable("the database is busy; retry shortly")
+            }
+            // Damaged data, an unknown schema, a failed migration, an SQL error: a fault
+            // of this server, not an outage (answering "retry" would hide it).
             _ => {
                 tracing::error!(error = %e, "store failure");
-                Self::unavailable("the database is not available; retry shortly")
+                Self::internal()
             }
         }
     }
@@ -224,4 +231,19 @@ impl From<EngineError> for ApiError {
 pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_faults_are_internal_errors_and_outages_are_503() {
+        let corrupt = ApiError::from(StoreError::Corrupt("an undecodable row".into()));
+        assert_eq!((corrupt.status, corrupt.code), (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"));
+        let schema = ApiError::from(StoreError::UnsupportedSchema { found: 9, supported: 8 });
+        assert_eq!(schema.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let down = ApiError::from(StoreError::Unavailable { context: "testing", detail: "refused".into() });
+        assert_eq!((down.status, down.code), (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"));
+    }
 }

@@ -141,6 +141,49 @@ pub enum StoreError {
     Join(#[from] tokio::task::JoinError),
 }
 
+impl StoreError {
+    /// Whether the same request may succeed if retried shortly: the database cannot be
+    /// reached, is busy, or the transaction lost a race with another (serialisation
+    /// failure, deadlock, lock not available), or the index moved to another pack
+    /// meanwhile. Everything else — damaged data, an unknown schema, a failed
+    /// migration, an SQL error — is a fault of this server, not an outage.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } | StoreError::PackMismatch { .. } => true,
+            StoreError::Postgres { source: sqlx::Error::Database(d), .. } => {
+                d.code().is_some_and(|c| matches!(c.as_ref(), "40001" | "40P01" | "55P03"))
+            }
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::StoreError;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        let source = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        StoreError::Sqlite { context: "testing", source }
+    }
+
+    #[test]
+    fn outages_and_lost_races_are_transient_faults_are_not() {
+        assert!(StoreError::Unavailable { context: "testing", detail: "down".into() }.is_transient());
+        assert!(sqlite(rusqlite::ffi::SQLITE_BUSY).is_transient());
+        assert!(sqlite(rusqlite::ffi::SQLITE_LOCKED).is_transient());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CORRUPT).is_transient());
+        assert!(!StoreError::Corrupt("a row".into()).is_transient());
+        assert!(!StoreError::UnsupportedSchema { found: 9, supported: 8 }.is_transient());
+        let sql = StoreError::Postgres { context: "testing", source: sqlx::Error::RowNotFound };
+        assert!(!sql.is_transient());
+    }
+}
+
 /// Error of the `FromStr` impls of [`IndexType`] and [`Role`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind}: {value:?}")]
