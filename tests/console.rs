@@ -127,6 +127,18 @@ impl Browser {
         self.cmd("POST", "/url", Some(json!({"url": url})));
     }
 
+    /// Signs in to `s`'s console as the admin and opens the search view with
+    /// `index_id` chosen.
+    fn search_view_as_admin(&self, s: &Server, index_id: &str) {
+        self.goto(&s.url("/console"));
+        self.type_into("#username", ADMIN_USER);
+        self.type_into("#password", ADMIN_PASSWORD);
+        self.click("#signin-button");
+        self.wait_for("#whoami[data-role=\"admin\"]", "sign-in");
+        self.click("#nav-search");
+        self.wait_for(&format!("#search-indexes input[value=\"{index_id}\"]:checked"), "search index choice");
+    }
+
     /// The element for a CSS selector, waiting up to the implicit wait; `None` if absent.
     fn try_find(&self, css: &str) -> Option<String> {
         let url = format!("{}/session/{}/element", self._driver.base, self.session);
@@ -363,13 +375,7 @@ fn console_says_what_the_minimum_score_means_beside_the_field() {
     let asked = |score: &str| s.get(&format!("/face/index/{index_id}?min_match_score={score}")).ok(200).clone();
 
     let b = Browser::start();
-    b.goto(&s.url("/console"));
-    b.type_into("#username", ADMIN_USER);
-    b.type_into("#password", ADMIN_PASSWORD);
-    b.click("#signin-button");
-    b.wait_for("#index-list tr[data-index-name=\"console-fpir\"]", "index list");
-    b.click("#nav-search");
-    b.wait_for(&format!("#search-indexes input[value=\"{index_id}\"]:checked"), "search index choice");
+    b.search_view_as_admin(&s, &index_id);
 
     // At the default score: the expectation the API gives for this index at 70, and the
     // index's score for FPIR 1e-3.
@@ -411,13 +417,7 @@ fn console_sets_apart_results_below_the_threshold_and_explains_a_refusal() {
     }
 
     let b = Browser::start();
-    b.goto(&s.url("/console"));
-    b.type_into("#username", ADMIN_USER);
-    b.type_into("#password", ADMIN_PASSWORD);
-    b.click("#signin-button");
-    b.wait_for("#whoami[data-role=\"admin\"]", "sign-in");
-    b.click("#nav-search");
-    b.wait_for(&format!("#search-indexes input[value=\"{index_id}\"]:checked"), "search index choice");
+    b.search_view_as_admin(&s, &index_id);
 
     // Everything down to score 0: one match, then the others set apart.
     b.type_into("#search-min-score", "0");
