@@ -8,13 +8,10 @@
 //! and against synthetic faces is shown apart, so a difference between the two is seen.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-use anyhow::Context;
+use std::path::PathBuf;
 
 use clap::Args;
 use facesearch_eval::table;
-use facesearch_face::FaceChoice;
 use facesearch_face::calibration::Calibration;
 use facesearch_face::false_matches::format_number;
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
@@ -128,40 +125,10 @@ fn rate(pairs: u64, comparisons: f64) -> String {
 /// The embeddings of the photos `eval calibrate` fits the calibration on: `face` rows
 /// with a known person, without the re-crops, resizes and rotated copies of one photo
 /// (which are not independent photos: a stranger matching one would match them all).
-/// Cached in `work_dir` as JSON lines of (path, identity, vector).
 fn calibration_photos(args: &FpirBench) -> anyhow::Result<Vec<Real>> {
-    let cache = args.work_dir.join(format!("fpir-{}.jsonl", args.pipeline.pack.name()));
-    if let Ok(text) = std::fs::read_to_string(&cache) {
-        let rows: Result<Vec<(String, String, Vec<f32>)>, _> = text.lines().map(serde_json::from_str).collect();
-        if let Ok(rows) = rows {
-            return Ok(rows.into_iter().map(|(_, identity, vector)| Real { identity, vector }).collect());
-        }
-    }
-    let text =
-        std::fs::read_to_string(&args.manifest).with_context(|| format!("reading {}", args.manifest.display()))?;
-    let root = args.manifest.parent().unwrap_or(Path::new("."));
-    let rows: Vec<_> = facesearch_eval::manifest::parse_manifest(&text)?
-        .into_iter()
-        .filter(|r| r.kind == "face" && !r.identity.is_empty() && !super::eval::is_derivative(r))
-        .collect();
-    eprintln!("embedding {} photos of {} (cached in {})", rows.len(), args.manifest.display(), cache.display());
-    let pipeline = args.pipeline.load()?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let vectors = super::parallel_map(rows.len(), workers, |i| {
-        let bytes = std::fs::read(root.join(&rows[i].path)).ok()?;
-        pipeline.probe(&bytes, FaceChoice::Largest, false).ok().map(|p| p.embedding)
-    });
-    let mut lines = Vec::new();
-    let mut real = Vec::new();
-    for (row, vector) in rows.iter().zip(vectors) {
-        if let Some(vector) = vector {
-            lines.push(serde_json::to_string(&(&row.path, &row.identity, &vector))?);
-            real.push(Real { identity: row.identity.clone(), vector });
-        }
-    }
-    std::fs::create_dir_all(&args.work_dir)?;
-    std::fs::write(&cache, lines.join("\n"))?;
-    Ok(real)
+    super::bench_index::embeddings_of(&args.pipeline, &args.manifest, &args.work_dir, "fpir", |r| {
+        r.kind == "face" && !r.identity.is_empty() && !super::eval::is_derivative(r)
+    })
 }
 
 pub fn run(args: FpirBench) -> anyhow::Result<()> {

@@ -175,7 +175,19 @@ pub(super) fn real_embeddings(
     manifest: &Path,
     work_dir: &Path,
 ) -> anyhow::Result<Vec<Real>> {
-    let cache = work_dir.join(format!("real-{}.jsonl", pipeline_args.pack.name()));
+    embeddings_of(pipeline_args, manifest, work_dir, "real", |r| r.kind == "face")
+}
+
+/// Real embeddings of the manifest's photos that `keep` selects, cached in `work_dir`
+/// as `NAME-PACK.jsonl` (JSON lines of identity and vector).
+pub(super) fn embeddings_of(
+    pipeline_args: &PipelineArgs,
+    manifest: &Path,
+    work_dir: &Path,
+    name: &str,
+    keep: impl Fn(&facesearch_eval::manifest::ManifestRow) -> bool,
+) -> anyhow::Result<Vec<Real>> {
+    let cache = work_dir.join(format!("{name}-{}.jsonl", pipeline_args.pack.name()));
     if let Ok(text) = std::fs::read_to_string(&cache) {
         let rows: Result<Vec<(String, Vec<f32>)>, _> = text.lines().map(serde_json::from_str).collect();
         if let Ok(rows) = rows {
@@ -184,8 +196,7 @@ pub(super) fn real_embeddings(
     }
     let text = std::fs::read_to_string(manifest).with_context(|| format!("reading {}", manifest.display()))?;
     let root = manifest.parent().unwrap_or(Path::new("."));
-    let rows: Vec<_> =
-        facesearch_eval::manifest::parse_manifest(&text)?.into_iter().filter(|r| r.kind == "face").collect();
+    let rows: Vec<_> = facesearch_eval::manifest::parse_manifest(&text)?.into_iter().filter(|r| keep(r)).collect();
     eprintln!("embedding {} photos of {} (cached in {})", rows.len(), manifest.display(), cache.display());
     let pipeline = pipeline_args.load()?;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
