@@ -567,11 +567,6 @@ impl LoginThrottle {
         t.known_good.retain(|(u, _), _| *u != user);
     }
 
-    /// The same as [`Self::forget_user`] (the name the password-change handler uses).
-    pub fn succeeded(&self, username: &str) {
-        self.forget_user(username);
-    }
-
     /// How many keys are remembered now (for tests and metrics).
     pub fn tracked(&self) -> Tracked {
         let t = locked(&self.tables);

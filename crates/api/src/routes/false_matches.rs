@@ -6,7 +6,6 @@
 
 use axum::http::HeaderValue;
 use axum::response::Response;
-use facesearch_engine::Engine;
 use facesearch_face::false_matches::Estimate;
 use facesearch_store::IndexInfo;
 use serde_json::{Value, json};
@@ -18,12 +17,6 @@ use crate::state::AppState;
 
 /// The response header of every search.
 pub const HEADER: &str = "x-expected-false-matches";
-
-/// Expected false matches of one search of a person not enrolled at `min_score` over
-/// `indexes` (the value of [`HEADER`]; the same number a `probe` object would carry).
-pub fn expected(engine: &Engine, indexes: &[IndexInfo], min_score: f64) -> Result<Estimate, ApiError> {
-    Ok(engine.expected_false_matches(indexes, min_score)?)
-}
 
 /// Sets [`HEADER`] on a search response.
 pub fn set_header(response: &mut Response, expected: Estimate) {

@@ -223,7 +223,7 @@ async fn run_search(
     for index in &found {
         indexes.push(engine.usable_index(&index.id).await?);
     }
-    let expected = false_matches::expected(engine, &indexes, min_score)?;
+    let expected = engine.expected_false_matches(&indexes, min_score)?;
     // What the operator was told the threshold means, kept with the answer.
     entry.detail("expected_false_matches", expected.header_value());
     let every_face = options.every_face.then_some(state.config().max_search_faces);

@@ -296,7 +296,7 @@ pub async fn patch(
         }
         changed(&state);
         // The old password's failures say nothing about the new one.
-        state.throttle().succeeded(&username);
+        state.throttle().forget_user(&username);
     }
     let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
     Ok(ok(user_object(&user)))
