@@ -14,7 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Server, ServerOptions, lfw_people, lfw_photos, temp_dir};
+use common::{Server, ServerOptions, lfw_people, lfw_photos, poll_reembed, temp_dir};
 use facesearch_face::Pack;
 use facesearch_face::calibration::Calibration;
 use facesearch_store::{JobState, SqliteStore, Store};
@@ -79,17 +79,6 @@ fn job(s: &Server, index_id: &str) -> Value {
     s.get(&format!("/face/index/{index_id}/reembed")).ok(200).clone()
 }
 
-/// Polls the job's status until `done(job)`; no sleeping: each poll is a request.
-fn poll_until(s: &Server, index_id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let j = job(s, index_id);
-        if done(&j) {
-            return j;
-        }
-        assert_eq!(j["state"], "running", "the job ended unexpectedly: {j}");
-    }
-}
-
 /// The match of `record_id` when searching with `probe` at `min_match_score` 0.
 fn match_of(s: &Server, index_id: &str, probe: &Path, record_id: &str) -> Option<Value> {
     let params = [("perform_liveness_check", "false"), ("min_match_score", "0"), ("max_results", "50")];
@@ -130,7 +119,7 @@ fn a_reembed_interrupted_by_kill_9_resumes_and_switches_with_the_index_always_se
     s.post_json(&format!("/face/index/{index_id}/reembed"), &json!({"pack": "open"})).err(409, "CONFLICT");
 
     // Halfway: the job has staged PAUSE_AFTER images and stopped there.
-    let halfway = poll_until(&s, &index_id, |j| j["done"].as_u64().unwrap_or(0) >= PAUSE_AFTER);
+    let halfway = poll_reembed(&s, &index_id, |j| j["done"].as_u64().unwrap_or(0) >= PAUSE_AFTER);
     assert_eq!((halfway["done"].as_u64(), halfway["total"].as_u64()), (Some(PAUSE_AFTER), Some(PEOPLE as u64)));
     assert_eq!(s.index(&index_id).ok(200)["pack"], "open", "the index switched before every image was done");
     // Searches are served from the old vectors, unchanged.

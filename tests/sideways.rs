@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Cursor;
 
-use common::{Server, eval, read};
+use common::{Server, eval, poll_reembed, read};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use serde_json::{Value, json};
 
@@ -79,13 +79,7 @@ fn a_sideways_enrolment_survives_a_move_to_another_pack() {
     let record = s.enrol_ok(&index, &eval("derived/deepface_img1/rot90_no_exif.jpg"), &[("name", "sideways")]);
     assert_eq!(stored_rotation(&record), 90, "{record}");
     s.post_json(&format!("/face/index/{index}/reembed"), &json!({"pack": "insightface"})).ok(202);
-    // Each poll is a request; the job of one image ends after a few.
-    let job = loop {
-        let j = s.get(&format!("/face/index/{index}/reembed")).ok(200).clone();
-        if j["state"] != "running" {
-            break j;
-        }
-    };
+    let job = poll_reembed(&s, &index, |j| j["state"] != "running");
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!((job["done"].as_u64(), job["failed"].as_u64()), (Some(1), Some(0)), "{job}");
     assert_eq!(s.index(&index).ok(200)["pack"], "insightface");

@@ -698,3 +698,18 @@ pub fn admin_basic_auth() -> String {
     use base64::Engine as _;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_USER}:{ADMIN_PASSWORD}")))
 }
+
+/// Polls `GET /face/index/{index_id}/reembed` until `done(job)`: each poll is a request,
+/// no sleeping. A job that stops running without `done`, or runs for more than five
+/// minutes, fails the test instead of hanging it.
+pub fn poll_reembed(s: &Server, index_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let job = s.get(&format!("/face/index/{index_id}/reembed")).ok(200).clone();
+        if done(&job) {
+            return job;
+        }
+        assert_eq!(job["state"], "running", "the job ended unexpectedly: {job}");
+        assert!(Instant::now() < deadline, "the job is still running after five minutes: {job}");
+    }
+}
