@@ -148,8 +148,10 @@ fn a_head_over_hypers_buffer_is_answered_in_json_when_answered() {
     let s = server();
     let req = get_with(s, "/face/index/details", &format!("X-Big: {}\r\n", "a".repeat(200 * 1024)));
     // hyper stops reading at its limit and closes: the client may see a reset before
-    // the answer. What does arrive is the JSON 431.
-    if let Some(r) = raw(s, &req) {
+    // the answer. What does arrive is the JSON 431, and in 20 tries some answer arrives.
+    let answered: Vec<_> = (0..20).filter_map(|_| raw(s, &req)).collect();
+    assert!(!answered.is_empty(), "20 connections reset, none answered");
+    for r in answered {
         r.envelope(431, "HEADERS_TOO_LARGE");
     }
 }
