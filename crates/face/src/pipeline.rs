@@ -449,28 +449,31 @@ impl FacePipeline {
         strict: bool,
     ) -> Result<Upright<'a>, PipelineError> {
         let faces = self.detect(photo)?;
-        let sent = candidate(&faces, choice, photo).cloned();
+        let sent = candidate(&faces, choice, (photo.width(), photo.height())).cloned();
         let confidence = self.pack.detector().0.confidence();
         if !orient::needs_turning(sent.as_ref(), confidence) {
             return Ok(Upright { image: Cow::Borrowed(photo), rotation: Rotation::None, faces, tried: false });
         }
+        // Only each turn's faces are kept: the chosen turn is made again below, so the
+        // request never holds more than one turned copy of the photo.
         let mut turns = Vec::with_capacity(Rotation::TURNS.len());
         for rotation in Rotation::TURNS {
             let turned = rotation.apply(photo);
             let turned_faces = self.detect(&turned)?;
-            turns.push((rotation, turned, turned_faces));
+            let size = (turned.width(), turned.height());
+            turns.push((rotation, size, turned_faces));
         }
         let seen: Vec<(Rotation, Seen<'_>)> = turns
             .iter()
-            .map(|(rotation, image, faces)| {
-                (*rotation, Seen { face: candidate(faces, choice, image), faces: faces.len() })
+            .map(|(rotation, size, faces)| {
+                (*rotation, Seen { face: candidate(faces, choice, *size), faces: faces.len() })
             })
             .collect();
         match orient::pick(Seen { face: sent.as_ref(), faces: faces.len() }, &seen, confidence) {
             Pick::Turn(chosen) => {
-                let (rotation, image, faces) =
+                let (rotation, _, faces) =
                     turns.into_iter().find(|(rotation, _, _)| *rotation == chosen).ok_or(PipelineError::NoFace)?;
-                Ok(Upright { image, rotation, faces, tried: true })
+                Ok(Upright { image: rotation.apply(photo), rotation, faces, tried: true })
             }
             Pick::NotUpright { roll } if strict => Err(PipelineError::NotUpright { roll, max: MAX_UPRIGHT_ROLL }),
             Pick::AsSent | Pick::NotUpright { .. } => {
@@ -494,9 +497,9 @@ pub struct Upright<'a> {
 
 /// The face whose tilt decides whether a photo is upright: the one `choice` picks,
 /// ambiguity aside (a photo of two faces is turned for the larger).
-fn candidate<'f>(faces: &'f [Detection], choice: FaceChoice, image: &RgbImage) -> Option<&'f Detection> {
+fn candidate(faces: &[Detection], choice: FaceChoice, size: (u32, u32)) -> Option<&Detection> {
     let choice = if choice == FaceChoice::Central { FaceChoice::Central } else { FaceChoice::Largest };
-    choose(faces, choice, (image.width(), image.height())).ok()
+    choose(faces, choice, size).ok()
 }
 
 /// A second face at least this fraction of the largest one's area makes enrolment ambiguous.
