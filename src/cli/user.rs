@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
-use facesearch_api::routes::users::{check_password, check_username, parse_role, user_object};
+use facesearch_api::routes::users::user_object;
+use facesearch_engine::users::{check_password, check_username, parse_role};
 use facesearch_store::{PostgresStore, Role, SqliteStore, Store, User};
 use serde_json::{Value, json};
 
@@ -129,7 +130,7 @@ fn read_password(username: &str) -> anyhow::Result<String> {
             line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line).to_string()
         }
     };
-    check_password(&password).map_err(|e| anyhow!("{}", e.message))?;
+    check_password(&password).map_err(|e| anyhow!("{e}"))?;
     Ok(password)
 }
 
@@ -178,8 +179,8 @@ async fn execute(args: UserArgs, location: &Location) -> anyhow::Result<()> {
     let json = args.json;
     match args.command {
         UserCommand::Add { username, role, grants } => {
-            check_username(&username).map_err(|e| anyhow!("{}", e.message))?;
-            let role = parse_role(&role).map_err(|e| anyhow!("{}", e.message))?;
+            check_username(&username).map_err(|e| anyhow!("{e}"))?;
+            let role = parse_role(&role).map_err(|e| anyhow!("{e}"))?;
             let password = read_password(&username)?;
             let store = open(location, true).await?;
             let mut ids = Vec::with_capacity(grants.len());

@@ -46,7 +46,7 @@ tokio::task_local! {
 /// write the log is logged loudly; the request's own answer stands.
 async fn append(state: &AppState, event: NewAuditEvent) {
     let _ = AUDITED.try_with(|audited| audited.store(true, Ordering::Relaxed));
-    if let Err(e) = state.store().append_audit(event).await {
+    if let Err(e) = state.service().append_audit(event).await {
         tracing::error!(error = %e, "could not append to the audit log");
     }
 }

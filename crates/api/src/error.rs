@@ -6,7 +6,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use facesearch_engine::EngineError;
+use facesearch_engine::users::{MIN_PASSWORD_CHARS, UserRuleError};
+use facesearch_engine::{EngineError, decode_error_code, photo_error_code};
 use facesearch_face::{DecodeError, PipelineError};
 use facesearch_store::StoreError;
 use serde_json::{Map, Value, json};
@@ -98,20 +99,19 @@ impl IntoResponse for ApiError {
 
 impl From<DecodeError> for ApiError {
     fn from(e: DecodeError) -> Self {
+        let code = decode_error_code(&e);
         match e {
             DecodeError::TooManyBytes { bytes, limit } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "IMAGE_TOO_LARGE", e.to_string())
-                    .with("bytes", bytes)
-                    .with("limit", limit)
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, e.to_string()).with("bytes", bytes).with("limit", limit)
             }
             DecodeError::TooManyPixels { width, height, limit } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "IMAGE_TOO_LARGE", e.to_string())
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, e.to_string())
                     .with("width", width)
                     .with("height", height)
                     .with("max_pixels", limit)
             }
             DecodeError::Empty | DecodeError::UnknownFormat | DecodeError::Corrupt { .. } => {
-                Self::bad_request("INVALID_IMAGE", e.to_string())
+                Self::bad_request(code, e.to_string())
             }
         }
     }
@@ -119,35 +119,44 @@ impl From<DecodeError> for ApiError {
 
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
-        let unprocessable = |code| Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
+        // The code is the engine's (`photo_error_code`); the status and details are HTTP's.
+        let Some(code) = photo_error_code(&e) else {
+            tracing::error!(error = %e, "face pipeline failure");
+            return Self::internal();
+        };
+        let error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
         match &e {
             PipelineError::Decode(d) => d.clone().into(),
-            PipelineError::NoFace => unprocessable("NO_FACE_DETECTED"),
-            PipelineError::FaceTooSmall { size, min } => {
-                unprocessable("FACE_TOO_SMALL").with("face_size", *size).with("min_face_size", *min)
-            }
+            PipelineError::FaceTooSmall { size, min } => error.with("face_size", *size).with("min_face_size", *min),
             PipelineError::AmbiguousFaces { count, faces } => {
                 // The boxes let an operator see what the other face was (a poster, a statuette…).
                 let boxes: Vec<ScoredBox> = faces.iter().map(ScoredBox::of).collect();
-                unprocessable("MULTIPLE_FACES")
-                    .with("faces", *count)
-                    .with("boxes", serde_json::to_value(boxes).unwrap_or(Value::Null))
+                error.with("faces", *count).with("boxes", serde_json::to_value(boxes).unwrap_or(Value::Null))
             }
-            PipelineError::Unalignable => unprocessable("NO_FACE_DETECTED"),
-            PipelineError::NotUpright { roll, max } => unprocessable("FACE_NOT_UPRIGHT")
-                .with("roll", round(f64::from(*roll), 1))
-                .with("max_roll", f64::from(*max)),
+            PipelineError::NotUpright { roll, max } => {
+                error.with("roll", round(f64::from(*roll), 1)).with("max_roll", f64::from(*max))
+            }
             PipelineError::LowQuality(f) => {
                 let limit = if f.limit_kind == "min" { "minimum" } else { "maximum" };
-                unprocessable("LOW_QUALITY_FACE")
+                error
                     .with("measure", f.measure)
                     .with("value", round(f64::from(f.value), 3))
                     .with(limit, round(f64::from(f.limit), 3))
             }
-            PipelineError::Models(_) | PipelineError::Runtime(_) => {
-                tracing::error!(error = %e, "face pipeline failure");
-                Self::internal()
-            }
+            PipelineError::NoFace
+            | PipelineError::Unalignable
+            | PipelineError::Models(_)
+            | PipelineError::Runtime(_) => error,
+        }
+    }
+}
+
+impl From<UserRuleError> for ApiError {
+    fn from(e: UserRuleError) -> Self {
+        if e.is_weak_password() {
+            Self::bad_request("WEAK_PASSWORD", e.to_string()).with("min_length", MIN_PASSWORD_CHARS)
+        } else {
+            Self::invalid_parameter(e.parameter(), e.to_string())
         }
     }
 }
@@ -219,6 +228,15 @@ impl From<EngineError> for ApiError {
                     .with("image_id", image_id.as_str())
                     .with("match_score", score)
             }
+            EngineError::UserRule(rule) => rule.into(),
+            EngineError::UserNotFound(name) => crate::routes::users::user_not_found(&name),
+            EngineError::RoleChange { .. } => {
+                Self::bad_request("ROLE_CHANGE_NOT_SUPPORTED", e.to_string()).with("parameter", "role")
+            }
+            EngineError::OwnAccount(name) => {
+                Self::new(StatusCode::CONFLICT, "CONFLICT", "you cannot delete your own account").with("username", name)
+            }
+            EngineError::NotReady => Self::unavailable(e.to_string()),
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
             EngineError::Index(_) | EngineError::Calibration(_) | EngineError::Task(_) => {
                 tracing::error!(error = %e, "engine failure");

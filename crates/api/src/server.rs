@@ -84,7 +84,8 @@ async fn bootstrap_admin(store: &dyn Store, config: &ServerConfig) -> Result<(),
     let (password, generated) = match &config.admin_password {
         Some(p) if !p.is_empty() => {
             // The rule every password obeys: not only spaces or control characters.
-            crate::routes::users::check_password_characters(p).map_err(|e| ServerError::AdminPassword(e.message))?;
+            facesearch_engine::users::check_password_characters(p)
+                .map_err(|e| ServerError::AdminPassword(e.to_string()))?;
             (p.clone(), false)
         }
         _ => {
@@ -156,14 +157,14 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
     println!("  health:       {scheme}://{addr}/healthz (process), {scheme}://{addr}/readyz (ready to search)");
 
     if config.audit_retention_days > 0 {
-        let (store, days) = (store.clone(), u64::from(config.audit_retention_days));
+        let (service, days) = (state.service().clone(), u64::from(config.audit_retention_days));
         tokio::spawn(async move {
             let mut daily = tokio::time::interval(Duration::from_secs(24 * 60 * 60));
             loop {
                 daily.tick().await;
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 let cutoff = facesearch_store::format_rfc3339(now.saturating_sub(Duration::from_secs(days * 86_400)));
-                match store.prune_audit(&cutoff).await {
+                match service.prune_audit(&cutoff).await {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, before = %cutoff, "audit retention applied"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "audit retention failed"),
@@ -219,20 +220,17 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             duplicate_score: loader_config.duplicate_score,
         };
         let snapshot_dir = loader_config.snapshot_interval.map(|_| loader_config.data_dir.join("vectors"));
-        // Held from the snapshot until the engine is published: a delete made
-        // meanwhile waits, then goes through the engine.
-        let writes = loader_state.writes().clone();
-        let guard = writes.lock().await;
-        let engine = match Engine::open(store, pipeline, loader, engine_config, writes.clone(), snapshot_dir).await {
-            Ok(engine) => Arc::new(engine.with_observer(loader_state.metrics().clone())),
+        // Writes wait while the engine loads its vectors, then go through it.
+        let observer: Arc<dyn facesearch_engine::EngineObserver> = loader_state.metrics().clone();
+        let loaded = loader_state.service().load(pipeline, loader, engine_config, snapshot_dir, Some(observer)).await;
+        let engine = match loaded {
+            Ok(engine) => engine,
             Err(e) => {
                 tracing::error!(error = %e, "could not open the engine");
                 eprintln!("error: could not open the engine: {e}");
                 return;
             }
         };
-        loader_state.set_engine(engine.clone());
-        drop(guard);
         let faces: usize = engine.index_stats().values().map(|s| s.vectors).sum();
         match engine.index_origin() {
             IndexOrigin::Database => println!("facesearch ready (model pack {pack}; vectors searched in the database)"),

@@ -1,8 +1,8 @@
 //! Shared state of the HTTP layer.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use facesearch_engine::{Engine, WriteLock};
+use facesearch_engine::{Engine, Service};
 use facesearch_face::Pack;
 use facesearch_store::Store;
 
@@ -73,12 +73,11 @@ impl Default for ApiConfig {
 
 struct Inner {
     store: Arc<dyn Store>,
-    engine: OnceLock<Arc<Engine>>,
+    service: Arc<Service>,
     config: ApiConfig,
     credentials: CredentialCache,
     throttle: LoginThrottle,
     refusals: RefusalLog,
-    writes: WriteLock,
     metrics: Arc<Metrics>,
     slots: Arc<Slots>,
     uploads: UploadBudget,
@@ -92,12 +91,11 @@ pub struct AppState(Arc<Inner>);
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
         Self(Arc::new(Inner {
+            service: Arc::new(Service::new(store.clone())),
             store,
-            engine: OnceLock::new(),
             credentials: CredentialCache::new(),
             throttle: LoginThrottle::new(),
             refusals: RefusalLog::new(),
-            writes: WriteLock::default(),
             metrics: Arc::new(Metrics::new(config.pack)),
             slots: Slots::new(config.max_in_flight, config.max_in_flight_per_user, config.admin_reserved_slots),
             uploads: UploadBudget::new(
@@ -120,19 +118,22 @@ impl AppState {
         &self.0.uploads
     }
 
-    /// Makes the engine available; requests needing it get 503 until then.
-    pub fn set_engine(&self, engine: Arc<Engine>) {
-        let _ = self.0.engine.set(engine);
+    /// The one way to change data (see `facesearch_engine::Service`); the engine
+    /// arrives in it once the models are loaded.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.0.service
     }
 
+    /// The engine; requests needing it get 503 until the models are loaded.
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
-        self.0.engine.get().ok_or_else(|| ApiError::unavailable("the face models are still loading; retry shortly"))
+        Ok(self.0.service.engine()?)
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.engine.get().is_some()
+        self.0.service.is_ready()
     }
 
+    /// The store, for reads: every write goes through [`AppState::service`].
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
     }
@@ -143,11 +144,6 @@ impl AppState {
 
     pub fn credentials(&self) -> &CredentialCache {
         &self.0.credentials
-    }
-
-    /// The lock that orders store writes with in-memory index updates (see the engine).
-    pub fn writes(&self) -> &WriteLock {
-        &self.0.writes
     }
 
     /// The server's Prometheus metrics (the engine reports into them too).

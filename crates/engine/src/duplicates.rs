@@ -39,21 +39,7 @@ impl Engine {
             }
         };
         let slot = self.vectors.slot(pack);
-        let (mut vectors, mut rows) = (Vec::new(), Vec::new());
-        if self.vectors.in_store {
-            // Nothing is held in memory: read the indexes' vectors from the store.
-            let ids: Vec<String> = indexes.iter().map(|i| i.id.clone()).collect();
-            for row in self.store.embeddings_in(pack.name(), &ids).await? {
-                vectors.extend_from_slice(&row.vector);
-                rows.push((row.index_id, row.image_id, row.record_id));
-            }
-        } else {
-            for index in indexes {
-                let snapshot = slot.vectors.snapshot(&index.id);
-                vectors.extend_from_slice(&snapshot.vectors);
-                rows.extend(snapshot.owners.into_iter().map(|(image, record)| (index.id.clone(), image, record)));
-            }
-        }
+        let (vectors, rows) = self.vectors.all_of(&self.store, pack, indexes).await?;
         let mut record_numbers: HashMap<&str, u32> = HashMap::new();
         let group: Vec<u32> = rows
             .iter()

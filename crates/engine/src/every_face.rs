@@ -9,7 +9,10 @@
 
 use facesearch_face::{Detection, EveryFace, Pack, ProbeFace, Unembedded};
 
-use crate::{Analysis, Engine, EngineError, FaceResult, PACK_ATTEMPTS, SearchOutcome, SearchQuery, task_failed};
+use crate::engine::{Attempt, Engine, until_settled};
+use crate::error::{EngineError, task_failed};
+use crate::observer::Analysis;
+use crate::search::{FaceResult, SearchOutcome, SearchQuery};
 
 /// One face's embedding by each pack, or why it has none.
 type Embeddings = Result<Vec<(Pack, Vec<f32>)>, Unembedded>;
@@ -22,37 +25,44 @@ impl Engine {
         query: &SearchQuery,
         max_faces: usize,
     ) -> Result<SearchOutcome, EngineError> {
-        let mut bytes = bytes;
-        for _ in 0..PACK_ATTEMPTS {
-            let mut packs = self.packs_of(&query.indexes)?;
-            if packs.is_empty() {
-                packs.push(self.default_pack);
-            }
-            let (every, back) = self.analyse_every_face(packs[0], bytes, max_faces).await?;
+        until_settled(&query.index_ids(), bytes, move |bytes| self.try_every_face(bytes, query, max_faces)).await
+    }
+
+    /// One try of [`Engine::search_every_face`].
+    async fn try_every_face(
+        &self,
+        bytes: Vec<u8>,
+        query: &SearchQuery,
+        max_faces: usize,
+    ) -> Result<Attempt<SearchOutcome, Vec<u8>>, EngineError> {
+        let mut packs = self.packs_of(&query.indexes)?;
+        if packs.is_empty() {
+            packs.push(self.default_pack);
+        }
+        let (every, mut bytes) = self.analyse_every_face(packs[0], bytes, max_faces).await?;
+        let probe = every.largest()?;
+        let mut embeddings: Vec<Embeddings> =
+            every.faces.iter().map(|f| f.embedding.clone().map(|v| vec![(packs[0], v)])).collect();
+        let detections: Vec<Detection> = every.faces.iter().map(|f| f.detection.clone()).collect();
+        for &pack in &packs[1..] {
+            let (theirs, back) = self.embed_faces(pack, bytes, detections.clone()).await?;
             bytes = back;
-            let probe = every.largest()?;
-            let mut embeddings: Vec<Embeddings> =
-                every.faces.iter().map(|f| f.embedding.clone().map(|v| vec![(packs[0], v)])).collect();
-            let detections: Vec<Detection> = every.faces.iter().map(|f| f.detection.clone()).collect();
-            for &pack in &packs[1..] {
-                let (theirs, back) = self.embed_faces(pack, bytes, detections.clone()).await?;
-                bytes = back;
-                for (mine, theirs) in embeddings.iter_mut().zip(theirs) {
-                    // The same box and landmarks: a face embeds with every pack or none.
-                    if let (Ok(list), Ok(v)) = (mine.as_mut(), theirs) {
-                        list.push((pack, v));
-                    }
+            for (mine, theirs) in embeddings.iter_mut().zip(theirs) {
+                // The same box and landmarks: a face embeds with every pack or none.
+                if let (Ok(list), Ok(v)) = (mine.as_mut(), theirs) {
+                    list.push((pack, v));
                 }
             }
-            if let Some(faces) = self.search_faces(query, &every, &probe, embeddings).await? {
-                let matches = match faces.first().map(|f| &f.matches) {
-                    Some(Ok(matches)) => matches.clone(),
-                    _ => Vec::new(),
-                };
-                return Ok(SearchOutcome { matches, probe, packs, faces });
-            }
         }
-        Err(EngineError::PackMoved(query.indexes.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(",")))
+        let Some(faces) = self.search_faces(query, &every, &probe, embeddings).await? else {
+            return Ok(Attempt::Moved(bytes));
+        };
+        let matches = match faces.first().map(|f| &f.matches) {
+            Some(Ok(matches)) => matches.clone(),
+            _ => Vec::new(),
+        };
+        let low_quality = self.low_quality(Some(&probe.quality));
+        Ok(Attempt::Done(SearchOutcome { matches, probe, low_quality, packs, faces }))
     }
 
     /// Each face searched on its own; `None` when an index moved to another pack meanwhile.
@@ -77,7 +87,8 @@ impl Engine {
                 }
                 Err(why) => Err(why),
             };
-            faces.push(FaceResult { detection: face.detection.clone(), quality: face.quality, matches });
+            let low_quality = self.low_quality(face.quality.as_ref());
+            faces.push(FaceResult { detection: face.detection.clone(), quality: face.quality, low_quality, matches });
         }
         Ok(Some(faces))
     }

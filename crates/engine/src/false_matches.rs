@@ -8,7 +8,7 @@ use facesearch_face::Pack;
 use facesearch_face::false_matches::Estimate;
 use facesearch_store::IndexInfo;
 
-use crate::{Engine, EngineError, parse_pack};
+use crate::{Engine, EngineError};
 
 /// The FPIR the per-index hint is given for (`min_score_fpir_1e3`).
 pub const HINT_FPIR: f64 = 1e-3;
@@ -19,12 +19,7 @@ impl Engine {
     /// searches the vectors (PostgreSQL), its record count (what the store itself sizes
     /// a search by; a record with several images makes more comparisons than that).
     pub fn faces_searched(&self, index: &IndexInfo) -> Result<(Pack, u64), EngineError> {
-        if self.vectors.in_store {
-            return Ok((parse_pack(index)?, index.record_count));
-        }
-        let pack = self.vectors.pack_of(&self.vectors.routes(), index)?;
-        let faces = self.vectors.slot(pack).vectors.len(&index.id);
-        Ok((pack, u64::try_from(faces).unwrap_or(u64::MAX)))
+        self.vectors.faces_searched(index)
     }
 
     /// Expected false matches of one search of a person not enrolled at `min_score`

@@ -35,10 +35,10 @@
 
 use std::sync::{Arc, PoisonError};
 
-use facesearch_face::{BBox, DecodeError, FacePipeline, Pack, PipelineError, Rotation};
+use facesearch_face::{BBox, FacePipeline, Pack, PipelineError, Rotation};
 use facesearch_store::{NewAuditEvent, PackSwitch, PendingImage, ReembedJob, ReembedStart};
 
-use crate::{Engine, EngineError, task_failed};
+use crate::{Engine, EngineError, photo_error_code, task_failed};
 
 /// Images fetched from the store at once.
 const BATCH: usize = 16;
@@ -175,7 +175,7 @@ impl Engine {
         .map_err(task_failed)?;
         match result {
             Ok(vector) => Ok(Ok(vector)),
-            Err(e) => match failure_code(&e) {
+            Err(e) => match photo_error_code(&e) {
                 Some(code) => Ok(Err(code.to_string())),
                 None => Err(EngineError::Face(e)),
             },
@@ -189,18 +189,9 @@ impl Engine {
         match self.store.switch_pack(&job.index_id, &job.job_id).await? {
             PackSwitch::Pending(_) => Ok(None),
             PackSwitch::NoJob => Ok(Some(JobEnd::Gone)),
-            // The store searches its own vectors: nothing is held here.
-            PackSwitch::Switched { job, .. } if self.vectors.in_store => Ok(Some(JobEnd::Switched(job))),
             PackSwitch::Switched { job, vectors } => {
-                let mut routes = self.vectors.routes.write().unwrap_or_else(PoisonError::into_inner);
-                for slot in &self.vectors.slots {
-                    slot.vectors.remove_collection(&job.index_id);
-                }
-                let slot = self.vectors.slot(pack);
-                for row in &vectors {
-                    slot.vectors.insert(&row.index_id, &row.record_id, &row.image_id, &row.vector)?;
-                }
-                routes.insert(job.index_id.clone(), pack);
+                // Nothing to swap when the store searches its own vectors.
+                self.vectors.switch(&job.index_id, pack, &vectors)?;
                 Ok(Some(JobEnd::Switched(job)))
             }
         }
@@ -273,23 +264,6 @@ fn embed_same_face(
     pipeline.embed(&upright, face)
 }
 
-/// The API error code of a photo the new pack cannot embed; `None` for failures of
-/// the models or the runtime, which stop the job.
-fn failure_code(e: &PipelineError) -> Option<&'static str> {
-    match e {
-        PipelineError::NoFace | PipelineError::Unalignable => Some("NO_FACE_DETECTED"),
-        PipelineError::FaceTooSmall { .. } => Some("FACE_TOO_SMALL"),
-        PipelineError::NotUpright { .. } => Some("FACE_NOT_UPRIGHT"),
-        PipelineError::AmbiguousFaces { .. } => Some("MULTIPLE_FACES"),
-        PipelineError::LowQuality(_) => Some("LOW_QUALITY_FACE"),
-        PipelineError::Decode(DecodeError::TooManyBytes { .. } | DecodeError::TooManyPixels { .. }) => {
-            Some("IMAGE_TOO_LARGE")
-        }
-        PipelineError::Decode(_) => Some("INVALID_IMAGE"),
-        PipelineError::Models(_) | PipelineError::Runtime(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,17 +283,5 @@ mod tests {
         // Enrolled before photos were turned, or a value no quarter turn has.
         assert_eq!(stored_rotation(&serde_json::json!({"bbox": {}})), Rotation::None);
         assert_eq!(stored_rotation(&serde_json::json!({"rotation": 45})), Rotation::None);
-    }
-
-    #[test]
-    fn photo_problems_are_reported_and_runtime_failures_stop_the_job() {
-        assert_eq!(failure_code(&PipelineError::NoFace), Some("NO_FACE_DETECTED"));
-        assert_eq!(failure_code(&PipelineError::FaceTooSmall { size: 10.0, min: 32.0 }), Some("FACE_TOO_SMALL"));
-        assert_eq!(failure_code(&PipelineError::Decode(DecodeError::Empty)), Some("INVALID_IMAGE"));
-        let runtime = facesearch_face::runtime::RuntimeError::Library {
-            path: std::path::PathBuf::from("x"),
-            detail: "missing".into(),
-        };
-        assert_eq!(failure_code(&PipelineError::Runtime(runtime)), None);
     }
 }

@@ -137,7 +137,8 @@ async fn run_start(
     for id in &ids {
         entry.index(id);
         let index = reviewable_index(state, caller, id).await?;
-        indexes.push(engine.usable_index(&index.id).await?);
+        engine.check_usable(&index)?;
+        indexes.push(index);
     }
     entry.detail("min_score", min_score);
     let Some(job) = state.jobs().start(ids, min_score, &caller.user.username) else {

@@ -116,7 +116,8 @@ async fn run_create(
         }
     };
     let pack = state.config().pack.name().to_string();
-    let index = state.store().create_index(NewIndex { index_name: name, title, description, index_type, pack }).await?;
+    let new = NewIndex { index_name: name, title, description, index_type, pack };
+    let index = state.service().create_index(new).await?;
     entry.index(&index.id).detail("index_name", index.index_name.as_str());
     Ok(created(managed_index_object(state, &index, None)?))
 }
@@ -201,7 +202,7 @@ async fn run_patch(
         check_text("description", d, 4096)?;
     }
     let index = state
-        .store()
+        .service()
         .update_index(&id, IndexPatch { title: body.title, description: body.description })
         .await?
         .ok_or_else(|| ApiError::index_not_found(&id))?;
@@ -237,16 +238,8 @@ pub async fn delete(
 }
 
 async fn run_delete(state: &AppState, Path(id): Path<String>) -> Result<Response, ApiError> {
-    // Erasure must not wait for the models: without an engine, delete in the store
-    // under the write lock (the engine loads its snapshot under the same lock).
-    let deleted = match state.engine() {
-        Ok(engine) => engine.delete_index(&id).await?,
-        Err(_) => {
-            let _guard = state.writes().lock().await;
-            state.store().delete_index(&id).await?
-        }
-    };
-    if !deleted {
+    // Served before the models are loaded too: erasure must not wait for them.
+    if !state.service().delete_index(&id).await? {
         return Err(ApiError::index_not_found(&id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

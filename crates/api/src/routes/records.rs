@@ -117,7 +117,7 @@ async fn run_enrol(
         check_reference(r)?;
     }
     let engine = state.engine()?;
-    let index = engine.usable_index(&index.id).await?;
+    engine.check_usable(&index)?;
     if check_duplicates {
         entry.detail("check_duplicates", true);
     }
@@ -246,7 +246,7 @@ async fn run_patch(
     let patch = body.validate()?;
     entry.detail("fields", patch.changed_fields());
     let record = state
-        .store()
+        .service()
         .update_record(&index.id, &record_id, patch)
         .await?
         .ok_or_else(|| ApiError::record_not_found(&record_id))?;
@@ -287,15 +287,8 @@ async fn run_delete(
     Path((index_id, record_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let index = writable_index(state, caller, &index_id).await?;
-    // Erasure must not wait for the models (see indexes::delete).
-    let deleted = match state.engine() {
-        Ok(engine) => engine.delete_record(&index.id, &record_id).await?,
-        Err(_) => {
-            let _guard = state.writes().lock().await;
-            state.store().delete_record(&index.id, &record_id).await?.is_some()
-        }
-    };
-    if !deleted {
+    // Served before the models are loaded too: erasure must not wait for them.
+    if !state.service().delete_record(&index.id, &record_id).await? {
         return Err(ApiError::record_not_found(&record_id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -359,7 +352,7 @@ async fn run_add_image(
     let index = writable_index(state, caller, &index_id).await?;
     let image = form.file("image")?;
     let engine = state.engine()?;
-    let index = engine.usable_index(&index.id).await?;
+    engine.check_usable(&index)?;
     if check_duplicates {
         entry.detail("check_duplicates", true);
     }

@@ -219,10 +219,8 @@ async fn run_search(
         return Err(ApiError::forbidden(&format!("search index {:?}", denied.id)).with("index_id", denied.id.as_str()));
     }
     let engine = state.engine()?;
-    let mut indexes = Vec::with_capacity(found.len());
-    for index in &found {
-        indexes.push(engine.usable_index(&index.id).await?);
-    }
+    // Read once: the engine checks each index's pack itself.
+    let indexes = found;
     let expected = engine.expected_false_matches(&indexes, min_score)?;
     // What the operator was told the threshold means, kept with the answer.
     entry.detail("expected_false_matches", expected.header_value());
@@ -245,23 +243,21 @@ async fn run_search(
         entry.detail("face_results", faces);
     }
     let results: Vec<Value> = outcome.matches.iter().map(match_object).collect();
-    let minimums = &engine.config().quality;
     let mut response = if options.is_default() {
         ok(results)
     } else {
         let probe = options.probe.then(|| {
             let expected = false_matches::at_score(min_score, expected);
             let liveness_threshold = engine.config().liveness_threshold;
-            search_details::probe_details(&outcome, minimums, liveness_threshold, options.every_face, expected)
+            search_details::probe_details(&outcome, liveness_threshold, options.every_face, expected)
         });
-        let faces = options
-            .every_face
-            .then(|| outcome.faces.iter().map(|f| search_details::searched_face(f, minimums)).collect());
+        let faces = options.every_face.then(|| outcome.faces.iter().map(search_details::searched_face).collect());
         axum::Json(SearchBody { response: results, probe, faces }).into_response()
     };
     false_matches::set_header(&mut response, expected);
     let quality = &outcome.probe.quality;
-    let low: Vec<&str> = quality.failures(minimums).iter().map(|f| f.measure).collect();
+    // The engine's verdict: the measures below the enrolment minimums.
+    let low = &outcome.low_quality;
     entry.detail("quality", serde_json::to_value(quality).unwrap_or(Value::Null));
     if !low.is_empty() {
         entry.detail("low_quality", low.clone());

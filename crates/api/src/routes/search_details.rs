@@ -8,7 +8,7 @@
 //! so the two cannot drift apart.
 
 use facesearch_engine::{FaceResult, SearchOutcome};
-use facesearch_face::{Detection, FaceQuality, Liveness, QualityMinimums};
+use facesearch_face::{Detection, FaceQuality, Liveness};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -269,15 +269,14 @@ pub struct SearchBody {
     pub faces: Option<Vec<SearchedFace>>,
 }
 
-/// The names of the enrolment minimums a face misses.
-pub fn failure_names(quality: &FaceQuality, minimums: &QualityMinimums) -> Vec<String> {
-    quality.failures(minimums).iter().map(|f| f.measure.to_string()).collect()
+/// The names of the enrolment minimums a face misses (the engine's verdict).
+fn failure_names(low_quality: &[&str]) -> Vec<String> {
+    low_quality.iter().map(|m| m.to_string()).collect()
 }
 
 /// `probe` of a search answer.
 pub fn probe_details(
     outcome: &SearchOutcome,
-    minimums: &QualityMinimums,
     liveness_threshold: f32,
     every_face: bool,
     expected_false_matches: ExpectedFalseMatches,
@@ -292,7 +291,7 @@ pub fn probe_details(
             detection_score: score(&probe.detection),
         },
         quality: probe.quality,
-        quality_failures: failure_names(&probe.quality, minimums),
+        quality_failures: failure_names(&outcome.low_quality),
         liveness: LivenessDetails::of(probe.liveness, liveness_threshold, every_face),
         packs: outcome.packs.iter().map(|p| p.name().to_string()).collect(),
         expected_false_matches,
@@ -300,7 +299,7 @@ pub fn probe_details(
 }
 
 /// One entry of `faces`.
-pub fn searched_face(face: &FaceResult, minimums: &QualityMinimums) -> SearchedFace {
+pub fn searched_face(face: &FaceResult) -> SearchedFace {
     let (matches, refused, message) = match &face.matches {
         Ok(matches) => (Some(matches.iter().map(match_object).collect()), None, None),
         Err(why) => {
@@ -313,7 +312,7 @@ pub fn searched_face(face: &FaceResult, minimums: &QualityMinimums) -> SearchedF
         landmarks: landmarks(&face.detection),
         detection_score: score(&face.detection),
         quality: face.quality,
-        quality_failures: face.quality.map(|q| failure_names(&q, minimums)).unwrap_or_default(),
+        quality_failures: failure_names(&face.low_quality),
         matches,
         refused,
         message,

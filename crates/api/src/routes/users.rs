@@ -11,7 +11,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use facesearch_store::{Role, User};
+use facesearch_store::User;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,72 +21,6 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, ErrorBody, ServerErrors, TAG_USERS, UserListResponse, UserResponse};
 use crate::state::AppState;
-
-/// Shortest accepted password, in characters.
-pub const MIN_PASSWORD_CHARS: usize = 12;
-/// Longest accepted password, in characters.
-pub const MAX_PASSWORD_CHARS: usize = 1024;
-/// Longest accepted username, in characters.
-pub const MAX_USERNAME_CHARS: usize = 64;
-/// Names that cannot be users: `/users/me` is the caller's own account.
-const RESERVED_USERNAMES: &[&str] = &["me"];
-
-/// 1–64 characters of `A–Z a–z 0–9 . _ -`, not a reserved name.
-pub fn check_username(name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
-        && name.chars().count() <= MAX_USERNAME_CHARS
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid {
-        return Err(ApiError::invalid_parameter(
-            "username",
-            format!("username must be 1 to {MAX_USERNAME_CHARS} characters of A-Z, a-z, 0-9, '.', '_' and '-'"),
-        ));
-    }
-    if RESERVED_USERNAMES.contains(&name) {
-        return Err(ApiError::invalid_parameter("username", format!("the username {name:?} is reserved")));
-    }
-    Ok(())
-}
-
-/// 12–1024 characters, at least one of them printable and not a space; a shorter
-/// one, or one of only spaces and control characters, is `WEAK_PASSWORD`.
-pub fn check_password(password: &str) -> Result<(), ApiError> {
-    let n = password.chars().count();
-    if n < MIN_PASSWORD_CHARS {
-        return Err(ApiError::bad_request(
-            "WEAK_PASSWORD",
-            format!("the password must be at least {MIN_PASSWORD_CHARS} characters long"),
-        )
-        .with("min_length", MIN_PASSWORD_CHARS));
-    }
-    if n > MAX_PASSWORD_CHARS {
-        return Err(ApiError::invalid_parameter(
-            "password",
-            format!("the password must be at most {MAX_PASSWORD_CHARS} characters long"),
-        ));
-    }
-    check_password_characters(password)
-}
-
-/// At least one character that is neither white space nor a control character: a
-/// password of twelve spaces, tabs or NULs is refused (`WEAK_PASSWORD`).
-pub fn check_password_characters(password: &str) -> Result<(), ApiError> {
-    if !password.chars().any(|c| !c.is_whitespace() && !c.is_control()) {
-        return Err(ApiError::bad_request(
-            "WEAK_PASSWORD",
-            "the password must contain at least one printable character other than a space",
-        )
-        .with("min_length", MIN_PASSWORD_CHARS));
-    }
-    Ok(())
-}
-
-/// `admin`, `operator`, `searcher` or `auditor` (any case).
-pub fn parse_role(role: &str) -> Result<Role, ApiError> {
-    role.parse::<Role>().map_err(|_| {
-        ApiError::invalid_parameter("role", format!("role must be admin, operator, searcher or auditor, not {role:?}"))
-    })
-}
 
 /// The user object: never the password hash.
 pub fn user_object(user: &User) -> Value {
@@ -182,27 +116,11 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateUserBody>,
 ) -> Result<Response, ApiError> {
-    check_username(&body.username)?;
-    check_password(&body.password)?;
-    let role = parse_role(&body.role)?;
-    let mut grants = body.grants;
-    grants.sort();
-    grants.dedup();
-    for id in &grants {
-        state.store().get_index(id).await?.ok_or_else(|| ApiError::index_not_found(id))?;
-    }
-    let user = state.store().create_user(&body.username, &body.password, role).await?;
-    for id in &grants {
-        if !state.store().grant(&user.username, id).await? {
-            // The index was deleted meanwhile: do not leave a half-made user behind.
-            let _ = state.store().delete_user(&user.username).await;
-            changed(&state);
-            return Err(ApiError::index_not_found(id));
-        }
-    }
+    let made = state.service().create_user(&body.username, &body.password, &body.role, body.grants).await;
+    // Also after a failure: a user made and removed again (a grant's index deleted
+    // meanwhile) must not linger in the cache.
     changed(&state);
-    let user = state.store().get_user(&user.username).await?.ok_or_else(|| user_not_found(&body.username))?;
-    Ok(created(user_object(&user)))
+    Ok(created(user_object(&made?)))
 }
 
 /// `GET /users`: every user, by username.
@@ -276,29 +194,12 @@ pub async fn patch(
     Path(username): Path<String>,
     JsonBody(body): JsonBody<PatchUserBody>,
 ) -> Result<Response, ApiError> {
-    let role = body.role.as_deref().map(parse_role).transpose()?;
-    if let Some(p) = &body.password {
-        check_password(p)?;
-    }
-    let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
-    if let Some(role) = role
-        && role != user.role
-    {
-        return Err(ApiError::bad_request(
-            "ROLE_CHANGE_NOT_SUPPORTED",
-            format!("the role of a user cannot be changed; delete {username:?} and create the user again as {role}"),
-        )
-        .with("parameter", "role"));
-    }
-    if let Some(p) = &body.password {
-        if !state.store().set_password(&username, p).await? {
-            return Err(user_not_found(&username));
-        }
+    let user = state.service().update_user(&username, body.password.as_deref(), body.role.as_deref()).await?;
+    if body.password.is_some() {
         changed(&state);
         // The old password's failures say nothing about the new one.
         state.throttle().forget_user(&username);
     }
-    let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
     Ok(ok(user_object(&user)))
 }
 
@@ -326,16 +227,8 @@ pub async fn delete(
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
-    if username == caller.user.username {
-        return Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", "you cannot delete your own account")
-            .with("username", username));
-    }
-    // The store refuses to delete the last admin (StoreError::LastAdmin → 409) in the
-    // same transaction as the delete, so two admins deleting each other at once, on one
-    // node or on two sharing PostgreSQL, cannot leave none.
-    if !state.store().delete_user(&username).await? {
-        return Err(user_not_found(&username));
-    }
+    // Not oneself, nor the last admin (the store's rule, in the delete's transaction).
+    state.service().delete_user(&caller.user.username, &username).await?;
     changed(&state);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -361,15 +254,7 @@ pub async fn grant(
     State(state): State<AppState>,
     Path((username, index_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
-    state.store().get_index(&index_id).await?.ok_or_else(|| ApiError::index_not_found(&index_id))?;
-    if !state.store().grant(&username, &index_id).await? {
-        // Deleted between the checks and the grant.
-        return Err(match state.store().get_user(&username).await? {
-            None => user_not_found(&username),
-            Some(_) => ApiError::index_not_found(&index_id),
-        });
-    }
+    state.service().grant(&username, &index_id).await?;
     changed(&state);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -396,48 +281,8 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path((username, index_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
-    let removed = state.store().revoke(&username, &index_id).await?;
+    let revoked = state.service().revoke(&username, &index_id).await;
     changed(&state);
-    if !removed && state.store().get_index(&index_id).await?.is_none() {
-        return Err(ApiError::index_not_found(&index_id));
-    }
+    revoked?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn username_policy() {
-        for ok in ["a", "alice", "Alice.Smith", "ops_team-2", &"x".repeat(64)] {
-            assert!(check_username(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "me", "al ice", "alice:x", "élodie", "a/b", &"x".repeat(65), "tab\t"] {
-            assert!(check_username(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn password_policy() {
-        assert_eq!(check_password("short-pass1").unwrap_err().code, "WEAK_PASSWORD");
-        assert!(check_password("twelve-chars").is_ok());
-        assert!(check_password(&"é".repeat(12)).is_ok(), "characters, not bytes");
-        assert!(check_password(&"x".repeat(1024)).is_ok());
-        assert_eq!(check_password(&"x".repeat(1025)).unwrap_err().code, "INVALID_PARAMETER");
-        // Long enough, but nothing printable: refused.
-        for blank in [" ".repeat(12), "\0".repeat(12), "\t".repeat(12), "\u{3000}".repeat(12), " \n\r\0".repeat(4)] {
-            assert_eq!(check_password(&blank).unwrap_err().code, "WEAK_PASSWORD", "{blank:?}");
-        }
-        // One printable character among spaces is enough; spaces inside are fine.
-        assert!(check_password(&format!("{}x", " ".repeat(11))).is_ok());
-        assert!(check_password("correct horse battery").is_ok());
-    }
-
-    #[test]
-    fn roles_parse() {
-        assert_eq!(parse_role("Searcher").unwrap(), Role::Searcher);
-        assert_eq!(parse_role("root").unwrap_err().code, "INVALID_PARAMETER");
-    }
 }
