@@ -264,4 +264,20 @@ mod tests {
         let down = ApiError::from(StoreError::Unavailable { context: "testing", detail: "refused".into() });
         assert_eq!((down.status, down.code), (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"));
     }
+
+    #[test]
+    fn account_rule_errors_keep_their_published_codes() {
+        use facesearch_engine::users::{check_password, check_username, parse_role};
+        let short = ApiError::from(check_password("short-pass1").unwrap_err());
+        assert_eq!((short.status, short.code), (StatusCode::BAD_REQUEST, "WEAK_PASSWORD"));
+        assert_eq!(short.details.get("min_length"), Some(&json!(MIN_PASSWORD_CHARS)));
+        let blank = ApiError::from(check_password(&" ".repeat(12)).unwrap_err());
+        assert_eq!(blank.code, "WEAK_PASSWORD");
+        let long = ApiError::from(check_password(&"x".repeat(1025)).unwrap_err());
+        assert_eq!((long.code, long.details.get("parameter")), ("INVALID_PARAMETER", Some(&json!("password"))));
+        let name = ApiError::from(check_username("me").unwrap_err());
+        assert_eq!((name.code, name.details.get("parameter")), ("INVALID_PARAMETER", Some(&json!("username"))));
+        let role = ApiError::from(parse_role("root").unwrap_err());
+        assert_eq!(role.details.get("parameter"), Some(&json!("role")));
+    }
 }

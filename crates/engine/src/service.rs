@@ -14,6 +14,8 @@ use std::sync::{Arc, OnceLock};
 use facesearch_face::FacePipeline;
 use facesearch_store::{IndexInfo, IndexPatch, NewAuditEvent, NewIndex, Record, RecordPatch, Store, StoreError, User};
 
+use tokio::sync::MutexGuard;
+
 use crate::config::{EngineConfig, PipelineLoader};
 use crate::engine::{Engine, WriteLock};
 use crate::error::EngineError;
@@ -76,17 +78,9 @@ impl Service {
 
     /// Deletes an index with all its records, images and vectors; `false` if there was none.
     pub async fn delete_index(&self, id: &str) -> Result<bool, EngineError> {
-        if let Some(engine) = self.engine.get() {
-            return engine.delete_index(id).await;
-        }
-        let writes = self.writes.lock().await;
-        match self.engine.get() {
-            // Loaded while this waited for the lock: the vectors must go too.
-            Some(engine) => {
-                drop(writes);
-                engine.delete_index(id).await
-            }
-            None => Ok(self.store.delete_index(id).await?),
+        match self.engine_or_write_lock().await {
+            Ok(engine) => engine.delete_index(id).await,
+            Err(_writes) => Ok(self.store.delete_index(id).await?),
         }
     }
 
@@ -102,16 +96,9 @@ impl Service {
 
     /// Deletes a record with its images and vectors; `false` if there was none.
     pub async fn delete_record(&self, index_id: &str, record_id: &str) -> Result<bool, EngineError> {
-        if let Some(engine) = self.engine.get() {
-            return engine.delete_record(index_id, record_id).await;
-        }
-        let writes = self.writes.lock().await;
-        match self.engine.get() {
-            Some(engine) => {
-                drop(writes);
-                engine.delete_record(index_id, record_id).await
-            }
-            None => Ok(self.store.delete_record(index_id, record_id).await?.is_some()),
+        match self.engine_or_write_lock().await {
+            Ok(engine) => engine.delete_record(index_id, record_id).await,
+            Err(_writes) => Ok(self.store.delete_record(index_id, record_id).await?.is_some()),
         }
     }
 
@@ -217,6 +204,18 @@ impl Service {
     /// Deletes the audit events older than `before` (RFC 3339); returns how many.
     pub async fn prune_audit(&self, before: &str) -> Result<u64, StoreError> {
         self.store.prune_audit(before).await
+    }
+
+    /// The engine if it is loaded; else the write lock, held, so that the engine loads
+    /// after the caller's store-only write or not at all. (An engine published while
+    /// this waited for the lock is returned, and the lock let go: its vectors must
+    /// change too.)
+    async fn engine_or_write_lock(&self) -> Result<&Arc<Engine>, MutexGuard<'_, ()>> {
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine);
+        }
+        let writes = self.writes.lock().await;
+        self.engine.get().ok_or(writes)
     }
 
     async fn user(&self, username: &str) -> Result<User, EngineError> {
