@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facesearch_engine::{Engine, EngineConfig, IndexOrigin, PipelineLoader};
+use facesearch_engine::{Engine, EngineConfig, EngineError, IndexOrigin, PipelineLoader, Service};
 use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError, QualityMinimums};
 use facesearch_models::ModelCache;
-use facesearch_store::{PostgresConfig, PostgresStore, Role, SqliteStore, Store};
+use facesearch_store::{PostgresConfig, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::state::{ApiConfig, AppState};
@@ -65,7 +65,7 @@ pub enum ServerError {
     #[error("could not open the database {url}: {source}")]
     Database { url: String, source: facesearch_store::StoreError },
     #[error("could not create the first admin user: {0}")]
-    Admin(facesearch_store::StoreError),
+    Admin(facesearch_engine::EngineError),
     #[error("FACESEARCH_ADMIN_PASSWORD is refused: {0}")]
     AdminPassword(String),
     #[error("could not listen on {addr}: {source}")]
@@ -77,26 +77,23 @@ pub enum ServerError {
 }
 
 /// Creates the first admin on an empty store; prints a generated password once.
-async fn bootstrap_admin(store: &dyn Store, config: &ServerConfig) -> Result<(), ServerError> {
-    if store.user_count().await.map_err(ServerError::Admin)? > 0 {
+async fn bootstrap_admin(service: &Service, config: &ServerConfig) -> Result<(), ServerError> {
+    if !service.has_no_user().await.map_err(ServerError::Admin)? {
         return Ok(());
     }
     let (password, generated) = match &config.admin_password {
-        Some(p) if !p.is_empty() => {
-            // The rule every password obeys: not only spaces or control characters.
-            facesearch_engine::users::check_password_characters(p)
-                .map_err(|e| ServerError::AdminPassword(e.to_string()))?;
-            (p.clone(), false)
-        }
+        Some(p) if !p.is_empty() => (p.clone(), false),
         _ => {
             let bytes: [u8; 18] = rand::random();
             (bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(), true)
         }
     };
-    match store.create_user(&config.admin_user, &password, Role::Admin).await {
-        Ok(_) => {}
+    match service.create_first_admin(&config.admin_user, &password).await {
+        Ok(true) => {}
         // Another node sharing the database created it at the same moment.
-        Err(facesearch_store::StoreError::DuplicateUser(_)) => return Ok(()),
+        Ok(false) => return Ok(()),
+        // The rule every password obeys: not only spaces or control characters.
+        Err(EngineError::UserRule(e)) => return Err(ServerError::AdminPassword(e.to_string())),
         Err(e) => return Err(ServerError::Admin(e)),
     }
     if generated {
@@ -144,8 +141,8 @@ pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + '
             (Arc::new(store), url)
         }
     };
-    bootstrap_admin(store.as_ref(), &config).await?;
     let state = AppState::new(store.clone(), config.api.clone());
+    bootstrap_admin(state.service(), &config).await?;
     let listener =
         TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;

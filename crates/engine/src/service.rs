@@ -12,15 +12,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use facesearch_face::FacePipeline;
-use facesearch_store::{IndexInfo, IndexPatch, NewAuditEvent, NewIndex, Record, RecordPatch, Store, StoreError, User};
-
+use facesearch_store::{
+    IndexInfo, IndexPatch, NewAuditEvent, NewIndex, Record, RecordPatch, Role, Store, StoreError, User,
+};
 use tokio::sync::MutexGuard;
 
 use crate::config::{EngineConfig, PipelineLoader};
 use crate::engine::{Engine, WriteLock};
 use crate::error::EngineError;
 use crate::observer::EngineObserver;
-use crate::users::{check_password, check_username, parse_role};
+use crate::users::{check_password, check_password_characters, check_username, parse_role};
 
 pub struct Service {
     store: Arc<dyn Store>,
@@ -129,6 +130,23 @@ impl Service {
             }
         }
         self.user(username).await
+    }
+
+    /// Whether the store has no user yet (a new installation needs its first admin).
+    pub async fn has_no_user(&self) -> Result<bool, EngineError> {
+        Ok(self.store.user_count().await? == 0)
+    }
+
+    /// Creates the first admin of a new installation with `password` (chosen by the
+    /// operator or generated: it needs only one printable character). `false` when a
+    /// node sharing the database created the user at the same moment.
+    pub async fn create_first_admin(&self, username: &str, password: &str) -> Result<bool, EngineError> {
+        check_password_characters(password)?;
+        match self.store.create_user(username, password, Role::Admin).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::DuplicateUser(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Sets a user's password. A role may be named only if it is the user's own: a

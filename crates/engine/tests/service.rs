@@ -76,3 +76,16 @@ async fn deletes_are_served_before_the_models_are_loaded() {
     assert!(store.get_index(&index.id).await.expect("read").is_none());
     assert!(!service.delete_index(&index.id).await.expect("delete again"));
 }
+
+#[tokio::test]
+async fn the_first_admin_is_made_once_with_a_printable_password() {
+    let (service, store, _dir) = service();
+    assert!(service.has_no_user().await.expect("count"));
+    let blank = service.create_first_admin("admin", &" ".repeat(12)).await;
+    assert!(matches!(blank, Err(EngineError::UserRule(UserRuleError::BlankPassword))), "{blank:?}");
+    // Short is allowed here: the operator chose it (or it was generated).
+    assert!(service.create_first_admin("admin", "x").await.expect("admin"));
+    assert!(!service.create_first_admin("admin", "x").await.expect("made by another node"));
+    assert_eq!(store.get_user("admin").await.expect("read").map(|u| u.role), Some(Role::Admin));
+    assert!(!service.has_no_user().await.expect("count"));
+}
