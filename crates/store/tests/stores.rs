@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use facesearch_store::prelude::*;
 use facesearch_store::{
     EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields, RecordPatch,
     Role, SqliteStore, Store, StoreError,
