@@ -136,10 +136,10 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn prune_audit(&self, before: &str) -> Result<u64, StoreError>;
 }
 
-// Re-embedding (moving an index to another model pack). The new pack's vectors are
-// staged beside the live ones, keyed by (image, pack), so that the job can stop
-// anywhere and continue, and searches keep using the live vectors until
-// [`ReembedStore::switch_pack`] replaces them in one transaction.
+/// Re-embedding (moving an index to another model pack). The new pack's vectors are
+/// staged beside the live ones, keyed by (image, pack), so that the job can stop
+/// anywhere and continue, and searches keep using the live vectors until
+/// [`ReembedStore::switch_pack`] replaces them in one transaction.
 #[async_trait::async_trait]
 pub trait ReembedStore: Send + Sync + 'static {
     /// Starts a job moving `index_id` to `pack`, or returns the one already running to
