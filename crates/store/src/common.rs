@@ -3,12 +3,15 @@
 //! row becomes a [`ReembedJob`], so that SQLite and PostgreSQL accept, refuse and answer
 //! exactly the same.
 
+use std::collections::HashMap;
+
 use argon2::password_hash::{self, PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
 use crate::time::now_rfc3339;
 use crate::{
-    IndexInfo, IndexType, JobState, NewImage, Record, RecordPatch, ReembedFailure, ReembedJob, Role, StoreError, User,
+    ImageSummary, IndexInfo, IndexType, JobState, NewImage, Record, RecordFields, RecordPatch, ReembedFailure,
+    ReembedJob, Role, StoreError, User,
 };
 
 /// The columns both stores read for an index, a record (table alias `r`) and a
@@ -120,6 +123,60 @@ pub(crate) fn check_pack(index_id: &str, index_pack: &str, vector_pack: &str) ->
     Ok(())
 }
 
+/// A record row as both stores read it (the columns [`RECORD_COLS`]) with its watch list
+/// decoded: PostgreSQL decodes it straight from the row (the derive), SQLite from its
+/// JSON text.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RecordRow {
+    pub id: String,
+    pub index_id: String,
+    pub name: String,
+    pub dob: String,
+    pub nationality: String,
+    pub gender: String,
+    pub id_no: String,
+    pub address: String,
+    #[sqlx(json)]
+    pub watch_list: Vec<String>,
+    pub additional_info: String,
+    pub reference: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The records of `rows`, in their order, each with its images from `images`
+/// ((record id, image) pairs, each record's oldest first).
+pub(crate) fn with_images(rows: Vec<RecordRow>, images: Vec<(String, ImageSummary)>) -> Vec<Record> {
+    let mut by_record: HashMap<String, Vec<ImageSummary>> = HashMap::new();
+    for (record_id, image) in images {
+        by_record.entry(record_id).or_default().push(image);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let images = by_record.remove(&row.id).unwrap_or_default();
+            Record {
+                record_id: row.id,
+                index_id: row.index_id,
+                fields: RecordFields {
+                    name: row.name,
+                    dob: row.dob,
+                    nationality: row.nationality,
+                    gender: row.gender,
+                    id_no: row.id_no,
+                    address: row.address,
+                    watch_list: row.watch_list,
+                    additional_info: row.additional_info,
+                },
+                reference: row.reference,
+                image_ids: images.iter().map(|i| i.image_id.clone()).collect(),
+                images,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            }
+        })
+        .collect()
+}
+
 pub(crate) fn index_from_columns(columns: IndexColumns) -> Result<IndexInfo, StoreError> {
     let (id, index_name, index_type, count, title, description, pack, created_at, updated_at) = columns;
     let index_type: IndexType = index_type.parse().map_err(|e| StoreError::Corrupt(format!("index {id}: {e}")))?;
@@ -148,7 +205,7 @@ pub(crate) fn users_with_grants(
     users: Vec<UserColumns>,
     pairs: Vec<(String, String)>,
 ) -> Result<Vec<User>, StoreError> {
-    let mut grants: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    let mut grants: HashMap<String, Vec<String>> = HashMap::new();
     for (username, index_id) in pairs {
         grants.entry(username).or_default().push(index_id);
     }

@@ -21,7 +21,6 @@
 //! [`audit`], [`jobs`] (re-embedding), [`vectors`] (the search). This file connects,
 //! migrates and maps driver errors.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -33,9 +32,10 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, Transaction};
 
 use crate::common::{
-    INDEX_COLS, IndexColumns, JOB_COLS, JobRow, RECORD_COLS, USER_COLS, UserColumns, check_image, check_pack,
-    check_vector, count_u64, decode_cursor, encode_cursor, hash_password, index_from_columns, live_figures, new_id,
-    patch_record, reference_in_use, reference_taken, user_from_columns, users_with_grants, validate_username, verified,
+    INDEX_COLS, IndexColumns, JOB_COLS, JobRow, RECORD_COLS, RecordRow, USER_COLS, UserColumns, check_image,
+    check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, index_from_columns, live_figures,
+    new_id, patch_record, reference_in_use, reference_taken, user_from_columns, users_with_grants, validate_username,
+    verified, with_images,
 };
 use crate::error::BackendError;
 use crate::time::now_rfc3339;

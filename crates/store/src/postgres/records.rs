@@ -3,47 +3,6 @@
 
 use super::*;
 
-#[derive(FromRow)]
-pub(super) struct RecordRow {
-    id: String,
-    index_id: String,
-    name: String,
-    dob: String,
-    nationality: String,
-    gender: String,
-    id_no: String,
-    address: String,
-    watch_list: Json<Vec<String>>,
-    additional_info: String,
-    reference: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
-
-impl RecordRow {
-    fn into_record(self, images: Vec<ImageSummary>) -> Record {
-        Record {
-            record_id: self.id,
-            index_id: self.index_id,
-            fields: RecordFields {
-                name: self.name,
-                dob: self.dob,
-                nationality: self.nationality,
-                gender: self.gender,
-                id_no: self.id_no,
-                address: self.address,
-                watch_list: self.watch_list.0,
-                additional_info: self.additional_info,
-            },
-            reference: self.reference,
-            image_ids: images.iter().map(|i| i.image_id.clone()).collect(),
-            images,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
-}
-
 /// Completes record rows with their images (oldest first), keeping the row order.
 pub(super) async fn attach_images(
     conn: &mut sqlx::PgConnection,
@@ -60,17 +19,11 @@ pub(super) async fn attach_images(
     .fetch_all(&mut *conn)
     .await
     .map_err(db("loading image ids"))?;
-    let mut by_record: HashMap<String, Vec<ImageSummary>> = HashMap::new();
-    for (record_id, image_id, quality) in images {
-        by_record.entry(record_id).or_default().push(ImageSummary { image_id, quality: quality.map(|q| q.0) });
-    }
-    Ok(rows
+    let images = images
         .into_iter()
-        .map(|row| {
-            let images = by_record.remove(&row.id).unwrap_or_default();
-            row.into_record(images)
-        })
-        .collect())
+        .map(|(record_id, image_id, quality)| (record_id, ImageSummary { image_id, quality: quality.map(|q| q.0) }))
+        .collect();
+    Ok(with_images(rows, images))
 }
 
 pub(super) async fn load_record(

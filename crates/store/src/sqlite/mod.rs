@@ -6,7 +6,6 @@
 //! [`audit`], [`jobs`] (re-embedding); [`schema`] holds the migrations. This file opens
 //! the database and runs work on the blocking pool.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,10 +16,10 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use sha2::{Digest, Sha256};
 
 use crate::common::{
-    INDEX_COLS, IndexColumns, JOB_COLS, JobRow, RECORD_COLS, USER_COLS, UserColumns, check_image, check_pack,
-    check_vector, count_u64, decode_cursor, encode_cursor, hash_password, index_from_columns, live_figures, new_id,
-    patch_record, reference_in_use, reference_taken, to_json, user_from_columns, users_with_grants, validate_username,
-    verified,
+    INDEX_COLS, IndexColumns, JOB_COLS, JobRow, RECORD_COLS, RecordRow, USER_COLS, UserColumns, check_image,
+    check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, index_from_columns, live_figures,
+    new_id, patch_record, reference_in_use, reference_taken, to_json, user_from_columns, users_with_grants,
+    validate_username, verified, with_images,
 };
 use crate::error::BackendError;
 use crate::time::now_rfc3339;

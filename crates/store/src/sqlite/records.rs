@@ -3,24 +3,11 @@
 
 use super::*;
 
-pub(super) struct RawRecord {
-    id: String,
-    index_id: String,
-    name: String,
-    dob: String,
-    nationality: String,
-    gender: String,
-    id_no: String,
-    address: String,
-    watch_list: String,
-    additional_info: String,
-    reference: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
+/// A record row and its watch list as stored (JSON text), decoded by [`attach_images`].
+pub(super) type RawRecord = (RecordRow, String);
 
 pub(super) fn raw_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
-    Ok(RawRecord {
+    let row = RecordRow {
         id: r.get(0)?,
         index_id: r.get(1)?,
         name: r.get(2)?,
@@ -29,36 +16,13 @@ pub(super) fn raw_record(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
         gender: r.get(5)?,
         id_no: r.get(6)?,
         address: r.get(7)?,
-        watch_list: r.get(8)?,
+        watch_list: Vec::new(),
         additional_info: r.get(9)?,
         reference: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
-    })
-}
-
-pub(super) fn record_from_raw(raw: RawRecord, images: Vec<ImageSummary>) -> Result<Record, StoreError> {
-    let watch_list: Vec<String> = serde_json::from_str(&raw.watch_list)
-        .map_err(|e| StoreError::Corrupt(format!("record {}: watch_list: {e}", raw.id)))?;
-    Ok(Record {
-        record_id: raw.id,
-        index_id: raw.index_id,
-        fields: RecordFields {
-            name: raw.name,
-            dob: raw.dob,
-            nationality: raw.nationality,
-            gender: raw.gender,
-            id_no: raw.id_no,
-            address: raw.address,
-            watch_list,
-            additional_info: raw.additional_info,
-        },
-        reference: raw.reference,
-        image_ids: images.iter().map(|i| i.image_id.clone()).collect(),
-        images,
-        created_at: raw.created_at,
-        updated_at: raw.updated_at,
-    })
+    };
+    Ok((row, r.get(8)?))
 }
 
 /// Completes raw rows with their images (oldest first; images added within one
@@ -67,7 +31,15 @@ pub(super) fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<V
     if raws.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = to_json(&raws.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())?;
+    let rows = raws
+        .into_iter()
+        .map(|(mut row, watch_list)| {
+            row.watch_list = serde_json::from_str(&watch_list)
+                .map_err(|e| StoreError::Corrupt(format!("record {}: watch_list: {e}", row.id)))?;
+            Ok(row)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let ids = to_json(&rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())?;
     let pairs = conn
         .prepare_cached(
             "SELECT record_id, id, quality FROM images
@@ -81,20 +53,17 @@ pub(super) fn attach_images(conn: &Connection, raws: Vec<RawRecord>) -> Result<V
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .ctx("loading image ids")?;
-    let mut by_record: HashMap<String, Vec<ImageSummary>> = HashMap::new();
-    for (record_id, image_id, quality) in pairs {
-        let quality = quality
-            .map(|q| serde_json::from_str(&q))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("image {image_id}: quality: {e}")))?;
-        by_record.entry(record_id).or_default().push(ImageSummary { image_id, quality });
-    }
-    raws.into_iter()
-        .map(|raw| {
-            let images = by_record.remove(&raw.id).unwrap_or_default();
-            record_from_raw(raw, images)
+    let images = pairs
+        .into_iter()
+        .map(|(record_id, image_id, quality)| {
+            let quality = quality
+                .map(|q| serde_json::from_str(&q))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("image {image_id}: quality: {e}")))?;
+            Ok((record_id, ImageSummary { image_id, quality }))
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(with_images(rows, images))
 }
 
 pub(super) fn query_records(
