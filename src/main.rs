@@ -2,6 +2,7 @@
 //! and verify models, measure accuracy and speed.
 
 mod cli;
+mod wiring;
 
 use std::process::ExitCode;
 

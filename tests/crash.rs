@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{ADMIN_PASSWORD, ADMIN_USER, Server, ServerOptions, lfw_people, lfw_photos, temp_dir, with_form};
-use facesearch_store::{SqliteStore, Store};
+use facesearch_store::SqliteStore;
+use facesearch_store::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::blocking::multipart::{Form, Part};

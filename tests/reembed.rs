@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use common::{Server, ServerOptions, lfw_people, lfw_photos, poll_reembed, temp_dir};
 use facesearch_face::Pack;
 use facesearch_face::calibration::Calibration;
-use facesearch_store::{JobState, SqliteStore, Store};
+use facesearch_store::prelude::*;
+use facesearch_store::{JobState, SqliteStore};
 use serde_json::{Value, json};
 
 /// Images staged before the job pauses in the first server.

@@ -685,7 +685,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
 }
 
 pub fn seed(args: SeedBench) -> anyhow::Result<()> {
-    use facesearch_store::{IndexType, NewImage, NewIndex, PostgresStore, RecordFields, SqliteStore, Store};
+    use facesearch_store::{IndexType, NewImage, NewIndex, RecordFields};
     let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
     let vectors: Vec<&[f32]> = real.iter().map(|r| r.vector.as_slice()).collect();
     let gaussian = FittedGaussian::fit(&vectors)?;
@@ -696,10 +696,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
     let photo = photo.into_inner();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let store: Box<dyn Store> = match args.database.postgres()? {
-            Some(pg) => Box::new(PostgresStore::connect(&pg).await?),
-            None => Box::new(SqliteStore::open(&args.data_dir)?),
-        };
+        let store = facesearch_store::open(&args.database.store_config(&args.data_dir)?).await?;
         let pack = args.pipeline.pack.name();
         let index = match store.list_indexes().await?.into_iter().find(|i| i.index_name == args.index_name) {
             Some(i) => {
@@ -749,7 +746,9 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
 }
 
 pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
-    use facesearch_store::{IndexType, NewImage, NewIndex, PostgresStore, RecordFields, Store, VectorQuery};
+    use facesearch_store::{
+        IndexStore, IndexType, NewImage, NewIndex, PostgresStore, RecordFields, RecordStore, VectorQuery, VectorStore,
+    };
     let pg =
         args.database.postgres()?.context("bench pgvector needs --store postgres://… (or FACESEARCH_DATABASE_URL)")?;
     let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
@@ -941,7 +940,9 @@ async fn pg_split(
     main_index: &str,
     queries: &[&[f32]],
 ) -> anyhow::Result<()> {
-    use facesearch_store::{IndexType, NewImage, NewIndex, RecordFields, Store, VectorQuery};
+    use facesearch_store::{
+        IndexStore, IndexType, NewImage, NewIndex, RecordFields, RecordStore, VectorQuery, VectorStore,
+    };
     let pack = args.pipeline.pack.name();
     let snapshot = exact.snapshot(main_index);
     let dim = snapshot.dim;

@@ -1,10 +1,11 @@
 //! Which database a command uses: SQLite in the data directory (the default), or
 //! PostgreSQL with pgvector when a URL is given.
 
+use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
-use facesearch_store::PostgresConfig;
+use facesearch_store::{PostgresConfig, StoreConfig};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct DatabaseArgs {
@@ -56,6 +57,14 @@ impl DatabaseArgs {
             config.exact_below = n;
         }
         Ok(Some(config))
+    }
+
+    /// The store to open: PostgreSQL when a URL is given, else SQLite in `data_dir`.
+    pub fn store_config(&self, data_dir: &Path) -> anyhow::Result<StoreConfig> {
+        Ok(match self.postgres()? {
+            Some(pg) => StoreConfig::Postgres(pg),
+            None => StoreConfig::Sqlite { data_dir: data_dir.to_path_buf() },
+        })
     }
 }
 

@@ -9,12 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use facesearch_api::client::IpNet;
-use facesearch_api::{ApiConfig, ServerConfig, TlsFiles};
+use facesearch_api::{ApiConfig, TlsFiles};
 use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, QualityMinimums, RuntimeOptions};
 use facesearch_index::IndexConfig;
 use serde::Deserialize;
 
 use super::database::DatabaseArgs;
+use crate::wiring::ServerConfig;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -407,7 +408,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         };
-        facesearch_api::run(config, stop).await
+        crate::wiring::run(config, stop).await
     })?;
     Ok(())
 }
@@ -475,6 +476,16 @@ mod tests {
         let argv = std::iter::once("serve").chain(flags.iter().copied());
         let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
         resolve(cli.serve).map(|(config, _)| config)
+    }
+
+    #[test]
+    fn the_store_is_sqlite_in_the_data_dir_unless_a_postgres_url_is_given() {
+        use facesearch_store::StoreConfig;
+        let sqlite = resolved(&["--data-dir", "/srv/faces"]).expect("resolves").store();
+        assert!(matches!(&sqlite, StoreConfig::Sqlite { data_dir } if data_dir == std::path::Path::new("/srv/faces")));
+        let pg = resolved(&["--store", "postgres://u:secret@db/faces"]).expect("resolves").store();
+        assert!(matches!(&pg, StoreConfig::Postgres(c) if c.url == "postgres://u:secret@db/faces"));
+        assert!(!pg.location().contains("secret"), "the location shown hides the password");
     }
 
     #[test]

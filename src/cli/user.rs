@@ -3,16 +3,15 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use facesearch_api::routes::users::user_object;
 use facesearch_engine::users::{check_password, check_username, parse_role};
-use facesearch_store::{PostgresStore, Role, SqliteStore, Store, User};
+use facesearch_store::{Role, SQLITE_FILE, Store, StoreConfig, User};
 use serde_json::{Value, json};
 
-/// The database file inside a data directory.
-const DB_FILE: &str = "facesearch.sqlite3";
 /// Where a new password comes from when not typed on standard input.
 const PASSWORD_ENV: &str = "FACESEARCH_NEW_PASSWORD";
 
@@ -78,37 +77,25 @@ enum UserCommand {
 pub fn run(args: UserArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("facesearch-data"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let location = match args.database.postgres()? {
-        Some(pg) => Location::Postgres(pg),
-        None => Location::DataDir(data_dir),
-    };
-    runtime.block_on(execute(args, &location))
-}
-
-/// Where the users are kept.
-enum Location {
-    DataDir(PathBuf),
-    Postgres(facesearch_store::PostgresConfig),
+    let config = args.database.store_config(&data_dir)?;
+    runtime.block_on(execute(args, &config))
 }
 
 /// Opens the store; only `add` may create a new embedded one.
-async fn open(location: &Location, create: bool) -> anyhow::Result<Box<dyn Store>> {
-    match location {
-        Location::DataDir(data_dir) => {
-            if !create && !data_dir.join(DB_FILE).is_file() {
+async fn open(config: &StoreConfig, create: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let context = match config {
+        StoreConfig::Sqlite { data_dir } => {
+            if !create && !data_dir.join(SQLITE_FILE).is_file() {
                 bail!(
                     "there is no facesearch database in {} (wrong --data-dir or FACESEARCH_DATA_DIR?)",
                     data_dir.display()
                 );
             }
-            let store = SqliteStore::open(data_dir)
-                .with_context(|| format!("opening the database in {}", data_dir.display()))?;
-            Ok(Box::new(store))
+            format!("opening the database in {}", data_dir.display())
         }
-        Location::Postgres(pg) => {
-            Ok(Box::new(PostgresStore::connect(pg).await.context("opening the PostgreSQL database")?))
-        }
-    }
+        StoreConfig::Postgres(_) => "opening the PostgreSQL database".to_string(),
+    };
+    facesearch_store::open(config).await.context(context)
 }
 
 /// The new password: from FACESEARCH_NEW_PASSWORD, else one line of standard input.
@@ -175,7 +162,7 @@ async fn warn_if_no_admin(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn execute(args: UserArgs, location: &Location) -> anyhow::Result<()> {
+async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
     let json = args.json;
     match args.command {
         UserCommand::Add { username, role, grants } => {

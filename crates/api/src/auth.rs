@@ -745,7 +745,7 @@ impl FromRequestParts<AppState> for Caller {
 
 #[cfg(test)]
 mod tests {
-    use facesearch_store::Store as _;
+    use facesearch_store::prelude::*;
 
     use super::*;
 

@@ -31,7 +31,7 @@ use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 pub use auth::Permission;
 pub use error::ApiError;
-pub use server::{ServerConfig, TlsFiles, run};
+pub use server::{ServeOptions, ServerError, TlsFiles, bind, serve};
 pub use state::{ApiConfig, AppState};
 
 /// One endpoint: its method, its path template (axum syntax, `{param}`), the least

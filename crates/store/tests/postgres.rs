@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facesearch_pgfixture::TestPostgres;
+use facesearch_store::prelude::*;
 use facesearch_store::{
     EnrolOutcome, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields, Store, StoreError,
     VectorQuery,

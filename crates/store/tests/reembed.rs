@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use facesearch_store::prelude::*;
 use facesearch_store::{
-    EnrolOutcome, IndexType, JobState, NewImage, NewIndex, PackSwitch, RecordFields, ReembedStart, SqliteStore, Store,
+    EnrolOutcome, IndexType, JobState, NewImage, NewIndex, PackSwitch, RecordFields, ReembedStart, SqliteStore,
     StoreError,
 };
 

@@ -6,9 +6,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use facesearch_store::prelude::*;
 use facesearch_store::{
     EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields, RecordPatch,
-    Role, SqliteStore, Store, StoreError,
+    Role, SqliteStore, Store, StoreConfig, StoreError, VectorQuery,
 };
 
 fn new_index(name: &str) -> NewIndex {
@@ -53,19 +54,20 @@ enum Backend {
 }
 
 /// An empty store of the kind; the directory (SQLite) lives as long as the guard.
+/// Opened the way every command opens its store: `facesearch_store::open`.
 async fn open(backend: Backend) -> (Option<tempfile::TempDir>, Arc<dyn Store>) {
-    match backend {
+    let (dir, config) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = SqliteStore::open(&dir.path().join("data")).expect("open");
-            (Some(dir), Arc::new(store))
+            let config = StoreConfig::Sqlite { data_dir: dir.path().join("data") };
+            (Some(dir), config)
         }
         Backend::Postgres => {
             let url = facesearch_pgfixture::shared().fresh_database();
-            let store = PostgresStore::connect(&PostgresConfig::new(url)).await.expect("connect");
-            (None, Arc::new(store))
+            (None, StoreConfig::Postgres(PostgresConfig::new(url)))
         }
-    }
+    };
+    (dir, facesearch_store::open(&config).await.expect("open"))
 }
 
 /// Two stores on one database, as two processes or nodes would have: two SQLite
@@ -709,7 +711,36 @@ macro_rules! on_both_stores {
     };
 }
 
+/// Vector search is a capability of the PostgreSQL store only; asking the embedded
+/// store for it is refused as bad input, not answered with an empty list.
+async fn vector_search_is_a_capability_of_postgres_only(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let index = store.create_index(new_index("vectors")).await.unwrap();
+    enrol_new(store.as_ref(), &index.id, "Ann", None, 1).await;
+    let query = VectorQuery {
+        pack: image(1).pack,
+        index_ids: vec![index.id.clone()],
+        vector: image(1).embedding,
+        min_similarity: -1.0,
+        limit: 5,
+    };
+    match backend {
+        Backend::Sqlite => {
+            assert!(store.vector_search().is_none() && !store.searches_vectors());
+            assert!(matches!(store.nearest_faces(query).await, Err(StoreError::InvalidInput(_))));
+        }
+        Backend::Postgres => {
+            let vectors = store.vector_search().expect("PostgreSQL searches its vectors");
+            assert!(store.searches_vectors());
+            let found = vectors.nearest_faces(query.clone()).await.unwrap();
+            assert_eq!(found.len(), 1);
+            assert_eq!(found, store.nearest_faces(query).await.unwrap(), "the forwarder answers the same");
+        }
+    }
+}
+
 on_both_stores!(
+    vector_search_is_a_capability_of_postgres_only,
     index_crud_and_duplicate_name,
     image_quality_is_stored_and_shown_with_the_record,
     enrol_get_page_update_delete,
