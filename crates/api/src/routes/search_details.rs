@@ -17,7 +17,8 @@ use super::search::match_object;
 use crate::error::{ApiError, round};
 use crate::extract::QueryParams;
 #[allow(unused_imports)] // named by the schema attributes below
-use crate::openapi::{ExpectedFalseMatches, FaceQualityObject, MatchResult};
+use crate::responses::record::FaceQualityObject;
+use crate::responses::{ExpectedFalseMatches, MatchResult};
 
 /// The opt-in parts a search request asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -342,7 +343,7 @@ mod tests {
             [("include", "probes"), ("include", ""), ("include", "probe,x"), ("faces", "every"), ("faces", "")]
         {
             let e = SearchOptions::from_query(&query(&[(k, v)])).expect_err(v);
-            assert_eq!((e.code, e.details["parameter"].as_str()), ("INVALID_PARAMETER", Some(k)), "{k}={v}");
+            assert_eq!((e.code.as_str(), e.details["parameter"].as_str()), ("INVALID_PARAMETER", Some(k)), "{k}={v}");
         }
     }
 

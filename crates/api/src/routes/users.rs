@@ -11,15 +11,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use facesearch_store::{Role, User};
+use facesearch_store::Role;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{created, ok};
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{JsonBody, Path};
-use crate::openapi::{AuthErrors, ErrorBody, ServerErrors, TAG_USERS, UserListResponse, UserResponse};
+use crate::openapi::TAG_USERS;
+use crate::responses::{AuthErrors, ErrorBody, ServerErrors, UserListResponse, UserObject, UserResponse};
 use crate::state::AppState;
 
 /// Shortest accepted password, in characters.
@@ -53,8 +53,8 @@ pub fn check_username(name: &str) -> Result<(), ApiError> {
 pub fn check_password(password: &str) -> Result<(), ApiError> {
     let n = password.chars().count();
     if n < MIN_PASSWORD_CHARS {
-        return Err(ApiError::bad_request(
-            "WEAK_PASSWORD",
+        return Err(ApiError::new(
+            ErrorCode::WeakPassword,
             format!("the password must be at least {MIN_PASSWORD_CHARS} characters long"),
         )
         .with("min_length", MIN_PASSWORD_CHARS));
@@ -72,8 +72,8 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
 /// password of twelve spaces, tabs or NULs is refused (`WEAK_PASSWORD`).
 pub fn check_password_characters(password: &str) -> Result<(), ApiError> {
     if !password.chars().any(|c| !c.is_whitespace() && !c.is_control()) {
-        return Err(ApiError::bad_request(
-            "WEAK_PASSWORD",
+        return Err(ApiError::new(
+            ErrorCode::WeakPassword,
             "the password must contain at least one printable character other than a space",
         )
         .with("min_length", MIN_PASSWORD_CHARS));
@@ -88,18 +88,8 @@ pub fn parse_role(role: &str) -> Result<Role, ApiError> {
     })
 }
 
-/// The user object: never the password hash.
-pub fn user_object(user: &User) -> Value {
-    json!({
-        "username": user.username,
-        "role": user.role.as_str(),
-        "grants": user.grants,
-        "created_at": user.created_at,
-    })
-}
-
 pub fn user_not_found(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", format!("no user named {name:?}")).with("username", name)
+    ApiError::new(ErrorCode::UserNotFound, format!("no user named {name:?}")).with("username", name)
 }
 
 /// Makes the change visible at once: no request may run on a remembered credential
@@ -153,7 +143,7 @@ pub struct PatchUserBody {
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     // Read afresh: a grant given since the credential was cached shows at once.
     let user = state.store().get_user(&caller.user.username).await?.unwrap_or(caller.user);
-    Ok(ok(user_object(&user)))
+    Ok(ok(UserObject::from(&user)))
 }
 
 /// `POST /users`: `{username, password, role, grants?}` → `201` user.
@@ -202,7 +192,7 @@ pub async fn create(
     }
     changed(&state);
     let user = state.store().get_user(&user.username).await?.ok_or_else(|| user_not_found(&body.username))?;
-    Ok(created(user_object(&user)))
+    Ok(created(UserObject::from(&user)))
 }
 
 /// `GET /users`: every user, by username.
@@ -222,7 +212,7 @@ pub async fn create(
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let users = state.store().list_users().await?;
-    Ok(ok(users.iter().map(user_object).collect::<Vec<_>>()))
+    Ok(ok(users.iter().map(UserObject::from).collect::<Vec<_>>()))
 }
 
 /// `GET /users/{username}`.
@@ -244,7 +234,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 )]
 pub async fn get(State(state): State<AppState>, Path(username): Path<String>) -> Result<Response, ApiError> {
     let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
-    Ok(ok(user_object(&user)))
+    Ok(ok(UserObject::from(&user)))
 }
 
 /// `PATCH /users/{username}`: `{password?, role?}`. The role cannot change (only
@@ -284,8 +274,8 @@ pub async fn patch(
     if let Some(role) = role
         && role != user.role
     {
-        return Err(ApiError::bad_request(
-            "ROLE_CHANGE_NOT_SUPPORTED",
+        return Err(ApiError::new(
+            ErrorCode::RoleChangeNotSupported,
             format!("the role of a user cannot be changed; delete {username:?} and create the user again as {role}"),
         )
         .with("parameter", "role"));
@@ -299,7 +289,7 @@ pub async fn patch(
         state.throttle().forget_user(&username);
     }
     let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
-    Ok(ok(user_object(&user)))
+    Ok(ok(UserObject::from(&user)))
 }
 
 /// `DELETE /users/{username}` → `204`. Deleting yourself, or the last admin, is
@@ -327,8 +317,7 @@ pub async fn delete(
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
     if username == caller.user.username {
-        return Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", "you cannot delete your own account")
-            .with("username", username));
+        return Err(ApiError::new(ErrorCode::Conflict, "you cannot delete your own account").with("username", username));
     }
     // The store refuses to delete the last admin (StoreError::LastAdmin → 409) in the
     // same transaction as the delete, so two admins deleting each other at once, on one
