@@ -12,7 +12,7 @@ use facesearch_store::StoreError;
 use serde_json::{Map, Value, json};
 
 pub use crate::error_codes::ErrorCode;
-use crate::routes::search_details::ScoredBox;
+use crate::responses::search::ScoredBox;
 
 #[derive(Debug)]
 pub struct ApiError {

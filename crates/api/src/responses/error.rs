@@ -11,7 +11,7 @@ use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 use utoipa::{IntoResponses, ToSchema};
 
 use crate::error::ErrorCode;
-use crate::routes::search_details::ScoredBox;
+use crate::responses::search::ScoredBox;
 
 /// The body of every error response.
 // Built by `crate::ApiError::body`.

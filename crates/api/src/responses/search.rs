@@ -1,7 +1,9 @@
-//! Part 1's answers: a search match and a downloaded image.
+//! Part 1's answers: a search match and a downloaded image; the face boxes of a
+//! search's opt-in details and of a `MULTIPLE_FACES` refusal.
 
 use base64::Engine as _;
 use facesearch_engine::Match;
+use facesearch_face::Detection;
 use facesearch_store::StoredImage;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -78,4 +80,49 @@ impl From<&StoredImage> for FileObject {
             file_id: image.image_id.clone(),
         }
     }
+}
+
+/// A face box in pixels of the uploaded photo as decoded (after its EXIF orientation):
+/// left, top, right, bottom.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct FaceBox {
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+}
+
+impl FaceBox {
+    pub fn of(d: &Detection) -> Self {
+        let px = |v: f32| round(f64::from(v), 2);
+        FaceBox { x1: px(d.bbox.x1), y1: px(d.bbox.y1), x2: px(d.bbox.x2), y2: px(d.bbox.y2) }
+    }
+
+    /// `x1,y1,x2,y2` in whole pixels: the `X-Face-Box` header.
+    pub fn header(&self) -> String {
+        format!("{},{},{},{}", self.x1.round(), self.y1.round(), self.x2.round(), self.y2.round())
+    }
+}
+
+/// One of the faces of a `MULTIPLE_FACES` refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct ScoredBox {
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+    /// Detector confidence, 0–1.
+    pub detection_score: f64,
+}
+
+impl ScoredBox {
+    pub fn of(d: &Detection) -> Self {
+        let b = FaceBox::of(d);
+        ScoredBox { x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, detection_score: detection_score(d) }
+    }
+}
+
+/// A detector confidence as sent, 0–1 to four decimals.
+pub fn detection_score(d: &Detection) -> f64 {
+    round(f64::from(d.score), 4)
 }
