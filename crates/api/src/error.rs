@@ -37,7 +37,14 @@ impl ApiError {
         self
     }
 
+    /// Adds a detail, one of the fields [`ErrorObject`](crate::responses::ErrorObject)
+    /// documents (checked in debug builds, so that every test that meets the error
+    /// checks it; `openapi::tests::errors_are_their_schema` checks the types).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        debug_assert!(
+            crate::responses::error::is_documented_detail(key),
+            "the error detail {key:?} is not a field of ErrorObject"
+        );
         self.details.insert(key.to_string(), value.into());
         self
     }

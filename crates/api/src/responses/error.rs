@@ -3,12 +3,13 @@
 //! schema's description lists it).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::openapi::{Ref, RefOr, ResponseBuilder, Schema};
+use utoipa::{IntoResponses, PartialSchema, ToSchema};
 
 use crate::error::ErrorCode;
 use crate::responses::search::ScoredBox;
@@ -91,6 +92,17 @@ pub struct ErrorObject {
     pub image_id: Option<String>,
     /// The job concerned (`JOB_NOT_FOUND`).
     pub job_id: Option<String>,
+}
+
+/// Whether `key` is a field of [`ErrorObject`] (beside `code` and `message`): the
+/// details an [`crate::ApiError`] may carry.
+pub fn is_documented_detail(key: &str) -> bool {
+    static FIELDS: OnceLock<Vec<String>> = OnceLock::new();
+    let fields = FIELDS.get_or_init(|| match ErrorObject::schema() {
+        RefOr::T(Schema::Object(object)) => object.properties.keys().cloned().collect(),
+        _ => Vec::new(),
+    });
+    key != "code" && key != "message" && fields.iter().any(|f| f == key)
 }
 
 /// An error answer of the document: the `ErrorBody` schema, `description`, and the
