@@ -2,7 +2,8 @@
 //! of a running server: every route of `facesearch_api::route_table()` is documented
 //! (so a new endpoint cannot be left out), with the security its permission implies
 //! and error responses of the `{"error": {…}}` shape; the Part 1 response schemas carry
-//! the published field names; `/docs` is a self-contained page with its own CSP.
+//! the published field names; the server's answers are their documented schemas, type
+//! by type; `/docs` is a self-contained page with its own CSP.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::sync::OnceLock;
 
 use common::Server;
 use facesearch_api::Permission;
+use facesearch_api::openapi::conformance;
 use serde_json::Value;
 
 fn server() -> &'static Server {
@@ -42,13 +44,22 @@ fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
     panic!("$ref cycle")
 }
 
+/// The properties of an object schema, with those of its `allOf` parts.
 fn property_names(doc: &Value, schema: &Value) -> BTreeSet<String> {
-    resolve(doc, schema)["properties"]
-        .as_object()
-        .unwrap_or_else(|| panic!("schema without properties: {schema}"))
-        .keys()
-        .cloned()
-        .collect()
+    let names: BTreeSet<String> = conformance::object_fields(doc, schema).0.into_keys().collect();
+    assert!(!names.is_empty(), "schema without properties: {schema}");
+    names
+}
+
+/// Asserts that the body of `r` is what the document says `method path` answers with
+/// `r`'s status: every field documented, every required one sent, each of its type.
+#[track_caller]
+fn assert_documented(doc: &Value, path: &str, method: &str, r: &common::Resp) {
+    let status = r.status.to_string();
+    let schema = &doc["paths"][path][method]["responses"][status.as_str()]["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {path} does not document a JSON {status}: {}", r.text);
+    let out = conformance::departures(doc, schema, &r.json, &format!("{method} {path} {status}"));
+    assert!(out.is_empty(), "{}\n{}", r.text, out.join("\n"));
 }
 
 /// The schema of `response` in the JSON body of an operation's response.
@@ -179,10 +190,10 @@ fn part_one_schemas_carry_the_published_field_names() {
     ] {
         assert!(match_fields.contains(f), "the match result lacks {f}: {match_fields:?}");
     }
-    let m = resolve(doc, &m);
-    assert_eq!(resolve(doc, &m["properties"]["watch_list"])["type"], "array", "watch_list is an array");
+    let (properties, _) = conformance::object_fields(doc, &m);
+    assert_eq!(resolve(doc, properties["watch_list"])["type"], "array", "watch_list is an array");
     for f in ["match_score", "distance"] {
-        assert_eq!(m["properties"][f]["type"], "number", "{f} is a number");
+        assert_eq!(properties[f]["type"], "number", "{f} is a number");
     }
     let file = response_payload(doc, "/media/file/download/{file_id}", "get", "200");
     let file_fields = property_names(doc, file);
@@ -398,4 +409,51 @@ fn the_documented_record_examples_match_the_server() {
         }
     }
     assert!(documented >= 3, "the examples show records ({documented} found)");
+}
+
+/// What a running server sends is what the document says, field by field and type by
+/// type: the answers of the main operations, successes and errors, compared with the
+/// schema documented for their status.
+#[test]
+fn the_servers_answers_are_their_documented_schemas() {
+    let doc = document();
+    let s = server();
+    let photo = common::eval("deepface/img1.jpg");
+    let health = s.send("GET /healthz", s.http().get(s.url("/healthz")));
+    assert_documented(doc, "/healthz", "get", &health);
+    let created =
+        s.post_json("/face/index", &serde_json::json!({"index_name": "schema-check", "index_type": "EXTERNAL"}));
+    assert_documented(doc, "/face/index", "post", &created);
+    let index = created.ok(201)["id"].as_str().expect("an index id").to_string();
+    let taken = s.post_json("/face/index", &serde_json::json!({"index_name": "schema-check"}));
+    assert_documented(doc, "/face/index", "post", &taken);
+    for query in ["", "?min_match_score=70"] {
+        let r = s.get(&format!("/face/index/{index}{query}"));
+        assert_documented(doc, "/face/index/{index_id}", "get", &r);
+    }
+    assert_documented(doc, "/face/index/{index_id}", "get", &s.get("/face/index/no-such-index"));
+    let enrolled = s.enrol(&index, &photo, &[("name", "Schema"), ("watch_list", "a,b"), ("reference", "ref-1")]);
+    assert_documented(doc, "/face/index/{index_id}/records", "post", &enrolled);
+    let record = enrolled.ok(201)["record_id"].as_str().expect("a record id").to_string();
+    let image = enrolled.ok(201)["image_ids"][0].as_str().expect("an image id").to_string();
+    let r = s.get(&format!("/face/index/{index}/records/{record}"));
+    assert_documented(doc, "/face/index/{index_id}/records/{record_id}", "get", &r);
+    let r = s.get(&format!("/face/index/{index}/records?limit=1"));
+    assert_documented(doc, "/face/index/{index_id}/records", "get", &r);
+    assert_documented(doc, "/face/index/details", "get", &s.get("/face/index/details"));
+    let found = s.search(&[index.as_str()], &photo, &[("perform_liveness_check", "false")]);
+    assert_documented(doc, "/face/search", "post", &found);
+    assert!(!found.ok(200).as_array().expect("matches").is_empty(), "the enrolled face is found");
+    let detailed = s.search(&[index.as_str()], &photo, &[("perform_liveness_check", "false"), ("include", "probe")]);
+    assert_documented(doc, "/face/search", "post", &detailed);
+    let refused = s.search(&[index.as_str()], &photo, &[("min_match_score", "101")]);
+    assert_documented(doc, "/face/search", "post", &refused);
+    assert_documented(doc, "/media/file/download/{file_id}", "get", &s.download(&image));
+    assert_documented(doc, "/users/me", "get", &s.get("/users/me"));
+    assert_documented(doc, "/users", "get", &s.get("/users"));
+    assert_documented(doc, "/audit", "get", &s.get("/audit?limit=5"));
+    let job = s.post_json(&format!("/face/index/{index}/duplicates?wait=0"), &Value::Null);
+    assert_documented(doc, "/face/index/{index_id}/duplicates", "post", &job);
+    let r = s.get(&format!("/face/index/{index}/reembed"));
+    assert_documented(doc, "/face/index/{index_id}/reembed", "get", &r);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
-use facesearch_api::routes::users::user_object;
+use facesearch_api::responses::UserObject;
 use facesearch_engine::users::{check_password, check_username, parse_role};
 use facesearch_store::{Role, SQLITE_FILE, Store, StoreConfig, User};
 use serde_json::{Value, json};
@@ -141,6 +141,11 @@ async fn existing_index(store: &dyn Store, given: &str) -> anyhow::Result<String
         }
         Err(NotOne::Ambiguous { listing }) => bail!("{given:?} names several indexes: {listing}; give the id"),
     }
+}
+
+/// The user as the API shows it (through `Value`: its keys sorted, as the API sends them).
+fn user_object(user: &User) -> Value {
+    serde_json::to_value(UserObject::from(user)).unwrap_or(Value::Null)
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {

@@ -110,7 +110,7 @@ impl AuditEntry {
 /// The outcome of a response: its error code, `ok`, or the bare status.
 fn outcome_of(response: &Response) -> String {
     match response.extensions().get::<ErrorCode>() {
-        Some(code) => code.0.to_string(),
+        Some(code) => code.as_str().to_string(),
         None if response.status().is_success() => "ok".to_string(),
         None => response.status().as_u16().to_string(),
     }
@@ -140,7 +140,7 @@ pub async fn user_change(
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            return ApiError::bad_request("INVALID_BODY", format!("the request body could not be read: {e}"))
+            return ApiError::new(ErrorCode::InvalidBody, format!("the request body could not be read: {e}"))
                 .into_response();
         }
     };

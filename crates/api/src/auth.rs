@@ -33,14 +33,14 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use facesearch_store::{IndexInfo, IndexType, Role, User};
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// How long a verified credential is trusted without re-checking the hash.
@@ -616,12 +616,8 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
 }
 
 fn too_many_attempts(seconds: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "TOO_MANY_ATTEMPTS",
-        format!("too many failed logins; try again in {seconds} s"),
-    )
-    .with("retry_after", seconds)
+    ApiError::new(ErrorCode::TooManyAttempts, format!("too many failed logins; try again in {seconds} s"))
+        .with("retry_after", seconds)
 }
 
 /// Checks the `Authorization` header of a request from `peer` (the client address,

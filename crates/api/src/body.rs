@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 
 use crate::admission::BudgetExhausted;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// Marks a request whose body exceeded the limit; carries the limit in bytes.
@@ -64,7 +64,7 @@ pub async fn read_body(State(state): State<AppState>, request: Request, next: Ne
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
-                return ApiError::bad_request("INVALID_BODY", format!("the request body could not be read: {e}"))
+                return ApiError::new(ErrorCode::InvalidBody, format!("the request body could not be read: {e}"))
                     .into_response();
             }
         };

@@ -168,12 +168,7 @@ pub fn automatic_answer(buf: &[u8], now: SystemTime) -> Option<(usize, StatusCod
 
 /// The whole HTTP/1.1 response that replaces hyper's answer of `status`.
 fn json_answer(status: StatusCode) -> Vec<u8> {
-    let error = envelope_for(status);
-    let mut object = serde_json::Map::new();
-    object.insert("code".into(), error.code.into());
-    object.insert("message".into(), error.message.into());
-    object.extend(error.details);
-    let body = serde_json::json!({ "error": object }).to_string();
+    let body = envelope_for(status).body().to_string();
     // Built by hand (hyper is not writing it): the same status, the JSON body, and the
     // headers of the server's error answers that apply to a closing connection.
     let mut out = format!(

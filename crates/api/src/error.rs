@@ -2,7 +2,7 @@
 //!
 //! Bodies are `{"error": {"code": "SCREAMING_SNAKE_CASE", "message": "...", ...}}`.
 //! Messages say what went wrong in the request; internal details are logged, never
-//! sent.
+//! sent. The codes and their statuses are the table of [`crate::error_codes`].
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,79 +12,91 @@ use facesearch_face::{DecodeError, PipelineError};
 use facesearch_store::StoreError;
 use serde_json::{Map, Value, json};
 
-use crate::routes::search_details::ScoredBox;
-
-/// The error code of an error response, kept in the response's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+pub use crate::error_codes::ErrorCode;
+use crate::responses::search::ScoredBox;
 
 #[derive(Debug)]
 pub struct ApiError {
+    /// The code's status ([`ErrorCode::status`]), but for the few transport answers
+    /// that keep their own ([`ApiError::with_status`]).
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Map<String, Value>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Map::new() }
+    /// An error of `code`, answered with the code's status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status: code.status(), code, message: message.into(), details: Map::new() }
     }
 
+    /// The same error answered with another status: a bare status of the transport
+    /// (e.g. `502`) that has no code of its own keeps it.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Adds a detail, one of the fields [`ErrorObject`](crate::responses::ErrorObject)
+    /// documents (checked in debug builds, so that every test that meets the error
+    /// checks it; `openapi::tests::errors_are_their_schema` checks the types).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        debug_assert!(
+            crate::responses::error::is_documented_detail(key),
+            "the error detail {key:?} is not a field of ErrorObject"
+        );
         self.details.insert(key.to_string(), value.into());
         self
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "valid HTTP Basic credentials are required")
+        Self::new(ErrorCode::Unauthorized, "valid HTTP Basic credentials are required")
     }
     pub fn forbidden(what: &str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("you are not allowed to {what}"))
-    }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+        Self::new(ErrorCode::Forbidden, format!("you are not allowed to {what}"))
     }
     pub fn invalid_parameter(name: &str, message: impl Into<String>) -> Self {
-        Self::bad_request("INVALID_PARAMETER", message).with("parameter", name)
+        Self::new(ErrorCode::InvalidParameter, message).with("parameter", name)
     }
     pub fn missing_field(name: &str) -> Self {
-        Self::bad_request("MISSING_FIELD", format!("the field {name:?} is required")).with("field", name)
+        Self::new(ErrorCode::MissingField, format!("the field {name:?} is required")).with("field", name)
     }
     pub fn index_not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "INDEX_NOT_FOUND", format!("no index with id {id:?}")).with("index_id", id)
+        Self::new(ErrorCode::IndexNotFound, format!("no index with id {id:?}")).with("index_id", id)
     }
     pub fn record_not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "RECORD_NOT_FOUND", format!("no record with id {id:?} in this index"))
-            .with("record_id", id)
+        Self::new(ErrorCode::RecordNotFound, format!("no record with id {id:?} in this index")).with("record_id", id)
     }
     pub fn file_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "FILE_NOT_FOUND", "no file with this id")
+        Self::new(ErrorCode::FileNotFound, "no file with this id")
     }
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "the server failed to handle the request; it has been logged",
-        )
+        Self::new(ErrorCode::InternalError, "the server failed to handle the request; it has been logged")
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
+        Self::new(ErrorCode::ServiceUnavailable, message)
     }
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
+        Self::new(ErrorCode::PayloadTooLarge, message)
+    }
+
+    /// The JSON body, `{"error": {"code", "message", …details}}` (its keys sorted, as
+    /// every body of the service: see [`crate::responses`]).
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".into(), self.code.as_str().into());
+        error.insert("message".into(), self.message.clone().into());
+        error.extend(self.details.clone());
+        json!({ "error": error })
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = Map::new();
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.into());
-        error.extend(self.details);
-        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         // For middleware (the audit trail) that needs the code without parsing the body.
-        response.extensions_mut().insert(ErrorCode(self.code));
+        response.extensions_mut().insert(self.code);
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -99,19 +111,17 @@ impl IntoResponse for ApiError {
 
 impl From<DecodeError> for ApiError {
     fn from(e: DecodeError) -> Self {
-        let code = decode_error_code(&e);
+        // The code is the engine's (`decode_error_code`); the status and details are HTTP's.
+        let code = ErrorCode::from_code(decode_error_code(&e)).unwrap_or(ErrorCode::InvalidImage);
         match e {
             DecodeError::TooManyBytes { bytes, limit } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, e.to_string()).with("bytes", bytes).with("limit", limit)
+                Self::new(code, e.to_string()).with("bytes", bytes).with("limit", limit)
             }
             DecodeError::TooManyPixels { width, height, limit } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, e.to_string())
-                    .with("width", width)
-                    .with("height", height)
-                    .with("max_pixels", limit)
+                Self::new(code, e.to_string()).with("width", width).with("height", height).with("max_pixels", limit)
             }
             DecodeError::Empty | DecodeError::UnknownFormat | DecodeError::Corrupt { .. } => {
-                Self::bad_request(code, e.to_string())
+                Self::new(code, e.to_string())
             }
         }
     }
@@ -120,11 +130,11 @@ impl From<DecodeError> for ApiError {
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         // The code is the engine's (`photo_error_code`); the status and details are HTTP's.
-        let Some(code) = photo_error_code(&e) else {
+        let Some(code) = photo_error_code(&e).and_then(ErrorCode::from_code) else {
             tracing::error!(error = %e, "face pipeline failure");
             return Self::internal();
         };
-        let error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
+        let error = Self::new(code, e.to_string());
         match &e {
             PipelineError::Decode(d) => d.clone().into(),
             PipelineError::FaceTooSmall { size, min } => error.with("face_size", *size).with("min_face_size", *min),
@@ -154,7 +164,7 @@ impl From<PipelineError> for ApiError {
 impl From<UserRuleError> for ApiError {
     fn from(e: UserRuleError) -> Self {
         if e.is_weak_password() {
-            Self::bad_request("WEAK_PASSWORD", e.to_string()).with("min_length", MIN_PASSWORD_CHARS)
+            Self::new(ErrorCode::WeakPassword, e.to_string()).with("min_length", MIN_PASSWORD_CHARS)
         } else {
             Self::invalid_parameter(e.parameter(), e.to_string())
         }
@@ -165,20 +175,19 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
             StoreError::DuplicateIndexName(name) => {
-                Self::new(StatusCode::CONFLICT, "INDEX_NAME_TAKEN", format!("an index named {name:?} already exists"))
+                Self::new(ErrorCode::IndexNameTaken, format!("an index named {name:?} already exists"))
             }
             StoreError::DuplicateUser(name) => {
-                Self::new(StatusCode::CONFLICT, "USER_EXISTS", format!("a user named {name:?} already exists"))
+                Self::new(ErrorCode::UserExists, format!("a user named {name:?} already exists"))
             }
-            StoreError::Conflict(detail) => Self::new(StatusCode::CONFLICT, "CONFLICT", detail.clone()),
+            StoreError::Conflict(detail) => Self::new(ErrorCode::Conflict, detail.clone()),
             StoreError::LastAdmin(name) => {
-                Self::new(StatusCode::CONFLICT, "CONFLICT", "the last admin cannot be deleted")
-                    .with("username", name.as_str())
+                Self::new(ErrorCode::Conflict, "the last admin cannot be deleted").with("username", name.as_str())
             }
             StoreError::InvalidCursor => {
                 Self::invalid_parameter("cursor", "the cursor is not one this server returned")
             }
-            StoreError::InvalidInput(detail) => Self::bad_request("INVALID_PARAMETER", detail.clone()),
+            StoreError::InvalidInput(detail) => Self::new(ErrorCode::InvalidParameter, detail.clone()),
             // A shared database that is down or restarting: the node itself is fine.
             StoreError::Unavailable { .. } => {
                 tracing::warn!(error = %e, "database unavailable");
@@ -209,21 +218,21 @@ impl From<EngineError> for ApiError {
             EngineError::Face(f) => f.into(),
             EngineError::Store(s) => s.into(),
             EngineError::LivenessFailed { score, threshold } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "LIVENESS_CHECK_FAILED", e.to_string())
+                Self::new(ErrorCode::LivenessCheckFailed, e.to_string())
                     .with("liveness_score", round(f64::from(score), 4))
                     .with("threshold", round(f64::from(threshold), 4))
             }
             EngineError::LivenessCannotJudge { context, min_context } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "LIVENESS_CANNOT_JUDGE", e.to_string())
+                Self::new(ErrorCode::LivenessCannotJudge, e.to_string())
                     .with("context", round(f64::from(context), 2))
                     .with("min_context", round(f64::from(min_context), 2))
             }
             EngineError::IndexNotFound(id) => Self::index_not_found(&id),
-            EngineError::UnknownPack { .. } => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
+            EngineError::UnknownPack { .. } => Self::new(ErrorCode::IndexPackMismatch, e.to_string()),
             EngineError::PackMoved(_) => Self::unavailable(e.to_string()),
-            EngineError::MixedPacks(_) => Self::new(StatusCode::CONFLICT, "INDEX_PACK_MISMATCH", e.to_string()),
+            EngineError::MixedPacks(_) => Self::new(ErrorCode::IndexPackMismatch, e.to_string()),
             EngineError::DuplicateFace { ref record_id, ref image_id, score } => {
-                Self::new(StatusCode::CONFLICT, "DUPLICATE_FACE", e.to_string())
+                Self::new(ErrorCode::DuplicateFace, e.to_string())
                     .with("record_id", record_id.as_str())
                     .with("image_id", image_id.as_str())
                     .with("match_score", score)
@@ -231,10 +240,10 @@ impl From<EngineError> for ApiError {
             EngineError::UserRule(rule) => rule.into(),
             EngineError::UserNotFound(name) => crate::routes::users::user_not_found(&name),
             EngineError::RoleChange { .. } => {
-                Self::bad_request("ROLE_CHANGE_NOT_SUPPORTED", e.to_string()).with("parameter", "role")
+                Self::new(ErrorCode::RoleChangeNotSupported, e.to_string()).with("parameter", "role")
             }
             EngineError::OwnAccount(name) => {
-                Self::new(StatusCode::CONFLICT, "CONFLICT", "you cannot delete your own account").with("username", name)
+                Self::new(ErrorCode::Conflict, "you cannot delete your own account").with("username", name)
             }
             EngineError::NotReady => Self::unavailable(e.to_string()),
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
@@ -258,25 +267,43 @@ mod tests {
     #[test]
     fn store_faults_are_internal_errors_and_outages_are_503() {
         let corrupt = ApiError::from(StoreError::Corrupt("an undecodable row".into()));
-        assert_eq!((corrupt.status, corrupt.code), (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"));
+        assert_eq!((corrupt.status, corrupt.code), (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError));
         let schema = ApiError::from(StoreError::UnsupportedSchema { found: 9, supported: 8 });
         assert_eq!(schema.status, StatusCode::INTERNAL_SERVER_ERROR);
         let down = ApiError::from(StoreError::Unavailable { context: "testing", detail: "refused".into() });
-        assert_eq!((down.status, down.code), (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"));
+        assert_eq!((down.status, down.code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable));
+    }
+
+    #[test]
+    fn every_photo_problem_code_of_the_engine_is_in_the_table() {
+        let problems = [
+            PipelineError::NoFace,
+            PipelineError::Unalignable,
+            PipelineError::FaceTooSmall { size: 10.0, min: 32.0 },
+            PipelineError::NotUpright { roll: 90.0, max: 45.0 },
+            PipelineError::AmbiguousFaces { count: 2, faces: Vec::new() },
+            PipelineError::Decode(DecodeError::Empty),
+            PipelineError::Decode(DecodeError::TooManyBytes { bytes: 2, limit: 1 }),
+        ];
+        for problem in problems {
+            let code = photo_error_code(&problem).expect("a problem of the photo");
+            assert_eq!(ErrorCode::from_code(code).map(ErrorCode::as_str), Some(code));
+            assert_eq!(ApiError::from(problem).code.as_str(), code);
+        }
     }
 
     #[test]
     fn account_rule_errors_keep_their_published_codes() {
         use facesearch_engine::users::{check_password, check_username, parse_role};
         let short = ApiError::from(check_password("short-pass1").unwrap_err());
-        assert_eq!((short.status, short.code), (StatusCode::BAD_REQUEST, "WEAK_PASSWORD"));
+        assert_eq!((short.status, short.code), (StatusCode::BAD_REQUEST, ErrorCode::WeakPassword));
         assert_eq!(short.details.get("min_length"), Some(&json!(MIN_PASSWORD_CHARS)));
         let blank = ApiError::from(check_password(&" ".repeat(12)).unwrap_err());
-        assert_eq!(blank.code, "WEAK_PASSWORD");
+        assert_eq!(blank.code, ErrorCode::WeakPassword);
         let long = ApiError::from(check_password(&"x".repeat(1025)).unwrap_err());
-        assert_eq!((long.code, long.details.get("parameter")), ("INVALID_PARAMETER", Some(&json!("password"))));
+        assert_eq!((long.code, long.details.get("parameter")), (ErrorCode::InvalidParameter, Some(&json!("password"))));
         let name = ApiError::from(check_username("me").unwrap_err());
-        assert_eq!((name.code, name.details.get("parameter")), ("INVALID_PARAMETER", Some(&json!("username"))));
+        assert_eq!((name.code, name.details.get("parameter")), (ErrorCode::InvalidParameter, Some(&json!("username"))));
         let role = ApiError::from(parse_role("root").unwrap_err());
         assert_eq!(role.details.get("parameter"), Some(&json!("role")));
     }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::body::BodyTooLarge;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// Path parameters (`{index_id}`, `{username}`, …). A parameter that is not UTF-8 text
@@ -34,7 +34,7 @@ where
                     &key,
                     format!("{key} in the URL is not valid UTF-8 text once percent-decoded"),
                 ),
-                _ => ApiError::bad_request("INVALID_PARAMETER", "the URL path is malformed"),
+                _ => ApiError::new(ErrorCode::InvalidParameter, "the URL path is malformed"),
             }),
             Err(e) => {
                 // A route whose handler asks for parameters its path does not have.
@@ -53,7 +53,7 @@ impl FromRequestParts<AppState> for QueryParams {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::bad_request("INVALID_PARAMETER", "the query string is malformed"))?;
+            .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "the query string is malformed"))?;
         Ok(Self(map))
     }
 }
@@ -102,8 +102,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
         if !is_json(req.headers()) {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
+                ErrorCode::UnsupportedMediaType,
                 "the body must be JSON with Content-Type: application/json",
             ));
         }
@@ -111,7 +110,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large("the request body is too large")
             } else {
-                ApiError::bad_request("INVALID_BODY", "the request body could not be read")
+                ApiError::new(ErrorCode::InvalidBody, "the request body could not be read")
             }
         })?;
         json_object(&bytes).map(Self)
@@ -127,7 +126,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Parses a request body that must be one JSON object into `T`.
 pub fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let invalid = |message: String| ApiError::bad_request("INVALID_JSON", message);
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidJson, message);
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         None => return Err(invalid("the body is empty; it must be a JSON object".into())),
@@ -232,8 +231,7 @@ impl FromRequest<AppState> for Form {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(BodyTooLarge(limit)) = req.extensions().get::<BodyTooLarge>() {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "IMAGE_TOO_LARGE",
+                ErrorCode::ImageTooLarge,
                 format!(
                     "the request is larger than {limit} bytes; the image limit is {} bytes",
                     state.config().max_image_bytes
@@ -242,11 +240,7 @@ impl FromRequest<AppState> for Form {
             .with("limit", state.config().max_image_bytes));
         }
         let mut multipart = Multipart::from_request(req, state).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
-                "the body must be multipart/form-data with a boundary",
-            )
+            ApiError::new(ErrorCode::UnsupportedMediaType, "the body must be multipart/form-data with a boundary")
         })?;
         let max_file = state.config().max_image_bytes;
         let mut form = Form::default();
@@ -255,8 +249,8 @@ impl FromRequest<AppState> for Form {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(format!("the request body is larger than allowed ({max_file} bytes of image)"))
             } else {
-                ApiError::bad_request(
-                    "INVALID_MULTIPART",
+                ApiError::new(
+                    ErrorCode::InvalidMultipart,
                     format!("the multipart body is malformed: {}", e.body_text()),
                 )
             }
@@ -264,8 +258,8 @@ impl FromRequest<AppState> for Form {
         while let Some(mut field) = multipart.next_field().await.map_err(broken)? {
             parts += 1;
             if parts > MAX_PARTS {
-                return Err(ApiError::bad_request(
-                    "INVALID_MULTIPART",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidMultipart,
                     format!("at most {MAX_PARTS} form fields are accepted"),
                 ));
             }
@@ -280,12 +274,8 @@ impl FromRequest<AppState> for Form {
             while let Some(chunk) = field.chunk().await.map_err(broken)? {
                 if bytes.len() + chunk.len() > limit {
                     return Err(if is_file {
-                        ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "IMAGE_TOO_LARGE",
-                            format!("the image is larger than {limit} bytes"),
-                        )
-                        .with("limit", limit)
+                        ApiError::new(ErrorCode::ImageTooLarge, format!("the image is larger than {limit} bytes"))
+                            .with("limit", limit)
                     } else {
                         ApiError::invalid_parameter(&name, format!("the field {name:?} is longer than {limit} bytes"))
                     });
@@ -310,7 +300,7 @@ impl Form {
         if let Some(f) = self.files.remove(name) {
             if f.bytes.is_empty() {
                 return Err(
-                    ApiError::bad_request("INVALID_IMAGE", format!("the file {name:?} is empty")).with("field", name)
+                    ApiError::new(ErrorCode::InvalidImage, format!("the file {name:?} is empty")).with("field", name)
                 );
             }
             return Ok(f);

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use facesearch_engine::{DuplicateProgress, DuplicateReport};
 use facesearch_store::now_rfc3339;
-use serde_json::{Value, json};
+
+use crate::responses::job::{DuplicateGroupObject, DuplicateJob, JobProgress, JobStatus};
 
 /// Jobs running at once.
 pub const MAX_RUNNING: usize = 2;
@@ -114,32 +115,33 @@ impl DuplicateJobs {
     }
 
     /// The job as the API shows it.
-    pub fn view(&self, id: &str) -> Option<Value> {
+    pub fn view(&self, id: &str) -> Option<DuplicateJob> {
         let jobs = self.lock();
         let job = jobs.jobs.get(id)?;
         let (status, report, error) = match &job.state {
-            JobState::Running => ("running", None, None),
-            JobState::Done(r) => ("done", Some(r.clone()), None),
-            JobState::Failed(e) => ("failed", None, Some(e.clone())),
+            JobState::Running => (JobStatus::Running, None, None),
+            JobState::Done(r) => (JobStatus::Done, Some(r.clone()), None),
+            JobState::Failed(e) => (JobStatus::Failed, None, Some(e.clone())),
         };
-        Some(json!({
-            "job_id": id,
-            "status": status,
-            "index_ids": job.index_ids,
-            "min_score": job.min_score,
-            "progress": {
-                "done": job.progress.done.load(Ordering::Relaxed),
-                "total": job.progress.total.load(Ordering::Relaxed),
+        let report = report.as_deref();
+        Some(DuplicateJob {
+            job_id: id.to_string(),
+            status,
+            index_ids: job.index_ids.clone(),
+            min_score: job.min_score,
+            progress: JobProgress {
+                done: job.progress.done.load(Ordering::Relaxed),
+                total: job.progress.total.load(Ordering::Relaxed),
             },
-            "started_by": job.started_by,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-            "error": error,
-            "faces": report.as_ref().map(|r| r.faces),
-            "truncated": report.as_ref().map(|r| r.truncated),
-            "same_identity_skipped": report.as_ref().map(|r| r.same_identity_skipped),
-            "groups": report.as_ref().map_or(Value::Null, |r| json!(r.groups)),
-        }))
+            started_by: job.started_by.clone(),
+            started_at: job.started_at.clone(),
+            finished_at: job.finished_at.clone(),
+            error,
+            faces: report.map(|r| r.faces as u64),
+            truncated: report.map(|r| r.truncated),
+            same_identity_skipped: report.map(|r| r.same_identity_skipped as u64),
+            groups: report.map(|r| r.groups.iter().map(DuplicateGroupObject::from).collect()),
+        })
     }
 }
 
@@ -157,12 +159,12 @@ mod tests {
         let a = jobs.start(vec!["i".into()], 80.0, "admin").expect("first");
         let b = jobs.start(vec!["i".into()], 80.0, "admin").expect("second");
         assert!(jobs.start(vec!["i".into()], 80.0, "admin").is_none(), "a third running job is refused");
-        assert_eq!(jobs.view(&a.id).unwrap()["status"], "running");
+        assert_eq!(jobs.view(&a.id).unwrap().status, JobStatus::Running);
         jobs.finish(&a.id, Ok(report()));
         jobs.finish(&b.id, Err("boom".into()));
         let done = jobs.view(&a.id).unwrap();
-        assert_eq!((done["status"].as_str(), done["faces"].as_u64()), (Some("done"), Some(3)));
-        assert_eq!(jobs.view(&b.id).unwrap()["error"], "boom");
+        assert_eq!((done.status, done.faces), (JobStatus::Done, Some(3)));
+        assert_eq!(jobs.view(&b.id).unwrap().error.as_deref(), Some("boom"));
         let mut ids = Vec::new();
         for _ in 0..MAX_FINISHED {
             let j = jobs.start(vec!["i".into()], 80.0, "admin").expect("room");

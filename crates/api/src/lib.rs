@@ -3,8 +3,10 @@
 //!
 //! This crate only speaks HTTP: extractors validate input ([`extract`], [`validate`]),
 //! [`auth`] decides who may do what, handlers in [`routes`] call the engine or the
-//! store, and [`error`] is the one place where failures become status codes and
-//! error codes.
+//! store and answer with the types of [`responses`] (each its own OpenAPI schema), and
+//! [`error`] is the one place where failures become status codes and the error codes of
+//! [`error_codes`]. The route table below is the one list of endpoints: the router and
+//! the OpenAPI document ([`openapi`]) are both built from it.
 
 pub mod admission;
 pub mod audit;
@@ -13,11 +15,13 @@ pub mod body;
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod error_codes;
 pub mod extract;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod responses;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -26,27 +30,29 @@ pub mod validate;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode};
-use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use auth::Permission;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use server::{ServeOptions, ServerError, TlsFiles, bind, serve};
 pub use state::{ApiConfig, AppState};
 
 /// One endpoint: its method, its path template (axum syntax, `{param}`), the least
-/// permission it needs, and its handler.
+/// permission it needs, its handler, and the handler's OpenAPI description (its
+/// `#[utoipa::path]`).
 ///
 /// Every endpoint of the service is in [`route_table`] and nowhere else: [`router`]
 /// builds the routes from it (and authenticates every route whose permission is not
 /// [`Permission::None`], enforcing the role-only permissions before the handler
-/// runs), and `tests/authz_matrix.rs` fails for an endpoint whose expected answers
-/// for every role it does not know.
+/// runs), [`openapi::document`] its paths, and `tests/authz_matrix.rs` fails for an
+/// endpoint whose expected answers for every role it does not know.
 pub struct RouteSpec {
     pub method: Method,
     pub path: &'static str,
     pub permission: Permission,
     handler: fn() -> MethodRouter<AppState>,
+    doc: fn() -> openapi::RouteDoc,
 }
 
 /// The path of the Prometheus endpoint, whose permission is configurable.
@@ -57,6 +63,11 @@ impl RouteSpec {
     /// [`ApiConfig::metrics_auth`] (`--metrics-auth`) makes `/metrics` admin-only.
     pub fn permission_in(&self, config: &ApiConfig) -> Permission {
         if self.path == METRICS_PATH && config.metrics_auth { Permission::Admin } else { self.permission }
+    }
+
+    /// What the handler's `#[utoipa::path]` says of this route.
+    pub fn doc(&self) -> openapi::RouteDoc {
+        (self.doc)()
     }
 }
 
@@ -70,13 +81,17 @@ impl std::fmt::Debug for RouteSpec {
     }
 }
 
+/// `METHOD "path" Permission => module::handler;`: the handler serves that method, and
+/// its `#[utoipa::path]` (utoipa's `module::__path_handler`, named explicitly since a
+/// declarative macro cannot make the name) describes it.
 macro_rules! routes {
-    ($($method:ident $path:literal $permission:ident => $route:expr;)*) => {
+    ($($method:ident $path:literal $permission:ident => $module:ident::$handler:ident, $doc:ident;)*) => {
         &[$(RouteSpec {
             method: Method::$method,
             path: $path,
             permission: Permission::$permission,
-            handler: || $route,
+            handler: || on(MethodFilter::$method, $module::$handler),
+            doc: openapi::RouteDoc::of::<$module::$doc>,
         },)*]
     };
 }
@@ -84,53 +99,53 @@ macro_rules! routes {
 static ROUTES: &[RouteSpec] = {
     use routes::{audit, duplicates, health, indexes, ops, records, reembed, search, users};
     routes! {
-        GET "/healthz" None => get(health::healthz);
-        GET "/readyz" None => get(health::readyz);
+        GET "/healthz" None => health::healthz, __path_healthz;
+        GET "/readyz" None => health::readyz, __path_readyz;
         // Operations: the OpenAPI document, its interactive docs and Prometheus metrics
         // (`--metrics-auth` makes /metrics admin-only: see `RouteSpec::permission_in`).
-        GET "/openapi.json" None => get(ops::openapi_json);
-        GET "/docs" None => get(ops::docs);
-        GET "/" None => get(ops::root);
-        GET "/console" None => get(ops::console);
-        GET "/metrics" None => get(ops::metrics);
+        GET "/openapi.json" None => ops::openapi_json, __path_openapi_json;
+        GET "/docs" None => ops::docs, __path_docs;
+        GET "/" None => ops::root, __path_root;
+        GET "/console" None => ops::console, __path_console;
+        GET "/metrics" None => ops::metrics, __path_metrics;
         // Part 1: the published Face Search (1:N) API.
-        GET "/face/index/details" Any => get(search::index_details);
-        POST "/face/search" Search => post(search::search);
-        GET "/media/file/download/{file_id}" Read => get(search::download);
+        GET "/face/index/details" Any => search::index_details, __path_index_details;
+        POST "/face/search" Search => search::search, __path_search;
+        GET "/media/file/download/{file_id}" Read => search::download, __path_download;
         // Part 2: indexes and records.
-        POST "/face/index" Admin => post(indexes::create);
-        GET "/face/index/{index_id}" Read => get(indexes::get);
-        PATCH "/face/index/{index_id}" Admin => patch(indexes::patch);
-        DELETE "/face/index/{index_id}" Admin => delete(indexes::delete);
-        POST "/face/index/{index_id}/records" Write => post(records::enrol);
-        GET "/face/index/{index_id}/records" Read => get(records::list);
-        GET "/face/index/{index_id}/records/{record_id}" Read => get(records::get);
-        PATCH "/face/index/{index_id}/records/{record_id}" Write => patch(records::patch);
-        DELETE "/face/index/{index_id}/records/{record_id}" Write => delete(records::delete);
-        POST "/face/index/{index_id}/records/{record_id}/images" Write => post(records::add_image);
+        POST "/face/index" Admin => indexes::create, __path_create;
+        GET "/face/index/{index_id}" Read => indexes::get, __path_get;
+        PATCH "/face/index/{index_id}" Admin => indexes::patch, __path_patch;
+        DELETE "/face/index/{index_id}" Admin => indexes::delete, __path_delete;
+        POST "/face/index/{index_id}/records" Write => records::enrol, __path_enrol;
+        GET "/face/index/{index_id}/records" Read => records::list, __path_list;
+        GET "/face/index/{index_id}/records/{record_id}" Read => records::get, __path_get;
+        PATCH "/face/index/{index_id}/records/{record_id}" Write => records::patch, __path_patch;
+        DELETE "/face/index/{index_id}/records/{record_id}" Write => records::delete, __path_delete;
+        POST "/face/index/{index_id}/records/{record_id}/images" Write => records::add_image, __path_add_image;
         // Part 2: moving an index to another model pack.
-        POST "/face/index/{index_id}/reembed" Admin => post(reembed::start);
-        GET "/face/index/{index_id}/reembed" Admin => get(reembed::get);
+        POST "/face/index/{index_id}/reembed" Admin => reembed::start, __path_start;
+        GET "/face/index/{index_id}/reembed" Admin => reembed::get, __path_get;
         // Part 2: duplicate-identity jobs.
-        POST "/face/index/{index_id}/duplicates" Review => post(duplicates::start);
-        GET "/face/index/{index_id}/duplicates/{job_id}" Review => get(duplicates::get);
+        POST "/face/index/{index_id}/duplicates" Review => duplicates::start, __path_start;
+        GET "/face/index/{index_id}/duplicates/{job_id}" Review => duplicates::get, __path_get;
         // Part 2: users. `/users/me` is a static segment, matched before `{username}`.
-        GET "/users/me" Any => get(users::me);
-        POST "/users" Admin => post(users::create);
-        GET "/users" Admin => get(users::list);
-        GET "/users/{username}" Admin => get(users::get);
-        PATCH "/users/{username}" Admin => patch(users::patch);
-        DELETE "/users/{username}" Admin => delete(users::delete);
-        PUT "/users/{username}/grants/{index_id}" Admin => put(users::grant);
-        DELETE "/users/{username}/grants/{index_id}" Admin => delete(users::revoke);
+        GET "/users/me" Any => users::me, __path_me;
+        POST "/users" Admin => users::create, __path_create;
+        GET "/users" Admin => users::list, __path_list;
+        GET "/users/{username}" Admin => users::get, __path_get;
+        PATCH "/users/{username}" Admin => users::patch, __path_patch;
+        DELETE "/users/{username}" Admin => users::delete, __path_delete;
+        PUT "/users/{username}/grants/{index_id}" Admin => users::grant, __path_grant;
+        DELETE "/users/{username}/grants/{index_id}" Admin => users::revoke, __path_revoke;
         // Part 2: the audit trail.
-        GET "/audit" Auditor => get(audit::list);
+        GET "/audit" Auditor => audit::list, __path_list;
     }
 };
 
 /// Every endpoint of the service with the least permission it needs (by default; see
-/// [`RouteSpec::permission_in`]). Every one is documented in the OpenAPI document
-/// ([`openapi::ApiDoc`]); `tests/openapi.rs` fails for one that is not.
+/// [`RouteSpec::permission_in`]). The OpenAPI document's paths are these
+/// ([`openapi::document`]).
 pub fn route_table() -> &'static [RouteSpec] {
     ROUTES
 }
@@ -157,13 +172,9 @@ pub fn router(state: AppState) -> Router {
         router = router.route(spec.path, route);
     }
     router
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                "this endpoint does not accept that method",
-            )
+            ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not accept that method")
         })
         .layer(DefaultBodyLimit::max(body_limit))
         // Every request's client address, for the throttle and the audit log.

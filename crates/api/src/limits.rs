@@ -22,8 +22,7 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// `431 HEADERS_TOO_LARGE`: too many request headers, or too many bytes of them.
 pub fn headers_too_large() -> ApiError {
     ApiError::new(
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "HEADERS_TOO_LARGE",
+        ErrorCode::HeadersTooLarge,
         format!(
             "the request's headers are too large: at most {MAX_HEADERS} headers and {} KiB in all",
             MAX_HEADER_BYTES / 1024
@@ -34,15 +33,14 @@ pub fn headers_too_large() -> ApiError {
 /// `414 URI_TOO_LONG`: the URL (path and query string) is too long.
 pub fn uri_too_long() -> ApiError {
     ApiError::new(
-        StatusCode::URI_TOO_LONG,
-        "URI_TOO_LONG",
+        ErrorCode::UriTooLong,
         format!("the request URL is too long: at most {} KiB of path and query string", MAX_URI_BYTES / 1024),
     )
 }
 
 /// `400 MALFORMED_REQUEST`: not a request the server can read at all.
 pub fn malformed_request() -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", "the request is not valid HTTP")
+    ApiError::new(ErrorCode::MalformedRequest, "the request is not valid HTTP")
 }
 
 /// Refuses a request whose head is over the documented limits, before anything else
@@ -92,18 +90,17 @@ pub fn envelope_for(status: StatusCode) -> ApiError {
     match status.as_u16() {
         400 => malformed_request(),
         401 => ApiError::unauthorized(),
-        403 => ApiError::new(status, "FORBIDDEN", "you are not allowed to do this"),
-        404 => ApiError::new(status, "NOT_FOUND", "no such endpoint"),
-        405 => ApiError::new(status, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method"),
+        403 => ApiError::new(ErrorCode::Forbidden, "you are not allowed to do this"),
+        404 => ApiError::new(ErrorCode::NotFound, "no such endpoint"),
+        405 => ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not accept that method"),
         413 => ApiError::too_large("the request body is too large"),
         414 => uri_too_long(),
-        415 => ApiError::new(status, "UNSUPPORTED_MEDIA_TYPE", "the body's Content-Type is not accepted here"),
+        415 => ApiError::new(ErrorCode::UnsupportedMediaType, "the body's Content-Type is not accepted here"),
         431 => headers_too_large(),
         503 => ApiError::unavailable("the server cannot serve the request now; retry shortly"),
-        500..=599 => {
-            ApiError::new(status, "INTERNAL_ERROR", "the server failed to handle the request; it has been logged")
-        }
-        _ => ApiError::new(status, "MALFORMED_REQUEST", format!("the request was refused ({reason})")),
+        500..=599 => ApiError::internal().with_status(status),
+        _ => ApiError::new(ErrorCode::MalformedRequest, format!("the request was refused ({reason})"))
+            .with_status(status),
     }
 }
 
@@ -111,12 +108,10 @@ pub fn envelope_for(status: StatusCode) -> ApiError {
 async fn deadline(timeout: Duration, request: Request, next: Next) -> Response {
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "REQUEST_TIMEOUT",
-            format!("the request took longer than {} s", timeout.as_secs()),
-        )
-        .into_response(),
+        Err(_) => {
+            ApiError::new(ErrorCode::RequestTimeout, format!("the request took longer than {} s", timeout.as_secs()))
+                .into_response()
+        }
     }
 }
 

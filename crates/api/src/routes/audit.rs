@@ -5,13 +5,13 @@
 use axum::extract::State;
 use axum::response::Response;
 use facesearch_store::{AuditQuery, Role};
-use serde_json::json;
 
 use super::ok;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::QueryParams;
-use crate::openapi::{AuditPageResponse, AuthErrors, ErrorBody, ServerErrors, TAG_AUDIT};
+use crate::openapi::TAG_AUDIT;
+use crate::responses::{AuditPage, AuditPageResponse, AuthErrors, ErrorBody, ServerErrors};
 use crate::state::AppState;
 use crate::validate::is_date;
 
@@ -89,5 +89,6 @@ pub async fn list(State(state): State<AppState>, caller: Caller, query: QueryPar
         })
         .await?;
     let next = if events.len() == limit { events.last().map(|e| e.id) } else { None };
-    Ok(ok(json!({ "events": events, "next_before_id": next })))
+    let events = events.into_iter().map(Into::into).collect();
+    Ok(ok(AuditPage { events, next_before_id: next }))
 }

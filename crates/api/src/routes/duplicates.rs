@@ -6,18 +6,19 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use facesearch_store::IndexInfo;
 use serde_json::json;
 
 use super::indexes::visible_index;
-use super::ok;
+use super::{accepted, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Path, QueryParams};
-use crate::openapi::{AuthErrors, DuplicateJobResponse, ErrorBody, ServerErrors, TAG_RECORDS};
+use crate::openapi::TAG_RECORDS;
+use crate::responses::{AuthErrors, DuplicateJobResponse, ErrorBody, ServerErrors};
 use crate::state::AppState;
 
 /// Longest long poll of a job, seconds.
@@ -27,8 +28,7 @@ const MAX_WAIT_SECONDS: u64 = 30;
 const MAX_JOB_INDEXES: usize = 20;
 
 fn job_not_found(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "JOB_NOT_FOUND", format!("no duplicate job with id {id:?} for this index"))
-        .with("job_id", id)
+    ApiError::new(ErrorCode::JobNotFound, format!("no duplicate job with id {id:?} for this index")).with("job_id", id)
 }
 
 /// The `wait` parameter: seconds, 0 to [`MAX_WAIT_SECONDS`].
@@ -143,8 +143,7 @@ async fn run_start(
     entry.detail("min_score", min_score);
     let Some(job) = state.jobs().start(ids, min_score, &caller.user.username) else {
         return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_JOBS",
+            ErrorCode::TooManyJobs,
             "duplicate searches are running already; retry when one has finished",
         ));
     };
@@ -162,8 +161,11 @@ async fn run_start(
         jobs_state.jobs().finish(&job_id, result);
     });
     wait_for(state, &job.id, wait).await;
-    let view = state.jobs().view(&job.id).unwrap_or_else(|| json!({ "job_id": job.id }));
-    let mut response = (StatusCode::ACCEPTED, axum::Json(json!({ "response": view }))).into_response();
+    let mut response = match state.jobs().view(&job.id) {
+        Some(view) => accepted(view),
+        // Forgotten already (many jobs finished meanwhile): its id at least.
+        None => accepted(json!({ "job_id": job.id })),
+    };
     if let Ok(location) = HeaderValue::from_str(&format!("/face/index/{index_id}/duplicates/{}", job.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }

@@ -8,11 +8,9 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use facesearch_face::false_matches::Estimate;
 use facesearch_store::IndexInfo;
-use serde_json::{Value, json};
 
-use super::index_object;
 use crate::error::{ApiError, round};
-use crate::openapi::ExpectedFalseMatches;
+use crate::responses::{ExpectedFalseMatches, IndexObject, ManagedIndexObject};
 use crate::state::AppState;
 
 /// The response header of every search.
@@ -39,13 +37,17 @@ pub struct IndexHints {
     pub expected: Option<(f64, Estimate)>,
 }
 
-/// The index object of Part 2 responses: [`index_object`] plus `faces` (the faces a
+/// The index object of Part 2 responses: [`IndexObject`] plus `faces` (the faces a
 /// search compares the probe with) and `min_score_fpir_1e3` (the lowest score at which
 /// a search of a stranger in this index alone returns anyone with probability at most
 /// 1e-3; `null` when that needs a rate below what the calibration measured). With
 /// `min_score`, also `expected_false_matches` at that score. While the models are
 /// still loading the engine cannot say: `faces` and `min_score_fpir_1e3` are `null`.
-pub fn managed_index_object(state: &AppState, index: &IndexInfo, min_score: Option<f64>) -> Result<Value, ApiError> {
+pub fn managed_index_object(
+    state: &AppState,
+    index: &IndexInfo,
+    min_score: Option<f64>,
+) -> Result<ManagedIndexObject, ApiError> {
     let hints = match state.engine() {
         Ok(engine) => {
             let (_, faces) = engine.faces_searched(index)?;
@@ -64,19 +66,15 @@ pub fn managed_index_object(state: &AppState, index: &IndexInfo, min_score: Opti
     Ok(managed_fields(index, hints, min_score.is_some()))
 }
 
-/// [`index_object`] with the fields of `hints`; `expected_false_matches` only when a
+/// [`IndexObject`] with the fields of `hints`; `expected_false_matches` only when a
 /// score was asked about (`null` if the engine could not say).
-pub fn managed_fields(index: &IndexInfo, hints: IndexHints, asked: bool) -> Value {
-    let mut object = index_object(index);
-    if let Some(map) = object.as_object_mut() {
-        map.insert("faces".into(), json!(hints.faces));
-        map.insert("min_score_fpir_1e3".into(), json!(hints.min_score_fpir_1e3));
-        if asked {
-            let expected = hints.expected.map(|(score, e)| at_score(score, e));
-            map.insert("expected_false_matches".into(), json!(expected));
-        }
+pub fn managed_fields(index: &IndexInfo, hints: IndexHints, asked: bool) -> ManagedIndexObject {
+    ManagedIndexObject {
+        index: IndexObject::from(index),
+        faces: hints.faces,
+        min_score_fpir_1e3: hints.min_score_fpir_1e3,
+        expected_false_matches: asked.then(|| hints.expected.map(|(score, e)| at_score(score, e))),
     }
-    object
 }
 
 /// Rounded up to `decimals`: a minimum score one may type, never below the one needed.

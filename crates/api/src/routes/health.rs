@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::ok;
 use crate::error::ApiError;
-use crate::openapi::{ErrorBody, StatusResponse, TAG_OPERATIONS};
+use crate::openapi::TAG_OPERATIONS;
+use crate::responses::{ErrorBody, StatusObject, StatusResponse};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -19,7 +20,7 @@ use crate::state::AppState;
     responses((status = 200, description = "The process answers", body = StatusResponse))
 )]
 pub async fn healthz() -> Response {
-    ok(serde_json::json!({ "status": "ok" }))
+    ok(StatusObject { status: "ok" })
 }
 
 #[utoipa::path(
@@ -47,5 +48,5 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
         tracing::warn!(error = %e, "store not reachable");
         ApiError::unavailable("the database is not reachable")
     })?;
-    Ok(ok(serde_json::json!({ "status": "ready" })).into_response())
+    Ok(ok(StatusObject { status: "ready" }).into_response())
 }

@@ -12,7 +12,8 @@ use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, QueryParams};
-use crate::openapi::{AuthErrors, ErrorBody, ManagedIndexResponse, ServerErrors, TAG_INDEXES};
+use crate::openapi::TAG_INDEXES;
+use crate::responses::{AuthErrors, ErrorBody, ManagedIndexResponse, ServerErrors};
 use crate::state::AppState;
 
 /// The JSON body of `POST /face/index`.

@@ -1,5 +1,6 @@
 //! Route handlers, one module per resource. Handlers stay thin: extract validated
-//! input, check permission, call the engine or the store, shape the response.
+//! input, check permission, call the engine or the store, answer with a type of
+//! [`crate::responses`].
 
 pub mod audit;
 pub mod duplicates;
@@ -16,31 +17,21 @@ pub mod users;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use facesearch_store::IndexInfo;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-/// `200 {"response": value}`.
+/// `200 {"response": value}`. Through `serde_json::Value`: the keys of every object of
+/// the body are sorted, as they always have been (see [`crate::responses`]).
 pub fn ok<T: Serialize>(value: T) -> Response {
     Json(json!({ "response": value })).into_response()
 }
 
-/// `201 {"response": value}`.
+/// `201 {"response": value}`, like [`ok`].
 pub fn created<T: Serialize>(value: T) -> Response {
     (StatusCode::CREATED, Json(json!({ "response": value }))).into_response()
 }
 
-/// The index object of the published API, plus our extra fields.
-pub fn index_object(index: &IndexInfo) -> Value {
-    json!({
-        "id": index.id,
-        "index_name": index.index_name,
-        "index_type": index.index_type.as_str(),
-        "record_count": index.record_count,
-        "title": index.title,
-        "description": index.description,
-        "pack": index.pack,
-        "created_at": index.created_at,
-        "updated_at": index.updated_at,
-    })
+/// `202 {"response": value}` (a job that goes on), like [`ok`].
+pub fn accepted<T: Serialize>(value: T) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({ "response": value }))).into_response()
 }

@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::openapi::{AuthErrors, ServerErrors, TAG_OPERATIONS};
+use crate::openapi::TAG_OPERATIONS;
+use crate::responses::{AuthErrors, ErrorBody, ServerErrors};
 use crate::state::AppState;
 
 /// `GET /openapi.json`: this document.
@@ -100,7 +101,7 @@ pub async fn console() -> Response {
     security((), ("basic_auth" = [])),
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
-        (status = 403, description = "`FORBIDDEN`: not an admin (only with `--metrics-auth`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: not an admin (only with `--metrics-auth`)", body = ErrorBody),
         AuthErrors,
         ServerErrors,
     )

@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use facesearch_store::{EnrolOutcome, IndexInfo, RecordFields};
-use serde_json::json;
 
 use super::indexes::visible_index;
 use super::{created, ok};
@@ -12,8 +11,9 @@ use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Form, JsonBody, Path, QueryParams};
-use crate::openapi::{
-    AuthErrors, EnrolForm, ErrorBody, ImageForm, RecordPageResponse, RecordResponse, ServerErrors, TAG_RECORDS,
+use crate::openapi::{EnrolForm, ImageForm, TAG_RECORDS};
+use crate::responses::{
+    AuthErrors, ErrorBody, RecordObject, RecordPage, RecordPageResponse, RecordResponse, ServerErrors,
 };
 use crate::state::AppState;
 use crate::validate::{RecordPatchBody, check_fields, check_reference, split_watch_list};
@@ -124,11 +124,11 @@ async fn run_enrol(
     match engine.enrol(&index, fields, reference, image.bytes, image.file_name, check_duplicates).await? {
         EnrolOutcome::Created(record) => {
             entry.record(&record.record_id).detail("created", true);
-            Ok(created(record))
+            Ok(created(RecordObject::from(record)))
         }
         EnrolOutcome::Existing(record) => {
             entry.record(&record.record_id).detail("created", false);
-            Ok(ok(record))
+            Ok(ok(RecordObject::from(record)))
         }
     }
 }
@@ -171,7 +171,8 @@ pub async fn list(
     };
     let cursor = query.get("cursor").filter(|c| !c.is_empty());
     let (records, next) = state.store().list_records(&index.id, limit, cursor).await?;
-    Ok(ok(json!({ "records": records, "next_cursor": next })))
+    let records = records.into_iter().map(RecordObject::from).collect();
+    Ok(ok(RecordPage { records, next_cursor: next }))
 }
 
 #[utoipa::path(
@@ -198,7 +199,7 @@ pub async fn get(
     let index = readable_index(&state, &caller, &index_id).await?;
     let record =
         state.store().get_record(&index.id, &record_id).await?.ok_or_else(|| ApiError::record_not_found(&record_id))?;
-    Ok(ok(record))
+    Ok(ok(RecordObject::from(record)))
 }
 
 #[utoipa::path(
@@ -250,7 +251,7 @@ async fn run_patch(
         .update_record(&index.id, &record_id, patch)
         .await?
         .ok_or_else(|| ApiError::record_not_found(&record_id))?;
-    Ok(ok(record))
+    Ok(ok(RecordObject::from(record)))
 }
 
 #[utoipa::path(
@@ -363,5 +364,5 @@ async fn run_add_image(
     if let Some(image_id) = record.image_ids.last() {
         entry.detail("image_id", image_id.as_str());
     }
-    Ok(created(record))
+    Ok(created(RecordObject::from(record)))
 }

@@ -2,20 +2,18 @@
 //! re-embedded in the background (see `facesearch_engine::reembed`); searches keep
 //! using the old vectors until the switch, which is atomic.
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use facesearch_face::Pack;
 use serde::Deserialize;
-use serde_json::json;
 
-use super::ok;
+use super::{accepted, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{JsonBody, Path};
-use crate::openapi::{AuthErrors, ErrorBody, ReembedJobResponse, ServerErrors, TAG_INDEXES};
+use crate::openapi::TAG_INDEXES;
+use crate::responses::{AuthErrors, ErrorBody, ReembedJobObject, ReembedJobResponse, ServerErrors};
 use crate::state::AppState;
 
 /// The JSON body of `POST /face/index/{index_id}/reembed`.
@@ -78,7 +76,7 @@ async fn run_start(
     entry.detail("pack", pack.name());
     let job = state.engine()?.start_reembed(id, pack, &caller.user.username).await?;
     entry.detail("job_id", job.job_id.as_str()).detail("from_pack", job.from_pack.as_str());
-    Ok((StatusCode::ACCEPTED, Json(json!({ "response": job }))).into_response())
+    Ok(accepted(ReembedJobObject::from(job)))
 }
 
 #[utoipa::path(
@@ -102,8 +100,8 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     let store = state.store();
     store.get_index(&id).await?.ok_or_else(|| ApiError::index_not_found(&id))?;
     let job = store.reembed_job(&id).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "JOB_NOT_FOUND", format!("index {id:?} has no re-embedding job"))
+        ApiError::new(ErrorCode::JobNotFound, format!("index {id:?} has no re-embedding job"))
             .with("index_id", id.as_str())
     })?;
-    Ok(ok(job))
+    Ok(ok(ReembedJobObject::from(job)))
 }

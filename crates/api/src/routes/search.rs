@@ -1,20 +1,22 @@
 //! Part 1 of the API: the published Face Search (1:N) endpoints, to the letter.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use facesearch_engine::{Match, SearchQuery};
 use facesearch_face::{FaceQuality, Liveness};
 use serde_json::{Value, json};
 
 use super::search_details::{self, FaceBox, SearchBody, SearchOptions};
-use super::{false_matches, index_object, ok};
+use super::{false_matches, ok};
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
-use crate::error::{ApiError, round};
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Form, Path, QueryParams};
-use crate::openapi::{AuthErrors, ErrorBody, FileResponse, IndexListResponse, SearchForm, ServerErrors, TAG_SEARCH};
+use crate::openapi::{SearchForm, TAG_SEARCH};
+use crate::responses::{
+    AuthErrors, ErrorBody, FileObject, FileResponse, IndexListResponse, IndexObject, MatchResult, ServerErrors,
+};
 use crate::state::AppState;
 
 /// Defaults of the published API.
@@ -56,7 +58,7 @@ pub async fn index_details(
         ));
     }
     let indexes = state.store().list_indexes().await?;
-    let visible: Vec<Value> = indexes.iter().filter(|i| caller.may_search(i)).map(index_object).collect();
+    let visible: Vec<IndexObject> = indexes.iter().filter(|i| caller.may_search(i)).map(IndexObject::from).collect();
     Ok(ok(visible))
 }
 
@@ -207,7 +209,7 @@ async fn run_search(
                 "this server requires the liveness check: perform_liveness_check=false is for admins only",
             )
         };
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "LIVENESS_REQUIRED", message).with("parameter", parameter));
+        return Err(ApiError::new(ErrorCode::LivenessRequired, message).with("parameter", parameter));
     }
 
     // Every named index must exist (404) before permissions are looked at (403).
@@ -333,28 +335,10 @@ pub fn quality_header(q: &FaceQuality) -> String {
     )
 }
 
-/// One match as the published API shows it, plus our extra fields.
+/// One match as the wire shows it: a [`MatchResult`] through `serde_json::Value`, its
+/// keys sorted, also where it sits in a body serialised directly ([`SearchBody`]).
 pub fn match_object(m: &Match) -> Value {
-    let r = &m.record;
-    json!({
-        "match_score": round(m.score, 2),
-        "distance": round(m.distance, 6),
-        "match_image_id": m.image_id,
-        "name": r.fields.name,
-        "dob": r.fields.dob,
-        "nationality": r.fields.nationality,
-        "gender": r.fields.gender,
-        "id_no": r.fields.id_no,
-        "address": r.fields.address,
-        "watch_list": r.fields.watch_list,
-        "additional_info": r.fields.additional_info,
-        "index_name": m.index_name,
-        "index_type": m.index_type,
-        "index_id": r.index_id,
-        "record_id": r.record_id,
-        "reference": r.reference,
-        "similarity": round(f64::from(m.similarity), 6),
-    })
+    serde_json::to_value(MatchResult::from(m)).unwrap_or(Value::Null)
 }
 
 /// `GET /media/file/download/{file_id}`: an enrolled image, base64. An image the
@@ -399,10 +383,5 @@ async fn run_download(
         return Err(ApiError::file_not_found());
     }
     entry.index(&index.id).record(&image.record_id);
-    Ok(ok(json!({
-        "file_base64": base64::engine::general_purpose::STANDARD.encode(&image.bytes),
-        "file_name": image.file_name,
-        "file_type": image.mime,
-        "file_id": image.image_id,
-    })))
+    Ok(ok(FileObject::from(&image)))
 }

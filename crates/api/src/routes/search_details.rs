@@ -17,7 +17,10 @@ use super::search::match_object;
 use crate::error::{ApiError, round};
 use crate::extract::QueryParams;
 #[allow(unused_imports)] // named by the schema attributes below
-use crate::openapi::{ExpectedFalseMatches, FaceQualityObject, MatchResult};
+use crate::responses::record::FaceQualityObject;
+use crate::responses::search::detection_score as score;
+pub use crate::responses::search::{FaceBox, ScoredBox};
+use crate::responses::{ExpectedFalseMatches, MatchResult};
 
 /// The opt-in parts a search request asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,50 +66,6 @@ impl SearchOptions {
     pub fn is_default(&self) -> bool {
         *self == SearchOptions::default()
     }
-}
-
-/// A face box in pixels of the uploaded photo as decoded (after its EXIF orientation):
-/// left, top, right, bottom.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
-pub struct FaceBox {
-    pub x1: f64,
-    pub y1: f64,
-    pub x2: f64,
-    pub y2: f64,
-}
-
-impl FaceBox {
-    pub fn of(d: &Detection) -> Self {
-        let px = |v: f32| round(f64::from(v), 2);
-        FaceBox { x1: px(d.bbox.x1), y1: px(d.bbox.y1), x2: px(d.bbox.x2), y2: px(d.bbox.y2) }
-    }
-
-    /// `x1,y1,x2,y2` in whole pixels: the `X-Face-Box` header.
-    pub fn header(&self) -> String {
-        format!("{},{},{},{}", self.x1.round(), self.y1.round(), self.x2.round(), self.y2.round())
-    }
-}
-
-/// One of the faces of a `MULTIPLE_FACES` refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
-pub struct ScoredBox {
-    pub x1: f64,
-    pub y1: f64,
-    pub x2: f64,
-    pub y2: f64,
-    /// Detector confidence, 0–1.
-    pub detection_score: f64,
-}
-
-impl ScoredBox {
-    pub fn of(d: &Detection) -> Self {
-        let b = FaceBox::of(d);
-        ScoredBox { x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2, detection_score: score(d) }
-    }
-}
-
-fn score(d: &Detection) -> f64 {
-    round(f64::from(d.score), 4)
 }
 
 fn landmarks(d: &Detection) -> Vec<[f64; 2]> {
@@ -341,7 +300,7 @@ mod tests {
             [("include", "probes"), ("include", ""), ("include", "probe,x"), ("faces", "every"), ("faces", "")]
         {
             let e = SearchOptions::from_query(&query(&[(k, v)])).expect_err(v);
-            assert_eq!((e.code, e.details["parameter"].as_str()), ("INVALID_PARAMETER", Some(k)), "{k}={v}");
+            assert_eq!((e.code.as_str(), e.details["parameter"].as_str()), ("INVALID_PARAMETER", Some(k)), "{k}={v}");
         }
     }
 

@@ -11,29 +11,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use facesearch_store::User;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{created, ok};
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{JsonBody, Path};
-use crate::openapi::{AuthErrors, ErrorBody, ServerErrors, TAG_USERS, UserListResponse, UserResponse};
+use crate::openapi::TAG_USERS;
+use crate::responses::{AuthErrors, ErrorBody, ServerErrors, UserListResponse, UserObject, UserResponse};
 use crate::state::AppState;
 
-/// The user object: never the password hash.
-pub fn user_object(user: &User) -> Value {
-    json!({
-        "username": user.username,
-        "role": user.role.as_str(),
-        "grants": user.grants,
-        "created_at": user.created_at,
-    })
-}
-
 pub fn user_not_found(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", format!("no user named {name:?}")).with("username", name)
+    ApiError::new(ErrorCode::UserNotFound, format!("no user named {name:?}")).with("username", name)
 }
 
 /// Makes the change visible at once: no request may run on a remembered credential
@@ -87,7 +76,7 @@ pub struct PatchUserBody {
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     // Read afresh: a grant given since the credential was cached shows at once.
     let user = state.store().get_user(&caller.user.username).await?.unwrap_or(caller.user);
-    Ok(ok(user_object(&user)))
+    Ok(ok(UserObject::from(&user)))
 }
 
 /// `POST /users`: `{username, password, role, grants?}` → `201` user.
@@ -120,7 +109,7 @@ pub async fn create(
     // Also after a failure: a user made and removed again (a grant's index deleted
     // meanwhile) must not linger in the cache.
     changed(&state);
-    Ok(created(user_object(&made?)))
+    Ok(created(UserObject::from(&made?)))
 }
 
 /// `GET /users`: every user, by username.
@@ -140,7 +129,7 @@ pub async fn create(
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let users = state.store().list_users().await?;
-    Ok(ok(users.iter().map(user_object).collect::<Vec<_>>()))
+    Ok(ok(users.iter().map(UserObject::from).collect::<Vec<_>>()))
 }
 
 /// `GET /users/{username}`.
@@ -162,7 +151,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 )]
 pub async fn get(State(state): State<AppState>, Path(username): Path<String>) -> Result<Response, ApiError> {
     let user = state.store().get_user(&username).await?.ok_or_else(|| user_not_found(&username))?;
-    Ok(ok(user_object(&user)))
+    Ok(ok(UserObject::from(&user)))
 }
 
 /// `PATCH /users/{username}`: `{password?, role?}`. The role cannot change (only
@@ -200,7 +189,7 @@ pub async fn patch(
         // The old password's failures say nothing about the new one.
         state.throttle().forget_user(&username);
     }
-    Ok(ok(user_object(&user)))
+    Ok(ok(UserObject::from(&user)))
 }
 
 /// `DELETE /users/{username}` → `204`. Deleting yourself, or the last admin, is
