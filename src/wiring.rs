@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use facesearch_api::{ApiConfig, AppState, ServeOptions, TlsFiles};
 use facesearch_engine::{Engine, EngineConfig, EngineError, EngineObserver, IndexOrigin, PipelineLoader, Service};
-use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError, QualityMinimums};
+use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError};
 use facesearch_models::ModelCache;
 use facesearch_store::{PostgresConfig, StoreConfig, StoreError};
 
-/// Everything `facesearch serve` runs with, resolved from flags, environment and file.
+/// Everything `facesearch serve` runs with, resolved from flags, environment and file
+/// (the settings tree of `src/cli/settings.rs`): each crate's own config, and what
+/// only the binary uses.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
@@ -28,31 +30,20 @@ pub struct ServerConfig {
     pub pack: Pack,
     pub models_dir: Option<PathBuf>,
     pub pipeline: PipelineConfig,
-    pub liveness_threshold: f32,
+    /// The engine's settings (liveness threshold, analyses at once, vector index,
+    /// quality minimums, duplicate score).
+    pub engine: EngineConfig,
     pub api: ApiConfig,
     pub admin_user: String,
     pub admin_password: Option<String>,
     pub request_timeout: Duration,
-    pub max_concurrent_analyses: usize,
-    /// How long a photo may wait for an analysis slot before the request gets 503.
-    pub queue_timeout: Duration,
     /// Audit entries older than this many days are deleted (0 keeps them forever).
     pub audit_retention_days: u32,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
-    /// Exact or approximate vector search, by collection size.
-    pub index: facesearch_index::IndexConfig,
     /// How often a changed vector index is saved to `data_dir/vectors` (it is also
     /// saved at shutdown); `None` never saves it (every start re-reads the store).
     pub snapshot_interval: Option<Duration>,
-    /// Test-only: re-embedding jobs pause after staging this many images (see
-    /// `EngineConfig::reembed_pause_after`).
-    pub reembed_pause_after: Option<u64>,
-    /// The least face quality an enrolment needs.
-    pub quality: QualityMinimums,
-    /// Score from which two records' faces count as one person (duplicate jobs'
-    /// default, and the bar of `check_duplicates`).
-    pub duplicate_score: f64,
 }
 
 impl ServerConfig {
@@ -191,15 +182,7 @@ async fn open_engine(state: AppState, config: ServerConfig) {
             return;
         }
     };
-    let engine_config = EngineConfig {
-        liveness_threshold: config.liveness_threshold,
-        max_concurrent_analyses: config.max_concurrent_analyses,
-        queue_timeout: config.queue_timeout,
-        index: config.index,
-        reembed_pause_after: config.reembed_pause_after,
-        quality: config.quality,
-        duplicate_score: config.duplicate_score,
-    };
+    let engine_config = config.engine;
     let snapshot_dir = config.snapshot_interval.map(|_| config.data_dir.join("vectors"));
     // Writes wait while the engine loads its vectors, then go through it.
     let observer: Arc<dyn EngineObserver> = state.metrics().clone();

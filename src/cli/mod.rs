@@ -15,6 +15,7 @@ mod models;
 mod orientation_eval;
 mod quality_eval;
 mod serve;
+mod settings;
 mod threshold_recall;
 mod user;
 
@@ -169,9 +170,10 @@ pub fn init_tracing(cli: &Cli) {
     if cli.log_json { builder.json().init() } else { builder.init() }
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// `matches`: what clap parsed `cli` from.
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(*args),
+        Command::Serve(args) => serve::run(*args, matches.subcommand_matches("serve").unwrap_or(matches)),
         Command::Models(args) => models::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),

@@ -1,27 +1,39 @@
 //! `facesearch serve`: settings come from flags, then `FACESEARCH_*` environment
-//! variables, then an optional TOML config file, then defaults.
+//! variables, then an optional TOML config file, then defaults (see
+//! [`super::settings`], the tree they fill). `--print-config` shows the result.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use facesearch_api::TlsFiles;
 use facesearch_api::client::IpNet;
-use facesearch_api::{ApiConfig, TlsFiles};
-use facesearch_face::{DecodeLimits, LivenessConfig, Pack, PipelineConfig, QualityMinimums, RuntimeOptions};
-use facesearch_index::IndexConfig;
-use serde::Deserialize;
+use facesearch_face::{Pack, RuntimeOptions};
+use serde::{Serialize, Serializer};
 
 use super::database::DatabaseArgs;
+use super::settings::{self, Settings};
 use crate::wiring::ServerConfig;
 
-#[derive(Args, Debug)]
+/// The flags (and their `FACESEARCH_*` variables) of `facesearch serve`. Serialised,
+/// the ones given are the top layers of the settings tree: their serde names are the
+/// tree's keys, and the defaults shown in the help are those of the tree.
+#[derive(Args, Debug, Serialize)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys, e.g. `bind = "0.0.0.0:8080"`).
     #[arg(long, env = "FACESEARCH_CONFIG")]
+    #[serde(skip)]
     config: Option<PathBuf>,
+    /// Print the effective settings, each with where it came from (default, config
+    /// file, environment, flag), and exit. Secrets are not printed.
+    #[arg(long)]
+    #[serde(skip)]
+    print_config: bool,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "FACESEARCH_BIND")]
     bind: Option<SocketAddr>,
@@ -29,9 +41,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FACESEARCH_DATA_DIR")]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(skip)]
     database: DatabaseArgs,
     /// Model pack: open or insightface [default: open].
     #[arg(long, env = "FACESEARCH_PACK")]
+    #[serde(serialize_with = "as_text")]
     pack: Option<Pack>,
     /// Where models are cached [default: the user's cache dir].
     #[arg(long, env = "FACESEARCH_MODELS_DIR")]
@@ -106,6 +120,7 @@ pub struct ServeArgs {
     /// whose X-Forwarded-For names the client; from any other peer the header is
     /// ignored. The client address is what failed logins are throttled by [default: none].
     #[arg(long, env = "FACESEARCH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = facesearch_api::client::parse_proxy)]
+    #[serde(serialize_with = "as_texts")]
     trusted_proxies: Vec<IpNet>,
     /// Make the liveness check mandatory: a search with perform_liveness_check=false from
     /// any user but an admin is refused (403 LIVENESS_REQUIRED).
@@ -129,20 +144,22 @@ pub struct ServeArgs {
     duplicate_score: Option<f64>,
     /// Enrolment quality minimums (see docs/API.md, Face quality); 0 turns a minimum off.
     #[command(flatten)]
+    #[serde(flatten)]
     quality: QualityArgs,
     /// Stop when standard input closes (used by tests that start the server as a child).
     #[arg(long, hide = true)]
+    #[serde(skip)]
     exit_on_stdin_close: bool,
     /// Test-only: re-embedding jobs stop (still running, resumed at the next start) once
     /// this many images of their index are staged, so a test can interrupt one at a
-    /// known point.
+    /// known point. Not a setting: no config key, no variable, not printed.
     #[arg(long, hide = true)]
+    #[serde(skip)]
     reembed_pause_after: Option<u64>,
 }
 
-/// The enrolment quality limits; each falls back to the config file, then the default.
-#[derive(Args, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The enrolment quality limits (the engine's `QualityMinimums`).
+#[derive(Args, Debug, Default, Serialize)]
 struct QualityArgs {
     /// Smallest face box side (pixels) enrolled [default: 32].
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_FACE_SIZE")]
@@ -176,207 +193,135 @@ struct QualityArgs {
     quality_min_detector_score: Option<f32>,
 }
 
-impl QualityArgs {
-    /// Flags (and environment) over the file's values over the defaults.
-    fn resolve(&self, file: &QualityArgs) -> QualityMinimums {
-        let d = QualityMinimums::default();
-        let pick = |flag: Option<f32>, file: Option<f32>, default: f32| flag.or(file).unwrap_or(default);
-        QualityMinimums {
-            face_size: pick(self.quality_min_face_size, file.quality_min_face_size, d.face_size),
-            eye_distance: pick(self.quality_min_eye_distance, file.quality_min_eye_distance, d.eye_distance),
-            sharpness: pick(self.quality_min_sharpness, file.quality_min_sharpness, d.sharpness),
-            max_compression: pick(self.quality_max_compression, file.quality_max_compression, d.max_compression),
-            brightness: pick(self.quality_min_brightness, file.quality_min_brightness, d.brightness),
-            max_brightness: pick(self.quality_max_brightness, file.quality_max_brightness, d.max_brightness),
-            max_clipped: pick(self.quality_max_clipped, file.quality_max_clipped, d.max_clipped),
-            max_yaw: pick(self.quality_max_yaw, file.quality_max_yaw, d.max_yaw),
-            max_pitch: pick(self.quality_max_pitch, file.quality_max_pitch, d.max_pitch),
-            detector_score: pick(self.quality_min_detector_score, file.quality_min_detector_score, d.detector_score),
-        }
-    }
+/// A flag value by its text (what the config file would hold).
+fn as_text<S: Serializer, T: std::fmt::Display>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    value.as_ref().map(ToString::to_string).serialize(s)
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    bind: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    pack: Option<String>,
-    models_dir: Option<PathBuf>,
-    liveness_threshold: Option<f32>,
-    liveness_min_context: Option<f32>,
-    max_image_bytes: Option<usize>,
-    max_image_pixels: Option<u64>,
-    max_results_cap: Option<usize>,
-    max_search_faces: Option<usize>,
-    min_face_size: Option<f32>,
-    request_timeout: Option<u64>,
-    workers: Option<usize>,
-    audit_retention_days: Option<u32>,
-    max_in_flight: Option<usize>,
-    max_in_flight_per_user: Option<usize>,
-    admin_reserved_slots: Option<usize>,
-    upload_budget_bytes: Option<usize>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    admin_user: Option<String>,
-    admin_password_file: Option<PathBuf>,
-    metrics_auth: Option<bool>,
-    /// CIDRs or addresses, as a list or one comma-separated string.
-    trusted_proxies: Option<StringOrList>,
-    require_liveness: Option<bool>,
-    exact_search_below: Option<usize>,
-    ann_ef_search: Option<usize>,
-    index_save_interval: Option<u64>,
-    duplicate_score: Option<f64>,
-    #[serde(flatten)]
-    quality: QualityArgs,
+fn as_texts<S: Serializer, T: std::fmt::Display>(values: &[T], s: S) -> Result<S::Ok, S::Error> {
+    values.iter().map(ToString::to_string).collect::<Vec<_>>().serialize(s)
 }
 
-/// A config-file value given either as `"a,b"` or as `["a", "b"]`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StringOrList {
-    One(String),
-    Many(Vec<String>),
+/// The ids of the arguments whose value clap took from the environment.
+pub fn from_environment(matches: &ArgMatches) -> BTreeSet<String> {
+    matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
+        .map(|id| id.as_str().to_string())
+        .collect()
 }
 
-impl StringOrList {
-    fn items(&self) -> Vec<&str> {
-        match self {
-            StringOrList::One(s) => s.split(',').filter(|x| !x.trim().is_empty()).collect(),
-            StringOrList::Many(v) => v.iter().map(String::as_str).collect(),
-        }
-    }
+/// A setting's variable and flag, as `serve --help` names them.
+fn names(key: &str) -> (String, String) {
+    let command = ServeArgs::augment_args(clap::Command::new("serve"));
+    let arg = command.get_arguments().find(|a| a.get_id().as_str() == key);
+    let env = arg.and_then(|a| a.get_env()).map_or_else(String::new, |e| e.to_string_lossy().into_owned());
+    let flag = arg.and_then(|a| a.get_long()).map_or_else(String::new, |l| format!("--{l}"));
+    (env, flag)
 }
 
-/// `--trusted-proxies` over the config file's `trusted_proxies`.
-fn trusted_proxies(flag: Vec<IpNet>, file: Option<&StringOrList>) -> anyhow::Result<Vec<IpNet>> {
-    if !flag.is_empty() {
-        return Ok(flag);
-    }
-    let Some(list) = file else { return Ok(Vec::new()) };
+/// `trusted_proxies` parsed.
+fn trusted_proxies(list: Option<&settings::StringOrList>) -> anyhow::Result<Vec<IpNet>> {
+    let Some(list) = list else { return Ok(Vec::new()) };
     list.items()
         .into_iter()
         .map(|item| facesearch_api::client::parse_proxy(item).map_err(|e| anyhow::anyhow!("trusted_proxies: {e}")))
         .collect()
 }
 
-fn resolve(args: ServeArgs) -> anyhow::Result<(ServerConfig, bool)> {
-    let file: FileConfig = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
-    let pack = match (args.pack, file.pack) {
-        (Some(p), _) => p,
-        (None, Some(p)) => p.parse().map_err(anyhow::Error::msg)?,
-        (None, None) => Pack::Open,
-    };
+/// The settings resolved, and what `--print-config` shows of them.
+struct Resolved {
+    config: ServerConfig,
+    exit_on_stdin_close: bool,
+    print_config: bool,
+    /// The effective settings (derived defaults filled in) with their sources.
+    shown: String,
+}
+
+/// Layers the settings (`from_env`: the arguments clap read from the environment),
+/// checks them, and builds what the server runs with.
+fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resolved> {
+    let figment = settings::layered(args.config.as_deref(), settings::given(&args)?, from_env)?;
+    let source = |key: &str| settings::source_of(&figment, key, &names);
+    let mut s: Settings = settings::extract(&figment, &source)?;
+    let pack: Pack = s.server.pack.parse().map_err(anyhow::Error::msg)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers.or(file.workers).unwrap_or(cores).max(1);
-    let max_image_bytes = args.max_image_bytes.or(file.max_image_bytes).unwrap_or(15 * 1024 * 1024);
-    let liveness_threshold =
-        args.liveness_threshold.or(file.liveness_threshold).unwrap_or(facesearch_face::liveness::DEFAULT_THRESHOLD);
-    anyhow::ensure!((0.0..=1.0).contains(&liveness_threshold), "liveness_threshold must be between 0 and 1");
-    let duplicate_score =
-        args.duplicate_score.or(file.duplicate_score).unwrap_or(facesearch_engine::DEFAULT_DUPLICATE_SCORE);
-    anyhow::ensure!((0.0..=100.0).contains(&duplicate_score), "duplicate_score must be between 0 and 100");
-    let quality = args.quality.resolve(&file.quality);
-    let pipeline = PipelineConfig {
-        decode: DecodeLimits {
-            max_bytes: max_image_bytes,
-            max_pixels: args.max_image_pixels.or(file.max_image_pixels).unwrap_or(40_000_000),
-        },
-        min_face_px: args.min_face_size.or(file.min_face_size).unwrap_or(32.0),
-        liveness: LivenessConfig {
-            min_context: args
-                .liveness_min_context
-                .or(file.liveness_min_context)
-                .unwrap_or(LivenessConfig::default().min_context),
-            ..LivenessConfig::default()
-        },
-        // Requests run concurrently: split the cores between them.
-        runtime: RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers },
-        ..PipelineConfig::default()
-    };
-    let defaults = IndexConfig::default();
-    let index = IndexConfig {
-        ann_min_rows: args.exact_search_below.or(file.exact_search_below).unwrap_or(defaults.ann_min_rows).max(1),
-        ef_search: args.ann_ef_search.or(file.ann_ef_search).unwrap_or(defaults.ef_search).clamp(1, 10_000),
-        ..defaults
-    };
-    let save_every = args.index_save_interval.or(file.index_save_interval).unwrap_or(60);
-    let max_in_flight = args.max_in_flight.or(file.max_in_flight).unwrap_or(64).max(1);
-    let max_in_flight_per_user = args
+    let workers = s.server.workers.unwrap_or(cores).max(1);
+    s.server.workers = Some(workers);
+    anyhow::ensure!((0.0..=1.0).contains(&s.engine.liveness_threshold), "liveness_threshold must be between 0 and 1");
+    anyhow::ensure!((0.0..=100.0).contains(&s.engine.duplicate_score), "duplicate_score must be between 0 and 100");
+    // Requests run concurrently: split the cores between them.
+    s.pipeline.runtime = RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers };
+    s.engine.index.ann_min_rows = s.engine.index.ann_min_rows.max(1);
+    s.engine.index.ef_search = s.engine.index.ef_search.clamp(1, 10_000);
+    s.engine.max_concurrent_analyses = workers;
+    s.engine.reembed_pause_after = args.reembed_pause_after;
+    let max_in_flight = s.api.max_in_flight.max(1);
+    let max_in_flight_per_user = s
+        .server
         .max_in_flight_per_user
-        .or(file.max_in_flight_per_user)
         .unwrap_or_else(|| facesearch_api::admission::default_per_user(max_in_flight))
         .clamp(1, max_in_flight);
-    let admin_reserved_slots = args
+    let admin_reserved_slots = s
+        .server
         .admin_reserved_slots
-        .or(file.admin_reserved_slots)
         .unwrap_or_else(|| facesearch_api::admission::default_admin_reserve(max_in_flight));
     anyhow::ensure!(
         admin_reserved_slots < max_in_flight,
         "admin_reserved_slots ({admin_reserved_slots}) must be less than max_in_flight ({max_in_flight})"
     );
+    (s.server.max_in_flight_per_user, s.server.admin_reserved_slots) =
+        (Some(max_in_flight_per_user), Some(admin_reserved_slots));
+    let api = facesearch_api::ApiConfig {
+        max_image_bytes: s.pipeline.decode.max_bytes,
+        max_results_cap: s.api.max_results_cap.max(1),
+        pack,
+        max_in_flight,
+        max_in_flight_per_user,
+        admin_reserved_slots,
+        trusted_proxies: trusted_proxies(s.server.trusted_proxies.as_ref())?,
+        max_search_faces: s.api.max_search_faces.max(1),
+        ..s.api.clone()
+    };
+    // From the environment or a file only: a password never belongs in a flag.
+    let (admin_password, password_source) = match std::env::var("FACESEARCH_ADMIN_PASSWORD") {
+        Ok(p) => (Some(p), "environment FACESEARCH_ADMIN_PASSWORD"),
+        Err(_) => match &s.server.admin_password_file {
+            Some(path) => (Some(read_password_file(path)?), "admin_password_file"),
+            None => (None, "default"),
+        },
+    };
+    let save_every = s.server.index_save_interval;
     let config = ServerConfig {
-        bind: args.bind.or(file.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("facesearch-data")),
+        bind: s.server.bind,
+        data_dir: s.server.data_dir.clone(),
         postgres: args.database.postgres()?,
         pack,
-        models_dir: args.models_dir.or(file.models_dir),
-        pipeline,
-        liveness_threshold,
-        api: ApiConfig {
-            max_image_bytes,
-            max_results_cap: args.max_results_cap.or(file.max_results_cap).unwrap_or(100).max(1),
-            pack,
-            max_in_flight,
-            max_in_flight_per_user,
-            admin_reserved_slots,
-            upload_budget: args
-                .upload_budget_bytes
-                .or(file.upload_budget_bytes)
-                .unwrap_or(facesearch_api::admission::DEFAULT_UPLOAD_BUDGET),
-            metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
-            trusted_proxies: trusted_proxies(args.trusted_proxies, file.trusted_proxies.as_ref())?,
-            require_liveness: args.require_liveness || file.require_liveness.unwrap_or(false),
-            max_search_faces: args
-                .max_search_faces
-                .or(file.max_search_faces)
-                .unwrap_or(facesearch_api::state::DEFAULT_MAX_SEARCH_FACES)
-                .max(1),
-            ..ApiConfig::default()
-        },
-        admin_user: args.admin_user.or(file.admin_user).unwrap_or_else(|| "admin".into()),
-        // From the environment or a file only: a password never belongs in a flag.
-        admin_password: match std::env::var("FACESEARCH_ADMIN_PASSWORD") {
-            Ok(p) => Some(p),
-            Err(_) => match args.admin_password_file.or(file.admin_password_file) {
-                Some(path) => Some(read_password_file(&path)?),
-                None => None,
-            },
-        },
-        request_timeout: Duration::from_secs(args.request_timeout.or(file.request_timeout).unwrap_or(60).max(1)),
-        max_concurrent_analyses: workers,
-        queue_timeout: Duration::from_secs(10),
-        audit_retention_days: args.audit_retention_days.or(file.audit_retention_days).unwrap_or(365),
-        tls: match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        models_dir: s.server.models_dir.clone(),
+        pipeline: s.pipeline,
+        engine: s.engine,
+        api,
+        admin_user: s.server.admin_user.clone(),
+        admin_password,
+        request_timeout: Duration::from_secs(s.server.request_timeout.max(1)),
+        audit_retention_days: s.server.audit_retention_days,
+        tls: match (s.server.tls_cert.clone(), s.server.tls_key.clone()) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both a certificate (tls_cert) and a key (tls_key)"),
         },
-        index,
         snapshot_interval: (save_every > 0).then(|| Duration::from_secs(save_every)),
-        reembed_pause_after: args.reembed_pause_after,
-        quality,
-        duplicate_score,
     };
-    Ok((config, args.exit_on_stdin_close))
+    let mut shown = settings::render(&s, &source)?;
+    let store_source = match (&args.database.url, from_env.contains("url")) {
+        (None, _) => "default".to_string(),
+        (Some(_), true) => "environment FACESEARCH_DATABASE_URL".to_string(),
+        (Some(_), false) => "flag --store".to_string(),
+    };
+    shown.push_str(&format!("# store: {}  # {store_source}\n", config.store().location()));
+    let set = if config.admin_password.is_some() { "<set>" } else { "<unset>" };
+    shown.push_str(&format!("# admin_password: {set}  # {password_source}\n"));
+    Ok(Resolved { config, exit_on_stdin_close: args.exit_on_stdin_close, print_config: args.print_config, shown })
 }
 
 /// The first line of a password file, without its line ending.
@@ -388,8 +333,14 @@ fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(line.to_string())
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, exit_on_stdin_close) = resolve(args)?;
+/// `matches`: the arguments of `serve` as clap parsed them (for the sources of values).
+pub fn run(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    let resolved = resolve(args, &from_environment(matches))?;
+    if resolved.print_config {
+        print!("{}", resolved.shown);
+        return Ok(());
+    }
+    let (config, exit_on_stdin_close) = (resolved.config, resolved.exit_on_stdin_close);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -416,19 +367,52 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use facesearch_face::QualityMinimums;
+
+    /// `serve` parsed from `flags`; `env` names the arguments to count as read from
+    /// the environment (clap's precedence of a flag over its variable is its own).
+    fn resolve_with(flags: &[&str], env: &[&str]) -> anyhow::Result<Resolved> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        use clap::{CommandFactory, FromArgMatches};
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        resolve(cli.serve, &env.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn resolved(flags: &[&str]) -> anyhow::Result<ServerConfig> {
+        resolve_with(flags, &[]).map(|r| r.config)
+    }
+
+    /// A config file with `text` in a temporary directory.
+    fn config_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("facesearch.toml");
+        std::fs::write(&path, text).expect("writing the config file");
+        let path = path.to_str().expect("a UTF-8 path").to_string();
+        (dir, path)
+    }
 
     #[test]
     fn quality_settings_come_from_the_config_file_under_flags() {
-        let file: FileConfig = toml::from_str(
+        let (_dir, file) = config_file(
             "bind = \"127.0.0.1:9000\"\nquality_min_sharpness = 5.0\nquality_max_yaw = 30.0\nduplicate_score = 85.0\n",
-        )
-        .expect("a valid config");
-        assert_eq!(file.duplicate_score, Some(85.0));
-        let flags = QualityArgs { quality_max_yaw: Some(20.0), ..QualityArgs::default() };
-        let m = flags.resolve(&file.quality);
+        );
+        let config = resolved(&["--config", &file, "--quality-max-yaw", "20"]).expect("a valid config");
+        assert_eq!(config.engine.duplicate_score, 85.0);
+        let m = config.engine.quality;
         assert_eq!((m.sharpness, m.max_yaw), (5.0, 20.0), "file, then flag over file");
         assert_eq!(m.max_compression, QualityMinimums::default().max_compression, "the rest default");
-        assert!(toml::from_str::<FileConfig>("quality_min_sharpnes = 5.0\n").is_err(), "a misspelt key is refused");
+        let (_dir, misspelt) = config_file("quality_min_sharpnes = 5.0\n");
+        let e = resolved(&["--config", &misspelt]).expect_err("a misspelt key is refused");
+        assert!(format!("{e:#}").contains("quality_min_sharpnes"), "{e:#}");
+        let (_dir, mistyped) = config_file("max_in_flight = \"many\"\n");
+        let e = resolved(&["--config", &mistyped]).expect_err("a value of the wrong type is refused");
+        assert!(format!("{e:#}").contains("max_in_flight (config file"), "the key and its source: {e:#}");
     }
 
     /// The config file the Debian package installs shows every setting: uncommenting
@@ -444,38 +428,29 @@ mod tests {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        let file: FileConfig = toml::from_str(&uncommented).expect("the packaged config parses");
-        // Every field is an Option: one left out prints as `None`.
-        let shown = format!("{file:?}");
-        assert!(!shown.contains("None"), "a setting is missing from packaging/deb/config.toml: {shown}");
+        let table: toml::Table = toml::from_str(&uncommented).expect("the packaged config parses");
+        let keys: BTreeSet<String> = table.keys().cloned().collect();
+        assert_eq!(keys, settings::known_keys(), "packaging/deb/config.toml shows every setting and no other");
+        let (_dir, file) = config_file(&uncommented);
+        let layers = settings::layered(Some(std::path::Path::new(&file)), Default::default(), &BTreeSet::new());
+        let typed = layers.expect("the packaged config's keys are settings").extract::<Settings>();
+        typed.expect("the packaged config's examples have the settings' types");
     }
 
     #[test]
     fn trusted_proxies_come_from_the_flag_or_the_config_file() {
         let net = |s: &str| facesearch_api::client::parse_proxy(s).expect("a CIDR");
-        let file: FileConfig = toml::from_str("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n").expect("a list");
-        let from_file = trusted_proxies(Vec::new(), file.trusted_proxies.as_ref()).expect("valid");
-        assert_eq!(from_file, [net("10.0.0.0/8"), net("192.0.2.7/32")]);
-        let file: FileConfig = toml::from_str("trusted_proxies = \"10.0.0.0/8, ::1\"\n").expect("a string");
-        let from_file = trusted_proxies(Vec::new(), file.trusted_proxies.as_ref()).expect("valid");
-        assert_eq!(from_file, [net("10.0.0.0/8"), net("::1/128")]);
-        let flag = trusted_proxies(vec![net("127.0.0.1")], file.trusted_proxies.as_ref()).expect("valid");
+        let proxies = |flags: &[&str]| resolved(flags).map(|c| c.api.trusted_proxies);
+        let (_d1, list) = config_file("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n");
+        assert_eq!(proxies(&["--config", &list]).expect("valid"), [net("10.0.0.0/8"), net("192.0.2.7/32")]);
+        let (_d2, one) = config_file("trusted_proxies = \"10.0.0.0/8, ::1\"\n");
+        assert_eq!(proxies(&["--config", &one]).expect("valid"), [net("10.0.0.0/8"), net("::1/128")]);
+        let flag = proxies(&["--config", &one, "--trusted-proxies", "127.0.0.1"]).expect("valid");
         assert_eq!(flag, [net("127.0.0.1/32")], "the flag wins");
-        let file: FileConfig = toml::from_str("trusted_proxies = [\"10.0.0.0/33\"]\n").expect("parses");
-        let e = trusted_proxies(Vec::new(), file.trusted_proxies.as_ref()).expect_err("a bad CIDR");
+        let (_d3, bad) = config_file("trusted_proxies = [\"10.0.0.0/33\"]\n");
+        let e = proxies(&["--config", &bad]).expect_err("a bad CIDR");
         assert!(e.to_string().contains("trusted_proxies"), "{e}");
-        assert_eq!(trusted_proxies(Vec::new(), None).expect("none"), []);
-    }
-
-    fn resolved(flags: &[&str]) -> anyhow::Result<ServerConfig> {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            serve: ServeArgs,
-        }
-        let argv = std::iter::once("serve").chain(flags.iter().copied());
-        let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
-        resolve(cli.serve).map(|(config, _)| config)
+        assert_eq!(proxies(&[]).expect("none"), []);
     }
 
     #[test]
@@ -496,14 +471,10 @@ mod tests {
         assert_eq!(limits(resolved(&[]).expect("defaults")), (64, 16, 8, 256 << 20));
         assert_eq!(limits(resolved(&["--max-in-flight", "10"]).expect("scaled")).1, 2);
         assert_eq!(limits(resolved(&["--max-in-flight", "1"]).expect("one slot")), (1, 1, 0, 256 << 20));
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let file = dir.path().join("facesearch.toml");
-        std::fs::write(
-            &file,
+        let (_dir, config) = config_file(
             "max_in_flight = 20\nmax_in_flight_per_user = 3\nadmin_reserved_slots = 5\nupload_budget_bytes = 1000000\n",
-        )
-        .expect("writing the config file");
-        let config = file.to_str().expect("a UTF-8 path");
+        );
+        let config = config.as_str();
         assert_eq!(limits(resolved(&["--config", config]).expect("from the file")), (20, 3, 5, 1_000_000));
         let flags = ["--config", config, "--max-in-flight-per-user", "4", "--admin-reserved-slots", "2"];
         assert_eq!(limits(resolved(&flags).expect("flags over the file")), (20, 4, 2, 1_000_000));
@@ -513,25 +484,66 @@ mod tests {
 
     #[test]
     fn liveness_is_required_by_flag_or_config_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("facesearch.toml");
-        std::fs::write(&config, "require_liveness = true\n").expect("writing the config");
+        let (_dir, config) = config_file("require_liveness = true\n");
         let required = |extra: &[&str]| resolved(extra).expect("settings").api.require_liveness;
         assert!(!required(&[]), "off by default");
         assert!(required(&["--require-liveness"]));
-        assert!(required(&["--config", config.to_str().expect("a UTF-8 path")]));
+        assert!(required(&["--config", &config]));
     }
 
     #[test]
     fn the_faces_of_a_faces_all_search_are_capped_by_flag_or_config_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("facesearch.toml");
-        std::fs::write(&config, "max_search_faces = 25\n").expect("writing the config");
-        let config = config.to_str().expect("a UTF-8 path");
+        let (_dir, config) = config_file("max_search_faces = 25\n");
+        let config = config.as_str();
         let cap = |extra: &[&str]| resolved(extra).expect("settings").api.max_search_faces;
         assert_eq!(cap(&[]), 10, "the default");
         assert_eq!(cap(&["--config", config]), 25);
         assert_eq!(cap(&["--config", config, "--max-search-faces", "3"]), 3, "the flag over the file");
         assert_eq!(cap(&["--max-search-faces", "0"]), 1, "at least the largest face");
+    }
+
+    /// Each key takes the value of its highest layer (file < environment < flag), and
+    /// `--print-config` names that layer.
+    #[test]
+    fn settings_layer_file_under_environment_under_flags_with_their_sources() {
+        let (_dir, file) = config_file("max_in_flight = 20\nworkers = 2\nmax_results_cap = 7\nmin_face_size = 40\n");
+        // `--workers` and `--max-results-cap` as if clap had read FACESEARCH_WORKERS and
+        // FACESEARCH_MAX_RESULTS_CAP; `--max-in-flight` as a flag.
+        let flags = ["--config", &file, "--workers", "3", "--max-results-cap", "9", "--max-in-flight", "30"];
+        let r = resolve_with(&flags, &["workers", "max_results_cap"]).expect("resolves");
+        assert_eq!(r.config.engine.max_concurrent_analyses, 3, "the environment over the file");
+        assert_eq!((r.config.api.max_results_cap, r.config.api.max_in_flight), (9, 30));
+        assert_eq!(r.config.pipeline.min_face_px, 40.0, "the file over the default");
+        let line = |key: &str| {
+            r.shown
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap_or_else(|| panic!("{key}: {}", r.shown))
+        };
+        assert_eq!(line("workers"), "workers = 3  # environment FACESEARCH_WORKERS");
+        assert_eq!(line("max_results_cap"), "max_results_cap = 9  # environment FACESEARCH_MAX_RESULTS_CAP");
+        assert_eq!(line("max_in_flight"), "max_in_flight = 30  # flag --max-in-flight");
+        assert_eq!(line("min_face_size"), format!("min_face_size = 40.0  # config file {file}"));
+        assert_eq!(line("max_image_bytes"), "max_image_bytes = 15728640  # default");
+        assert_eq!(line("max_in_flight_per_user"), "max_in_flight_per_user = 7  # default", "derived, shown");
+        assert!(r.shown.contains("# exact_search_below = none  # default"), "{}", r.shown);
+    }
+
+    /// `--print-config` prints no secret: the PostgreSQL password is hidden and the
+    /// admin password is only said to be set.
+    #[test]
+    fn print_config_shows_no_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password = dir.path().join("admin-password");
+        std::fs::write(&password, "hunter2-admin\n").expect("writing the password file");
+        let password = password.to_str().expect("a UTF-8 path");
+        let flags =
+            ["--print-config", "--store", "postgres://u:hunter2-db@db/faces", "--admin-password-file", password];
+        let r = resolve_with(&flags, &["url"]).expect("resolves");
+        assert!(r.print_config);
+        assert!(!r.shown.contains("hunter2"), "{}", r.shown);
+        assert!(r.shown.contains("# store: postgres://"), "{}", r.shown);
+        assert!(r.shown.contains("environment FACESEARCH_DATABASE_URL"), "{}", r.shown);
+        assert!(r.shown.contains("# admin_password: <set>"), "{}", r.shown);
     }
 }

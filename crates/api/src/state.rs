@@ -16,16 +16,23 @@ use crate::metrics::Metrics;
 /// The default of [`ApiConfig::max_search_faces`].
 pub const DEFAULT_MAX_SEARCH_FACES: usize = 10;
 
-/// Limits and defaults of the HTTP API.
-#[derive(Debug, Clone)]
+/// Limits and defaults of the HTTP API. The serde fields are the server's settings
+/// (flat keys of `facesearch serve`); the others are given by the server from its
+/// other settings (`max_image_bytes` is the pipeline's decode limit, `pack` the
+/// server's pack, the request slots default from `max_in_flight`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ApiConfig {
     /// Largest accepted image, bytes.
+    #[serde(skip)]
     pub max_image_bytes: usize,
     /// Largest `max_results` a search may ask for.
     pub max_results_cap: usize,
     /// Largest page of records.
+    #[serde(skip)]
     pub max_page_size: usize,
     /// The model pack this server embeds with (new indexes hold its vectors).
+    #[serde(skip)]
     pub pack: Pack,
     /// `/metrics` for admins only (`--metrics-auth`); by default it needs no credentials.
     pub metrics_auth: bool,
@@ -34,15 +41,19 @@ pub struct ApiConfig {
     pub max_in_flight: usize,
     /// Reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`);
     /// from any other peer the header is ignored (see [`crate::client`]).
+    #[serde(skip)]
     pub trusted_proxies: Vec<crate::client::IpNet>,
     /// Requests in flight one user may have at once (see [`crate::admission`]).
+    #[serde(skip)]
     pub max_in_flight_per_user: usize,
     /// Of `max_in_flight`, the slots only admins may take.
+    #[serde(skip)]
     pub admin_reserved_slots: usize,
     /// Bytes of request bodies held in memory at once, beyond
     /// [`crate::admission::FREE_BODY_BYTES`] per request; at least one whole body
     /// ([`crate::body::limit_for`]`(max_image_bytes)`), of which room for one whole
     /// body is kept for admins (see [`crate::admission::UploadBudget`]).
+    #[serde(rename = "upload_budget_bytes")]
     pub upload_budget: usize,
     /// Liveness is mandatory for everyone but admins (`--require-liveness`): a search
     /// with `perform_liveness_check=false` from a non-admin is `403 LIVENESS_REQUIRED`.
@@ -55,7 +66,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            max_image_bytes: 15 * 1024 * 1024,
+            max_image_bytes: facesearch_face::DecodeLimits::default().max_bytes,
             max_results_cap: 100,
             max_page_size: 1000,
             pack: Pack::Open,

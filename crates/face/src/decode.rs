@@ -6,12 +6,16 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
-/// Limits applied before decoding.
-#[derive(Debug, Clone, Copy)]
+/// Limits applied before decoding. Also the server's settings `max_image_bytes` and
+/// `max_image_pixels` (serde names), whose defaults are defined here only.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct DecodeLimits {
     /// Largest accepted encoded size in bytes.
+    #[serde(rename = "max_image_bytes")]
     pub max_bytes: usize,
     /// Largest accepted width × height.
+    #[serde(rename = "max_image_pixels")]
     pub max_pixels: u64,
 }
 

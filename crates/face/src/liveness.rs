@@ -33,15 +33,21 @@ const INPUT: u32 = 128;
 /// shipped fusion's intercept puts its chosen operating point here.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
-#[derive(Debug, Clone, Copy)]
+/// The liveness check's settings; `min_context` is the server setting
+/// `liveness_min_context` (serde name), the rest are fixed by the model.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LivenessConfig {
     /// Crop side as a multiple of the face box side.
+    #[serde(skip)]
     pub crop_scale: f32,
     /// Faces with less context than this (achievable crop side / face side) are
     /// refused as "cannot judge". The default 1.0 refuses only a face larger than the
     /// photo; 0 judges every face.
+    #[serde(rename = "liveness_min_context")]
     pub min_context: f32,
     /// How a view that does not fit inside the photo is taken.
+    #[serde(skip)]
     pub fit: CropFit,
 }
 

@@ -96,18 +96,29 @@ impl std::fmt::Display for Pack {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The pipeline's settings. The serde fields are the server's settings (flat keys:
+/// `max_image_bytes`, `max_image_pixels`, `min_face_size`, `liveness_min_context`);
+/// the rest are chosen by the program (runtime threads) or fixed by measurement.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PipelineConfig {
+    #[serde(flatten)]
     pub decode: DecodeLimits,
+    #[serde(skip)]
     pub detector: DetectorConfig,
     /// Faces whose box is smaller than this many pixels (shorter side) are too small to embed reliably.
+    #[serde(rename = "min_face_size")]
     pub min_face_px: f32,
     /// Embed the mirrored face too and average (measured by `facesearch eval`).
+    #[serde(skip)]
     pub flip_average: bool,
+    #[serde(flatten)]
     pub liveness: LivenessConfig,
+    #[serde(skip)]
     pub runtime: RuntimeOptions,
     /// Run the liveness check on its own thread beside the embedding (lower latency
     /// per search when a core is free; the same work either way).
+    #[serde(skip)]
     pub parallel_liveness: bool,
 }
 

@@ -274,23 +274,34 @@ pub fn pose(landmarks: &Landmarks) -> (f32, f32, f32) {
 }
 
 /// The least quality an enrolment needs. A minimum of 0 (or a maximum of 90° / 1.0)
-/// turns a check off.
+/// turns a check off. The serde names are the server's settings (`quality_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QualityMinimums {
+    #[serde(rename = "quality_min_face_size")]
     pub face_size: f32,
+    #[serde(rename = "quality_min_eye_distance")]
     pub eye_distance: f32,
+    #[serde(rename = "quality_min_sharpness")]
     pub sharpness: f32,
     /// Largest JPEG blockiness accepted.
+    #[serde(rename = "quality_max_compression")]
     pub max_compression: f32,
+    #[serde(rename = "quality_min_brightness")]
     pub brightness: f32,
     /// Largest brightness (mean grey level) accepted.
+    #[serde(rename = "quality_max_brightness")]
     pub max_brightness: f32,
     /// Largest clipped fraction (dark + bright) accepted.
+    #[serde(rename = "quality_max_clipped")]
     pub max_clipped: f32,
     /// Largest |yaw| accepted, degrees.
+    #[serde(rename = "quality_max_yaw")]
     pub max_yaw: f32,
     /// Largest |pitch| accepted, degrees.
+    #[serde(rename = "quality_max_pitch")]
     pub max_pitch: f32,
+    #[serde(rename = "quality_min_detector_score")]
     pub detector_score: f32,
 }
 

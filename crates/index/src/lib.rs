@@ -51,19 +51,26 @@ pub fn checked_similarity(similarity: f32) -> Option<f32> {
     (similarity.is_finite() && similarity.abs() <= 1.0 + UNIT_TOLERANCE).then(|| similarity.clamp(-1.0, 1.0))
 }
 
-/// How collections are searched.
-#[derive(Debug, Clone, Copy)]
+/// How collections are searched. The serde fields are the server's settings
+/// `exact_search_below` and `ann_ef_search`; the graph's shape is fixed here.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct IndexConfig {
     /// Collections with at least this many vectors get an approximate (HNSW) graph;
     /// smaller ones are always scanned exactly. `usize::MAX` disables the graph.
+    #[serde(rename = "exact_search_below")]
     pub ann_min_rows: usize,
     /// HNSW links per node (M).
+    #[serde(skip)]
     pub connectivity: usize,
     /// Candidate list size while inserting (efConstruction).
+    #[serde(skip)]
     pub expansion_add: usize,
     /// Candidate list size while searching (ef): higher is slower and more exact.
+    #[serde(rename = "ann_ef_search")]
     pub ef_search: usize,
     /// How the graph stores its copy of the vectors.
+    #[serde(skip)]
     pub quantization: Quantization,
 }
 
