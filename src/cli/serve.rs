@@ -152,7 +152,8 @@ pub struct ServeArgs {
     exit_on_stdin_close: bool,
     /// Test-only: re-embedding jobs stop (still running, resumed at the next start) once
     /// this many images of their index are staged, so a test can interrupt one at a
-    /// known point. Not a setting: no config key, no variable, not printed.
+    /// known point. Not a setting: no config key, no variable, not printed; refused by
+    /// a build without the engine's `test-knobs` feature (only `cargo test` has it).
     #[arg(long, hide = true)]
     #[serde(skip)]
     reembed_pause_after: Option<u64>,
@@ -255,7 +256,12 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     s.engine.index.ann_min_rows = s.engine.index.ann_min_rows.max(1);
     s.engine.index.ef_search = s.engine.index.ef_search.clamp(1, 10_000);
     s.engine.max_concurrent_analyses = workers;
-    s.engine.reembed_pause_after = args.reembed_pause_after;
+    if let Some(images) = args.reembed_pause_after {
+        anyhow::ensure!(
+            s.engine.pause_reembeds_after(images),
+            "--reembed-pause-after is a test hook: this build has none (the engine's test-knobs feature)"
+        );
+    }
     let max_in_flight = s.api.max_in_flight.max(1);
     let max_in_flight_per_user = s
         .server

@@ -28,10 +28,11 @@ pub struct EngineConfig {
     pub index: IndexConfig,
     /// Test-only: a re-embedding job stops (still `running`, resumed at the next start)
     /// once this many images of its index are staged. Lets a test interrupt a job at a
-    /// known point without timing. `None` in production; not a setting (only the
-    /// hidden `--reembed-pause-after` flag of a binary built for tests sets it).
+    /// known point without timing. Only in a build with the `test-knobs` feature (the
+    /// workspace's tests turn it on); no setting (see [`EngineConfig::pause_reembeds_after`]).
+    #[cfg(feature = "test-knobs")]
     #[serde(skip)]
-    pub reembed_pause_after: Option<u64>,
+    reembed_pause_after: Option<u64>,
     /// The least face quality an enrolment needs; searches report probes below it.
     #[serde(flatten)]
     pub quality: QualityMinimums,
@@ -51,10 +52,36 @@ impl Default for EngineConfig {
             max_concurrent_analyses: 1,
             queue_timeout: Duration::from_secs(10),
             index: IndexConfig::default(),
+            #[cfg(feature = "test-knobs")]
             reembed_pause_after: None,
             quality: QualityMinimums::default(),
             duplicate_score: DEFAULT_DUPLICATE_SCORE,
         }
+    }
+}
+
+impl EngineConfig {
+    /// Test-only: re-embedding jobs pause once `images` of their index are staged.
+    /// `false` (nothing set) in a build without the `test-knobs` feature.
+    pub fn pause_reembeds_after(&mut self, images: u64) -> bool {
+        #[cfg(feature = "test-knobs")]
+        {
+            self.reembed_pause_after = Some(images);
+            true
+        }
+        #[cfg(not(feature = "test-knobs"))]
+        {
+            let _ = images;
+            false
+        }
+    }
+
+    /// The test-only pause, `None` in production builds.
+    pub(crate) fn reembed_pause_after(&self) -> Option<u64> {
+        #[cfg(feature = "test-knobs")]
+        return self.reembed_pause_after;
+        #[cfg(not(feature = "test-knobs"))]
+        None
     }
 }
 

@@ -150,7 +150,7 @@ impl Engine {
     /// Whether the test-only pause applies: the job has staged its share (checked
     /// before each image, so a task started again stages nothing more).
     async fn pause_reached(&self, job: &ReembedJob) -> Result<bool, EngineError> {
-        let Some(limit) = self.config.reembed_pause_after else { return Ok(false) };
+        let Some(limit) = self.config.reembed_pause_after() else { return Ok(false) };
         let progress = self.store.reembed_job(&job.index_id).await?;
         Ok(progress.is_none_or(|p| p.done >= limit))
     }
