@@ -2,7 +2,7 @@
 //! variables, then an optional TOML config file, then defaults (see
 //! [`super::settings`], the tree they fill). `--print-config` shows the result.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -212,13 +212,15 @@ pub fn from_environment(matches: &ArgMatches) -> BTreeSet<String> {
         .collect()
 }
 
-/// A setting's variable and flag, as `serve --help` names them.
-fn names(key: &str) -> (String, String) {
+/// Each setting's variable and flag, as `serve --help` names them, by key.
+fn arg_names() -> BTreeMap<String, (String, String)> {
     let command = ServeArgs::augment_args(clap::Command::new("serve"));
-    let arg = command.get_arguments().find(|a| a.get_id().as_str() == key);
-    let env = arg.and_then(|a| a.get_env()).map_or_else(String::new, |e| e.to_string_lossy().into_owned());
-    let flag = arg.and_then(|a| a.get_long()).map_or_else(String::new, |l| format!("--{l}"));
-    (env, flag)
+    let names = command.get_arguments().map(|arg| {
+        let env = arg.get_env().map_or_else(String::new, |e| e.to_string_lossy().into_owned());
+        let flag = arg.get_long().map_or_else(String::new, |l| format!("--{l}"));
+        (arg.get_id().as_str().to_string(), (env, flag))
+    });
+    names.collect()
 }
 
 /// `trusted_proxies` parsed.
@@ -243,7 +245,9 @@ struct Resolved {
 /// checks them, and builds what the server runs with.
 fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resolved> {
     let figment = settings::layered(args.config.as_deref(), settings::given(&args)?, from_env)?;
-    let source = |key: &str| settings::source_of(&figment, key, &names);
+    let names = arg_names();
+    let name_of = |key: &str| names.get(key).cloned().unwrap_or_default();
+    let source = |key: &str| settings::source_of(&figment, key, &name_of);
     let mut s: Settings = settings::extract(&figment, &source)?;
     let pack: Pack = s.server.pack.parse().map_err(anyhow::Error::msg)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
