@@ -356,8 +356,11 @@ pub struct CollectionStats {
     pub vectors: usize,
     /// Whether searches go through the approximate graph.
     pub approximate: bool,
-    /// Bytes of the f32 matrix plus the graph (ids and maps not counted).
+    /// Bytes of the f32 matrix plus the graph and the quantised copy (ids and maps
+    /// not counted).
     pub vector_bytes: usize,
+    /// Bytes of the quantised copy the exact scan reads (0 when it reads the f32 matrix).
+    pub scan_bytes: usize,
 }
 
 /// Cosine search over several collections of one embedding dimension.
@@ -531,6 +534,7 @@ impl FaceIndex {
                     vector_bytes: c.vectors.capacity() * 4
                         + graph.map_or(0, |g| g.memory())
                         + c.quant.as_ref().map_or(0, Quantised::bytes),
+                    scan_bytes: c.quant.as_ref().map_or(0, Quantised::bytes),
                 };
                 (name.clone(), stats)
             })
@@ -665,6 +669,12 @@ pub struct Snapshot {
 }
 
 impl FaceIndex {
+    /// `f` of the f32 matrix of `collection` (row-major), read in place under the read
+    /// lock (no copy); `None` for an unknown collection.
+    pub fn read_vectors<R>(&self, collection: &str, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        self.read().get(collection).map(|c| f(&c.vectors))
+    }
+
     /// The rows of `collection` now (empty for an unknown collection).
     pub fn snapshot(&self, collection: &str) -> Snapshot {
         let all = self.read();
