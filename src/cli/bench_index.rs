@@ -17,7 +17,7 @@ use clap::Args;
 use facesearch_eval::table;
 use facesearch_face::FaceChoice;
 use facesearch_face::calibration::Calibration;
-use facesearch_index::{FaceIndex, Hit, IndexConfig, Quantization};
+use facesearch_index::{Codec, FaceIndex, Hit, IndexConfig, Quantised, Quantization};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::PipelineArgs;
@@ -67,6 +67,37 @@ pub struct IndexBench {
     /// search over all of them against one search per index, merged (exact scans).
     #[arg(long, value_delimiter = ',')]
     split: Vec<usize>,
+    /// Quantised exact scans to measure against the f32 scan at each size (see
+    /// facesearch_index::Quantised): `i8`, `f16` (codes in memory, f32 re-rank from the
+    /// index's f32 rows), `i8-file`, `f16-file` (codes in memory, f32 rows re-read from
+    /// a file for the re-rank). Empty: none.
+    #[arg(long, value_delimiter = ',', default_value = "i8,f16,i8-file")]
+    scans: Vec<ScanKind>,
+}
+
+/// A quantised exact scan `bench index` measures.
+#[derive(Clone, Copy)]
+struct ScanKind {
+    codec: Codec,
+    /// The f32 rows re-read from a file for the re-rank, not held in memory.
+    file: bool,
+}
+
+impl std::str::FromStr for ScanKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (codec, file) = match s.strip_suffix("-file") {
+            Some(codec) => (codec, true),
+            None => (s, false),
+        };
+        Ok(ScanKind { codec: codec.parse()?, file })
+    }
+}
+
+impl ScanKind {
+    fn name(self) -> String {
+        format!("{}{}", self.codec.as_str(), if self.file { ", f32 rows in a file" } else { "" })
+    }
 }
 
 /// `facesearch bench pgvector`: the same workload as `bench index`, searched inside
@@ -499,6 +530,106 @@ fn split_search(
     Ok((one, each))
 }
 
+/// Times a quantised exact scan and checks its answers against the f32 scan's.
+struct ScanProbe<'a> {
+    queries: &'a [&'a [f32]],
+    /// The f32 scan's top k of each query (min similarity −1).
+    truths: &'a [Vec<Hit>],
+    k: usize,
+    /// The similarity of the highest score asked for.
+    min: f32,
+    work_dir: &'a Path,
+}
+
+impl ScanProbe<'_> {
+    /// Cells: top-k latency, thresholded latency, answers equal to the f32 scan's, and
+    /// "-" for the rows re-scored (the index does not report them).
+    fn in_memory(&self, index: &FaceIndex) -> anyhow::Result<Vec<String>> {
+        let (mut top, mut at, mut same) = (Vec::new(), Vec::new(), 0usize);
+        for (q, truth) in self.queries.iter().zip(self.truths) {
+            let t = Instant::now();
+            let got = index.search_exact(q, &["bench"], -1.0, self.k)?;
+            top.push(t.elapsed());
+            same += usize::from(&got == truth);
+            let t = Instant::now();
+            index.search_exact(q, &["bench"], self.min, self.k)?;
+            at.push(t.elapsed());
+        }
+        top.sort();
+        at.sort();
+        Ok(vec![latency(&top), latency(&at), format!("{same} of {}", self.queries.len()), "-".into()])
+    }
+
+    /// The same cells for codes in memory and the f32 rows re-read from a file (one
+    /// positioned read per re-scored row), against a brute-force f32 scan of the rows;
+    /// and the bytes of the codes.
+    fn rerank_from_file(&self, index: &FaceIndex, codec: Codec) -> anyhow::Result<(Vec<String>, usize)> {
+        use std::os::unix::fs::FileExt;
+        let dim = index.dimension();
+        let path = self.work_dir.join("rows.f32");
+        let (codes, want) = index
+            .read_vectors("bench", |m| -> anyhow::Result<_> {
+                let bytes: Vec<u8> = m.iter().flat_map(|x| x.to_le_bytes()).collect();
+                std::fs::write(&path, bytes)?;
+                // The f32 scan's rows, by brute force, for both minimum scores.
+                let mut want = Vec::new();
+                for q in self.queries {
+                    for min in [-1.0, self.min] {
+                        let mut all: Vec<(usize, f32)> = m
+                            .chunks_exact(dim)
+                            .map(|r| facesearch_index::dot(q, r))
+                            .enumerate()
+                            .filter(|(_, s)| *s >= min)
+                            .collect();
+                        let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+                        if all.len() > self.k {
+                            all.select_nth_unstable_by(self.k, order);
+                            all.truncate(self.k);
+                        }
+                        all.sort_by(order);
+                        want.push(all);
+                    }
+                }
+                Ok((Quantised::build(codec, dim, m), want))
+            })
+            .context("no bench index")??;
+        let file = std::fs::File::open(&path)?;
+        let (mut top, mut at, mut same, mut rescored) = (Vec::new(), Vec::new(), 0usize, 0usize);
+        let mut want = want.into_iter();
+        for q in self.queries {
+            for (min, times) in [(-1.0, &mut top), (self.min, &mut at)] {
+                let mut buf = vec![0u8; dim * 4];
+                let mut row = vec![0f32; dim];
+                let t = Instant::now();
+                let got = codes.search(q, self.k, min, |r| -> std::io::Result<f32> {
+                    rescored += 1;
+                    file.read_exact_at(&mut buf, (r * dim * 4) as u64)?;
+                    for (x, b) in row.iter_mut().zip(buf.chunks_exact(4)) {
+                        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                    Ok(facesearch_index::dot(q, &row))
+                })?;
+                times.push(t.elapsed());
+                let w = want.next().unwrap_or_default();
+                same += usize::from(
+                    got.iter().map(|(r, s)| (*r, s.to_bits())).eq(w.iter().map(|(r, s)| (*r, s.to_bits()))),
+                );
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        top.sort();
+        at.sort();
+        let n = self.queries.len();
+        let cells = vec![
+            latency(&top),
+            latency(&at),
+            format!("{same} of {}", 2 * n),
+            format!("{:.0}", rescored as f64 / (2 * n) as f64),
+        ];
+        Ok((cells, codes.bytes()))
+    }
+}
+
 pub fn run(args: IndexBench) -> anyhow::Result<()> {
     let real = real_embeddings(&args.pipeline, &args.manifest, &args.work_dir)?;
     let work = Workload::new(&real, args.queries)?;
@@ -510,6 +641,8 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         connectivity: args.connectivity,
         ef_search: args.ef_search.first().copied().unwrap_or(128),
         quantization: args.quantization,
+        // The f32 scan first, the ground truth; quantised scans are switched on in turn.
+        exact_scan: None,
         ..IndexConfig::default()
     };
     println!(
@@ -534,6 +667,10 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut threshold_rows = Vec::new();
     let mut split_rows = Vec::new();
+    let mut scan_rows = Vec::new();
+    // The quantised scans are also timed at the highest score asked for.
+    let scan_score = args.scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let scan_min = if scan_score.is_finite() { Threshold::new(&calibration, scan_score).min_similarity } else { -1.0 };
     for &size in &args.sizes {
         let t = Instant::now();
         let mut batch: Vec<(String, String, Vec<f32>)> = Vec::with_capacity(size.saturating_sub(inserted));
@@ -553,6 +690,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         drop(batch);
         eprintln!("{size}: made in {:.1} s, indexed in {:.1} s", made.as_secs_f64(), insert.as_secs_f64());
 
+        index.set_exact_scan(None);
         let mut exact_t = Vec::new();
         let mut truths = Vec::new();
         for q in queries {
@@ -564,6 +702,61 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         let threshold_truth = ThresholdTruth::new(&calibration, &args.scores, sets, |q, min| {
             Ok(index.search_exact(q, &["bench"], min, args.k)?)
         })?;
+        if !args.scans.is_empty() {
+            let f32_rss = rss_bytes().saturating_sub(rss0);
+            let mut f32_row = vec![size.to_string(), "f32".into(), latency(&exact_t)];
+            let mut f32_at = Vec::new();
+            for q in queries {
+                let t = Instant::now();
+                index.search_exact(q, &["bench"], scan_min, args.k)?;
+                f32_at.push(t.elapsed());
+            }
+            f32_at.sort();
+            f32_row.extend([latency(&f32_at), "-".into(), "-".into()]);
+            f32_row.extend(threshold_truth.headers().iter().map(|_| "-".to_string()));
+            f32_row.extend([format!("{} B", dim * 4), format!("{} B", f32_rss / size.max(1))]);
+            scan_rows.push(f32_row);
+            let probe = ScanProbe { queries, truths: &truths, k: args.k, min: scan_min, work_dir: &args.work_dir };
+            for &kind in &args.scans {
+                let mut row = vec![String::new(), kind.name()];
+                if kind.file {
+                    let (cells, bytes) = probe.rerank_from_file(&index, kind.codec)?;
+                    row.extend(cells);
+                    row.extend(threshold_truth.headers().iter().map(|_| "-".to_string()));
+                    row.extend([format!("{} B", bytes / size.max(1)), "-".into()]);
+                } else {
+                    index.set_exact_scan(Some(kind.codec));
+                    row.extend(probe.in_memory(&index)?);
+                    let tallies = threshold_truth
+                        .tally(&calibration, sets, |q, min| Ok(index.search_exact(q, &["bench"], min, args.k)?))?;
+                    row.extend(ThresholdTruth::cells(&tallies));
+                    let stats = index.stats()["bench"];
+                    let rss = rss_bytes().saturating_sub(rss0);
+                    row.extend([format!("{} B", stats.scan_bytes / size.max(1)), format!("{} B", rss / size.max(1))]);
+                    index.set_exact_scan(None);
+                }
+                scan_rows.push(row);
+            }
+            let mut headers: Vec<String> = [
+                "faces",
+                "exact scan",
+                &format!("top {} p50 / p99", args.k),
+                &format!("score ≥ {} p50 / p99", scan_score),
+                "same answers as f32",
+                "rows re-scored per query",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            headers.extend(threshold_truth.headers().iter().map(|h| format!("threshold recall {h}")));
+            headers.extend(["scan structure per face".into(), "RSS per face".into()]);
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            println!(
+                "exact scans: the f32 scan against quantised ones (codes, then an f32 re-rank of every row within the \
+                 proven error bound)\n{}",
+                table::render(&headers, &scan_rows)
+            );
+        }
         let mut per_ef = Vec::new();
         let ef_values: &[usize] = if args.exact_only { &[] } else { &args.ef_search };
         for &ef in ef_values {

@@ -16,6 +16,7 @@ pub mod liveness_fusion;
 pub mod orient;
 pub mod pipeline;
 pub mod quality;
+pub mod resize;
 pub mod runtime;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedImage};

@@ -19,12 +19,13 @@
 
 use std::sync::Arc;
 
-use image::{RgbImage, imageops};
+use image::RgbImage;
 use serde::Serialize;
 
 use crate::detect::Detection;
 use crate::liveness_cues::{CUE_NAMES, measure};
 use crate::liveness_fusion::Fusion;
+use crate::resize;
 use crate::runtime::{InferenceModel, RuntimeError, run_timed};
 
 const INPUT: u32 = 128;
@@ -181,8 +182,8 @@ pub fn model_view(image: &RgbImage, face: &Detection, scale: f32, fit: CropFit) 
     let (w, h) = (image.width() as f32, image.height() as f32);
     let fits = x0 >= 0.0 && y0 >= 0.0 && x0 + side <= w && y0 + side <= h;
     if fit == CropFit::Shrink || fits {
-        let sample = imageops::crop_imm(image, shrunk.x, shrunk.y, shrunk.side.max(1), shrunk.side.max(1)).to_image();
-        return Some(imageops::resize(&sample, INPUT, INPUT, imageops::FilterType::Triangle));
+        let side = shrunk.side.max(1);
+        return Some(resize::resize_region(image, (shrunk.x, shrunk.y, side, side), INPUT, INPUT));
     }
     Some(padded_view(image, x0, y0, side, fit == CropFit::PadEdge))
 }
@@ -200,8 +201,7 @@ fn padded_view(image: &RgbImage, x0: f32, y0: f32, side: f32, edge: bool) -> Rgb
     let ph = ((ih as f32 * k).round() as u32).clamp(1, INPUT);
     let px = (((ix0 - x0) * k).max(0.0).round() as u32).min(INPUT - pw);
     let py = (((iy0 - y0) * k).max(0.0).round() as u32).min(INPUT - ph);
-    let inside = imageops::crop_imm(image, ix0 as u32, iy0 as u32, iw, ih).to_image();
-    let part = imageops::resize(&inside, pw, ph, imageops::FilterType::Triangle);
+    let part = resize::resize_region(image, (ix0 as u32, iy0 as u32, iw, ih), pw, ph);
     RgbImage::from_fn(INPUT, INPUT, |x, y| {
         let (cx, cy) = (x.clamp(px, px + pw - 1), y.clamp(py, py + ph - 1));
         if (cx, cy) == (x, y) || edge { *part.get_pixel(cx - px, cy - py) } else { image::Rgb([0, 0, 0]) }
@@ -285,10 +285,10 @@ impl LivenessChecker {
             }
             let Some(input) = model_view(image, face, scale, fit) else { continue };
             if wanted[plain] || wanted[mean] {
-                values[plain] = logit(self.live_probability(&input)?);
+                values[plain] = logit(self.live_probability(&input, false)?);
             }
             if wanted[mirror] || wanted[mean] {
-                values[mirror] = logit(self.live_probability(&imageops::flip_horizontal(&input))?);
+                values[mirror] = logit(self.live_probability(&input, true)?);
             }
             values[mean] = (values[plain] + values[mirror]) / 2.0;
         }
@@ -301,17 +301,11 @@ impl LivenessChecker {
         Ok(LivenessFeatures { values, context: crop.context })
     }
 
-    /// The model's live probability (class 0 of its softmax) on one 128×128 view.
-    fn live_probability(&self, input_image: &RgbImage) -> Result<f32, RuntimeError> {
+    /// The model's live probability (class 0 of its softmax) on one 128×128 view, or
+    /// on its mirror image (read mirrored into the tensor: no flipped copy is made).
+    fn live_probability(&self, input_image: &RgbImage, mirrored: bool) -> Result<f32, RuntimeError> {
         let bad = |detail: String| RuntimeError::BadOutput { model: self.model.name().to_string(), detail };
-        let plane = (INPUT * INPUT) as usize;
-        let mut input = vec![0f32; 3 * plane];
-        for (i, px) in input_image.pixels().enumerate() {
-            // BGR, raw 0–255.
-            input[i] = f32::from(px.0[2]);
-            input[plane + i] = f32::from(px.0[1]);
-            input[2 * plane + i] = f32::from(px.0[0]);
-        }
+        let input = view_tensor(input_image, mirrored);
         let outputs = run_timed(&*self.model, &[1, 3, INPUT as usize, INPUT as usize], &input)?;
         let logits = &outputs.first().ok_or_else(|| bad("no output".into()))?.tensor.data;
         if logits.len() != 3 {
@@ -319,6 +313,23 @@ impl LivenessChecker {
         }
         Ok(softmax(logits)[0])
     }
+}
+
+/// The model's NCHW input (BGR, raw 0–255) from a 128×128 view, mirrored left to
+/// right when asked.
+fn view_tensor(view: &RgbImage, mirrored: bool) -> Vec<f32> {
+    let side = INPUT as usize;
+    let plane = side * side;
+    let mut input = vec![0f32; 3 * plane];
+    for (y, row) in view.as_raw().chunks_exact(side * 3).take(side).enumerate() {
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            let i = y * side + if mirrored { side - 1 - x } else { x };
+            input[i] = f32::from(px[2]);
+            input[plane + i] = f32::from(px[1]);
+            input[2 * plane + i] = f32::from(px[0]);
+        }
+    }
+    input
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -374,6 +385,15 @@ mod tests {
         // The middle is the photo, the same padded either way; shrunk, the view differs.
         assert_eq!(black.get_pixel(64, 64), edge.get_pixel(64, 64));
         assert_ne!(shrunk, edge);
+    }
+
+    /// The mirrored tensor is the tensor of the flipped view.
+    #[test]
+    fn the_mirrored_tensor_is_the_flipped_views() {
+        let view = RgbImage::from_fn(INPUT, INPUT, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]));
+        let flipped = image::imageops::flip_horizontal(&view);
+        assert_eq!(view_tensor(&view, true), view_tensor(&flipped, false));
+        assert_ne!(view_tensor(&view, true), view_tensor(&view, false));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! 128×128, so a dependency would buy nothing, and f64 arithmetic in a fixed order keeps
 //! the cue bit-for-bit reproducible.
 
-use image::{RgbImage, imageops};
+use image::RgbImage;
 
 use crate::detect::Detection;
 
@@ -87,8 +87,7 @@ fn luma(p: &image::Rgb<u8>) -> f64 {
 }
 
 fn resampled(image: &RgbImage, (x, y, side): (u32, u32, u32)) -> RgbImage {
-    let view = imageops::crop_imm(image, x, y, side.max(1), side.max(1)).to_image();
-    imageops::resize(&view, SIDE, SIDE, imageops::FilterType::Triangle)
+    crate::resize::resize_region(image, (x, y, side.max(1), side.max(1)), SIDE, SIDE)
 }
 
 /// Measures the cues for `face`, whose context crop (as used by the model) is

@@ -274,3 +274,52 @@ fn stage_timings_split_out_the_networks() {
         }
     }
 }
+
+/// The SIMD letterbox (issue 18) finds the same faces as the previous one on every
+/// photo of `deepface` and `face_recognition/examples` larger than the detector input.
+/// The previous letterbox is reproduced by handing the detector the photo already
+/// shrunk by `imageops::resize` (triangle) to the letterbox size, which it then reads
+/// unscaled; the counts must be equal and the largest faces' boxes the same to 2 %
+/// of their size.
+#[test]
+fn simd_letterbox_finds_the_same_faces_as_the_previous_resize() {
+    use facesearch_face::decode::{DecodeLimits, decode};
+    use image::imageops;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval");
+    let mut photos: Vec<PathBuf> = ["deepface", "face_recognition/examples"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("eval folder").map(|e| e.expect("entry").path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .collect();
+    photos.sort();
+    let limits = DecodeLimits { max_bytes: 64 << 20, max_pixels: 100_000_000 };
+    let (mut large, mut faces_seen) = (0, 0);
+    for pack in [Pack::Open, Pack::Insightface] {
+        let pipeline = pipeline(pack);
+        for path in &photos {
+            let image = decode(&std::fs::read(path).expect("read"), &limits).expect("decode").rgb;
+            let side = image.width().max(image.height());
+            if side <= 640 {
+                continue;
+            }
+            let scale = 640.0 / side as f32;
+            let fit = |n: u32| ((n as f32 * scale).round() as u32).clamp(1, 640);
+            let shrunk =
+                imageops::resize(&image, fit(image.width()), fit(image.height()), imageops::FilterType::Triangle);
+            let now = pipeline.detect(&image).expect("detect");
+            let before = pipeline.detect(&shrunk).expect("detect");
+            let name = path.display();
+            assert_eq!(now.len(), before.len(), "{pack} {name}: faces found");
+            if let (Some(a), Some(b)) = (now.first(), before.first()) {
+                let b = [b.bbox.x1, b.bbox.y1, b.bbox.x2, b.bbox.y2].map(|v| v / scale);
+                let size = a.bbox.width().max(a.bbox.height());
+                for (x, y) in [a.bbox.x1, a.bbox.y1, a.bbox.x2, a.bbox.y2].into_iter().zip(b) {
+                    assert!((x - y).abs() <= 0.02 * size, "{pack} {name}: box {:?} vs {b:?}", a.bbox);
+                }
+            }
+            large += 1;
+            faces_seen += now.len();
+        }
+    }
+    assert!(large >= 40 && faces_seen >= large, "{large} large photos, {faces_seen} faces");
+}

@@ -13,14 +13,16 @@
 //! every vector from the store.
 
 mod ann;
+mod quantised;
 mod scan;
 pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 pub use ann::Quantization;
+pub use quantised::{Codec, Quantised};
 pub use scan::{dot, kernel_name};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -72,6 +74,11 @@ pub struct IndexConfig {
     /// How the graph stores its copy of the vectors.
     #[serde(skip)]
     pub quantization: Quantization,
+    /// The exact scan reads a quantised copy of the vectors and re-scores in f32 only
+    /// the rows that can be in the answer (see [`quantised`]); `None` scans the f32
+    /// vectors. The answers are the same either way.
+    #[serde(skip)]
+    pub exact_scan: Option<Codec>,
 }
 
 impl Default for IndexConfig {
@@ -87,9 +94,13 @@ impl Default for IndexConfig {
             expansion_add: 128,
             ef_search: 2048,
             quantization: Quantization::F16,
+            exact_scan: DEFAULT_EXACT_SCAN,
         }
     }
 }
+
+/// The exact scan's default codes: see README (Exact scan) for the figures.
+pub const DEFAULT_EXACT_SCAN: Option<Codec> = Some(Codec::I8);
 
 /// One search result: the best-matching image of one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +127,8 @@ struct Collection {
     keys: HashMap<u64, usize>,      // graph key -> row, only while a graph exists
     next_key: u64,
     graph: Option<ann::AnnGraph>,
+    /// The quantised copy of `vectors` the exact scan reads, when one is configured.
+    quant: Option<Quantised>,
 }
 
 impl Collection {
@@ -141,6 +154,11 @@ impl Collection {
         if let Some(&row) = self.rows.get(image_id) {
             self.vectors[row * dim..(row + 1) * dim].copy_from_slice(vector);
             self.owners[row].record_id = record_id.into();
+            match &mut self.quant {
+                Some(q) if !defer_graph => q.replace(row, &self.vectors),
+                // Rebuilt once the bulk insert is done.
+                _ => self.quant = None,
+            }
             if let Some(graph) = &self.graph {
                 // An image's vector never changes in practice; keep the graph exact if it does.
                 graph.remove(self.owners[row].key)?;
@@ -160,6 +178,10 @@ impl Collection {
         self.rows.insert(image_id.into(), row);
         self.owners.push(Owner { image_id: image_id.into(), record_id: record_id.into(), key });
         self.vectors.extend_from_slice(vector);
+        match &mut self.quant {
+            Some(q) if !defer_graph => q.push(&self.vectors),
+            _ => self.quant = None,
+        }
         if self.graph.is_none() && !defer_graph && self.len() >= config.ann_min_rows {
             self.build_graph(dim, config)?;
         }
@@ -200,6 +222,9 @@ impl Collection {
             self.keys.remove(&self.owners[row].key);
         }
         let last = self.owners.len() - 1;
+        if let Some(q) = &mut self.quant {
+            q.swap_remove(row);
+        }
         if row != last {
             self.vectors.copy_within(last * dim..(last + 1) * dim, row * dim);
             self.owners.swap(row, last);
@@ -238,7 +263,39 @@ impl Collection {
                 found.truncate(k);
                 Ok(found)
             }
-            _ => Ok(scan::top_k(query, &self.vectors, dim, k, min)),
+            _ => Ok(scan_many(query, &[(self, k)], dim, min).pop().unwrap_or_default()),
+        }
+    }
+
+    /// Makes the quantised copy match `codec` (building it if missing).
+    fn ensure_quant(&mut self, dim: usize, codec: Option<Codec>) {
+        match codec {
+            None => self.quant = None,
+            Some(codec) => {
+                if self.quant.as_ref().is_none_or(|q| q.codec() != codec || q.len() != self.len()) {
+                    self.quant = Some(Quantised::build(codec, dim, &self.vectors));
+                }
+            }
+        }
+    }
+
+    /// The quantised copy, if it is in step with the vectors.
+    fn codes(&self) -> Option<&Quantised> {
+        self.quant.as_ref().filter(|q| q.len() == self.len())
+    }
+}
+
+/// The `k` best rows (exact f32 scores) of each collection with a score of at least
+/// `min`: one pass over all their rows, through the quantised copies when every
+/// collection has one (the answer is the same), else over the f32 vectors.
+fn scan_many(query: &[f32], parts: &[(&Collection, usize)], dim: usize, min: f32) -> Vec<Vec<scan::Scored>> {
+    let coded: Option<Vec<(&Quantised, &[f32], usize)>> =
+        parts.iter().map(|(c, k)| c.codes().map(|q| (q, c.vectors.as_slice(), *k))).collect();
+    match coded {
+        Some(coded) => quantised::top_k_many(query, &coded, dim, min),
+        None => {
+            let matrices: Vec<(&[f32], usize)> = parts.iter().map(|(c, k)| (c.vectors.as_slice(), *k)).collect();
+            scan::top_k_many(query, &matrices, dim, min)
         }
     }
 }
@@ -307,8 +364,11 @@ pub struct CollectionStats {
     pub vectors: usize,
     /// Whether searches go through the approximate graph.
     pub approximate: bool,
-    /// Bytes of the f32 matrix plus the graph (ids and maps not counted).
+    /// Bytes of the f32 matrix plus the graph and the quantised copy (ids and maps
+    /// not counted).
     pub vector_bytes: usize,
+    /// Bytes of the quantised copy the exact scan reads (0 when it reads the f32 matrix).
+    pub scan_bytes: usize,
 }
 
 /// Cosine search over several collections of one embedding dimension.
@@ -320,6 +380,25 @@ pub struct FaceIndex {
     changes: AtomicU64,
     /// The search-time ef, adjustable while serving.
     ef_search: AtomicUsize,
+    /// The exact scan's codes (see [`FaceIndex::set_exact_scan`]): 0 none, 1 int8,
+    /// 2 f16. Changed only under the write lock, with every collection's copy.
+    exact_scan: AtomicU8,
+}
+
+fn codec_to_u8(codec: Option<Codec>) -> u8 {
+    match codec {
+        None => 0,
+        Some(Codec::I8) => 1,
+        Some(Codec::F16) => 2,
+    }
+}
+
+fn codec_of_u8(v: u8) -> Option<Codec> {
+    match v {
+        1 => Some(Codec::I8),
+        2 => Some(Codec::F16),
+        _ => None,
+    }
 }
 
 impl FaceIndex {
@@ -330,7 +409,30 @@ impl FaceIndex {
 
     pub fn with_config(dim: usize, config: IndexConfig) -> Self {
         let ef = AtomicUsize::new(config.ef_search);
-        Self { dim, config, collections: RwLock::new(HashMap::new()), changes: AtomicU64::new(0), ef_search: ef }
+        let exact_scan = AtomicU8::new(codec_to_u8(config.exact_scan));
+        Self {
+            dim,
+            config,
+            collections: RwLock::new(HashMap::new()),
+            changes: AtomicU64::new(0),
+            ef_search: ef,
+            exact_scan,
+        }
+    }
+
+    /// Changes how the exact scan reads the vectors (building or dropping every
+    /// collection's quantised copy now). Answers do not change; speed and memory do.
+    pub fn set_exact_scan(&self, codec: Option<Codec>) {
+        let mut all = self.write();
+        self.exact_scan.store(codec_to_u8(codec), Ordering::Relaxed);
+        for c in all.values_mut() {
+            c.ensure_quant(self.dim, codec);
+        }
+    }
+
+    /// How the exact scan reads the vectors now.
+    pub fn exact_scan(&self) -> Option<Codec> {
+        codec_of_u8(self.exact_scan.load(Ordering::Relaxed))
     }
 
     pub fn dimension(&self) -> usize {
@@ -376,6 +478,7 @@ impl FaceIndex {
         let mut all = self.write();
         let c = all.entry(collection.to_string()).or_default();
         let result = c.insert(self.dim, &self.config, image_id, record_id, vector, false);
+        c.ensure_quant(self.dim, self.exact_scan());
         self.changed();
         result
     }
@@ -399,6 +502,7 @@ impl FaceIndex {
             } else if c.len() >= self.config.ann_min_rows {
                 c.build_graph(self.dim, &self.config)?;
             }
+            c.ensure_quant(self.dim, self.exact_scan());
         }
         self.changed();
         Ok(())
@@ -435,7 +539,10 @@ impl FaceIndex {
                 let stats = CollectionStats {
                     vectors: c.len(),
                     approximate: graph.is_some() && c.len() >= self.config.ann_min_rows,
-                    vector_bytes: c.vectors.capacity() * 4 + graph.map_or(0, |g| g.memory()),
+                    vector_bytes: c.vectors.capacity() * 4
+                        + graph.map_or(0, |g| g.memory())
+                        + c.quant.as_ref().map_or(0, Quantised::bytes),
+                    scan_bytes: c.quant.as_ref().map_or(0, Quantised::bytes),
                 };
                 (name.clone(), stats)
             })
@@ -504,9 +611,8 @@ impl FaceIndex {
         // Widening too is one pass over the collections that need it, not one scan each
         // (a query like a person with many images widens in most collections at once).
         while !pending.is_empty() {
-            let matrices: Vec<(&[f32], usize)> =
-                pending.iter().map(|&i| (scanned[i].1.vectors.as_slice(), ks[i])).collect();
-            for (&i, rows) in pending.iter().zip(scan::top_k_many(query, &matrices, self.dim, min_similarity)) {
+            let parts: Vec<(&Collection, usize)> = pending.iter().map(|&i| (scanned[i].1, ks[i])).collect();
+            for (&i, rows) in pending.iter().zip(scan_many(query, &parts, self.dim, min_similarity)) {
                 found[i] = rows;
             }
             pending.retain(|&i| !scanned[i].1.wide_enough(&found[i], ks[i], max_results));
@@ -571,6 +677,12 @@ pub struct Snapshot {
 }
 
 impl FaceIndex {
+    /// `f` of the f32 matrix of `collection` (row-major), read in place under the read
+    /// lock (no copy); `None` for an unknown collection.
+    pub fn read_vectors<R>(&self, collection: &str, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        self.read().get(collection).map(|c| f(&c.vectors))
+    }
+
     /// The rows of `collection` now (empty for an unknown collection).
     pub fn snapshot(&self, collection: &str) -> Snapshot {
         let all = self.read();

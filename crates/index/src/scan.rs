@@ -40,18 +40,18 @@ impl Ord for Scored {
 }
 
 /// Keeps the `k` best rows seen.
-struct TopK {
+pub(crate) struct TopK {
     k: usize,
-    heap: BinaryHeap<Scored>,
+    pub(crate) heap: BinaryHeap<Scored>,
 }
 
 impl TopK {
-    fn new(k: usize) -> Self {
+    pub(crate) fn new(k: usize) -> Self {
         Self { k, heap: BinaryHeap::with_capacity(k + 1) }
     }
 
     /// The score a row must beat to enter.
-    fn floor(&self, min_score: f32) -> f32 {
+    pub(crate) fn floor(&self, min_score: f32) -> f32 {
         if self.heap.len() < self.k {
             min_score
         } else {
@@ -59,7 +59,10 @@ impl TopK {
         }
     }
 
-    fn push(&mut self, s: Scored) {
+    pub(crate) fn push(&mut self, s: Scored) {
+        if self.k == 0 {
+            return;
+        }
         self.heap.push(s);
         if self.heap.len() > self.k {
             self.heap.pop();
@@ -69,6 +72,7 @@ impl TopK {
 
 /// The `k` rows of `matrix` (row-major, `dim` columns) most similar to `query` with a
 /// score of at least `min_score`, best first.
+#[cfg(test)]
 pub(crate) fn top_k(query: &[f32], matrix: &[f32], dim: usize, k: usize, min_score: f32) -> Vec<Scored> {
     top_k_many(query, &[(matrix, k)], dim, min_score).pop().unwrap_or_default()
 }
@@ -79,29 +83,43 @@ pub(crate) fn top_k(query: &[f32], matrix: &[f32], dim: usize, k: usize, min_sco
 /// does. Each matrix's answer is exactly what [`top_k`] alone gives: its `k` best rows
 /// by score, ties to the lower row.
 pub(crate) fn top_k_many(query: &[f32], matrices: &[(&[f32], usize)], dim: usize, min_score: f32) -> Vec<Vec<Scored>> {
-    let mut kept: Vec<Vec<Scored>> = vec![Vec::new(); matrices.len()];
     if dim == 0 {
-        return kept;
+        return vec![Vec::new(); matrices.len()];
     }
+    let counts: Vec<usize> = matrices.iter().map(|(m, _)| m.len() / dim).collect();
+    let pieces = split_rows(&counts, |i, a, b| {
+        let (m, k) = matrices[i];
+        scan_range(query, &m[a * dim..b * dim], dim, a, k, min_score)
+    });
+    let mut kept: Vec<Vec<Scored>> = pieces.into_iter().map(|p| p.into_iter().flatten().collect()).collect();
+    for (found, (_, k)) in kept.iter_mut().zip(matrices) {
+        found.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.row.cmp(&b.row)));
+        found.truncate(*k);
+    }
+    kept
+}
+
+/// Runs `scan(matrix, from, to)` over the rows of several matrices (`counts[i]` rows
+/// each) in one pass, split across threads by rows, not by matrix, so that many small
+/// matrices cost what one of their total size does. Returns, per matrix, the results
+/// of its pieces (local row ranges `[from, to)`, in no particular order).
+pub(crate) fn split_rows<T: Send>(counts: &[usize], scan: impl Fn(usize, usize, usize) -> T + Sync) -> Vec<Vec<T>> {
     // Where each matrix starts in the rows of all of them.
-    let mut starts = Vec::with_capacity(matrices.len());
+    let mut starts = Vec::with_capacity(counts.len());
     let mut total = 0usize;
-    for (m, _) in matrices {
+    for &rows in counts {
         starts.push(total);
-        total += m.len() / dim;
+        total += rows;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(total.div_ceil(ROWS_PER_THREAD));
     // The rows [start, end) of all matrices, as (matrix, its local rows) pieces.
-    let scan = |start: usize, end: usize| -> Vec<(usize, Vec<Scored>)> {
+    let scan = |start: usize, end: usize| -> Vec<(usize, T)> {
         let mut out = Vec::new();
-        for (i, ((m, k), &first)) in matrices.iter().zip(&starts).enumerate() {
-            let rows = m.len() / dim;
+        for (i, (&rows, &first)) in counts.iter().zip(&starts).enumerate() {
             let (from, to) = (start.max(first), end.min(first + rows));
-            if from >= to || *k == 0 {
-                continue;
+            if from < to {
+                out.push((i, scan(i, from - first, to - first)));
             }
-            let (a, b) = (from - first, to - first);
-            out.push((i, scan_range(query, &m[a * dim..b * dim], dim, a, *k, min_score)));
         }
         out
     };
@@ -120,17 +138,17 @@ pub(crate) fn top_k_many(query: &[f32], matrices: &[(&[f32], usize)], dim: usize
             all
         })
     };
+    let mut per_matrix: Vec<Vec<T>> = counts.iter().map(|_| Vec::new()).collect();
     for (i, piece) in pieces {
-        kept[i].extend(piece);
+        per_matrix[i].push(piece);
     }
-    for (found, (_, k)) in kept.iter_mut().zip(matrices) {
-        found.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.row.cmp(&b.row)));
-        found.truncate(*k);
-    }
-    kept
+    per_matrix
 }
 
 fn scan_range(query: &[f32], matrix: &[f32], dim: usize, first_row: usize, k: usize, min_score: f32) -> Vec<Scored> {
+    if k == 0 {
+        return Vec::new();
+    }
     let mut top = TopK::new(k);
     let mut scores = [0f32; BLOCK_ROWS];
     for (b, block) in matrix.chunks(BLOCK_ROWS * dim).enumerate() {

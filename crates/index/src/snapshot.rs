@@ -374,7 +374,9 @@ fn load_collection(
     }
     drop(bytes);
 
-    let mut c = Collection { vectors, owners, rows, keys: HashMap::new(), next_key: entry.next_key, graph: None };
+    let mut c =
+        Collection { vectors, owners, rows, keys: HashMap::new(), next_key: entry.next_key, graph: None, quant: None };
+    c.ensure_quant(dim, config.exact_scan);
     if entry.graph {
         let graph_path = snap.join(format!("{}.graph", entry.stem));
         let Some(expected) = &entry.graph_sha256 else {

@@ -643,3 +643,53 @@ fn one_search_over_many_collections_equals_searching_each_and_merging() {
     assert_eq!(twice, idx.search(&shared, &["db1", "db2"], -1.0, 10).unwrap());
     assert_eq!(twice[0].similarity, twice[1].similarity, "the copied vector ties across collections");
 }
+
+#[test]
+fn the_quantised_exact_scan_answers_as_the_f32_scan_does() {
+    let dim = 32;
+    let f32_scan = IndexConfig { exact_scan: None, ..IndexConfig::default() };
+    let reference = FaceIndex::with_config(dim, f32_scan);
+    let indexes: Vec<FaceIndex> = [Codec::I8, Codec::F16]
+        .into_iter()
+        .map(|c| FaceIndex::with_config(dim, IndexConfig { exact_scan: Some(c), ..IndexConfig::default() }))
+        .collect();
+    let everyone = || std::iter::once(&reference).chain(&indexes);
+    // One by one (the int8 ranges widen as rows come), in bulk, replaced and removed.
+    for i in 0..300u64 {
+        let v = random_unit(i, dim);
+        let (db, record) = (format!("db{}", i % 3), format!("r{}", i / 2));
+        for idx in everyone() {
+            idx.insert(&db, &record, &format!("i{i}"), &v).unwrap();
+        }
+    }
+    let bulk: Vec<(String, String, Vec<f32>)> =
+        (300..3000u64).map(|i| (format!("r{}", i / 3), format!("i{i}"), random_unit(i, dim))).collect();
+    for idx in everyone() {
+        idx.insert_bulk(bulk.iter().map(|(r, i, v)| ("db0", r.as_str(), i.as_str(), v.as_slice()))).unwrap();
+        idx.insert("db1", "r7", "i7", &random_unit(9999, dim)).unwrap();
+        assert_eq!(idx.remove_images("db0", &["i0".into(), "i300".into(), "i2999".into()]), 3);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    indexes[0].save(dir.path(), 1).unwrap();
+    let (loaded, _) =
+        FaceIndex::load(dir.path(), dim, IndexConfig { exact_scan: Some(Codec::I8), ..IndexConfig::default() })
+            .unwrap()
+            .unwrap();
+    assert!(loaded.stats()["db0"].vector_bytes >= loaded.len("db0") * (dim * 4 + dim));
+    let switched = FaceIndex::load(dir.path(), dim, f32_scan).unwrap().unwrap().0;
+    switched.set_exact_scan(Some(Codec::F16));
+    assert_eq!(switched.exact_scan(), Some(Codec::F16));
+    for q in 0..40u64 {
+        let query = random_unit(10_000 + q, dim);
+        for (min, k) in [(-1.0, 10), (0.2, 50), (0.4, 5), (0.0, 1)] {
+            let want = reference.search(&query, &["db0", "db1", "db2"], min, k).unwrap();
+            for idx in indexes.iter().chain([&loaded, &switched]) {
+                assert_eq!(idx.search(&query, &["db0", "db1", "db2"], min, k).unwrap(), want, "min {min} k {k}");
+                assert_eq!(
+                    idx.search(&query, &["db1"], min, k).unwrap(),
+                    reference.search(&query, &["db1"], min, k).unwrap()
+                );
+            }
+        }
+    }
+}

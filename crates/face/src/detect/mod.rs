@@ -8,9 +8,10 @@ mod yunet;
 
 use std::sync::Arc;
 
-use image::{Rgb, RgbImage, imageops};
+use image::{RgbImage, imageops};
 use serde::Serialize;
 
+use crate::resize;
 use crate::runtime::{InferenceModel, NamedTensor, RuntimeError, run_timed};
 
 pub use scrfd::decode_scrfd;
@@ -147,7 +148,7 @@ impl FaceDetector {
 
     fn detect_once(&self, image: &RgbImage, pad: u32) -> Result<Vec<Detection>, RuntimeError> {
         let letterbox = Letterbox::new(image, pad);
-        let input = letterbox.tensor(self.kind);
+        let input = letterbox.tensor(image, self.kind);
         let outputs = run_timed(&*self.model, &[1, 3, INPUT_SIZE as usize, INPUT_SIZE as usize], &input)?;
         let raw = match self.kind {
             DetectorKind::YuNet => decode_yunet(&outputs, INPUT_SIZE, self.config.score_threshold),
@@ -163,45 +164,55 @@ impl FaceDetector {
     }
 }
 
-/// The image scaled to fit the network input, top-left aligned, zero padded.
+/// The image scaled to fit the network input, top-left aligned, zero padded. Only the
+/// scaled photo is held (not a padded 640×640 canvas): the tensor is filled from it
+/// in one pass, and the padding is written as the value black has in the tensor.
 struct Letterbox {
-    canvas: RgbImage,
+    /// The photo at `scale`; `None` when it is not scaled (the photo itself is read: no copy).
+    resized: Option<RgbImage>,
+    /// Where the photo starts in the input (the padding, scaled), on both axes.
+    offset: u32,
     scale: f32,
 }
 
 impl Letterbox {
-    fn new(image: &RgbImage, pad: u32) -> Self {
+    fn new(image: &RgbImage, pad: u32) -> Letterbox {
         let (w, h) = (image.width() + 2 * pad, image.height() + 2 * pad);
         // Never enlarge: the detectors are most accurate on faces at their native
         // size (upscaling a 250×250 photo shifts the landmarks by pixels).
         let scale = (INPUT_SIZE as f32 / w.max(h) as f32).min(1.0);
-        let mut canvas = RgbImage::from_pixel(INPUT_SIZE, INPUT_SIZE, Rgb([0, 0, 0]));
         let fit = |n: u32| ((n as f32 * scale).round() as u32).clamp(1, INPUT_SIZE);
         let (iw, ih) = (fit(image.width()), fit(image.height()));
-        let resized = imageops::resize(image, iw, ih, imageops::FilterType::Triangle);
-        let off = (pad as f32 * scale).round() as i64;
-        imageops::replace(&mut canvas, &resized, off, off);
-        Self { canvas, scale }
+        let resized = ((iw, ih) != image.dimensions()).then(|| resize::resize(image, iw, ih));
+        let offset = ((pad as f32 * scale).round() as u32).min(INPUT_SIZE);
+        Self { resized, offset, scale }
     }
 
-    /// NCHW floats in the colour order and scaling the network expects.
-    fn tensor(&self, kind: DetectorKind) -> Vec<f32> {
-        let plane = (INPUT_SIZE * INPUT_SIZE) as usize;
-        let mut out = vec![0f32; 3 * plane];
-        for (i, px) in self.canvas.pixels().enumerate() {
-            let [r, g, b] = px.0.map(f32::from);
-            match kind {
-                // YuNet: BGR, raw 0–255.
-                DetectorKind::YuNet => {
-                    out[i] = b;
-                    out[plane + i] = g;
-                    out[2 * plane + i] = r;
-                }
-                // SCRFD: RGB, (x − 127.5) / 128.
-                DetectorKind::Scrfd => {
-                    out[i] = (r - 127.5) / 128.0;
-                    out[plane + i] = (g - 127.5) / 128.0;
-                    out[2 * plane + i] = (b - 127.5) / 128.0;
+    /// NCHW floats in the colour order and scaling the network expects, with the photo
+    /// (`image` itself when it was not scaled) at its offset and black elsewhere.
+    fn tensor(&self, image: &RgbImage, kind: DetectorKind) -> Vec<f32> {
+        let photo = self.resized.as_ref().unwrap_or(image);
+        let side = INPUT_SIZE as usize;
+        let plane = side * side;
+        // Channel order and the value of a channel byte: YuNet takes BGR, raw 0–255;
+        // SCRFD RGB, (x − 127.5) / 128.
+        let (order, value): ([usize; 3], fn(u8) -> f32) = match kind {
+            DetectorKind::YuNet => ([2, 1, 0], f32::from),
+            DetectorKind::Scrfd => ([0, 1, 2], |c| (f32::from(c) - 127.5) / 128.0),
+        };
+        let mut out = vec![value(0); 3 * plane];
+        let off = self.offset as usize;
+        // Pixels beyond the input (rounding of the scaled padding) are cut off.
+        let cols = (photo.width() as usize).min(side.saturating_sub(off));
+        for (y, row) in photo.as_raw().chunks_exact(photo.width() as usize * 3).enumerate() {
+            let ty = off + y;
+            if ty >= side {
+                break;
+            }
+            for (x, px) in row.chunks_exact(3).take(cols).enumerate() {
+                let i = ty * side + off + x;
+                for (c, &channel) in order.iter().enumerate() {
+                    out[c * plane + i] = value(px[channel]);
                 }
             }
         }
@@ -255,6 +266,55 @@ mod tests {
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[0].score, 0.9);
         assert_eq!(kept[1].score, 0.7);
+    }
+
+    /// The previous letterbox: `imageops::resize` (triangle) onto a black 640×640
+    /// canvas, then the tensor from the canvas.
+    fn previous_tensor(image: &RgbImage, pad: u32, kind: DetectorKind) -> Vec<f32> {
+        let lb = Letterbox::new(image, pad);
+        let fit = |n: u32| ((n as f32 * lb.scale).round() as u32).clamp(1, INPUT_SIZE);
+        let resized = imageops::resize(image, fit(image.width()), fit(image.height()), imageops::FilterType::Triangle);
+        let mut canvas = RgbImage::new(INPUT_SIZE, INPUT_SIZE);
+        let off = (pad as f32 * lb.scale).round() as i64;
+        imageops::replace(&mut canvas, &resized, off, off);
+        let plane = (INPUT_SIZE * INPUT_SIZE) as usize;
+        let mut out = vec![0f32; 3 * plane];
+        for (i, px) in canvas.pixels().enumerate() {
+            let [r, g, b] = px.0.map(f32::from);
+            let values = match kind {
+                DetectorKind::YuNet => [b, g, r],
+                DetectorKind::Scrfd => [r, g, b].map(|c| (c - 127.5) / 128.0),
+            };
+            for (c, v) in values.into_iter().enumerate() {
+                out[c * plane + i] = v;
+            }
+        }
+        out
+    }
+
+    /// The SIMD letterbox puts every pixel where the previous one did, within 2 levels
+    /// (the resize's stated tolerance, `crate::resize`); unscaled photos exactly.
+    #[test]
+    fn letterbox_tensor_matches_the_previous_one() {
+        let photo = |w: u32, h: u32| {
+            RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 253) as u8]))
+        };
+        for (image, pad, exact) in [
+            (photo(1920, 1080), 0, false),
+            (photo(1382, 1868), 934, false),
+            (photo(250, 250), 0, true),
+            (photo(250, 250), 125, true),
+        ] {
+            for kind in [DetectorKind::YuNet, DetectorKind::Scrfd] {
+                let now = Letterbox::new(&image, pad).tensor(&image, kind);
+                let before = previous_tensor(&image, pad, kind);
+                assert_eq!(now.len(), before.len());
+                let unit = if kind == DetectorKind::YuNet { 1.0 } else { 1.0 / 128.0 };
+                let max = now.iter().zip(&before).map(|(a, b)| (a - b).abs() / unit).fold(0f32, f32::max);
+                let tolerance = if exact { 0.0 } else { 2.0 + 1e-3 };
+                assert!(max <= tolerance, "{:?} pad {pad} {kind:?}: {max} levels", image.dimensions());
+            }
+        }
     }
 
     #[test]
