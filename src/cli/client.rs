@@ -698,18 +698,6 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     finish(export_inner(args))
 }
 
-fn extension_of(mime: &str) -> &'static str {
-    match mime {
-        "image/jpeg" => "jpg",
-        "image/png" => "png",
-        "image/webp" => "webp",
-        "image/bmp" => "bmp",
-        "image/gif" => "gif",
-        "image/tiff" => "tiff",
-        _ => "img",
-    }
-}
-
 fn export_inner(args: ExportArgs) -> Result<(), Failure> {
     use super::import::csv_field;
     use base64::Engine as _;
@@ -755,7 +743,10 @@ fn export_inner(args: ExportArgs) -> Result<(), Failure> {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(file["file_base64"].as_str().unwrap_or_default())
                         .map_err(|e| Failure::Server { code: "BAD_RESPONSE".into(), message: e.to_string() })?;
-                    let name = format!("{id}.{}", extension_of(file["file_type"].as_str().unwrap_or_default()));
+                    let name = format!(
+                        "{id}.{}",
+                        facesearch_engine::extension_of(file["file_type"].as_str().unwrap_or_default())
+                    );
                     std::fs::write(dir.join(&name), bytes).map_err(|e| local(&name, e))?;
                     files.push(name);
                 }

@@ -11,7 +11,12 @@ pub fn stored_file_name(client: Option<&str>, mime: &str) -> String {
     if plain {
         return base.to_string();
     }
-    let ext = match mime {
+    format!("face_image.{}", extension_of(mime))
+}
+
+/// The file extension of an image MIME type the service accepts (`img` for any other).
+pub fn extension_of(mime: &str) -> &'static str {
+    match mime {
         "image/jpeg" => "jpg",
         "image/png" => "png",
         "image/webp" => "webp",
@@ -19,8 +24,7 @@ pub fn stored_file_name(client: Option<&str>, mime: &str) -> String {
         "image/gif" => "gif",
         "image/tiff" => "tiff",
         _ => "img",
-    };
-    format!("face_image.{ext}")
+    }
 }
 
 #[cfg(test)]

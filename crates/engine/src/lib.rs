@@ -78,7 +78,7 @@ pub use duplicates::{
 pub use engine::Engine;
 pub use error::{EngineError, decode_error_code, photo_error_code};
 pub use false_matches::HINT_FPIR;
-pub use files::stored_file_name;
+pub use files::{extension_of, stored_file_name};
 pub use observer::{Analysis, EngineObserver, LivenessRefusal};
 pub use search::{FaceResult, Match, SearchOutcome, SearchQuery};
 pub use service::Service;
