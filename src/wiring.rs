@@ -64,7 +64,7 @@ pub enum WiringError {
     Database { url: String, source: StoreError },
     #[error("could not create the first admin user: {0}")]
     Admin(EngineError),
-    #[error("FACESEARCH_ADMIN_PASSWORD is refused: {0}")]
+    #[error("the first admin's password (FACESEARCH_ADMIN_PASSWORD or --admin-password-file) is refused: {0}")]
     AdminPassword(String),
     #[error(transparent)]
     Http(#[from] facesearch_api::ServerError),
@@ -95,7 +95,7 @@ async fn bootstrap_admin(service: &Service, config: &ServerConfig) -> Result<(),
         println!("created admin user {:?} with password {password}", config.admin_user);
         println!("(shown only now; set FACESEARCH_ADMIN_PASSWORD to choose it)");
     } else {
-        println!("created admin user {:?} with the password from FACESEARCH_ADMIN_PASSWORD", config.admin_user);
+        println!("created admin user {:?} with the given password", config.admin_user);
     }
     Ok(())
 }

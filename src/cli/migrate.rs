@@ -15,7 +15,7 @@ use super::database::DatabaseArgs;
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
     /// The embedded data directory to copy from.
-    #[arg(long, env = "FACESEARCH_DATA_DIR", default_value = "facesearch-data")]
+    #[arg(long, env = "FACESEARCH_DATA_DIR", default_value = super::settings::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// The PostgreSQL database to copy into (`--store postgres://…` or FACESEARCH_DATABASE_URL).
     #[command(flatten)]

@@ -22,7 +22,8 @@ use crate::wiring::ServerConfig;
 
 /// The flags (and their `FACESEARCH_*` variables) of `facesearch serve`. Serialised,
 /// the ones given are the top layers of the settings tree: their serde names are the
-/// tree's keys, and the defaults shown in the help are those of the tree.
+/// tree's keys. The `[default: …]` in the help texts are written by hand: keep them
+/// equal to the tree's defaults (`--print-config` prints those).
 #[derive(Args, Debug, Serialize)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys, e.g. `bind = "0.0.0.0:8080"`).

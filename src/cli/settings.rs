@@ -21,6 +21,9 @@ use figment::value::{Dict, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
+/// Where the data lives when no `--data-dir` is given (also of `user` and `migrate`).
+pub const DEFAULT_DATA_DIR: &str = "facesearch-data";
+
 /// The settings only the binary uses (where things are, the listener, the first
 /// admin) and those whose default is derived from another setting (`None` here).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,7 +58,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("facesearch-data"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             pack: Pack::Open.to_string(),
             models_dir: None,
             workers: None,

@@ -9,7 +9,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use facesearch_api::responses::UserObject;
 use facesearch_engine::users::{check_password, check_username, parse_role};
-use facesearch_store::{Role, SQLITE_FILE, Store, StoreConfig, User};
+use facesearch_engine::{EngineError, Service};
+use facesearch_store::{Role, SQLITE_FILE, Store, StoreConfig, StoreError, User};
 use serde_json::{Value, json};
 
 /// Where a new password comes from when not typed on standard input.
@@ -75,7 +76,7 @@ enum UserCommand {
 }
 
 pub fn run(args: UserArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("facesearch-data"));
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(super::settings::DEFAULT_DATA_DIR));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let config = args.database.store_config(&data_dir)?;
     runtime.block_on(execute(args, &config))
@@ -180,16 +181,14 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
                 ids.push(existing_index(store.as_ref(), given).await?);
             }
             let grants = ids;
-            store.create_user(&username, &password, role).await.map_err(|e| match e {
-                facesearch_store::StoreError::DuplicateUser(_) => anyhow!("a user named {username:?} already exists"),
+            // Through the engine's write path: a grant whose index is deleted meanwhile
+            // removes the new user again instead of leaving it half made.
+            let service = Service::new(store.clone());
+            let user = service.create_user(&username, &password, role.as_str(), grants).await.map_err(|e| match e {
+                EngineError::Store(StoreError::DuplicateUser(_)) => anyhow!("a user named {username:?} already exists"),
+                EngineError::IndexNotFound(id) => anyhow!("there is no index with id {id:?}"),
                 e => anyhow!(e).context("creating the user"),
             })?;
-            for id in &grants {
-                if !store.grant(&username, id).await? {
-                    bail!("there is no index with id {id:?}");
-                }
-            }
-            let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&user_object(&user))?;
             } else {

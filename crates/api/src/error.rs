@@ -284,6 +284,13 @@ mod tests {
             PipelineError::AmbiguousFaces { count: 2, faces: Vec::new() },
             PipelineError::Decode(DecodeError::Empty),
             PipelineError::Decode(DecodeError::TooManyBytes { bytes: 2, limit: 1 }),
+            PipelineError::Decode(DecodeError::TooManyPixels { width: 2, height: 2, limit: 1 }),
+            PipelineError::LowQuality(facesearch_face::QualityFailure {
+                measure: "yaw",
+                value: 40.0,
+                limit: 30.0,
+                limit_kind: "max",
+            }),
         ];
         for problem in problems {
             let code = photo_error_code(&problem).expect("a problem of the photo");

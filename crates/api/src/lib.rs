@@ -2,8 +2,8 @@
 //! to the letter; Part 2 manages the face databases. See `docs/API.md`.
 //!
 //! This crate only speaks HTTP: extractors validate input ([`extract`], [`validate`]),
-//! [`auth`] decides who may do what, handlers in [`routes`] call the engine or the
-//! store and answer with the types of [`responses`] (each its own OpenAPI schema), and
+//! [`auth`] decides who may do what, handlers in [`routes`] change data only through the
+//! engine's `Service` (reading the store directly) and answer with the types of [`responses`] (each its own OpenAPI schema), and
 //! [`error`] is the one place where failures become status codes and the error codes of
 //! [`error_codes`]. The route table below is the one list of endpoints: the router and
 //! the OpenAPI document ([`openapi`]) are both built from it.

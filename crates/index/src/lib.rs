@@ -99,7 +99,7 @@ impl Default for IndexConfig {
     }
 }
 
-/// The exact scan's default codes: see README (Exact scan) for the figures.
+/// The exact scan's default codes: see README (Quantised exact scan) for the figures.
 pub const DEFAULT_EXACT_SCAN: Option<Codec> = Some(Codec::I8);
 
 /// One search result: the best-matching image of one record.

@@ -403,8 +403,9 @@ impl Quantised {
         Ok(rerank(&rows, k, min_score, row_score)?.into_iter().map(|s| (s.row, s.score)).collect())
     }
 
-    /// The worst-case |approximate − f32 score| of `query` (for reports and tests).
-    pub fn bound(&self, query: &[f32]) -> f32 {
+    /// The worst-case |approximate − f32 score| of `query` (for tests).
+    #[cfg(test)]
+    pub(crate) fn bound(&self, query: &[f32]) -> f32 {
         self.prepare(query).bound
     }
 }
@@ -537,6 +538,15 @@ fn f16_to_f32(h: u16) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_codec_is_named_i8_or_f16_and_nothing_else() {
+        assert_eq!("i8".parse::<Codec>(), Ok(Codec::I8));
+        assert_eq!("f16".parse::<Codec>(), Ok(Codec::F16));
+        for bad in ["f32", "I8", "i4", "", "i8-file"] {
+            assert!(bad.parse::<Codec>().is_err(), "{bad:?} accepted");
+        }
+    }
 
     /// splitmix64 numbers in [-0.5, 0.5).
     struct Rng(u64);

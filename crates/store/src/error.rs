@@ -98,16 +98,6 @@ impl BackendError {
         BackendError { backend, context, transient, source: Box::new(source) }
     }
 
-    /// `sqlite` or `postgres`.
-    pub fn backend(&self) -> &'static str {
-        self.backend
-    }
-
-    /// What the store was doing.
-    pub fn context(&self) -> &'static str {
-        self.context
-    }
-
     /// Whether retrying shortly may succeed.
     pub fn is_transient(&self) -> bool {
         self.transient

@@ -103,7 +103,11 @@ impl StoreConfig {
 /// command opens its database.
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
-        StoreConfig::Sqlite { data_dir } => Arc::new(SqliteStore::open(data_dir)?),
+        // Creating the file and migrating it are blocking work: off the async threads.
+        StoreConfig::Sqlite { data_dir } => {
+            let dir = data_dir.clone();
+            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&dir)).await??)
+        }
         StoreConfig::Postgres(pg) => Arc::new(PostgresStore::connect(pg).await?),
     })
 }

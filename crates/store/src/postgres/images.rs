@@ -92,7 +92,7 @@ pub(super) async fn enrol_in(
         let reference = reference.as_deref().unwrap_or_default();
         return match load_record_by_reference(tx, index_id, reference).await? {
             Some(existing) => Ok(EnrolOutcome::Existing(existing)),
-            None => Err(StoreError::Conflict("reference already used in this index".into())),
+            None => Err(reference_in_use()),
         };
     }
     let image = insert_image(tx, index_id, &record_id, image, &now).await?;

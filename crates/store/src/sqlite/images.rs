@@ -58,13 +58,11 @@ pub(super) fn enrol_in(
             now
         ])
     })
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict("reference already used in this index".into())
-        } else {
-            backend_error("inserting a record", e)
-        }
-    })?;
+    .map_err(
+        |e| {
+            if is_unique_violation(&e) { reference_in_use() } else { backend_error("inserting a record", e) }
+        },
+    )?;
     insert_image(tx, &record_id, pack, &image, &now)?;
     Ok(EnrolOutcome::Created(Record {
         record_id,

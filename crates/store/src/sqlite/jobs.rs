@@ -132,26 +132,19 @@ impl ReembedStore for SqliteStore {
 
     async fn reembed_job(&self, index_id: &str) -> Result<Option<ReembedJob>, StoreError> {
         let index_id = index_id.to_owned();
-        self.run(move |inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
-                load_job(&tx, &index_id)
-            })
-        })
-        .await
+        self.run(move |inner| inner.read_tx(|tx| load_job(tx, &index_id))).await
     }
 
     async fn running_reembeds(&self) -> Result<Vec<ReembedJob>, StoreError> {
         self.run(|inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
+            inner.read_tx(|tx| {
                 let raws = tx
                     .prepare_cached(&format!(
                         "SELECT {JOB_COLS} FROM reembed_jobs WHERE state = 'running' ORDER BY created_at"
                     ))
                     .and_then(|mut s| s.query_map([], raw_job)?.collect::<rusqlite::Result<Vec<_>>>())
                     .ctx("listing running re-embedding jobs")?;
-                raws.into_iter().map(|raw| job_from_raw(&tx, raw)).collect()
+                raws.into_iter().map(|raw| job_from_raw(tx, raw)).collect()
             })
         })
         .await

@@ -183,6 +183,14 @@ impl Inner {
         let mut conn = lock(&self.readers[start % n]);
         f(&mut conn)
     }
+
+    /// A consistent read: one transaction on a read-only connection.
+    fn read_tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.read(|conn| {
+            let tx = conn.transaction().ctx("starting a read")?;
+            f(&tx)
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -314,8 +322,7 @@ fn checkpoint_after_erase(conn: &Connection) {
 impl BackendStore for SqliteStore {
     async fn integrity_check(&self) -> Result<(), StoreError> {
         self.run(|inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
+            inner.read_tx(|tx| {
                 let problems = tx
                     .prepare("PRAGMA integrity_check")
                     .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>())

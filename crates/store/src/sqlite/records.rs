@@ -147,24 +147,12 @@ impl RecordStore for SqliteStore {
 
     async fn find_by_reference(&self, index_id: &str, reference: &str) -> Result<Option<Record>, StoreError> {
         let (index_id, reference) = (index_id.to_owned(), reference.to_owned());
-        self.run(move |inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
-                load_record_by_reference(&tx, &index_id, &reference)
-            })
-        })
-        .await
+        self.run(move |inner| inner.read_tx(|tx| load_record_by_reference(tx, &index_id, &reference))).await
     }
 
     async fn get_record(&self, index_id: &str, record_id: &str) -> Result<Option<Record>, StoreError> {
         let (index_id, record_id) = (index_id.to_owned(), record_id.to_owned());
-        self.run(move |inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
-                load_record(&tx, &index_id, &record_id)
-            })
-        })
-        .await
+        self.run(move |inner| inner.read_tx(|tx| load_record(tx, &index_id, &record_id))).await
     }
 
     async fn get_records(&self, record_ids: &[String]) -> Result<Vec<Record>, StoreError> {
@@ -173,11 +161,10 @@ impl RecordStore for SqliteStore {
         }
         let ids = to_json(&record_ids)?;
         self.run(move |inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
+            inner.read_tx(|tx| {
                 let sql =
                     format!("SELECT {RECORD_COLS} FROM records r WHERE r.id IN (SELECT value FROM json_each(?1))");
-                query_records(&tx, &sql, [ids], "loading records")
+                query_records(tx, &sql, [ids], "loading records")
             })
         })
         .await
@@ -195,11 +182,10 @@ impl RecordStore for SqliteStore {
         // One extra row tells whether another page follows.
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         self.run(move |inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
+            inner.read_tx(|tx| {
                 let mut records = match &after {
                     None => query_records(
-                        &tx,
+                        tx,
                         &format!(
                             "SELECT {RECORD_COLS} FROM records r WHERE r.index_id = ?1
                              ORDER BY r.created_at, r.id LIMIT ?2"
@@ -208,7 +194,7 @@ impl RecordStore for SqliteStore {
                         "listing records",
                     )?,
                     Some((created_at, record_id)) => query_records(
-                        &tx,
+                        tx,
                         &format!(
                             "SELECT {RECORD_COLS} FROM records r
                              WHERE r.index_id = ?1 AND (r.created_at, r.id) > (?2, ?3)

@@ -51,10 +51,7 @@ impl UserStore for SqliteStore {
     async fn verify_password(&self, username: &str, password: &str) -> Result<Option<User>, StoreError> {
         let (username, password) = (username.to_owned(), password.to_owned());
         self.run(move |inner| {
-            let user = inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
-                load_user(&tx, &username)
-            })?;
+            let user = inner.read_tx(|tx| load_user(tx, &username))?;
             // Outside the lock.
             verified(user, &password, &inner.dummy_hash)
         })
@@ -63,19 +60,12 @@ impl UserStore for SqliteStore {
 
     async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
         let username = username.to_owned();
-        self.run(move |inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
-                load_user(&tx, &username)
-            })
-        })
-        .await
+        self.run(move |inner| inner.read_tx(|tx| load_user(tx, &username))).await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.run(|inner| {
-            inner.read(|conn| {
-                let tx = conn.transaction().ctx("starting a read")?;
+            inner.read_tx(|tx| {
                 let raws = tx
                     .prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))
                     .and_then(|mut s| s.query_map([], raw_user)?.collect::<rusqlite::Result<Vec<_>>>())
