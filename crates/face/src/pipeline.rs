@@ -17,7 +17,7 @@ use crate::embed::{EmbedderKind, FaceEmbedder};
 use crate::liveness::{Liveness, LivenessChecker, LivenessConfig, LivenessFeatures};
 use crate::orient::{self, MAX_UPRIGHT_ROLL, Pick, Rotation, Seen};
 use crate::quality::{FaceQuality, QualityFailure, QualityMinimums, assess, compression};
-use crate::runtime::{InferenceRuntime, OrtRuntime, RuntimeError, RuntimeOptions, StageClock, StageTime};
+use crate::runtime::{InferenceRuntime, ModelSource, OrtRuntime, RuntimeError, RuntimeOptions, StageClock, StageTime};
 
 /// A model pack: a detector and an embedder that belong together. Vectors of one pack
 /// are meaningless to another.
@@ -254,17 +254,30 @@ impl FacePipeline {
         })?;
         let library = cache.ensure(&library)?;
         let runtime = OrtRuntime::new(&library, config.runtime)?;
-        let detector = cache.ensure(&pack.detector().1)?;
+        // YuNet's pinned file has a fixed 640×640 input: it is loaded edited to take any
+        // size (catalog::YUNET_DYNAMIC, pinned itself). SCRFD's already does.
+        let edited;
+        let detector_file;
+        let detector = match pack {
+            Pack::Open => {
+                edited = cache.ensure_edited(&catalog::YUNET_DYNAMIC)?;
+                ModelSource::Bytes { name: catalog::YUNET_DYNAMIC.name, bytes: &edited }
+            }
+            Pack::Insightface => {
+                detector_file = cache.ensure(&pack.detector().1)?;
+                ModelSource::File(&detector_file)
+            }
+        };
         let embedder = cache.ensure(&pack.embedder_file())?;
         let liveness = cache.ensure(&catalog::LIVENESS)?;
-        Self::with_runtime(pack, &runtime, &detector, &embedder, &liveness, config)
+        Self::with_runtime(pack, &runtime, detector, &embedder, &liveness, config)
     }
 
     /// Loads the pack's model files through any inference runtime.
     pub fn with_runtime(
         pack: Pack,
         runtime: &dyn InferenceRuntime,
-        detector: &Path,
+        detector: ModelSource<'_>,
         embedder: &Path,
         liveness: &Path,
         config: PipelineConfig,
@@ -272,8 +285,8 @@ impl FacePipeline {
         Ok(Self {
             pack,
             detector: FaceDetector::new(pack.detector().0, runtime.load(detector)?, config.detector),
-            embedder: FaceEmbedder::new(pack.embedder(), runtime.load(embedder)?, config.flip_average),
-            liveness: LivenessChecker::new(runtime.load(liveness)?, config.liveness),
+            embedder: FaceEmbedder::new(pack.embedder(), runtime.load(embedder.into())?, config.flip_average),
+            liveness: LivenessChecker::new(runtime.load(liveness.into())?, config.liveness),
             config,
         })
     }
@@ -293,6 +306,16 @@ impl FacePipeline {
     /// Every face in the image, largest first.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
         self.detector.detect(image)
+    }
+
+    /// The faces a request about the face `choice` picks needs: for the largest face
+    /// (alone or unambiguous) a small first pass may do ([`FaceDetector::detect_large_first`]);
+    /// the central face may be a small one, so every face is looked for.
+    fn detect_for(&self, image: &RgbImage, choice: FaceChoice) -> Result<Vec<Detection>, RuntimeError> {
+        match choice {
+            FaceChoice::Largest | FaceChoice::Unambiguous => self.detector.detect_large_first(image),
+            FaceChoice::Central => self.detector.detect(image),
+        }
     }
 
     /// The embedding of one detected face.
@@ -459,7 +482,7 @@ impl FacePipeline {
         choice: FaceChoice,
         strict: bool,
     ) -> Result<Upright<'a>, PipelineError> {
-        let faces = self.detect(photo)?;
+        let faces = self.detect_for(photo, choice)?;
         let sent = candidate(&faces, choice, (photo.width(), photo.height())).cloned();
         let confidence = self.pack.detector().0.confidence();
         if !orient::needs_turning(sent.as_ref(), confidence) {
@@ -470,7 +493,7 @@ impl FacePipeline {
         let mut turns = Vec::with_capacity(Rotation::TURNS.len());
         for rotation in Rotation::TURNS {
             let turned = rotation.apply(photo);
-            let turned_faces = self.detect(&turned)?;
+            let turned_faces = self.detect_for(&turned, choice)?;
             let size = (turned.width(), turned.height());
             turns.push((rotation, size, turned_faces));
         }

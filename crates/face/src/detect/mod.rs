@@ -1,7 +1,10 @@
 //! Face detection: a detector network (YuNet or SCRFD) turns an image into face boxes
-//! with five landmarks. This module holds what both share — letterboxing into the
-//! network's square input, non-maximum suppression, the padded-canvas retry for faces
-//! that fill the frame — and each network's output decoding lives in its own file.
+//! with five landmarks. This module holds what both share — fitting the photo into the
+//! network's input (at the photo's own aspect ratio: both networks take any size that
+//! is a multiple of their largest stride, YuNet once its pinned file is edited, see
+//! `facesearch_models::onnx_edit`), non-maximum suppression, the padded-canvas retry
+//! for faces that fill the frame, the small first pass for large faces — and each
+//! network's output decoding lives in its own file.
 
 mod scrfd;
 mod yunet;
@@ -90,25 +93,59 @@ impl DetectorKind {
     }
 }
 
+/// The shape of the network input a photo is fitted into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputShape {
+    /// A square of the input's long side, the photo top-left and black elsewhere (the
+    /// shape the detectors were published with).
+    Square,
+    /// The photo's own aspect ratio: the long side the square's, the short side the
+    /// scaled photo's plus a margin, rounded up to a multiple of [`STRIDE`] (a 16:9
+    /// photo: 640×416 instead of 640×640).
+    AspectRatio,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct DetectorConfig {
     /// Minimum detector confidence, 0–1.
     pub score_threshold: f32,
     /// Boxes overlapping a better one by more than this IoU are dropped.
     pub nms_iou: f32,
+    /// How a photo is fitted into the input.
+    pub shape: InputShape,
+    /// The small first pass of [`FaceDetector::detect_large_first`]: its input's long
+    /// side, and the smallest face side (in that input's pixels) it is trusted with.
+    /// `None`: every detection uses the full input.
+    pub coarse: Option<Coarse>,
+}
+
+/// A small first detection pass, for requests about the largest face.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coarse {
+    /// Long side of the small input (a multiple of [`STRIDE`]).
+    pub side: u32,
+    /// The small pass's faces are kept when the largest is at least this many pixels
+    /// on its shorter side in the small input; otherwise the full input is run.
+    pub min_face: f32,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        Self { score_threshold: 0.6, nms_iou: 0.4 }
+        Self { score_threshold: 0.6, nms_iou: 0.4, shape: InputShape::AspectRatio, coarse: None }
     }
 }
 
 /// Images whose longer side is shorter than this are retried enlarged when no face is found.
 pub const THUMBNAIL_SIDE: u32 = 160;
 
-/// Side of the square network input.
+/// Long side of the network input: a photo is scaled down to fit it, never up.
 pub const INPUT_SIZE: u32 = 640;
+
+/// The detectors' largest stride: every input side is a multiple of it.
+pub const STRIDE: u32 = 32;
+
+/// Black pixels at least past the photo on the short side of an [`InputShape::AspectRatio`] input.
+const MARGIN: u32 = 32;
 
 /// A face detector network plus its pre- and post-processing.
 pub struct FaceDetector {
@@ -128,12 +165,12 @@ impl FaceDetector {
     /// [`THUMBNAIL_SIDE`] pixels) is retried enlarged, so that a face below the
     /// detector's smallest anchor is found and reported as too small, not as missing.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
-        let faces = self.detect_once(image, 0)?;
+        let faces = self.detect_once(image, 0, INPUT_SIZE)?;
         if !faces.is_empty() {
             return Ok(faces);
         }
         let pad = image.width().max(image.height()) / 2;
-        let faces = self.detect_once(image, pad)?;
+        let faces = self.detect_once(image, pad, INPUT_SIZE)?;
         let side = image.width().max(image.height());
         if !faces.is_empty() || side >= THUMBNAIL_SIDE || side == 0 {
             return Ok(faces);
@@ -142,17 +179,36 @@ impl FaceDetector {
         let enlarged =
             imageops::resize(image, image.width() * factor, image.height() * factor, imageops::FilterType::Triangle);
         let pad = enlarged.width().max(enlarged.height()) / 2;
-        let faces = self.detect_once(&enlarged, pad)?;
+        let faces = self.detect_once(&enlarged, pad, INPUT_SIZE)?;
         Ok(faces.into_iter().map(|d| d.mapped(factor as f32, 0.0, 0.0)).collect())
     }
 
-    fn detect_once(&self, image: &RgbImage, pad: u32) -> Result<Vec<Detection>, RuntimeError> {
-        let letterbox = Letterbox::new(image, pad);
+    /// For a request about the largest face (not every face): the faces of a small
+    /// first pass ([`DetectorConfig::coarse`]) when its largest face is large enough
+    /// to be found reliably at that size, else [`Self::detect`]. A smaller face the
+    /// small pass cannot see may be missing from the list, never the largest one.
+    pub fn detect_large_first(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
+        if let Some(coarse) = self.config.coarse {
+            let long = image.width().max(image.height());
+            if long > coarse.side {
+                let faces = self.detect_once(image, 0, coarse.side)?;
+                let scale = coarse.side as f32 / long as f32;
+                if faces.first().is_some_and(|f| f.bbox.width().min(f.bbox.height()) * scale >= coarse.min_face) {
+                    return Ok(faces);
+                }
+            }
+        }
+        self.detect(image)
+    }
+
+    fn detect_once(&self, image: &RgbImage, pad: u32, side: u32) -> Result<Vec<Detection>, RuntimeError> {
+        let letterbox = Letterbox::new(image, pad, side, self.config.shape);
         let input = letterbox.tensor(image, self.kind);
-        let outputs = run_timed(&*self.model, &[1, 3, INPUT_SIZE as usize, INPUT_SIZE as usize], &input)?;
+        let (w, h) = (letterbox.width, letterbox.height);
+        let outputs = run_timed(&*self.model, &[1, 3, h as usize, w as usize], &input)?;
         let raw = match self.kind {
-            DetectorKind::YuNet => decode_yunet(&outputs, INPUT_SIZE, self.config.score_threshold),
-            DetectorKind::Scrfd => decode_scrfd(&outputs, INPUT_SIZE, self.config.score_threshold),
+            DetectorKind::YuNet => decode_yunet(&outputs, w, h, self.config.score_threshold),
+            DetectorKind::Scrfd => decode_scrfd(&outputs, w, h, self.config.score_threshold),
         }
         .map_err(|detail| RuntimeError::BadOutput { model: self.model.name().to_string(), detail })?;
         let mut faces: Vec<Detection> = nms(raw, self.config.nms_iou)
@@ -164,36 +220,55 @@ impl FaceDetector {
     }
 }
 
-/// The image scaled to fit the network input, top-left aligned, zero padded. Only the
-/// scaled photo is held (not a padded 640×640 canvas): the tensor is filled from it
-/// in one pass, and the padding is written as the value black has in the tensor.
+/// The image (on a canvas padded by `pad` on every side) scaled to fit the network
+/// input, top-left aligned, zero padded to the input's size. Only the scaled photo is
+/// held (not a padded canvas): the tensor is filled from it in one pass, and the
+/// padding is written as the value black has in the tensor.
 struct Letterbox {
     /// The photo at `scale`; `None` when it is not scaled (the photo itself is read: no copy).
     resized: Option<RgbImage>,
     /// Where the photo starts in the input (the padding, scaled), on both axes.
     offset: u32,
     scale: f32,
+    /// The input's size, multiples of [`STRIDE`].
+    width: u32,
+    height: u32,
 }
 
 impl Letterbox {
-    fn new(image: &RgbImage, pad: u32) -> Letterbox {
+    /// Fits the padded photo into an input whose long side is at most `side` (a
+    /// multiple of [`STRIDE`]).
+    fn new(image: &RgbImage, pad: u32, side: u32, shape: InputShape) -> Letterbox {
         let (w, h) = (image.width() + 2 * pad, image.height() + 2 * pad);
         // Never enlarge: the detectors are most accurate on faces at their native
         // size (upscaling a 250×250 photo shifts the landmarks by pixels).
-        let scale = (INPUT_SIZE as f32 / w.max(h) as f32).min(1.0);
-        let fit = |n: u32| ((n as f32 * scale).round() as u32).clamp(1, INPUT_SIZE);
+        let scale = (side as f32 / w.max(h) as f32).min(1.0);
+        let fit = |n: u32| ((n as f32 * scale).round() as u32).clamp(1, side);
         let (iw, ih) = (fit(image.width()), fit(image.height()));
         let resized = ((iw, ih) != image.dimensions()).then(|| resize::resize(image, iw, ih));
-        let offset = ((pad as f32 * scale).round() as u32).min(INPUT_SIZE);
-        Self { resized, offset, scale }
+        let offset = ((pad as f32 * scale).round() as u32).min(side);
+        let (width, height) = match shape {
+            InputShape::Square => (side, side),
+            InputShape::AspectRatio => {
+                // The long side stays `side`, as in the square, so that a photo smaller
+                // than the input keeps the black around it along that axis; the short
+                // side ends MARGIN black pixels or more past the photo: faces cut by
+                // the photo's edge are found with the boxes the square gives them
+                // (without the margin, one face cut by the bottom edge of
+                // deepface/img62.jpg was lost).
+                let short = |n: u32| (fit(n) + MARGIN).div_ceil(STRIDE).saturating_mul(STRIDE).min(side);
+                if w >= h { (side, short(h)) } else { (short(w), side) }
+            }
+        };
+        Self { resized, offset, scale, width, height }
     }
 
     /// NCHW floats in the colour order and scaling the network expects, with the photo
     /// (`image` itself when it was not scaled) at its offset and black elsewhere.
     fn tensor(&self, image: &RgbImage, kind: DetectorKind) -> Vec<f32> {
         let photo = self.resized.as_ref().unwrap_or(image);
-        let side = INPUT_SIZE as usize;
-        let plane = side * side;
+        let (width, height) = (self.width as usize, self.height as usize);
+        let plane = width * height;
         // Channel order and the value of a channel byte: YuNet takes BGR, raw 0–255;
         // SCRFD RGB, (x − 127.5) / 128.
         let (order, value): ([usize; 3], fn(u8) -> f32) = match kind {
@@ -203,14 +278,14 @@ impl Letterbox {
         let mut out = vec![value(0); 3 * plane];
         let off = self.offset as usize;
         // Pixels beyond the input (rounding of the scaled padding) are cut off.
-        let cols = (photo.width() as usize).min(side.saturating_sub(off));
+        let cols = (photo.width() as usize).min(width.saturating_sub(off));
         for (y, row) in photo.as_raw().chunks_exact(photo.width() as usize * 3).enumerate() {
             let ty = off + y;
-            if ty >= side {
+            if ty >= height {
                 break;
             }
             for (x, px) in row.chunks_exact(3).take(cols).enumerate() {
-                let i = ty * side + off + x;
+                let i = ty * width + off + x;
                 for (c, &channel) in order.iter().enumerate() {
                     out[c * plane + i] = value(px[channel]);
                 }
@@ -271,7 +346,7 @@ mod tests {
     /// The previous letterbox: `imageops::resize` (triangle) onto a black 640×640
     /// canvas, then the tensor from the canvas.
     fn previous_tensor(image: &RgbImage, pad: u32, kind: DetectorKind) -> Vec<f32> {
-        let lb = Letterbox::new(image, pad);
+        let lb = Letterbox::new(image, pad, INPUT_SIZE, InputShape::Square);
         let fit = |n: u32| ((n as f32 * lb.scale).round() as u32).clamp(1, INPUT_SIZE);
         let resized = imageops::resize(image, fit(image.width()), fit(image.height()), imageops::FilterType::Triangle);
         let mut canvas = RgbImage::new(INPUT_SIZE, INPUT_SIZE);
@@ -306,7 +381,7 @@ mod tests {
             (photo(250, 250), 125, true),
         ] {
             for kind in [DetectorKind::YuNet, DetectorKind::Scrfd] {
-                let now = Letterbox::new(&image, pad).tensor(&image, kind);
+                let now = Letterbox::new(&image, pad, INPUT_SIZE, InputShape::Square).tensor(&image, kind);
                 let before = previous_tensor(&image, pad, kind);
                 assert_eq!(now.len(), before.len());
                 let unit = if kind == DetectorKind::YuNet { 1.0 } else { 1.0 / 128.0 };
@@ -317,15 +392,57 @@ mod tests {
         }
     }
 
+    /// At the photo's aspect ratio the long side is the square's and the short side the
+    /// scaled photo's (canvas included) plus the margin, rounded up to a multiple of
+    /// the stride; the scale is the square's.
+    #[test]
+    fn aspect_ratio_inputs() {
+        for ((w, h, pad, side), want) in [
+            ((1920, 1080, 0, 640), (640, 416)),
+            ((1382, 1868, 0, 640), (512, 640)),
+            ((1382, 1868, 934, 640), (608, 640)),
+            ((250, 250, 0, 640), (640, 288)),
+            ((250, 250, 125, 640), (640, 544)),
+            ((92, 112, 0, 640), (128, 640)),
+            ((1920, 1080, 0, 320), (320, 224)),
+            ((3, 2000, 0, 640), (64, 640)),
+            ((640, 620, 0, 640), (640, 640)),
+        ] {
+            let image = RgbImage::new(w, h);
+            let lb = Letterbox::new(&image, pad, side, InputShape::AspectRatio);
+            assert_eq!((lb.width, lb.height), want, "{w}×{h} pad {pad} into {side}");
+            let square = Letterbox::new(&image, pad, side, InputShape::Square);
+            assert_eq!((square.width, square.height, square.scale), (side, side, lb.scale));
+            // The tensor is the input's size, the photo's pixels where the square has them.
+            for kind in [DetectorKind::YuNet, DetectorKind::Scrfd] {
+                let t = lb.tensor(&image, kind);
+                assert_eq!(t.len(), 3 * (want.0 * want.1) as usize);
+            }
+        }
+        let photo = RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]));
+        let (wide, square) = (
+            Letterbox::new(&photo, 0, 640, InputShape::AspectRatio).tensor(&photo, DetectorKind::YuNet),
+            Letterbox::new(&photo, 0, 640, InputShape::Square).tensor(&photo, DetectorKind::YuNet),
+        );
+        let (ww, wh) = (640, 256);
+        for c in 0..3 {
+            for y in 0..wh {
+                for x in 0..ww {
+                    assert_eq!(wide[(c * wh + y) * ww + x], square[(c * 640 + y) * 640 + x]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn letterbox_maps_back_to_image_coordinates() {
         let image = RgbImage::new(1280, 640);
-        let lb = Letterbox::new(&image, 0);
+        let lb = Letterbox::new(&image, 0, INPUT_SIZE, InputShape::Square);
         assert_eq!(lb.scale, 0.5);
         let d = det(100.0, 50.0, 200.0, 150.0, 1.0).mapped(lb.scale, 0.0, 0.0);
         assert_eq!((d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2), (200.0, 100.0, 400.0, 300.0));
         // With padding the offset is removed after scaling back.
-        let lb = Letterbox::new(&image, 320);
+        let lb = Letterbox::new(&image, 320, INPUT_SIZE, InputShape::Square);
         let d = det(160.0, 160.0, 200.0, 200.0, 1.0).mapped(lb.scale, 320.0, 320.0);
         assert!((d.bbox.x1 - (160.0 / lb.scale - 320.0)).abs() < 1e-3);
     }

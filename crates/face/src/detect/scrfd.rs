@@ -8,12 +8,18 @@ use crate::runtime::NamedTensor;
 const STRIDES: [u32; 3] = [8, 16, 32];
 const ANCHORS_PER_CELL: usize = 2;
 
-/// Faces scoring at least `threshold` in SCRFD's raw outputs for a `size`×`size` input.
-pub fn decode_scrfd(outputs: &[NamedTensor], size: u32, threshold: f32) -> Result<Vec<Detection>, String> {
+/// Faces scoring at least `threshold` in SCRFD's raw outputs for a `width`×`height`
+/// input (multiples of 32); the grid cells run along rows, `width / stride` to a row.
+pub fn decode_scrfd(
+    outputs: &[NamedTensor],
+    width: u32,
+    height: u32,
+    threshold: f32,
+) -> Result<Vec<Detection>, String> {
     let mut faces = Vec::new();
     for stride in STRIDES {
-        let cols = (size / stride) as usize;
-        let anchors = cols * cols * ANCHORS_PER_CELL;
+        let cols = (width / stride) as usize;
+        let anchors = cols * (height / stride) as usize * ANCHORS_PER_CELL;
         let get = |kind: &str, width: usize| -> Result<&[f32], String> {
             let t = &output(outputs, &format!("{kind}_{stride}"))?.tensor;
             if t.data.len() != anchors * width {
@@ -48,10 +54,11 @@ mod tests {
 
     #[test]
     fn decodes_a_planted_anchor() {
-        let size = 64;
+        // A wide 64×32 input: 8 columns, 4 rows at stride 8.
+        let (width, height) = (64, 32);
         let mut outputs = Vec::new();
         for s in STRIDES {
-            let n = ((size / s) * (size / s)) as usize * ANCHORS_PER_CELL;
+            let n = ((width / s) * (height / s)) as usize * ANCHORS_PER_CELL;
             for (kind, width) in [("score", 1), ("bbox", 4), ("kps", 10)] {
                 let mut data = vec![0.0; n * width];
                 // Second anchor of cell (row 1, col 2) of the stride-8 grid (8 columns).
@@ -67,13 +74,14 @@ mod tests {
                     .push(NamedTensor { name: format!("{kind}_{s}"), tensor: Tensor { shape: vec![n, width], data } });
             }
         }
-        let faces = decode_scrfd(&outputs, size, 0.5).unwrap();
+        let faces = decode_scrfd(&outputs, width, height, 0.5).unwrap();
         assert_eq!(faces.len(), 1);
         let f = &faces[0];
         // anchor centre (16, 8)
         assert_eq!((f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2), (8.0, -8.0, 40.0, 40.0));
         assert_eq!(f.landmarks[0], [20.0, 4.0]);
         assert_eq!(f.landmarks[1], [16.0, 8.0]);
-        assert!(decode_scrfd(&outputs, size, 0.95).unwrap().is_empty());
+        assert!(decode_scrfd(&outputs, width, height, 0.95).unwrap().is_empty());
+        assert!(decode_scrfd(&outputs, width, 64, 0.5).is_err(), "a wrong height is caught");
     }
 }

@@ -7,12 +7,18 @@ use crate::runtime::NamedTensor;
 
 const STRIDES: [u32; 3] = [8, 16, 32];
 
-/// Faces scoring at least `threshold` in YuNet's raw outputs for a `size`×`size` input.
-pub fn decode_yunet(outputs: &[NamedTensor], size: u32, threshold: f32) -> Result<Vec<Detection>, String> {
+/// Faces scoring at least `threshold` in YuNet's raw outputs for a `width`×`height`
+/// input (multiples of 32); the grid cells run along rows, `width / stride` to a row.
+pub fn decode_yunet(
+    outputs: &[NamedTensor],
+    width: u32,
+    height: u32,
+    threshold: f32,
+) -> Result<Vec<Detection>, String> {
     let mut faces = Vec::new();
     for stride in STRIDES {
-        let cols = (size / stride) as usize;
-        let cells = cols * cols;
+        let cols = (width / stride) as usize;
+        let cells = cols * (height / stride) as usize;
         let get = |kind: &str, width: usize| -> Result<&[f32], String> {
             let t = &output(outputs, &format!("{kind}_{stride}"))?.tensor;
             if t.data.len() != cells * width {
@@ -48,10 +54,10 @@ mod tests {
     use super::*;
     use crate::runtime::Tensor;
 
-    fn outputs_with_one_face(size: u32, stride: u32, cell: usize) -> Vec<NamedTensor> {
+    fn outputs_with_one_face(width: u32, height: u32, stride: u32, cell: usize) -> Vec<NamedTensor> {
         let mut out = Vec::new();
         for s in STRIDES {
-            let cells = ((size / s) * (size / s)) as usize;
+            let cells = ((width / s) * (height / s)) as usize;
             for (kind, width) in [("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10)] {
                 let mut data = vec![0.0; cells * width];
                 if s == stride {
@@ -73,7 +79,7 @@ mod tests {
     #[test]
     fn decodes_a_planted_anchor() {
         // Cell (row 2, col 3) of the stride-16 grid of a 64×64 input (4 columns).
-        let faces = decode_yunet(&outputs_with_one_face(64, 16, 2 * 4 + 3), 64, 0.5).unwrap();
+        let faces = decode_yunet(&outputs_with_one_face(64, 64, 16, 2 * 4 + 3), 64, 64, 0.5).unwrap();
         assert_eq!(faces.len(), 1);
         let f = &faces[0];
         assert!((f.score - 0.81).abs() < 1e-6);
@@ -83,11 +89,28 @@ mod tests {
         assert_eq!(f.landmarks[1], [3.0 * 16.0, 2.0 * 16.0]);
     }
 
+    /// On a wide grid (96×64: 6 columns, 4 rows at stride 16) and a tall one (64×96:
+    /// 4 columns, 6 rows), cell `row · columns + col` lies at (col, row).
+    #[test]
+    fn decodes_non_square_grids() {
+        for (width, height, cols) in [(96, 64, 6), (64, 96, 4)] {
+            let (row, col) = (3, 2);
+            let outputs = outputs_with_one_face(width, height, 16, row * cols + col);
+            let faces = decode_yunet(&outputs, width, height, 0.5).unwrap();
+            assert_eq!(faces.len(), 1, "{width}×{height}");
+            let f = &faces[0];
+            // centre ((2 + 0.5)·16, (3 + 0.25)·16) = (40, 52); size (32, 16)
+            assert_eq!((f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2), (24.0, 44.0, 56.0, 60.0), "{width}×{height}");
+            assert_eq!(f.landmarks[1], [32.0, 48.0]);
+            assert!(decode_yunet(&outputs, width, height + 32, 0.5).is_err(), "a wrong height is caught");
+        }
+    }
+
     #[test]
     fn threshold_and_shape_errors() {
-        let outputs = outputs_with_one_face(64, 16, 5);
-        assert!(decode_yunet(&outputs, 64, 0.9).unwrap().is_empty());
-        assert!(decode_yunet(&outputs, 128, 0.5).is_err(), "wrong input size is caught");
-        assert!(decode_yunet(&outputs[1..], 64, 0.5).is_err(), "missing output is caught");
+        let outputs = outputs_with_one_face(64, 64, 16, 5);
+        assert!(decode_yunet(&outputs, 64, 64, 0.9).unwrap().is_empty());
+        assert!(decode_yunet(&outputs, 128, 128, 0.5).is_err(), "wrong input size is caught");
+        assert!(decode_yunet(&outputs[1..], 64, 64, 0.5).is_err(), "missing output is caught");
     }
 }
