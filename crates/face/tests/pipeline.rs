@@ -283,21 +283,12 @@ fn stage_timings_split_out_the_networks() {
 /// of their size.
 #[test]
 fn simd_letterbox_finds_the_same_faces_as_the_previous_resize() {
-    use facesearch_face::decode::{DecodeLimits, decode};
     use image::imageops;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval");
-    let mut photos: Vec<PathBuf> = ["deepface", "face_recognition/examples"]
-        .iter()
-        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("eval folder").map(|e| e.expect("entry").path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-        .collect();
-    photos.sort();
-    let limits = DecodeLimits { max_bytes: 64 << 20, max_pixels: 100_000_000 };
+    let photos = scene_photos();
     let (mut large, mut faces_seen) = (0, 0);
     for pack in [Pack::Open, Pack::Insightface] {
         let pipeline = pipeline(pack);
-        for path in &photos {
-            let image = decode(&std::fs::read(path).expect("read"), &limits).expect("decode").rgb;
+        for (path, image) in &photos {
             let side = image.width().max(image.height());
             if side <= 640 {
                 continue;
@@ -305,8 +296,8 @@ fn simd_letterbox_finds_the_same_faces_as_the_previous_resize() {
             let scale = 640.0 / side as f32;
             let fit = |n: u32| ((n as f32 * scale).round() as u32).clamp(1, 640);
             let shrunk =
-                imageops::resize(&image, fit(image.width()), fit(image.height()), imageops::FilterType::Triangle);
-            let now = pipeline.detect(&image).expect("detect");
+                imageops::resize(image, fit(image.width()), fit(image.height()), imageops::FilterType::Triangle);
+            let now = pipeline.detect(image).expect("detect");
             let before = pipeline.detect(&shrunk).expect("detect");
             let name = path.display();
             assert_eq!(now.len(), before.len(), "{pack} {name}: faces found");
