@@ -308,16 +308,6 @@ impl FacePipeline {
         self.detector.detect(image)
     }
 
-    /// The faces a request about the face `choice` picks needs: for the largest face
-    /// (alone or unambiguous) a small first pass may do ([`FaceDetector::detect_large_first`]);
-    /// the central face may be a small one, so every face is looked for.
-    fn detect_for(&self, image: &RgbImage, choice: FaceChoice) -> Result<Vec<Detection>, RuntimeError> {
-        match choice {
-            FaceChoice::Largest | FaceChoice::Unambiguous => self.detector.detect_large_first(image),
-            FaceChoice::Central => self.detector.detect(image),
-        }
-    }
-
     /// The embedding of one detected face.
     pub fn embed(&self, image: &RgbImage, face: &Detection) -> Result<Vec<f32>, PipelineError> {
         Ok(self.embedder.embed(&Self::align(image, face)?)?)
@@ -482,7 +472,7 @@ impl FacePipeline {
         choice: FaceChoice,
         strict: bool,
     ) -> Result<Upright<'a>, PipelineError> {
-        let faces = self.detect_for(photo, choice)?;
+        let faces = self.detect(photo)?;
         let sent = candidate(&faces, choice, (photo.width(), photo.height())).cloned();
         let confidence = self.pack.detector().0.confidence();
         if !orient::needs_turning(sent.as_ref(), confidence) {
@@ -493,7 +483,7 @@ impl FacePipeline {
         let mut turns = Vec::with_capacity(Rotation::TURNS.len());
         for rotation in Rotation::TURNS {
             let turned = rotation.apply(photo);
-            let turned_faces = self.detect_for(&turned, choice)?;
+            let turned_faces = self.detect(&turned)?;
             let size = (turned.width(), turned.height());
             turns.push((rotation, size, turned_faces));
         }

@@ -3,8 +3,8 @@
 //! network's input (at the photo's own aspect ratio: both networks take any size that
 //! is a multiple of their largest stride, YuNet once its pinned file is edited, see
 //! `facesearch_models::onnx_edit`), non-maximum suppression, the padded-canvas retry
-//! for faces that fill the frame, the small first pass for large faces — and each
-//! network's output decoding lives in its own file.
+//! for faces that fill the frame — and each network's output decoding lives in its
+//! own file.
 
 mod scrfd;
 mod yunet;
@@ -113,25 +113,11 @@ pub struct DetectorConfig {
     pub nms_iou: f32,
     /// How a photo is fitted into the input.
     pub shape: InputShape,
-    /// The small first pass of [`FaceDetector::detect_large_first`]: its input's long
-    /// side, and the smallest face side (in that input's pixels) it is trusted with.
-    /// `None`: every detection uses the full input.
-    pub coarse: Option<Coarse>,
-}
-
-/// A small first detection pass, for requests about the largest face.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Coarse {
-    /// Long side of the small input (a multiple of [`STRIDE`]).
-    pub side: u32,
-    /// The small pass's faces are kept when the largest is at least this many pixels
-    /// on its shorter side in the small input; otherwise the full input is run.
-    pub min_face: f32,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        Self { score_threshold: 0.6, nms_iou: 0.4, shape: InputShape::AspectRatio, coarse: None }
+        Self { score_threshold: 0.6, nms_iou: 0.4, shape: InputShape::AspectRatio }
     }
 }
 
@@ -181,24 +167,6 @@ impl FaceDetector {
         let pad = enlarged.width().max(enlarged.height()) / 2;
         let faces = self.detect_once(&enlarged, pad, INPUT_SIZE)?;
         Ok(faces.into_iter().map(|d| d.mapped(factor as f32, 0.0, 0.0)).collect())
-    }
-
-    /// For a request about the largest face (not every face): the faces of a small
-    /// first pass ([`DetectorConfig::coarse`]) when its largest face is large enough
-    /// to be found reliably at that size, else [`Self::detect`]. A smaller face the
-    /// small pass cannot see may be missing from the list, never the largest one.
-    pub fn detect_large_first(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
-        if let Some(coarse) = self.config.coarse {
-            let long = image.width().max(image.height());
-            if long > coarse.side {
-                let faces = self.detect_once(image, 0, coarse.side)?;
-                let scale = coarse.side as f32 / long as f32;
-                if faces.first().is_some_and(|f| f.bbox.width().min(f.bbox.height()) * scale >= coarse.min_face) {
-                    return Ok(faces);
-                }
-            }
-        }
-        self.detect(image)
     }
 
     fn detect_once(&self, image: &RgbImage, pad: u32, side: u32) -> Result<Vec<Detection>, RuntimeError> {
