@@ -151,12 +151,12 @@ impl FaceDetector {
     /// [`THUMBNAIL_SIDE`] pixels) is retried enlarged, so that a face below the
     /// detector's smallest anchor is found and reported as too small, not as missing.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
-        let faces = self.detect_once(image, 0, INPUT_SIZE)?;
+        let faces = self.detect_once(image, 0)?;
         if !faces.is_empty() {
             return Ok(faces);
         }
         let pad = image.width().max(image.height()) / 2;
-        let faces = self.detect_once(image, pad, INPUT_SIZE)?;
+        let faces = self.detect_once(image, pad)?;
         let side = image.width().max(image.height());
         if !faces.is_empty() || side >= THUMBNAIL_SIDE || side == 0 {
             return Ok(faces);
@@ -165,12 +165,12 @@ impl FaceDetector {
         let enlarged =
             imageops::resize(image, image.width() * factor, image.height() * factor, imageops::FilterType::Triangle);
         let pad = enlarged.width().max(enlarged.height()) / 2;
-        let faces = self.detect_once(&enlarged, pad, INPUT_SIZE)?;
+        let faces = self.detect_once(&enlarged, pad)?;
         Ok(faces.into_iter().map(|d| d.mapped(factor as f32, 0.0, 0.0)).collect())
     }
 
-    fn detect_once(&self, image: &RgbImage, pad: u32, side: u32) -> Result<Vec<Detection>, RuntimeError> {
-        let letterbox = Letterbox::new(image, pad, side, self.config.shape);
+    fn detect_once(&self, image: &RgbImage, pad: u32) -> Result<Vec<Detection>, RuntimeError> {
+        let letterbox = Letterbox::new(image, pad, INPUT_SIZE, self.config.shape);
         let input = letterbox.tensor(image, self.kind);
         let (w, h) = (letterbox.width, letterbox.height);
         let outputs = run_timed(&*self.model, &[1, 3, h as usize, w as usize], &input)?;
