@@ -101,7 +101,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     store.get_index(&id).await?.ok_or_else(|| ApiError::index_not_found(&id))?;
     let job = store.reembed_job(&id).await?.ok_or_else(|| {
         ApiError::new(ErrorCode::JobNotFound, format!("index {id:?} has no re-embedding job"))
-            .with("index_id", id.as_str())
+            .with(|d| d.index_id = Some(id.clone()))
     })?;
     Ok(ok(ReembedJobObject::from(job)))
 }
