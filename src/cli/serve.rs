@@ -55,8 +55,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FACESEARCH_LIVENESS_THRESHOLD")]
     liveness_threshold: Option<f32>,
     /// Smallest context around a face (crop side / face side) for which liveness is judged;
-    /// below it a search is refused with LIVENESS_CANNOT_JUDGE. The default, 1.0, refuses
-    /// only a face larger than the photo; a close-up is judged with the fusion's close-up
+    /// below it a search is refused with LIVENESS_CANNOT_JUDGE. At the default only a face
+    /// larger than the photo is refused; a close-up is judged with the fusion's close-up
     /// weights.
     #[arg(long, env = "FACESEARCH_LIVENESS_MIN_CONTEXT")]
     liveness_min_context: Option<f32>,
@@ -276,8 +276,8 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     anyhow::ensure!((0.0..=100.0).contains(&s.engine.duplicate_score), "duplicate_score must be between 0 and 100");
     // Requests run concurrently: split the cores between them.
     s.pipeline.runtime = RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers };
-    s.engine.index.ann_min_rows = s.engine.index.ann_min_rows.max(1);
-    s.engine.index.ef_search = s.engine.index.ef_search.clamp(1, 10_000);
+    s.engine.vectors.ann_min_rows = s.engine.vectors.ann_min_rows.max(1);
+    s.engine.vectors.ef_search = s.engine.vectors.ef_search.clamp(1, 10_000);
     s.engine.max_concurrent_analyses = workers;
     if let Some(images) = args.reembed_pause_after {
         anyhow::ensure!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facesearch_face::{FacePipeline, Pack, PipelineError, QualityMinimums};
-use facesearch_index::IndexConfig;
+use facesearch_vectors::VectorConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub struct EngineConfig {
     pub queue_timeout: Duration,
     /// Exact or approximate vector search, by collection size.
     #[serde(flatten)]
-    pub index: IndexConfig,
+    pub vectors: VectorConfig,
     /// Test-only: a re-embedding job stops (still `running`, resumed at the next start)
     /// once this many images of its index are staged. Lets a test interrupt a job at a
     /// known point without timing. Only in a build with the `test-knobs` feature (the
@@ -51,7 +51,7 @@ impl Default for EngineConfig {
             liveness_threshold: facesearch_face::liveness::DEFAULT_THRESHOLD,
             max_concurrent_analyses: 1,
             queue_timeout: Duration::from_secs(10),
-            index: IndexConfig::default(),
+            vectors: VectorConfig::default(),
             #[cfg(feature = "test-knobs")]
             reembed_pause_after: None,
             quality: QualityMinimums::default(),

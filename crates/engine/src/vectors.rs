@@ -1,5 +1,5 @@
 //! Where the vectors live and how they are searched: in memory, one
-//! [`FaceIndex`] per model pack ([`Backend::InMemory`]), or in a store that searches
+//! [`VectorIndex`] per model pack ([`Backend::InMemory`]), or in a store that searches
 //! them itself ([`Backend::InDatabase`], PostgreSQL with pgvector). Every place that
 //! reads or changes vectors asks [`Vectors`], which does the work for either backend.
 
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use facesearch_face::calibration::Calibration;
 use facesearch_face::{FacePipeline, Pack};
-use facesearch_index::{FaceIndex, Hit, IndexError};
 use facesearch_store::{EmbeddingRow, IndexInfo, NearestFace, Store, StoreError, VectorQuery};
+use facesearch_vectors::{Hit, VectorError, VectorIndex};
 use tokio::sync::OnceCell;
 
 use crate::error::{EngineError, task_failed};
@@ -20,7 +20,7 @@ pub(crate) struct PackSlot {
     pub(crate) pack: Pack,
     pub(crate) pipeline: OnceCell<Arc<FacePipeline>>,
     /// Empty when the vectors are in the database.
-    pub(crate) vectors: FaceIndex,
+    pub(crate) vectors: VectorIndex,
     pub(crate) calibration: Calibration,
 }
 
@@ -109,7 +109,7 @@ impl Vectors {
         record_id: &str,
         image_id: &str,
         embedding: &[f32],
-    ) -> Result<(), IndexError> {
+    ) -> Result<(), VectorError> {
         match self.backend {
             Backend::InMemory { .. } => self.slot(pack).vectors.insert(index_id, record_id, image_id, embedding),
             Backend::InDatabase => Ok(()),
@@ -135,7 +135,7 @@ impl Vectors {
 
     /// An index moved to `pack`: its faces are replaced by `rows` under the routes'
     /// write lock, so a scan sees the index all old or all new.
-    pub(crate) fn switch(&self, index_id: &str, pack: Pack, rows: &[EmbeddingRow]) -> Result<(), IndexError> {
+    pub(crate) fn switch(&self, index_id: &str, pack: Pack, rows: &[EmbeddingRow]) -> Result<(), VectorError> {
         let Backend::InMemory { routes } = &self.backend else { return Ok(()) };
         let mut routes = routes.write().unwrap_or_else(PoisonError::into_inner);
         for slot in &self.slots {
@@ -333,15 +333,15 @@ fn hit_of(face: NearestFace) -> Result<Hit, EngineError> {
 }
 
 /// A similarity fit to report: within [-1, 1] (see
-/// [`facesearch_index::checked_similarity`]). Anything else comes only from a vector
+/// [`facesearch_vectors::checked_similarity`]). Anything else comes only from a vector
 /// that is not of unit length (damage): it is logged as an error and the request fails
 /// as an internal error, so that it never reaches a response as a score.
 pub(crate) fn checked(similarity: f32, collection: &str, image_id: &str) -> Result<f32, EngineError> {
-    facesearch_index::checked_similarity(similarity).ok_or_else(|| {
+    facesearch_vectors::checked_similarity(similarity).ok_or_else(|| {
         let e =
-            IndexError::Similarity { collection: collection.to_string(), image_id: image_id.to_string(), similarity };
+            VectorError::Similarity { collection: collection.to_string(), image_id: image_id.to_string(), similarity };
         tracing::error!(error = %e, "request refused: a stored vector is damaged");
-        EngineError::Index(e)
+        EngineError::Vectors(e)
     })
 }
 
