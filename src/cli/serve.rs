@@ -324,7 +324,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     let config = ServerConfig {
         bind: s.server.bind,
         data_dir: s.server.data_dir.clone(),
-        postgres: args.database.postgres()?,
+        store: args.database.store_config(&s.server.data_dir)?,
         pack,
         models_dir: s.server.models_dir.clone(),
         pipeline: s.pipeline,
@@ -347,7 +347,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
         (Some(_), true) => "environment FACESEARCH_DATABASE_URL".to_string(),
         (Some(_), false) => "flag --store".to_string(),
     };
-    shown.push_str(&format!("# store: {}  # {store_source}\n", config.store().location()));
+    shown.push_str(&format!("# store: {}  # {store_source}\n", config.store.location()));
     let set = if config.admin_password.is_some() { "<set>" } else { "<unset>" };
     shown.push_str(&format!("# admin_password: {set}  # {password_source}\n"));
     Ok(Resolved { config, exit_on_stdin_close: args.exit_on_stdin_close, print_config: args.print_config, shown })
@@ -514,9 +514,9 @@ mod tests {
     #[test]
     fn the_store_is_sqlite_in_the_data_dir_unless_a_postgres_url_is_given() {
         use facesearch_store::StoreConfig;
-        let sqlite = resolved(&["--data-dir", "/srv/faces"]).expect("resolves").store();
+        let sqlite = resolved(&["--data-dir", "/srv/faces"]).expect("resolves").store;
         assert!(matches!(&sqlite, StoreConfig::Sqlite { data_dir } if data_dir == std::path::Path::new("/srv/faces")));
-        let pg = resolved(&["--store", "postgres://u:secret@db/faces"]).expect("resolves").store();
+        let pg = resolved(&["--store", "postgres://u:secret@db/faces"]).expect("resolves").store;
         assert!(matches!(&pg, StoreConfig::Postgres(c) if c.url == "postgres://u:secret@db/faces"));
         assert!(!pg.location().contains("secret"), "the location shown hides the password");
     }
