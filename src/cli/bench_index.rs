@@ -890,7 +890,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let store = facesearch_store::open(&args.database.store_config(&args.data_dir)?).await?;
-        let pack = args.pipeline.pack.name();
+        let pack = args.pipeline.pack;
         let index = match store.list_indexes().await?.into_iter().find(|i| i.index_name == args.index_name) {
             Some(i) => {
                 anyhow::ensure!(i.pack == pack, "index {} holds {} vectors, not {pack}", i.index_name, i.pack);
@@ -903,7 +903,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
                         title: "synthetic benchmark faces".into(),
                         description: "made by facesearch bench seed".into(),
                         index_type: IndexType::Internal,
-                        pack: pack.into(),
+                        pack,
                     })
                     .await?
             }
@@ -921,7 +921,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
                         mime: "image/png".into(),
                         file_name: "synthetic.png".into(),
                         embedding: gaussian.sample(&mut rng),
-                        pack: pack.to_string(),
+                        pack,
                         face: serde_json::json!({"synthetic": true}),
                         quality: None,
                     };
@@ -948,7 +948,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
     let work = Workload::new(&real, args.queries)?;
     let calibration = Calibration::shipped(args.pipeline.pack)?;
     let sets: [&[&[f32]]; 2] = [&work.queries, &work.strangers];
-    let pack = args.pipeline.pack.name();
+    let pack = args.pipeline.pack;
     println!(
         "pack {pack} ({}-d), {} real gallery faces + synthetic, {} real queries + {} non-mated, k={}, pgvector HNSW \
          (m 16, ef_construction 128, halfvec) with exact re-ranking, ef_search {:?}",
@@ -968,7 +968,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                 title: "pgvector benchmark".into(),
                 description: "made by facesearch bench pgvector".into(),
                 index_type: IndexType::Internal,
-                pack: pack.into(),
+                pack,
             })
             .await?;
         // The exact answer, from the same vectors held in memory.
@@ -994,7 +994,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                             mime: "image/jpeg".into(),
                             file_name: "synthetic.jpg".into(),
                             embedding: vector.clone(),
-                            pack: pack.into(),
+                            pack,
                             face: serde_json::json!({"synthetic": true}),
                             quality: None,
                         };
@@ -1039,7 +1039,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                     for ((tally, queries), truths) in per_set.iter_mut().zip(sets).zip(truths) {
                         for (q, truth) in queries.iter().zip(truths) {
                             let query = VectorQuery {
-                                pack: pack.into(),
+                                pack,
                                 index_ids: vec![index.id.clone()],
                                 vector: q.to_vec(),
                                 min_similarity: t.min_similarity,
@@ -1057,7 +1057,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                 let (mut took, mut hit, mut want, mut mated, mut mated_found) = (Vec::new(), 0, 0, 0, 0);
                 for ((q, truth), identity) in work.queries.iter().zip(&truths).zip(&work.query_identity) {
                     let query = VectorQuery {
-                        pack: pack.into(),
+                        pack,
                         index_ids: vec![index.id.clone()],
                         vector: q.to_vec(),
                         min_similarity: -1.0,
@@ -1136,7 +1136,7 @@ async fn pg_split(
     use facesearch_store::{
         IndexStore, IndexType, NewImage, NewIndex, RecordFields, RecordStore, VectorQuery, VectorStore,
     };
-    let pack = args.pipeline.pack.name();
+    let pack = args.pipeline.pack;
     let snapshot = exact.snapshot(main_index);
     let dim = snapshot.dim;
     let faces = snapshot.owners.len();
@@ -1157,7 +1157,7 @@ async fn pg_split(
                     title: "pgvector split benchmark".into(),
                     description: "made by facesearch bench pgvector --split".into(),
                     index_type: IndexType::Internal,
-                    pack: pack.into(),
+                    pack,
                 })
                 .await?;
             ids.push(made.id);
@@ -1172,7 +1172,7 @@ async fn pg_split(
                         mime: "image/jpeg".into(),
                         file_name: "synthetic.jpg".into(),
                         embedding: snapshot.vectors[i * dim..(i + 1) * dim].to_vec(),
-                        pack: pack.into(),
+                        pack,
                         face: serde_json::json!({"synthetic": true}),
                         quality: None,
                     };
@@ -1207,7 +1207,7 @@ async fn pg_split(
             let (mut one, mut each, mut differ) = (Vec::new(), Vec::new(), 0usize);
             for q in queries {
                 let query = |index_ids: Vec<String>| VectorQuery {
-                    pack: pack.into(),
+                    pack,
                     index_ids,
                     vector: q.to_vec(),
                     min_similarity: -1.0,

@@ -272,8 +272,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = s.server.workers.unwrap_or(cores).max(1);
     s.server.workers = Some(workers);
-    anyhow::ensure!((0.0..=1.0).contains(&s.engine.liveness_threshold), "liveness_threshold must be between 0 and 1");
-    anyhow::ensure!((0.0..=100.0).contains(&s.engine.duplicate_score), "duplicate_score must be between 0 and 100");
+    s.engine.validate()?;
     // Requests run concurrently: split the cores between them.
     s.pipeline.runtime = RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers };
     s.engine.vectors.ann_min_rows = s.engine.vectors.ann_min_rows.max(1);
@@ -295,10 +294,6 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
         .server
         .admin_reserved_slots
         .unwrap_or_else(|| facesearch_api::admission::default_admin_reserve(max_in_flight));
-    anyhow::ensure!(
-        admin_reserved_slots < max_in_flight,
-        "admin_reserved_slots ({admin_reserved_slots}) must be less than max_in_flight ({max_in_flight})"
-    );
     (s.server.max_in_flight_per_user, s.server.admin_reserved_slots) =
         (Some(max_in_flight_per_user), Some(admin_reserved_slots));
     let api = facesearch_api::ApiConfig {
@@ -312,6 +307,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
         max_search_faces: s.api.max_search_faces.max(1),
         ..s.api.clone()
     };
+    api.validate()?;
     // From the environment or a file only: a password never belongs in a flag.
     let (admin_password, password_source) = match std::env::var("FACESEARCH_ADMIN_PASSWORD") {
         Ok(p) => (Some(p), "environment FACESEARCH_ADMIN_PASSWORD"),
@@ -324,7 +320,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     let config = ServerConfig {
         bind: s.server.bind,
         data_dir: s.server.data_dir.clone(),
-        postgres: args.database.postgres()?,
+        store: args.database.store_config(&s.server.data_dir)?,
         pack,
         models_dir: s.server.models_dir.clone(),
         pipeline: s.pipeline,
@@ -347,7 +343,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
         (Some(_), true) => "environment FACESEARCH_DATABASE_URL".to_string(),
         (Some(_), false) => "flag --store".to_string(),
     };
-    shown.push_str(&format!("# store: {}  # {store_source}\n", config.store().location()));
+    shown.push_str(&format!("# store: {}  # {store_source}\n", config.store.location()));
     let set = if config.admin_password.is_some() { "<set>" } else { "<unset>" };
     shown.push_str(&format!("# admin_password: {set}  # {password_source}\n"));
     Ok(Resolved { config, exit_on_stdin_close: args.exit_on_stdin_close, print_config: args.print_config, shown })
@@ -514,9 +510,9 @@ mod tests {
     #[test]
     fn the_store_is_sqlite_in_the_data_dir_unless_a_postgres_url_is_given() {
         use facesearch_store::StoreConfig;
-        let sqlite = resolved(&["--data-dir", "/srv/faces"]).expect("resolves").store();
+        let sqlite = resolved(&["--data-dir", "/srv/faces"]).expect("resolves").store;
         assert!(matches!(&sqlite, StoreConfig::Sqlite { data_dir } if data_dir == std::path::Path::new("/srv/faces")));
-        let pg = resolved(&["--store", "postgres://u:secret@db/faces"]).expect("resolves").store();
+        let pg = resolved(&["--store", "postgres://u:secret@db/faces"]).expect("resolves").store;
         assert!(matches!(&pg, StoreConfig::Postgres(c) if c.url == "postgres://u:secret@db/faces"));
         assert!(!pg.location().contains("secret"), "the location shown hides the password");
     }
@@ -537,7 +533,28 @@ mod tests {
         let flags = ["--config", config, "--max-in-flight-per-user", "4", "--admin-reserved-slots", "2"];
         assert_eq!(limits(resolved(&flags).expect("flags over the file")), (20, 4, 2, 1_000_000));
         let all_reserved = resolved(&["--max-in-flight", "4", "--admin-reserved-slots", "4"]);
-        assert!(all_reserved.is_err(), "a reserve that leaves non-admins no slot is refused");
+        let e = all_reserved.expect_err("a reserve that leaves non-admins no slot is refused");
+        assert!(e.to_string().contains("admin_reserved_slots"), "{e}");
+    }
+
+    /// Each range check lives with the config that owns the setting
+    /// (`EngineConfig::validate`, `ApiConfig::validate`); serve applies them and says
+    /// which setting is wrong.
+    #[test]
+    fn settings_out_of_range_are_refused_naming_the_setting() {
+        for (flag, setting) in [
+            ("--liveness-threshold=1.5", "liveness_threshold"),
+            ("--liveness-threshold=-0.1", "liveness_threshold"),
+            ("--duplicate-score=101", "duplicate_score"),
+            ("--duplicate-score=NaN", "duplicate_score"),
+        ] {
+            let e = resolved(&[flag]).expect_err("out of range");
+            assert!(e.to_string().starts_with(&format!("{setting} must be between")), "{flag}: {e}");
+        }
+        assert!(
+            resolved(&["--liveness-threshold", "1", "--duplicate-score", "100"]).is_ok(),
+            "the bounds are in range"
+        );
     }
 
     #[test]

@@ -272,7 +272,10 @@ impl From<EngineError> for ApiError {
                 .with(|d| d.username = Some(name.clone())),
             EngineError::NotReady => Self::unavailable(e.to_string()),
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
-            EngineError::Vectors(_) | EngineError::Calibration(_) | EngineError::Task(_) => {
+            EngineError::Vectors(_)
+            | EngineError::Calibration(_)
+            | EngineError::Task(_)
+            | EngineError::Setting { .. } => {
                 tracing::error!(error = %e, "engine failure");
                 Self::internal()
             }

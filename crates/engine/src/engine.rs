@@ -108,7 +108,7 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let default_pack = pipeline.pack();
         let started = Instant::now();
-        let in_database = store.searches_vectors();
+        let in_database = store.vector_search().is_some();
         let snapshot_dir = snapshot_dir.filter(|_| !in_database);
         let version = store.vectors_version().await?;
         let mut slots = Vec::new();

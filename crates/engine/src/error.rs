@@ -54,6 +54,10 @@ pub enum EngineError {
     Busy,
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A setting out of its range ([`crate::EngineConfig::validate`]): the engine is not
+    /// started with it.
+    #[error("{setting} must be {range}, not {value}")]
+    Setting { setting: &'static str, range: &'static str, value: String },
 }
 
 pub(crate) fn task_failed(e: tokio::task::JoinError) -> EngineError {

@@ -93,7 +93,7 @@ pub(crate) async fn load_vectors(
         }
         Ok(None) => {}
     }
-    let rows = store.embeddings(pack.name()).await?;
+    let rows = store.embeddings(pack).await?;
     // The store is the truth and is used as it is; a vector in it that is not of unit
     // length is reported here, and any search that reaches it fails (see `checked`).
     let damaged = rows.iter().filter(|r| !facesearch_vectors::snapshot::is_unit(&r.vector)).count();

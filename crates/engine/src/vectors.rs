@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use facesearch_face::calibration::Calibration;
 use facesearch_face::{FacePipeline, Pack};
-use facesearch_store::{EmbeddingRow, IndexInfo, NearestFace, Store, StoreError, VectorQuery};
+use facesearch_store::{EmbeddingRow, IndexInfo, NearestFace, Store, StoreError, VectorQuery, VectorStore};
 use facesearch_vectors::{Hit, VectorError, VectorIndex};
 use tokio::sync::OnceCell;
 
@@ -176,7 +176,7 @@ impl Vectors {
         match self.backend {
             Backend::InDatabase => {
                 let ids: Vec<String> = indexes.iter().map(|i| i.id.clone()).collect();
-                for row in store.embeddings_in(pack.name(), &ids).await? {
+                for row in store.embeddings_in(pack, &ids).await? {
                     vectors.extend_from_slice(&row.vector);
                     rows.push((row.index_id, row.image_id, row.record_id));
                 }
@@ -206,13 +206,13 @@ impl Vectors {
         match self.backend {
             Backend::InDatabase => {
                 let query = VectorQuery {
-                    pack: pack.name().to_string(),
+                    pack,
                     index_ids: vec![index_id.to_string()],
                     vector: embedding.to_vec(),
                     min_similarity,
                     limit,
                 };
-                store.nearest_faces(query).await?.into_iter().map(hit_of).collect()
+                searcher(store)?.nearest_faces(query).await?.into_iter().map(hit_of).collect()
             }
             Backend::InMemory { .. } => {
                 let (v, i, e) = (self.clone(), index_id.to_string(), embedding.to_vec());
@@ -276,13 +276,13 @@ impl Vectors {
                     };
                     let slot = self.slot(pack);
                     let query = VectorQuery {
-                        pack: pack.name().to_string(),
+                        pack,
                         index_ids,
                         vector: embedding.clone(),
                         min_similarity: slot.min_similarity_for(min_score),
                         limit: candidates,
                     };
-                    let found = match store.nearest_faces(query).await {
+                    let found = match searcher(store)?.nearest_faces(query).await {
                         Ok(found) => found,
                         Err(StoreError::PackMismatch { .. }) => return Ok((None, None)),
                         Err(e) => return Err(e.into()),
@@ -316,9 +316,17 @@ fn by_pack(
     Ok(by_pack)
 }
 
-/// The pack an index's store row names.
+/// The pack an index's store row names, when this build runs it.
 pub(crate) fn parse_pack(index: &IndexInfo) -> Result<Pack, EngineError> {
-    index.pack.parse().map_err(|_| EngineError::UnknownPack { index: index.id.clone(), pack: index.pack.clone() })
+    index.pack.known().ok_or_else(|| EngineError::UnknownPack { index: index.id.clone(), pack: index.pack.to_string() })
+}
+
+/// The store's own vector search, which the in-database backend is chosen for: a
+/// store without one there is a wiring fault, reported rather than a panic.
+fn searcher(store: &Arc<dyn Store>) -> Result<&dyn VectorStore, EngineError> {
+    store
+        .vector_search()
+        .ok_or_else(|| StoreError::InvalidInput("this store does not search vectors; the engine does".into()).into())
 }
 
 pub(crate) fn round2(x: f64) -> f64 {

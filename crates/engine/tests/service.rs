@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use facesearch_engine::users::UserRuleError;
 use facesearch_engine::{EngineError, Service};
-use facesearch_store::{IndexType, NewIndex, Role, SqliteStore, Store};
+use facesearch_store::{IndexType, NewIndex, Pack, Role, SqliteStore, Store};
 
 fn service() -> (Service, Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -20,7 +20,7 @@ fn new_index(name: &str) -> NewIndex {
         title: name.into(),
         description: String::new(),
         index_type: IndexType::Internal,
-        pack: "open".into(),
+        pack: Pack::Open,
     }
 }
 

@@ -33,6 +33,7 @@ pub mod bundle;
 pub mod catalog;
 mod clients;
 mod error;
+mod pack;
 
 use std::fs;
 use std::io::Write as _;
@@ -41,6 +42,7 @@ use std::time::{Duration, SystemTime};
 
 pub use clients::Clients;
 pub use error::FetchError;
+pub use pack::Pack;
 
 use archive::{ArchiveKind, Context};
 use clients::ClientKind;

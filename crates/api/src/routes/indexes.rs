@@ -116,7 +116,7 @@ async fn run_create(
             ));
         }
     };
-    let pack = state.config().pack.name().to_string();
+    let pack = state.config().pack;
     let new = NewIndex { index_name: name, title, description, index_type, pack };
     let index = state.service().create_index(new).await?;
     entry.index(&index.id).detail("index_name", index.index_name.as_str());

@@ -75,7 +75,7 @@ async fn run_start(
     let pack: Pack = body.pack.parse().map_err(|e: String| ApiError::invalid_parameter("pack", e))?;
     entry.detail("pack", pack.name());
     let job = state.engine()?.start_reembed(id, pack, &caller.user.username).await?;
-    entry.detail("job_id", job.job_id.as_str()).detail("from_pack", job.from_pack.as_str());
+    entry.detail("job_id", job.job_id.as_str()).detail("from_pack", job.from_pack.name());
     Ok(accepted(ReembedJobObject::from(job)))
 }
 
