@@ -6,12 +6,12 @@ mod wiring;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 fn main() -> ExitCode {
     // Usage errors exit 1 (2 means "the server refused" for the client commands).
     // The matches too: `serve` shows where each setting came from (flag or environment).
-    let parsed = cli::Cli::command().try_get_matches().and_then(|m| Ok((cli::Cli::from_arg_matches(&m)?, m)));
+    let parsed = cli::command().try_get_matches().and_then(|m| Ok((cli::Cli::from_arg_matches(&m)?, m)));
     let (args, matches) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {

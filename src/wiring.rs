@@ -16,7 +16,7 @@ use facesearch_api::{ApiConfig, AppState, ServeOptions, TlsFiles};
 use facesearch_engine::{Engine, EngineConfig, EngineError, EngineObserver, IndexOrigin, PipelineLoader, Service};
 use facesearch_face::{FacePipeline, Pack, PipelineConfig, PipelineError};
 use facesearch_models::ModelCache;
-use facesearch_store::{PostgresConfig, StoreConfig, StoreError};
+use facesearch_store::{StoreConfig, StoreError};
 
 /// Everything `facesearch serve` runs with, resolved from flags, environment and file
 /// (the settings tree of `src/cli/settings.rs`): each crate's own config, and what
@@ -25,8 +25,9 @@ use facesearch_store::{PostgresConfig, StoreConfig, StoreError};
 pub struct ServerConfig {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
-    /// Keep the data in PostgreSQL (with pgvector) instead of SQLite in `data_dir`.
-    pub postgres: Option<PostgresConfig>,
+    /// The database the data is kept in: SQLite in `data_dir`, or PostgreSQL (with
+    /// pgvector); made by `DatabaseArgs::store_config`, the one place that decides.
+    pub store: StoreConfig,
     pub pack: Pack,
     pub models_dir: Option<PathBuf>,
     pub pipeline: PipelineConfig,
@@ -44,16 +45,6 @@ pub struct ServerConfig {
     /// How often a changed vector index is saved to `data_dir/vectors` (it is also
     /// saved at shutdown); `None` never saves it (every start re-reads the store).
     pub snapshot_interval: Option<Duration>,
-}
-
-impl ServerConfig {
-    /// The database the data is kept in.
-    pub fn store(&self) -> StoreConfig {
-        match &self.postgres {
-            Some(pg) => StoreConfig::Postgres(pg.clone()),
-            None => StoreConfig::Sqlite { data_dir: self.data_dir.clone() },
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +93,8 @@ async fn bootstrap_admin(service: &Service, config: &ServerConfig) -> Result<(),
 
 /// Runs the service until SIGINT/SIGTERM (or until `stop` resolves).
 pub async fn run(config: ServerConfig, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), WiringError> {
-    let store_config = config.store();
-    let location = store_config.location();
-    let store = facesearch_store::open(&store_config).await.map_err(|source| match &store_config {
+    let location = config.store.location();
+    let store = facesearch_store::open(&config.store).await.map_err(|source| match &config.store {
         StoreConfig::Sqlite { data_dir } => WiringError::Store { dir: data_dir.clone(), source },
         StoreConfig::Postgres(_) => WiringError::Database { url: location.clone(), source },
     })?;

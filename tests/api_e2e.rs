@@ -1261,6 +1261,57 @@ fn records_and_indexes_can_be_patched(store: StoreKind) {
     assert_eq!(s.index(&idx).ok(200)["index_name"], "e2e-patch");
 }
 
+/// An index whose stored pack this build does not know (a row written by another build
+/// sharing the database) neither stops the server starting nor hides the other
+/// indexes: it is listed with the pack name it has, searching, writing into or viewing it
+/// alone is `409 INDEX_PACK_MISMATCH`, deletes are served, and the other index works.
+fn an_index_of_an_unknown_pack_is_listed_and_refused_alone(store: StoreKind) {
+    let dir = common::temp_dir();
+    let mut options = ServerOptions::default().data_dir(&dir.path().join("data"));
+    if store == StoreKind::Postgres {
+        options = options.database_url(&facesearch_pgfixture::shared().fresh_database());
+    }
+    let first = Server::start_with(options.clone());
+    let (kept, odd) = (first.create_index_id("e2e-pack-kept"), first.create_index_id("e2e-pack-odd"));
+    let photos = lfw_photos("Vicente_Fernandez");
+    let person = first.enrol_ok(&kept, &photos[0], &[("name", "Vicente")]);
+    let stranded = first.enrol_ok(&odd, &photos[0], &[("name", "Vicente (odd)")]);
+    first.stop();
+
+    let sql = format!("UPDATE indexes SET pack = 'nonesuch' WHERE id = '{odd}'");
+    match &options.database_url {
+        Some(url) => {
+            let database = url.rsplit('/').next().expect("a database name");
+            facesearch_pgfixture::shared().psql(database, &sql).expect("the row is changed");
+        }
+        None => {
+            let file = dir.path().join("data").join(facesearch_store::SQLITE_FILE);
+            rusqlite::Connection::open(file).and_then(|c| c.execute_batch(&sql)).expect("the row is changed");
+        }
+    }
+
+    let s = Server::start_with(options);
+    let listed = s.details();
+    let pack_of = |id: &str| listed.iter().find(|i| i["id"] == id).map(|i| i["pack"].clone());
+    assert_eq!(pack_of(&kept), Some(json!("open")), "{listed:?}");
+    assert_eq!(pack_of(&odd), Some(json!("nonesuch")), "{listed:?}");
+    // The one index's own view carries the engine's hints (faces searched, the score
+    // for a false-match rate), which need a pack it runs: refused like a search.
+    s.index(&odd).err(409, "INDEX_PACK_MISMATCH");
+
+    s.search(&[&odd], &photos[1], &no_liveness()).err(409, "INDEX_PACK_MISMATCH");
+    s.search(&[&kept, &odd], &photos[1], &no_liveness()).err(409, "INDEX_PACK_MISMATCH");
+    s.enrol(&odd, &photos[1], &[("name", "Vicente (again)")]).err(409, "INDEX_PACK_MISMATCH");
+    let stranded_id = stranded["record_id"].as_str().expect("record id");
+    s.add_image(&odd, stranded_id, &photos[1]).err(409, "INDEX_PACK_MISMATCH");
+
+    let found = s.search_ok(&[&kept], &photos[1], &no_liveness());
+    assert_eq!(found[0]["record_id"], person["record_id"]);
+    assert_eq!(s.delete(&format!("/face/index/{odd}/records/{stranded_id}")).status, 204);
+    assert_eq!(s.delete(&format!("/face/index/{odd}")).status, 204);
+    s.index(&odd).err(404, "INDEX_NOT_FOUND");
+}
+
 on_both_stores!(
     enrolled_people_are_found_first_with_a_passing_score,
     search_with_liveness_on_returns_the_match_for_a_live_photo,
@@ -1287,4 +1338,5 @@ on_both_stores!(
     a_reference_makes_enrolment_idempotent,
     records_are_listed_page_by_page,
     records_and_indexes_can_be_patched,
+    an_index_of_an_unknown_pack_is_listed_and_refused_alone,
 );

@@ -231,10 +231,10 @@ fn a_reembed_interrupted_by_kill_9_resumes_and_switches_with_the_index_always_se
     // In the store: the index's vectors are all insightface, none of the open pack left.
     let store = SqliteStore::open(&data).expect("open the store");
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    let old = rt.block_on(store.embeddings("open")).expect("embeddings");
+    let old = rt.block_on(store.embeddings(Pack::Open)).expect("embeddings");
     assert!(old.iter().all(|e| e.index_id != index_id), "open vectors of the index are left");
     let new: Vec<_> = rt
-        .block_on(store.embeddings("insightface"))
+        .block_on(store.embeddings(Pack::Insightface))
         .expect("embeddings")
         .into_iter()
         .filter(|e| e.index_id == index_id)

@@ -17,7 +17,7 @@ use clap::Args;
 use facesearch_eval::table;
 use facesearch_face::FaceChoice;
 use facesearch_face::calibration::Calibration;
-use facesearch_index::{Codec, FaceIndex, Hit, IndexConfig, Quantised, Quantization};
+use facesearch_vectors::{Codec, Hit, Quantised, Quantization, VectorConfig, VectorIndex};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::PipelineArgs;
@@ -46,7 +46,7 @@ pub struct IndexBench {
     #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
     ef_search: Vec<usize>,
     /// HNSW links per node.
-    #[arg(long, default_value_t = IndexConfig::default().connectivity)]
+    #[arg(long, default_value_t = VectorConfig::default().connectivity)]
     connectivity: usize,
     /// How the graph stores vectors: f32, f16 or i8.
     #[arg(long, default_value = "f16")]
@@ -68,7 +68,7 @@ pub struct IndexBench {
     #[arg(long, value_delimiter = ',')]
     split: Vec<usize>,
     /// Quantised exact scans to measure against the f32 scan at each size (see
-    /// facesearch_index::Quantised): `i8`, `f16` (codes in memory, f32 re-rank from the
+    /// facesearch_vectors::Quantised): `i8`, `f16` (codes in memory, f32 re-rank from the
     /// index's f32 rows), `i8-file`, `f16-file` (codes in memory, f32 rows re-read from
     /// a file for the re-rank). Empty: none.
     #[arg(long, value_delimiter = ',', default_value = "i8,f16,i8-file")]
@@ -484,7 +484,7 @@ impl ThresholdTruth {
 /// A search over several indexes done the way the engine did before one search
 /// covered them all: each index searched alone, the results merged best first (ties by
 /// index, then record). The reference the one-pass search must equal.
-fn search_each(index: &FaceIndex, query: &[f32], ids: &[&str], min: f32, k: usize) -> anyhow::Result<Vec<Hit>> {
+fn search_each(index: &VectorIndex, query: &[f32], ids: &[&str], min: f32, k: usize) -> anyhow::Result<Vec<Hit>> {
     let mut all = Vec::new();
     for id in ids {
         all.extend(index.search(query, &[id], min, k)?);
@@ -503,13 +503,13 @@ fn search_each(index: &FaceIndex, query: &[f32], ids: &[&str], min: f32, k: usiz
 /// scans: one search over all of them against one search per index, merged. Returns
 /// the two sorted latency lists; fails if the two ever disagree.
 fn split_search(
-    snapshot: &facesearch_index::Snapshot,
+    snapshot: &facesearch_vectors::Snapshot,
     parts: usize,
     queries: &[&[f32]],
     k: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let dim = snapshot.dim;
-    let index = FaceIndex::with_config(dim, IndexConfig { ann_min_rows: usize::MAX, ..IndexConfig::default() });
+    let index = VectorIndex::with_config(dim, VectorConfig { ann_min_rows: usize::MAX, ..VectorConfig::default() });
     let names: Vec<String> = (0..parts.max(1)).map(|j| format!("part-{j}")).collect();
     index.insert_bulk(snapshot.owners.iter().enumerate().map(|(i, (image, record))| {
         (names[i % names.len()].as_str(), record.as_str(), image.as_str(), &snapshot.vectors[i * dim..(i + 1) * dim])
@@ -544,7 +544,7 @@ struct ScanProbe<'a> {
 impl ScanProbe<'_> {
     /// Cells: top-k latency, thresholded latency, answers equal to the f32 scan's, and
     /// "-" for the rows re-scored (the index does not report them).
-    fn in_memory(&self, index: &FaceIndex) -> anyhow::Result<Vec<String>> {
+    fn in_memory(&self, index: &VectorIndex) -> anyhow::Result<Vec<String>> {
         let (mut top, mut at, mut same) = (Vec::new(), Vec::new(), 0usize);
         for (q, truth) in self.queries.iter().zip(self.truths) {
             let t = Instant::now();
@@ -563,7 +563,7 @@ impl ScanProbe<'_> {
     /// The same cells for codes in memory and the f32 rows re-read from a file (one
     /// positioned read per re-scored row), against a brute-force f32 scan of the rows;
     /// and the bytes of the codes.
-    fn rerank_from_file(&self, index: &FaceIndex, codec: Codec) -> anyhow::Result<(Vec<String>, usize)> {
+    fn rerank_from_file(&self, index: &VectorIndex, codec: Codec) -> anyhow::Result<(Vec<String>, usize)> {
         use std::os::unix::fs::FileExt;
         let dim = index.dimension();
         let path = self.work_dir.join("rows.f32");
@@ -577,7 +577,7 @@ impl ScanProbe<'_> {
                     for min in [-1.0, self.min] {
                         let mut all: Vec<(usize, f32)> = m
                             .chunks_exact(dim)
-                            .map(|r| facesearch_index::dot(q, r))
+                            .map(|r| facesearch_vectors::dot(q, r))
                             .enumerate()
                             .filter(|(_, s)| *s >= min)
                             .collect();
@@ -607,7 +607,7 @@ impl ScanProbe<'_> {
                     for (x, b) in row.iter_mut().zip(buf.chunks_exact(4)) {
                         *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                     }
-                    Ok(facesearch_index::dot(q, &row))
+                    Ok(facesearch_vectors::dot(q, &row))
                 })?;
                 times.push(t.elapsed());
                 let w = want.next().unwrap_or_default();
@@ -636,14 +636,14 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
     let calibration = Calibration::shipped(args.pipeline.pack)?;
     let (dim, queries, query_identity) = (work.dim, &work.queries, &work.query_identity);
     let sets: [&[&[f32]]; 2] = [&work.queries, &work.strangers];
-    let config = IndexConfig {
+    let config = VectorConfig {
         ann_min_rows: if args.exact_only { usize::MAX } else { 1 },
         connectivity: args.connectivity,
         ef_search: args.ef_search.first().copied().unwrap_or(128),
         quantization: args.quantization,
         // The f32 scan first, the ground truth; quantised scans are switched on in turn.
         exact_scan: None,
-        ..IndexConfig::default()
+        ..VectorConfig::default()
     };
     println!(
         "pack {} ({dim}-d), {} real gallery faces + synthetic, {} real queries + {} non-mated, k={}, HNSW M={} \
@@ -656,11 +656,11 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
         args.connectivity,
         args.ef_search,
         args.quantization.as_str(),
-        facesearch_index::kernel_name()
+        facesearch_vectors::kernel_name()
     );
     std::fs::create_dir_all(&args.work_dir)?;
     let rss0 = rss_bytes();
-    let index = FaceIndex::with_config(dim, config);
+    let index = VectorIndex::with_config(dim, config);
     let mut rng = StdRng::seed_from_u64(7);
     let mut flat: Vec<f32> = Vec::new(); // the same gallery, for faiss
     let mut inserted = 0usize;
@@ -792,7 +792,7 @@ pub fn run(args: IndexBench) -> anyhow::Result<()> {
             index.save(&dir, size as u64)?;
             let saved = t.elapsed();
             let t = Instant::now();
-            let loaded = FaceIndex::load(&dir, dim, config)?.context("snapshot missing after save")?;
+            let loaded = VectorIndex::load(&dir, dim, config)?.context("snapshot missing after save")?;
             let load = t.elapsed();
             drop(loaded);
             let _ = std::fs::remove_dir_all(&dir);
@@ -890,7 +890,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let store = facesearch_store::open(&args.database.store_config(&args.data_dir)?).await?;
-        let pack = args.pipeline.pack.name();
+        let pack = args.pipeline.pack;
         let index = match store.list_indexes().await?.into_iter().find(|i| i.index_name == args.index_name) {
             Some(i) => {
                 anyhow::ensure!(i.pack == pack, "index {} holds {} vectors, not {pack}", i.index_name, i.pack);
@@ -903,7 +903,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
                         title: "synthetic benchmark faces".into(),
                         description: "made by facesearch bench seed".into(),
                         index_type: IndexType::Internal,
-                        pack: pack.into(),
+                        pack,
                     })
                     .await?
             }
@@ -921,7 +921,7 @@ pub fn seed(args: SeedBench) -> anyhow::Result<()> {
                         mime: "image/png".into(),
                         file_name: "synthetic.png".into(),
                         embedding: gaussian.sample(&mut rng),
-                        pack: pack.to_string(),
+                        pack,
                         face: serde_json::json!({"synthetic": true}),
                         quality: None,
                     };
@@ -948,7 +948,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
     let work = Workload::new(&real, args.queries)?;
     let calibration = Calibration::shipped(args.pipeline.pack)?;
     let sets: [&[&[f32]]; 2] = [&work.queries, &work.strangers];
-    let pack = args.pipeline.pack.name();
+    let pack = args.pipeline.pack;
     println!(
         "pack {pack} ({}-d), {} real gallery faces + synthetic, {} real queries + {} non-mated, k={}, pgvector HNSW \
          (m 16, ef_construction 128, halfvec) with exact re-ranking, ef_search {:?}",
@@ -968,12 +968,12 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                 title: "pgvector benchmark".into(),
                 description: "made by facesearch bench pgvector".into(),
                 index_type: IndexType::Internal,
-                pack: pack.into(),
+                pack,
             })
             .await?;
         // The exact answer, from the same vectors held in memory.
         let exact =
-            FaceIndex::with_config(work.dim, IndexConfig { ann_min_rows: usize::MAX, ..IndexConfig::default() });
+            VectorIndex::with_config(work.dim, VectorConfig { ann_min_rows: usize::MAX, ..VectorConfig::default() });
         let mut identity_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         let photo = vec![0xFF, 0xD8, 0xFF, 0xD9];
         let mut rng = StdRng::seed_from_u64(7);
@@ -994,7 +994,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                             mime: "image/jpeg".into(),
                             file_name: "synthetic.jpg".into(),
                             embedding: vector.clone(),
-                            pack: pack.into(),
+                            pack,
                             face: serde_json::json!({"synthetic": true}),
                             quality: None,
                         };
@@ -1039,7 +1039,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                     for ((tally, queries), truths) in per_set.iter_mut().zip(sets).zip(truths) {
                         for (q, truth) in queries.iter().zip(truths) {
                             let query = VectorQuery {
-                                pack: pack.into(),
+                                pack,
                                 index_ids: vec![index.id.clone()],
                                 vector: q.to_vec(),
                                 min_similarity: t.min_similarity,
@@ -1057,7 +1057,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                 let (mut took, mut hit, mut want, mut mated, mut mated_found) = (Vec::new(), 0, 0, 0, 0);
                 for ((q, truth), identity) in work.queries.iter().zip(&truths).zip(&work.query_identity) {
                     let query = VectorQuery {
-                        pack: pack.into(),
+                        pack,
                         index_ids: vec![index.id.clone()],
                         vector: q.to_vec(),
                         min_similarity: -1.0,
@@ -1129,14 +1129,14 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
 async fn pg_split(
     store: &facesearch_store::PostgresStore,
     args: &PgBench,
-    exact: &FaceIndex,
+    exact: &VectorIndex,
     main_index: &str,
     queries: &[&[f32]],
 ) -> anyhow::Result<()> {
     use facesearch_store::{
         IndexStore, IndexType, NewImage, NewIndex, RecordFields, RecordStore, VectorQuery, VectorStore,
     };
-    let pack = args.pipeline.pack.name();
+    let pack = args.pipeline.pack;
     let snapshot = exact.snapshot(main_index);
     let dim = snapshot.dim;
     let faces = snapshot.owners.len();
@@ -1157,7 +1157,7 @@ async fn pg_split(
                     title: "pgvector split benchmark".into(),
                     description: "made by facesearch bench pgvector --split".into(),
                     index_type: IndexType::Internal,
-                    pack: pack.into(),
+                    pack,
                 })
                 .await?;
             ids.push(made.id);
@@ -1172,7 +1172,7 @@ async fn pg_split(
                         mime: "image/jpeg".into(),
                         file_name: "synthetic.jpg".into(),
                         embedding: snapshot.vectors[i * dim..(i + 1) * dim].to_vec(),
-                        pack: pack.into(),
+                        pack,
                         face: serde_json::json!({"synthetic": true}),
                         quality: None,
                     };
@@ -1207,7 +1207,7 @@ async fn pg_split(
             let (mut one, mut each, mut differ) = (Vec::new(), Vec::new(), 0usize);
             for q in queries {
                 let query = |index_ids: Vec<String>| VectorQuery {
-                    pack: pack.into(),
+                    pack,
                     index_ids,
                     vector: q.to_vec(),
                     min_similarity: -1.0,

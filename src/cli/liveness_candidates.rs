@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use facesearch_eval::{Hinge, LivenessSample, ManifestRow, PadReport, pad_report};
 use facesearch_face::LivenessConfig;
 use facesearch_face::liveness::{CropFit, FEATURE_NAMES, FEATURES, LivenessFeatures, context_crop};
@@ -68,13 +68,16 @@ struct Candidate {
     fit: CropFit,
     refuse: Refuse,
     fusions: Fusions,
+    /// Fitted on the model's score alone, without the image cues: how much of the
+    /// error is the model's own.
+    model_only: bool,
 }
 
 /// The context below which the service refused before close-ups were judged.
 const OLD_MIN_CONTEXT: f32 = 1.6;
 
 fn candidates() -> Vec<Candidate> {
-    let c = |name, fit, refuse, fusions| Candidate { name, fit, refuse, fusions };
+    let c = |name, fit, refuse, fusions| Candidate { name, fit, refuse, fusions, model_only: false };
     vec![
         c("refuse context < 1.6 (before)", CropFit::Shrink, Refuse::ContextBelow(OLD_MIN_CONTEXT), Fusions::One),
         c("(a) shrink to fit (Silent-Face)", CropFit::Shrink, Refuse::Never, Fusions::One),
@@ -107,6 +110,15 @@ fn candidates() -> Vec<Candidate> {
             Refuse::ContextBelow(1.0),
             Fusions::One,
         ),
+        Candidate {
+            model_only: true,
+            ..c(
+                "the shipped way, the model's score alone (no image cues)",
+                CropFit::Shrink,
+                Refuse::ContextBelow(1.0),
+                Fusions::SplitAt(OLD_MIN_CONTEXT),
+            )
+        },
     ]
 }
 
@@ -114,7 +126,7 @@ fn candidates() -> Vec<Candidate> {
 fn is_shipped(c: &Candidate, shipped: &LivenessConfig, fusion: &Fusion) -> bool {
     let refuse = if shipped.min_context > 0.0 { Refuse::ContextBelow(shipped.min_context) } else { Refuse::Never };
     let fusions = fusion.close_up.as_ref().map_or(Fusions::One, |c| Fusions::SplitAt(c.below_context as f32));
-    c.fit == shipped.fit && c.refuse == refuse && c.fusions == fusions
+    !c.model_only && c.fit == shipped.fit && c.refuse == refuse && c.fusions == fusions
 }
 
 pub(super) fn run(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -152,8 +164,11 @@ pub(super) fn run(ctx: &Ctx, manifest: &Path, out: Option<PathBuf>) -> anyhow::R
     let shipped = ctx.pipeline.config().liveness;
     let mut text = header(manifest, &measured, &held_out, no_face);
     let mut shipped_result = None;
+    // The model's own score is the fusion's first feature.
+    ensure!(FEATURE_NAMES[specs[0].0].starts_with("model_"), "the fusion's first feature is not the model's score");
     for c in candidates() {
-        let (scored, tight) = score_candidate(&c, &measured, &held_out, &specs);
+        let specs = if c.model_only { &specs[..1] } else { &specs[..] };
+        let (scored, tight) = score_candidate(&c, &measured, &held_out, specs);
         let report = pad_report(&scored, facesearch_face::liveness::DEFAULT_THRESHOLD);
         let tight = pad_report(&tight, facesearch_face::liveness::DEFAULT_THRESHOLD);
         let mark = if is_shipped(&c, &shipped, Fusion::shipped()) { " **(shipped)**" } else { "" };

@@ -170,6 +170,13 @@ pub fn init_tracing(cli: &Cli) {
     if cli.log_json { builder.json().init() } else { builder.init() }
 }
 
+/// The command line as parsed and as `--help` shows it: [`Cli`] with `serve`'s defaults
+/// written into its help from the settings tree.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("serve", serve::with_tree_defaults)
+}
+
 /// `matches`: what clap parsed `cli` from.
 pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     match cli.command {

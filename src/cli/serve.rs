@@ -22,8 +22,8 @@ use crate::wiring::ServerConfig;
 
 /// The flags (and their `FACESEARCH_*` variables) of `facesearch serve`. Serialised,
 /// the ones given are the top layers of the settings tree: their serde names are the
-/// tree's keys. The `[default: …]` in the help texts are written by hand: keep them
-/// equal to the tree's defaults (`--print-config` prints those).
+/// tree's keys. `--help` shows each default from the tree ([`with_tree_defaults`]);
+/// only a default in words (derived from another setting, or none) is written here.
 #[derive(Args, Debug, Serialize)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys, e.g. `bind = "0.0.0.0:8080"`).
@@ -35,53 +35,54 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip)]
     print_config: bool,
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address to listen on.
     #[arg(long, env = "FACESEARCH_BIND")]
     bind: Option<SocketAddr>,
-    /// Where the database lives [default: ./facesearch-data].
+    /// Where the database lives.
     #[arg(long, env = "FACESEARCH_DATA_DIR")]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     #[serde(skip)]
     database: DatabaseArgs,
-    /// Model pack: open or insightface [default: open].
+    /// Model pack: open or insightface.
     #[arg(long, env = "FACESEARCH_PACK")]
     #[serde(serialize_with = "as_text")]
     pack: Option<Pack>,
     /// Where models are cached [default: the user's cache dir].
     #[arg(long, env = "FACESEARCH_MODELS_DIR")]
     models_dir: Option<PathBuf>,
-    /// Live probability below which a search probe is refused as a spoof [default: 0.5].
+    /// Live probability below which a search probe is refused as a spoof.
     #[arg(long, env = "FACESEARCH_LIVENESS_THRESHOLD")]
     liveness_threshold: Option<f32>,
     /// Smallest context around a face (crop side / face side) for which liveness is judged;
-    /// below it a search is refused with LIVENESS_CANNOT_JUDGE [default: 1.0, only a face
-    /// larger than the photo; a close-up is judged with the fusion's close-up weights].
+    /// below it a search is refused with LIVENESS_CANNOT_JUDGE. At the default only a face
+    /// larger than the photo is refused; a close-up is judged with the fusion's close-up
+    /// weights.
     #[arg(long, env = "FACESEARCH_LIVENESS_MIN_CONTEXT")]
     liveness_min_context: Option<f32>,
-    /// Largest accepted image in bytes [default: 15728640].
+    /// Largest accepted image in bytes.
     #[arg(long, env = "FACESEARCH_MAX_IMAGE_BYTES")]
     max_image_bytes: Option<usize>,
-    /// Largest accepted image in pixels [default: 40000000].
+    /// Largest accepted image in pixels.
     #[arg(long, env = "FACESEARCH_MAX_IMAGE_PIXELS")]
     max_image_pixels: Option<u64>,
-    /// Largest max_results a search may ask for [default: 100].
+    /// Largest max_results a search may ask for.
     #[arg(long, env = "FACESEARCH_MAX_RESULTS_CAP")]
     max_results_cap: Option<usize>,
     /// Faces of one photo that a `faces=all` search analyses and searches at most,
-    /// largest first [default: 10].
+    /// largest first.
     #[arg(long, env = "FACESEARCH_MAX_SEARCH_FACES")]
     max_search_faces: Option<usize>,
-    /// Smallest face (pixels, shorter box side) that is embedded [default: 32].
+    /// Smallest face (pixels, shorter box side) that is embedded.
     #[arg(long, env = "FACESEARCH_MIN_FACE_SIZE")]
     min_face_size: Option<f32>,
-    /// Seconds a request may take before it is answered 503 [default: 60].
+    /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "FACESEARCH_REQUEST_TIMEOUT")]
     request_timeout: Option<u64>,
     /// Photos analysed at once [default: number of cores].
     #[arg(long, env = "FACESEARCH_WORKERS")]
     workers: Option<usize>,
-    /// Requests handled at once; more get 503 at once [default: 64].
+    /// Requests handled at once; more get 503 at once.
     #[arg(long, env = "FACESEARCH_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
     /// Requests one user may have in flight at once; more get 503 at once
@@ -94,7 +95,7 @@ pub struct ServeArgs {
     admin_reserved_slots: Option<usize>,
     /// Bytes of request bodies held in memory at once (64 KiB of each body are not
     /// counted); beyond it an upload waits up to 5 s, then gets 503. At least one
-    /// whole body; room for one is kept for admins [default: 268435456].
+    /// whole body; room for one is kept for admins.
     #[arg(long, env = "FACESEARCH_UPLOAD_BUDGET_BYTES")]
     upload_budget_bytes: Option<usize>,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
@@ -103,10 +104,10 @@ pub struct ServeArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, env = "FACESEARCH_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Days the audit log is kept; 0 keeps it forever [default: 365].
+    /// Days the audit log is kept; 0 keeps it forever.
     #[arg(long, env = "FACESEARCH_AUDIT_RETENTION_DAYS")]
     audit_retention_days: Option<u32>,
-    /// Name of the admin user created on first start [default: admin].
+    /// Name of the admin user created on first start.
     #[arg(long, env = "FACESEARCH_ADMIN_USER")]
     admin_user: Option<String>,
     /// A file holding the first admin's password (its first line), e.g. a systemd
@@ -132,15 +133,15 @@ pub struct ServeArgs {
     /// the only way to a threshold recall of 0.999 that is also the fastest; see README].
     #[arg(long, env = "FACESEARCH_EXACT_SEARCH_BELOW")]
     exact_search_below: Option<usize>,
-    /// HNSW candidate list size at search time: higher is slower and finds more [default: 2048].
+    /// HNSW candidate list size at search time: higher is slower and finds more.
     #[arg(long, env = "FACESEARCH_ANN_EF_SEARCH")]
     ann_ef_search: Option<usize>,
     /// Seconds between saves of a changed vector index to DATA_DIR/vectors, so a restart
-    /// need not re-read every vector; 0 never saves it [default: 60].
+    /// need not re-read every vector; 0 never saves it.
     #[arg(long, env = "FACESEARCH_INDEX_SAVE_INTERVAL")]
     index_save_interval: Option<u64>,
     /// Score (0-100, the scale of search) from which two records' faces count as one person:
-    /// the default of duplicate jobs and the bar of `check_duplicates=true` [default: 80].
+    /// the default of duplicate jobs and the bar of `check_duplicates=true`.
     #[arg(long, env = "FACESEARCH_DUPLICATE_SCORE")]
     duplicate_score: Option<f64>,
     /// Enrolment quality minimums (see docs/API.md, Face quality); 0 turns a minimum off.
@@ -163,36 +164,53 @@ pub struct ServeArgs {
 /// The enrolment quality limits (the engine's `QualityMinimums`).
 #[derive(Args, Debug, Default, Serialize)]
 struct QualityArgs {
-    /// Smallest face box side (pixels) enrolled [default: 32].
+    /// Smallest face box side (pixels) enrolled.
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_FACE_SIZE")]
     quality_min_face_size: Option<f32>,
-    /// Smallest inter-ocular distance (pixels) enrolled [default: 15].
+    /// Smallest inter-ocular distance (pixels) enrolled.
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_EYE_DISTANCE")]
     quality_min_eye_distance: Option<f32>,
-    /// Smallest sharpness (variance of the Laplacian of the aligned face) enrolled [default: 10].
+    /// Smallest sharpness (variance of the Laplacian of the aligned face) enrolled.
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_SHARPNESS")]
     quality_min_sharpness: Option<f32>,
-    /// Largest JPEG blockiness enrolled [default: 2.0].
+    /// Largest JPEG blockiness enrolled.
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_COMPRESSION")]
     quality_max_compression: Option<f32>,
-    /// Darkest mean grey level (0-255) of the face enrolled [default: 25].
+    /// Darkest mean grey level (0-255) of the face enrolled.
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_BRIGHTNESS")]
     quality_min_brightness: Option<f32>,
-    /// Brightest mean grey level (0-255) of the face enrolled [default: 230].
+    /// Brightest mean grey level (0-255) of the face enrolled.
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_BRIGHTNESS")]
     quality_max_brightness: Option<f32>,
-    /// Largest fraction (0-1) of the face clipped dark or bright [default: 0.5].
+    /// Largest fraction (0-1) of the face clipped dark or bright.
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_CLIPPED")]
     quality_max_clipped: Option<f32>,
-    /// Largest |yaw| in degrees [default: 60].
+    /// Largest |yaw| in degrees.
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_YAW")]
     quality_max_yaw: Option<f32>,
-    /// Largest |pitch| in degrees [default: 40].
+    /// Largest |pitch| in degrees.
     #[arg(long, env = "FACESEARCH_QUALITY_MAX_PITCH")]
     quality_max_pitch: Option<f32>,
-    /// Smallest detector confidence (0-1) [default: 0.7].
+    /// Smallest detector confidence (0-1).
     #[arg(long, env = "FACESEARCH_QUALITY_MIN_DETECTOR_SCORE")]
     quality_min_detector_score: Option<f32>,
+}
+
+/// `serve` with each setting's `[default: …]` appended to its help from the settings
+/// tree ([`settings::default_texts`]), so `--help` cannot drift from the defaults.
+/// Settings without a default value keep their words (`[default: number of cores]`).
+pub fn with_tree_defaults(command: clap::Command) -> clap::Command {
+    let defaults = settings::default_texts();
+    command.mut_args(|arg| {
+        let Some(text) = defaults.get(arg.get_id().as_str()) else { return arg };
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        let long = arg.get_long_help().map(|h| format!("{h} [default: {text}]"));
+        let arg = arg.help(format!("{help} [default: {text}]"));
+        match long {
+            Some(long) => arg.long_help(long),
+            None => arg,
+        }
+    })
 }
 
 /// A flag value by its text (what the config file would hold).
@@ -254,12 +272,11 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = s.server.workers.unwrap_or(cores).max(1);
     s.server.workers = Some(workers);
-    anyhow::ensure!((0.0..=1.0).contains(&s.engine.liveness_threshold), "liveness_threshold must be between 0 and 1");
-    anyhow::ensure!((0.0..=100.0).contains(&s.engine.duplicate_score), "duplicate_score must be between 0 and 100");
+    s.engine.validate()?;
     // Requests run concurrently: split the cores between them.
     s.pipeline.runtime = RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers };
-    s.engine.index.ann_min_rows = s.engine.index.ann_min_rows.max(1);
-    s.engine.index.ef_search = s.engine.index.ef_search.clamp(1, 10_000);
+    s.engine.vectors.ann_min_rows = s.engine.vectors.ann_min_rows.max(1);
+    s.engine.vectors.ef_search = s.engine.vectors.ef_search.clamp(1, 10_000);
     s.engine.max_concurrent_analyses = workers;
     if let Some(images) = args.reembed_pause_after {
         anyhow::ensure!(
@@ -277,10 +294,6 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
         .server
         .admin_reserved_slots
         .unwrap_or_else(|| facesearch_api::admission::default_admin_reserve(max_in_flight));
-    anyhow::ensure!(
-        admin_reserved_slots < max_in_flight,
-        "admin_reserved_slots ({admin_reserved_slots}) must be less than max_in_flight ({max_in_flight})"
-    );
     (s.server.max_in_flight_per_user, s.server.admin_reserved_slots) =
         (Some(max_in_flight_per_user), Some(admin_reserved_slots));
     let api = facesearch_api::ApiConfig {
@@ -294,6 +307,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
         max_search_faces: s.api.max_search_faces.max(1),
         ..s.api.clone()
     };
+    api.validate()?;
     // From the environment or a file only: a password never belongs in a flag.
     let (admin_password, password_source) = match std::env::var("FACESEARCH_ADMIN_PASSWORD") {
         Ok(p) => (Some(p), "environment FACESEARCH_ADMIN_PASSWORD"),
@@ -306,7 +320,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     let config = ServerConfig {
         bind: s.server.bind,
         data_dir: s.server.data_dir.clone(),
-        postgres: args.database.postgres()?,
+        store: args.database.store_config(&s.server.data_dir)?,
         pack,
         models_dir: s.server.models_dir.clone(),
         pipeline: s.pipeline,
@@ -329,7 +343,7 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
         (Some(_), true) => "environment FACESEARCH_DATABASE_URL".to_string(),
         (Some(_), false) => "flag --store".to_string(),
     };
-    shown.push_str(&format!("# store: {}  # {store_source}\n", config.store().location()));
+    shown.push_str(&format!("# store: {}  # {store_source}\n", config.store.location()));
     let set = if config.admin_password.is_some() { "<set>" } else { "<unset>" };
     shown.push_str(&format!("# admin_password: {set}  # {password_source}\n"));
     Ok(Resolved { config, exit_on_stdin_close: args.exit_on_stdin_close, print_config: args.print_config, shown })
@@ -393,6 +407,35 @@ mod tests {
         let matches = Cli::command().try_get_matches_from(argv)?;
         let cli = Cli::from_arg_matches(&matches)?;
         resolve(cli.serve, &env.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// `--help` shows each tree default once, from the tree: the same values
+    /// `--print-config` prints.
+    #[test]
+    fn help_shows_the_trees_defaults_once() {
+        let command = with_tree_defaults(ServeArgs::augment_args(clap::Command::new("serve")));
+        let defaults = settings::default_texts();
+        let mut shown = 0;
+        for arg in command.get_arguments() {
+            let help = arg.get_long_help().or(arg.get_help()).map(ToString::to_string).unwrap_or_default();
+            assert!(help.matches("[default:").count() <= 1, "--{}: {help}", arg.get_id());
+            if let Some(text) = defaults.get(arg.get_id().as_str()) {
+                assert!(help.ends_with(&format!("[default: {text}]")), "--{}: {help}", arg.get_id());
+                shown += 1;
+            }
+        }
+        assert!(shown >= 25, "only {shown} defaults shown");
+        let help_of = |id: &str| {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).expect("a serve flag");
+            arg.get_help().map(ToString::to_string).unwrap_or_default()
+        };
+        assert!(help_of("bind").ends_with("[default: 127.0.0.1:8080]"));
+        assert!(help_of("max_in_flight").ends_with("[default: 64]"));
+        assert!(help_of("liveness_threshold").ends_with("[default: 0.5]"));
+        assert!(help_of("max_image_bytes").ends_with(&format!("[default: {}]", 15 * 1024 * 1024)));
+        assert!(help_of("quality_max_compression").ends_with("[default: 2]"));
+        assert!(help_of("workers").ends_with("[default: number of cores]"), "a derived default keeps its words");
+        assert!(!help_of("metrics_auth").contains("[default:"), "switches show none");
     }
 
     fn resolved(flags: &[&str]) -> anyhow::Result<ServerConfig> {
@@ -467,9 +510,9 @@ mod tests {
     #[test]
     fn the_store_is_sqlite_in_the_data_dir_unless_a_postgres_url_is_given() {
         use facesearch_store::StoreConfig;
-        let sqlite = resolved(&["--data-dir", "/srv/faces"]).expect("resolves").store();
+        let sqlite = resolved(&["--data-dir", "/srv/faces"]).expect("resolves").store;
         assert!(matches!(&sqlite, StoreConfig::Sqlite { data_dir } if data_dir == std::path::Path::new("/srv/faces")));
-        let pg = resolved(&["--store", "postgres://u:secret@db/faces"]).expect("resolves").store();
+        let pg = resolved(&["--store", "postgres://u:secret@db/faces"]).expect("resolves").store;
         assert!(matches!(&pg, StoreConfig::Postgres(c) if c.url == "postgres://u:secret@db/faces"));
         assert!(!pg.location().contains("secret"), "the location shown hides the password");
     }
@@ -490,7 +533,28 @@ mod tests {
         let flags = ["--config", config, "--max-in-flight-per-user", "4", "--admin-reserved-slots", "2"];
         assert_eq!(limits(resolved(&flags).expect("flags over the file")), (20, 4, 2, 1_000_000));
         let all_reserved = resolved(&["--max-in-flight", "4", "--admin-reserved-slots", "4"]);
-        assert!(all_reserved.is_err(), "a reserve that leaves non-admins no slot is refused");
+        let e = all_reserved.expect_err("a reserve that leaves non-admins no slot is refused");
+        assert!(e.to_string().contains("admin_reserved_slots"), "{e}");
+    }
+
+    /// Each range check lives with the config that owns the setting
+    /// (`EngineConfig::validate`, `ApiConfig::validate`); serve applies them and says
+    /// which setting is wrong.
+    #[test]
+    fn settings_out_of_range_are_refused_naming_the_setting() {
+        for (flag, setting) in [
+            ("--liveness-threshold=1.5", "liveness_threshold"),
+            ("--liveness-threshold=-0.1", "liveness_threshold"),
+            ("--duplicate-score=101", "duplicate_score"),
+            ("--duplicate-score=NaN", "duplicate_score"),
+        ] {
+            let e = resolved(&[flag]).expect_err("out of range");
+            assert!(e.to_string().starts_with(&format!("{setting} must be between")), "{flag}: {e}");
+        }
+        assert!(
+            resolved(&["--liveness-threshold", "1", "--duplicate-score", "100"]).is_ok(),
+            "the bounds are in range"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! each key, which `--print-config` shows. clap reads flags and environment (it
 //! documents both in `--help`); which of the two gave a value is its `ValueSource`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ use anyhow::Context;
 use facesearch_api::ApiConfig;
 use facesearch_engine::EngineConfig;
 use facesearch_face::{Pack, PipelineConfig};
-use figment::value::{Dict, Value};
+use figment::value::{Dict, Num, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,27 @@ fn dict_of(value: &impl Serialize) -> anyhow::Result<Dict> {
 /// Every key of the tree (a setting left `None` by default is still a key).
 pub fn known_keys() -> BTreeSet<String> {
     dict_of(&Settings::default()).map(|d| d.into_keys().collect()).unwrap_or_default()
+}
+
+/// Each setting's default as `serve --help` shows it (`[default: …]`), by key; a
+/// setting with no default value (`None`, or `none`: the largest integer) is left
+/// out — its help text says in words what it falls back to — and so are switches.
+pub fn default_texts() -> BTreeMap<String, String> {
+    let Ok(defaults) = dict_of(&Settings::default()) else { return BTreeMap::new() };
+    defaults
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let text = match value {
+                Value::String(_, s) => s,
+                Value::Num(_, n) if n.to_u128() == Some(u128::from(u64::MAX)) => return None,
+                Value::Num(_, Num::F32(f)) => f.to_string(),
+                Value::Num(_, Num::F64(f)) => f.to_string(),
+                Value::Num(_, n) => n.to_u128_lossy().map(|u| u.to_string()).or(n.to_i128().map(|i| i.to_string()))?,
+                _ => return None,
+            };
+            Some((key, text))
+        })
+        .collect()
 }
 
 /// The config file's values; a key that is not a setting is refused (the file is

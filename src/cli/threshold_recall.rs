@@ -65,7 +65,7 @@ impl Threshold {
 mod tests {
     use super::*;
     use facesearch_face::Pack;
-    use facesearch_index::{FaceIndex, IndexConfig};
+    use facesearch_vectors::{VectorConfig, VectorIndex};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     fn unit(rng: &mut StdRng, dim: usize) -> Vec<f32> {
@@ -95,9 +95,14 @@ mod tests {
             })
             .collect();
         // A small ef on a sparse graph, so the graph does miss some.
-        let config =
-            IndexConfig { ann_min_rows: 1, connectivity: 4, expansion_add: 8, ef_search: 4, ..IndexConfig::default() };
-        let index = FaceIndex::with_config(dim, config);
+        let config = VectorConfig {
+            ann_min_rows: 1,
+            connectivity: 4,
+            expansion_add: 8,
+            ef_search: 4,
+            ..VectorConfig::default()
+        };
+        let index = VectorIndex::with_config(dim, config);
         let records: Vec<String> = (0..rows).map(|i| format!("r{}", i / 2)).collect(); // two images per record
         let images: Vec<String> = (0..rows).map(|i| format!("i{i}")).collect();
         index
@@ -109,7 +114,7 @@ mod tests {
             let mut tally = Tally::default();
             let mut brute = Tally::default();
             for q in &queries {
-                let keep = |hits: Vec<facesearch_index::Hit>| -> Vec<String> {
+                let keep = |hits: Vec<facesearch_vectors::Hit>| -> Vec<String> {
                     hits.into_iter().filter(|h| t.passes(&calibration, h.similarity)).map(|h| h.record_id).collect()
                 };
                 let exact = keep(index.search_exact(q, &["g"], t.min_similarity, k).unwrap());
@@ -119,7 +124,7 @@ mod tests {
                 let mut best: std::collections::HashMap<&str, f32> = std::collections::HashMap::new();
                 for (i, v) in gallery.iter().enumerate() {
                     // The index's own dot product, so that the floats (and ties) are the same.
-                    let s = facesearch_index::dot(q, v);
+                    let s = facesearch_vectors::dot(q, v);
                     let e = best.entry(records[i].as_str()).or_insert(f32::NEG_INFINITY);
                     *e = e.max(s);
                 }

@@ -158,6 +158,18 @@ fn grants_text(user: &User) -> String {
     if user.grants.is_empty() { "-".to_string() } else { user.grants.join(",") }
 }
 
+/// An engine refusal as the operator reads it.
+fn user_error(e: EngineError) -> anyhow::Error {
+    match e {
+        EngineError::UserNotFound(name) => anyhow!("there is no user named {name:?}"),
+        EngineError::IndexNotFound(id) => anyhow!("there is no index with id {id:?}"),
+        EngineError::Store(StoreError::LastAdmin(name)) => {
+            anyhow!("{name:?} is the last admin and cannot be removed; add another admin first")
+        }
+        e => anyhow!(e),
+    }
+}
+
 async fn warn_if_no_admin(store: &dyn Store) -> anyhow::Result<()> {
     if !store.list_users().await?.iter().any(|u| u.role == Role::Admin) {
         eprintln!(
@@ -211,12 +223,10 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { username } => {
             let store = open(location, false).await?;
+            // Asked before the prompt, so nobody types a password for a typo.
             existing_user(store.as_ref(), &username).await?;
             let password = read_password(&username)?;
-            if !store.set_password(&username, &password).await? {
-                bail!("there is no user named {username:?}");
-            }
-            let user = existing_user(store.as_ref(), &username).await?;
+            let user = Service::new(store).update_user(&username, Some(&password), None).await.map_err(user_error)?;
             if json {
                 print_json(&user_object(&user))?;
             } else {
@@ -225,11 +235,9 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
         }
         UserCommand::Grant { username, index_id } => {
             let store = open(location, false).await?;
-            existing_user(store.as_ref(), &username).await?;
             let index_id = existing_index(store.as_ref(), &index_id).await?;
-            if !store.grant(&username, &index_id).await? {
-                bail!("could not grant {index_id:?} to {username:?}: the user or the index no longer exists");
-            }
+            let service = Service::new(store.clone());
+            service.grant(&username, &index_id).await.map_err(user_error)?;
             let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&user_object(&user))?;
@@ -239,9 +247,8 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
         }
         UserCommand::Revoke { username, index_id } => {
             let store = open(location, false).await?;
-            existing_user(store.as_ref(), &username).await?;
             let index_id = existing_index(store.as_ref(), &index_id).await?;
-            let removed = store.revoke(&username, &index_id).await?;
+            let removed = Service::new(store.clone()).revoke(&username, &index_id).await.map_err(user_error)?;
             let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&json!({"user": user_object(&user), "revoked": removed}))?;
@@ -255,15 +262,8 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
             let store = open(location, false).await?;
             // The store refuses to delete the last admin, in the transaction of the delete
             // (so a server, or another `facesearch user`, deleting at the same moment
-            // cannot leave none).
-            match store.delete_user(&username).await {
-                Ok(true) => {}
-                Ok(false) => bail!("there is no user named {username:?}"),
-                Err(facesearch_store::StoreError::LastAdmin(_)) => {
-                    bail!("{username:?} is the last admin and cannot be removed; add another admin first")
-                }
-                Err(e) => return Err(anyhow!(e).context("removing the user")),
-            }
+            // cannot leave none). An operator at the machine has no account of their own.
+            Service::new(store).delete_user(None, &username).await.map_err(user_error)?;
             if json {
                 print_json(&json!({"removed": username}))?;
             } else {

@@ -66,10 +66,9 @@ impl Refusal {
             Refusal::User(limit) => ApiError::unavailable(format!(
                 "you already have {limit} requests in flight, the most one user may have; retry when one has finished"
             ))
-            .with("limit", limit),
-            Refusal::Server(limit) => {
-                ApiError::unavailable("too many requests in flight; retry shortly").with("limit", limit)
-            }
+            .with(|d| d.limit = Some(limit as u64)),
+            Refusal::Server(limit) => ApiError::unavailable("too many requests in flight; retry shortly")
+                .with(|d| d.limit = Some(limit as u64)),
         }
     }
 }
@@ -179,7 +178,8 @@ pub struct BudgetExhausted(pub usize);
 
 impl BudgetExhausted {
     pub fn into_error(self) -> ApiError {
-        ApiError::unavailable("the server is receiving too many uploads at once; retry shortly").with("limit", self.0)
+        ApiError::unavailable("the server is receiving too many uploads at once; retry shortly")
+            .with(|d| d.limit = Some(self.0 as u64))
     }
 }
 

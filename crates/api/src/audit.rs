@@ -97,7 +97,7 @@ impl AuditEntry {
             Ok(_) => "ok".to_string(),
             Err(e) => {
                 // The error's own fields (e.g. liveness_score, threshold) explain a refusal.
-                self.details.insert("error".into(), Value::Object(e.details.clone()));
+                self.details.insert("error".into(), Value::Object(e.details_json()));
                 e.code.to_string()
             }
         };

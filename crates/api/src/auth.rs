@@ -617,7 +617,7 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
 
 fn too_many_attempts(seconds: u64) -> ApiError {
     ApiError::new(ErrorCode::TooManyAttempts, format!("too many failed logins; try again in {seconds} s"))
-        .with("retry_after", seconds)
+        .with(|d| d.retry_after = Some(seconds))
 }
 
 /// Checks the `Authorization` header of a request from `peer` (the client address,
@@ -671,7 +671,7 @@ fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 
 /// An error response, with `Retry-After` set from a `retry_after` detail.
 fn error_response(e: ApiError) -> Response {
-    let retry = e.details.get("retry_after").and_then(serde_json::Value::as_u64);
+    let retry = e.details.retry_after;
     let mut response = e.into_response();
     if let Some(seconds) = retry {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
@@ -1005,7 +1005,7 @@ mod tests {
         // The right password is refused from that address, and accepted from any other.
         let e = authenticate(&basic("alice", "alice-Password-1"), ip("10.0.1.1"), &state).await.expect_err("locked");
         assert_eq!(e.code, "TOO_MANY_ATTEMPTS");
-        assert!(e.details["retry_after"].as_u64().is_some_and(|s| (1..=60).contains(&s)));
+        assert!(e.details.retry_after.is_some_and(|s| (1..=60).contains(&s)));
         authenticate(&basic("alice", "alice-Password-1"), ip("10.0.1.2"), &state).await.expect("not locked out");
         assert!(locked(&state.throttle().turns).is_empty(), "verification turns are given back");
     }

@@ -12,6 +12,8 @@ use facesearch_face::{DecodeError, PipelineError};
 use facesearch_store::StoreError;
 use serde_json::{Map, Value, json};
 
+use crate::responses::ErrorDetails;
+
 pub use crate::error_codes::ErrorCode;
 use crate::responses::search::ScoredBox;
 
@@ -22,13 +24,14 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
-    pub details: Map<String, Value>,
+    /// Boxed: most errors carry none, and an `Err` stays small.
+    pub details: Box<ErrorDetails>,
 }
 
 impl ApiError {
     /// An error of `code`, answered with the code's status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status: code.status(), code, message: message.into(), details: Map::new() }
+        Self { status: code.status(), code, message: message.into(), details: Box::default() }
     }
 
     /// The same error answered with another status: a bare status of the transport
@@ -38,16 +41,21 @@ impl ApiError {
         self
     }
 
-    /// Adds a detail, one of the fields [`ErrorObject`](crate::responses::ErrorObject)
-    /// documents (checked in debug builds, so that every test that meets the error
-    /// checks it; `openapi::tests::errors_are_their_schema` checks the types).
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        debug_assert!(
-            crate::responses::error::is_documented_detail(key),
-            "the error detail {key:?} is not a field of ErrorObject"
-        );
-        self.details.insert(key.to_string(), value.into());
+    /// Sets details of the error body (fields of [`ErrorDetails`], the type its
+    /// schema is made from): `.with(|d| d.index_id = Some(id.into()))`.
+    pub fn with(mut self, set: impl FnOnce(&mut ErrorDetails)) -> Self {
+        set(&mut self.details);
         self
+    }
+
+    /// The details as a JSON object, only those set (also what the audit trail keeps).
+    pub fn details_json(&self) -> Map<String, Value> {
+        let mut details = match serde_json::to_value(&*self.details) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        details.retain(|_, v| !v.is_null());
+        details
     }
 
     pub fn unauthorized() -> Self {
@@ -57,16 +65,18 @@ impl ApiError {
         Self::new(ErrorCode::Forbidden, format!("you are not allowed to {what}"))
     }
     pub fn invalid_parameter(name: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidParameter, message).with("parameter", name)
+        Self::new(ErrorCode::InvalidParameter, message).with(|d| d.parameter = Some(name.into()))
     }
     pub fn missing_field(name: &str) -> Self {
-        Self::new(ErrorCode::MissingField, format!("the field {name:?} is required")).with("field", name)
+        Self::new(ErrorCode::MissingField, format!("the field {name:?} is required"))
+            .with(|d| d.field = Some(name.into()))
     }
     pub fn index_not_found(id: &str) -> Self {
-        Self::new(ErrorCode::IndexNotFound, format!("no index with id {id:?}")).with("index_id", id)
+        Self::new(ErrorCode::IndexNotFound, format!("no index with id {id:?}")).with(|d| d.index_id = Some(id.into()))
     }
     pub fn record_not_found(id: &str) -> Self {
-        Self::new(ErrorCode::RecordNotFound, format!("no record with id {id:?} in this index")).with("record_id", id)
+        Self::new(ErrorCode::RecordNotFound, format!("no record with id {id:?} in this index"))
+            .with(|d| d.record_id = Some(id.into()))
     }
     pub fn file_not_found() -> Self {
         Self::new(ErrorCode::FileNotFound, "no file with this id")
@@ -87,7 +97,7 @@ impl ApiError {
         let mut error = Map::new();
         error.insert("code".into(), self.code.as_str().into());
         error.insert("message".into(), self.message.clone().into());
-        error.extend(self.details.clone());
+        error.extend(self.details_json());
         json!({ "error": error })
     }
 }
@@ -114,12 +124,15 @@ impl From<DecodeError> for ApiError {
         // The code is the engine's (`decode_error_code`); the status and details are HTTP's.
         let code = ErrorCode::from_code(decode_error_code(&e)).unwrap_or(ErrorCode::InvalidImage);
         match e {
-            DecodeError::TooManyBytes { bytes, limit } => {
-                Self::new(code, e.to_string()).with("bytes", bytes).with("limit", limit)
-            }
-            DecodeError::TooManyPixels { width, height, limit } => {
-                Self::new(code, e.to_string()).with("width", width).with("height", height).with("max_pixels", limit)
-            }
+            DecodeError::TooManyBytes { bytes, limit } => Self::new(code, e.to_string()).with(|d| {
+                d.bytes = Some(bytes as u64);
+                d.limit = Some(limit as u64);
+            }),
+            DecodeError::TooManyPixels { width, height, limit } => Self::new(code, e.to_string()).with(|d| {
+                d.width = Some(u64::from(width));
+                d.height = Some(u64::from(height));
+                d.max_pixels = Some(limit);
+            }),
             DecodeError::Empty | DecodeError::UnknownFormat | DecodeError::Corrupt { .. } => {
                 Self::new(code, e.to_string())
             }
@@ -137,21 +150,32 @@ impl From<PipelineError> for ApiError {
         let error = Self::new(code, e.to_string());
         match &e {
             PipelineError::Decode(d) => d.clone().into(),
-            PipelineError::FaceTooSmall { size, min } => error.with("face_size", *size).with("min_face_size", *min),
+            PipelineError::FaceTooSmall { size, min } => error.with(|d| {
+                d.face_size = Some(f64::from(*size));
+                d.min_face_size = Some(f64::from(*min));
+            }),
             PipelineError::AmbiguousFaces { count, faces } => {
                 // The boxes let an operator see what the other face was (a poster, a statuette…).
-                let boxes: Vec<ScoredBox> = faces.iter().map(ScoredBox::of).collect();
-                error.with("faces", *count).with("boxes", serde_json::to_value(boxes).unwrap_or(Value::Null))
+                error.with(|d| {
+                    d.faces = Some(*count as u64);
+                    d.boxes = Some(faces.iter().map(ScoredBox::of).collect());
+                })
             }
-            PipelineError::NotUpright { roll, max } => {
-                error.with("roll", round(f64::from(*roll), 1)).with("max_roll", f64::from(*max))
-            }
+            PipelineError::NotUpright { roll, max } => error.with(|d| {
+                d.roll = Some(round(f64::from(*roll), 1));
+                d.max_roll = Some(f64::from(*max));
+            }),
             PipelineError::LowQuality(f) => {
-                let limit = if f.limit_kind == "min" { "minimum" } else { "maximum" };
-                error
-                    .with("measure", f.measure)
-                    .with("value", round(f64::from(f.value), 3))
-                    .with(limit, round(f64::from(f.limit), 3))
+                let limit = Some(round(f64::from(f.limit), 3));
+                error.with(|d| {
+                    d.measure = Some(f.measure.to_string());
+                    d.value = Some(round(f64::from(f.value), 3));
+                    if f.limit_kind == "min" {
+                        d.minimum = limit;
+                    } else {
+                        d.maximum = limit;
+                    }
+                })
             }
             PipelineError::NoFace
             | PipelineError::Unalignable
@@ -164,7 +188,7 @@ impl From<PipelineError> for ApiError {
 impl From<UserRuleError> for ApiError {
     fn from(e: UserRuleError) -> Self {
         if e.is_weak_password() {
-            Self::new(ErrorCode::WeakPassword, e.to_string()).with("min_length", MIN_PASSWORD_CHARS)
+            Self::new(ErrorCode::WeakPassword, e.to_string()).with(|d| d.min_length = Some(MIN_PASSWORD_CHARS as u64))
         } else {
             Self::invalid_parameter(e.parameter(), e.to_string())
         }
@@ -181,9 +205,8 @@ impl From<StoreError> for ApiError {
                 Self::new(ErrorCode::UserExists, format!("a user named {name:?} already exists"))
             }
             StoreError::Conflict(detail) => Self::new(ErrorCode::Conflict, detail.clone()),
-            StoreError::LastAdmin(name) => {
-                Self::new(ErrorCode::Conflict, "the last admin cannot be deleted").with("username", name.as_str())
-            }
+            StoreError::LastAdmin(name) => Self::new(ErrorCode::Conflict, "the last admin cannot be deleted")
+                .with(|d| d.username = Some(name.clone())),
             StoreError::InvalidCursor => {
                 Self::invalid_parameter("cursor", "the cursor is not one this server returned")
             }
@@ -218,36 +241,41 @@ impl From<EngineError> for ApiError {
             EngineError::Face(f) => f.into(),
             EngineError::Store(s) => s.into(),
             EngineError::LivenessFailed { score, threshold } => {
-                Self::new(ErrorCode::LivenessCheckFailed, e.to_string())
-                    .with("liveness_score", round(f64::from(score), 4))
-                    .with("threshold", round(f64::from(threshold), 4))
+                Self::new(ErrorCode::LivenessCheckFailed, e.to_string()).with(|d| {
+                    d.liveness_score = Some(round(f64::from(score), 4));
+                    d.threshold = Some(round(f64::from(threshold), 4));
+                })
             }
             EngineError::LivenessCannotJudge { context, min_context } => {
-                Self::new(ErrorCode::LivenessCannotJudge, e.to_string())
-                    .with("context", round(f64::from(context), 2))
-                    .with("min_context", round(f64::from(min_context), 2))
+                Self::new(ErrorCode::LivenessCannotJudge, e.to_string()).with(|d| {
+                    d.context = Some(round(f64::from(context), 2));
+                    d.min_context = Some(round(f64::from(min_context), 2));
+                })
             }
             EngineError::IndexNotFound(id) => Self::index_not_found(&id),
             EngineError::UnknownPack { .. } => Self::new(ErrorCode::IndexPackMismatch, e.to_string()),
             EngineError::PackMoved(_) => Self::unavailable(e.to_string()),
             EngineError::MixedPacks(_) => Self::new(ErrorCode::IndexPackMismatch, e.to_string()),
             EngineError::DuplicateFace { ref record_id, ref image_id, score } => {
-                Self::new(ErrorCode::DuplicateFace, e.to_string())
-                    .with("record_id", record_id.as_str())
-                    .with("image_id", image_id.as_str())
-                    .with("match_score", score)
+                Self::new(ErrorCode::DuplicateFace, e.to_string()).with(|d| {
+                    d.record_id = Some(record_id.clone());
+                    d.image_id = Some(image_id.clone());
+                    d.match_score = Some(score);
+                })
             }
             EngineError::UserRule(rule) => rule.into(),
             EngineError::UserNotFound(name) => crate::routes::users::user_not_found(&name),
             EngineError::RoleChange { .. } => {
-                Self::new(ErrorCode::RoleChangeNotSupported, e.to_string()).with("parameter", "role")
+                Self::new(ErrorCode::RoleChangeNotSupported, e.to_string()).with(|d| d.parameter = Some("role".into()))
             }
-            EngineError::OwnAccount(name) => {
-                Self::new(ErrorCode::Conflict, "you cannot delete your own account").with("username", name)
-            }
+            EngineError::OwnAccount(name) => Self::new(ErrorCode::Conflict, "you cannot delete your own account")
+                .with(|d| d.username = Some(name.clone())),
             EngineError::NotReady => Self::unavailable(e.to_string()),
             EngineError::Busy => Self::unavailable("the server is too busy; retry shortly"),
-            EngineError::Index(_) | EngineError::Calibration(_) | EngineError::Task(_) => {
+            EngineError::Vectors(_)
+            | EngineError::Calibration(_)
+            | EngineError::Task(_)
+            | EngineError::Setting { .. } => {
                 tracing::error!(error = %e, "engine failure");
                 Self::internal()
             }
@@ -304,14 +332,14 @@ mod tests {
         use facesearch_engine::users::{check_password, check_username, parse_role};
         let short = ApiError::from(check_password("short-pass1").unwrap_err());
         assert_eq!((short.status, short.code), (StatusCode::BAD_REQUEST, ErrorCode::WeakPassword));
-        assert_eq!(short.details.get("min_length"), Some(&json!(MIN_PASSWORD_CHARS)));
+        assert_eq!(short.details.min_length, Some(MIN_PASSWORD_CHARS as u64));
         let blank = ApiError::from(check_password(&" ".repeat(12)).unwrap_err());
         assert_eq!(blank.code, ErrorCode::WeakPassword);
         let long = ApiError::from(check_password(&"x".repeat(1025)).unwrap_err());
-        assert_eq!((long.code, long.details.get("parameter")), (ErrorCode::InvalidParameter, Some(&json!("password"))));
+        assert_eq!((long.code, long.details.parameter.as_deref()), (ErrorCode::InvalidParameter, Some("password")));
         let name = ApiError::from(check_username("me").unwrap_err());
-        assert_eq!((name.code, name.details.get("parameter")), (ErrorCode::InvalidParameter, Some(&json!("username"))));
+        assert_eq!((name.code, name.details.parameter.as_deref()), (ErrorCode::InvalidParameter, Some("username")));
         let role = ApiError::from(parse_role("root").unwrap_err());
-        assert_eq!(role.details.get("parameter"), Some(&json!("role")));
+        assert_eq!(role.details.parameter.as_deref(), Some("role"));
     }
 }

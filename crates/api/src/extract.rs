@@ -96,9 +96,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(BodyTooLarge(limit)) = req.extensions().get::<BodyTooLarge>() {
-            return Err(
-                ApiError::too_large(format!("the request body is larger than {limit} bytes")).with("limit", *limit)
-            );
+            return Err(ApiError::too_large(format!("the request body is larger than {limit} bytes"))
+                .with(|d| d.limit = Some(*limit as u64)));
         }
         if !is_json(req.headers()) {
             return Err(ApiError::new(
@@ -237,7 +236,7 @@ impl FromRequest<AppState> for Form {
                     state.config().max_image_bytes
                 ),
             )
-            .with("limit", state.config().max_image_bytes));
+            .with(|d| d.limit = Some(state.config().max_image_bytes as u64)));
         }
         let mut multipart = Multipart::from_request(req, state).await.map_err(|_| {
             ApiError::new(ErrorCode::UnsupportedMediaType, "the body must be multipart/form-data with a boundary")
@@ -275,7 +274,7 @@ impl FromRequest<AppState> for Form {
                 if bytes.len() + chunk.len() > limit {
                     return Err(if is_file {
                         ApiError::new(ErrorCode::ImageTooLarge, format!("the image is larger than {limit} bytes"))
-                            .with("limit", limit)
+                            .with(|d| d.limit = Some(limit as u64))
                     } else {
                         ApiError::invalid_parameter(&name, format!("the field {name:?} is longer than {limit} bytes"))
                     });
@@ -299,9 +298,8 @@ impl Form {
     pub fn file(&mut self, name: &str) -> Result<Upload, ApiError> {
         if let Some(f) = self.files.remove(name) {
             if f.bytes.is_empty() {
-                return Err(
-                    ApiError::new(ErrorCode::InvalidImage, format!("the file {name:?} is empty")).with("field", name)
-                );
+                return Err(ApiError::new(ErrorCode::InvalidImage, format!("the file {name:?} is empty"))
+                    .with(|d| d.field = Some(name.to_string())));
             }
             return Ok(f);
         }

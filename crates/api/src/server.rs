@@ -35,6 +35,9 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("could not load the TLS certificate {cert} or key {key}: {source}")]
     Tls { cert: PathBuf, key: PathBuf, source: std::io::Error },
+    /// Settings that cannot work together ([`crate::ApiConfig::validate`]).
+    #[error("{setting} must be {rule}, not {value}")]
+    Setting { setting: &'static str, rule: String, value: String },
 }
 
 /// Binds the listening socket (before the models load, so `/healthz` answers at once).

@@ -12,6 +12,7 @@ use crate::auth::{CredentialCache, LoginThrottle};
 use crate::error::ApiError;
 use crate::jobs::DuplicateJobs;
 use crate::metrics::Metrics;
+use crate::server::ServerError;
 
 /// The default of [`ApiConfig::max_search_faces`].
 pub const DEFAULT_MAX_SEARCH_FACES: usize = 10;
@@ -79,6 +80,21 @@ impl Default for ApiConfig {
             require_liveness: false,
             max_search_faces: DEFAULT_MAX_SEARCH_FACES,
         }
+    }
+}
+
+impl ApiConfig {
+    /// Refuses settings that cannot work together, naming them: the slots reserved
+    /// for admins must leave at least one of `max_in_flight` to everyone else.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if self.admin_reserved_slots >= self.max_in_flight {
+            return Err(ServerError::Setting {
+                setting: "admin_reserved_slots",
+                rule: format!("less than max_in_flight ({})", self.max_in_flight),
+                value: self.admin_reserved_slots.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -175,5 +191,29 @@ impl AppState {
     /// What keeps refused requests from flooding the audit log.
     pub fn refusals(&self) -> &RefusalLog {
         &self.0.refusals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserve_that_leaves_no_slot_to_others_is_refused_by_name() {
+        assert!(ApiConfig::default().validate().is_ok());
+        let config = |max_in_flight, admin_reserved_slots| ApiConfig {
+            max_in_flight,
+            admin_reserved_slots,
+            ..ApiConfig::default()
+        };
+        assert!(config(4, 3).validate().is_ok());
+        assert!(config(1, 0).validate().is_ok(), "no reserve on one slot");
+        for reserve in [4, 5] {
+            let e = config(4, reserve).validate().expect_err("refused");
+            assert_eq!(
+                e.to_string(),
+                format!("admin_reserved_slots must be less than max_in_flight (4), not {reserve}")
+            );
+        }
     }
 }

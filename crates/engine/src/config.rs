@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facesearch_face::{FacePipeline, Pack, PipelineError, QualityMinimums};
-use facesearch_index::IndexConfig;
+use facesearch_vectors::VectorConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(default)]
@@ -25,7 +27,7 @@ pub struct EngineConfig {
     pub queue_timeout: Duration,
     /// Exact or approximate vector search, by collection size.
     #[serde(flatten)]
-    pub index: IndexConfig,
+    pub vectors: VectorConfig,
     /// Test-only: a re-embedding job stops (still `running`, resumed at the next start)
     /// once this many images of its index are staged. Lets a test interrupt a job at a
     /// known point without timing. Only in a build with the `test-knobs` feature (the
@@ -51,7 +53,7 @@ impl Default for EngineConfig {
             liveness_threshold: facesearch_face::liveness::DEFAULT_THRESHOLD,
             max_concurrent_analyses: 1,
             queue_timeout: Duration::from_secs(10),
-            index: IndexConfig::default(),
+            vectors: VectorConfig::default(),
             #[cfg(feature = "test-knobs")]
             reembed_pause_after: None,
             quality: QualityMinimums::default(),
@@ -76,6 +78,14 @@ impl EngineConfig {
         }
     }
 
+    /// Refuses a setting out of its range, naming it: `liveness_threshold` (a
+    /// probability, 0 to 1) and `duplicate_score` (a calibrated score, 0 to 100). NaN
+    /// is in no range.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        within("liveness_threshold", self.liveness_threshold, 0.0, 1.0, "between 0 and 1")?;
+        within("duplicate_score", self.duplicate_score, 0.0, 100.0, "between 0 and 100")
+    }
+
     /// The test-only pause, `None` in production builds.
     pub(crate) fn reembed_pause_after(&self) -> Option<u64> {
         #[cfg(feature = "test-knobs")]
@@ -85,6 +95,47 @@ impl EngineConfig {
     }
 }
 
+/// `value` within `low..=high`, else [`EngineError::Setting`] naming `setting`.
+fn within<T: PartialOrd + ToString>(
+    setting: &'static str,
+    value: T,
+    low: T,
+    high: T,
+    range: &'static str,
+) -> Result<(), EngineError> {
+    if (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(EngineError::Setting { setting, range, value: value.to_string() })
+    }
+}
+
 /// Loads the face pipeline of a pack (fetching its models if needed). Called on the
 /// blocking pool, at most once per pack.
 pub type PipelineLoader = Arc<dyn Fn(Pack) -> Result<FacePipeline, PipelineError> + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused_by_name() {
+        assert!(EngineConfig::default().validate().is_ok());
+        let edges = EngineConfig { liveness_threshold: 1.0, duplicate_score: 0.0, ..EngineConfig::default() };
+        assert!(edges.validate().is_ok(), "the bounds are in range");
+        for bad in [1.5, -0.1, f32::NAN] {
+            let e =
+                EngineConfig { liveness_threshold: bad, ..EngineConfig::default() }.validate().expect_err("refused");
+            assert!(matches!(e, EngineError::Setting { setting: "liveness_threshold", .. }), "{e:?}");
+            assert!(e.to_string().starts_with("liveness_threshold must be between 0 and 1, not "), "{e}");
+        }
+        for bad in [100.5, -1.0, f64::NAN] {
+            let e = EngineConfig { duplicate_score: bad, ..EngineConfig::default() }.validate().expect_err("refused");
+            assert!(matches!(e, EngineError::Setting { setting: "duplicate_score", .. }), "{e:?}");
+        }
+        let e = EngineConfig { duplicate_score: 101.0, ..EngineConfig::default() }.validate().expect_err("refused");
+        assert_eq!(e.to_string(), "duplicate_score must be between 0 and 100, not 101");
+        let e = EngineConfig { liveness_threshold: -0.1, ..EngineConfig::default() }.validate().expect_err("refused");
+        assert_eq!(e.to_string(), "liveness_threshold must be between 0 and 1, not -0.1");
+    }
+}

@@ -2,7 +2,7 @@
 //! records name different people (one face enrolled under several identities).
 //!
 //! Every face of the indexes is compared with every other exactly, as a blocked matrix
-//! product over a snapshot of the in-memory vectors ([`facesearch_index::neighbours`]),
+//! product over a snapshot of the in-memory vectors ([`facesearch_vectors::neighbours`]),
 //! on the blocking pool; only the pairs above the score are kept. Matching face pairs
 //! become record pairs (best image pair each), pairs of records that name the same
 //! person are dropped, and the rest are grouped into connected components.
@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use facesearch_index::{checked_similarity, neighbours};
 use facesearch_store::{IndexInfo, Record};
+use facesearch_vectors::{checked_similarity, neighbours};
 use serde::Serialize;
 
 use crate::{Engine, EngineError, checked, round2, task_failed};
@@ -21,7 +21,7 @@ impl Engine {
     /// Groups of records of `indexes` whose faces match each other at `min_score` or
     /// above while the records differ (see [`same_identity`]). Every face is compared
     /// with every other one exactly, as a blocked matrix product over a snapshot of
-    /// the vectors on the blocking pool (see [`facesearch_index::neighbours`]);
+    /// the vectors on the blocking pool (see [`facesearch_vectors::neighbours`]);
     /// `progress` counts the faces done.
     pub async fn find_duplicates(
         &self,

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use facesearch_face::calibration::Calibration;
 use facesearch_face::{FaceChoice, FacePipeline, Pack, ProbeFace};
-use facesearch_index::FaceIndex;
 use facesearch_store::{IndexInfo, Store};
+use facesearch_vectors::VectorIndex;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use crate::config::{EngineConfig, PipelineLoader};
@@ -108,16 +108,16 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let default_pack = pipeline.pack();
         let started = Instant::now();
-        let in_database = store.searches_vectors();
+        let in_database = store.vector_search().is_some();
         let snapshot_dir = snapshot_dir.filter(|_| !in_database);
         let version = store.vectors_version().await?;
         let mut slots = Vec::new();
         let mut origin = if in_database { IndexOrigin::Database } else { IndexOrigin::Snapshot };
         for pack in Pack::ALL {
             let (vectors, from) = if in_database {
-                (FaceIndex::with_config(pack.dimension(), config.index), IndexOrigin::Database)
+                (VectorIndex::with_config(pack.dimension(), config.vectors), IndexOrigin::Database)
             } else {
-                load_vectors(&store, pack, config.index, snapshot_dir.as_deref(), version).await?
+                load_vectors(&store, pack, config.vectors, snapshot_dir.as_deref(), version).await?
             };
             if from == IndexOrigin::Store {
                 origin = IndexOrigin::Store;
@@ -179,7 +179,7 @@ impl Engine {
     }
 
     /// Vectors per index (of every pack) and whether each is searched approximately.
-    pub fn index_stats(&self) -> HashMap<String, facesearch_index::CollectionStats> {
+    pub fn index_stats(&self) -> HashMap<String, facesearch_vectors::CollectionStats> {
         self.vectors.slots.iter().flat_map(|slot| slot.vectors.stats()).collect()
     }
 

@@ -6,8 +6,8 @@
 
 use facesearch_face::calibration::CalibrationError;
 use facesearch_face::{DecodeError, PipelineError};
-use facesearch_index::IndexError;
 use facesearch_store::StoreError;
+use facesearch_vectors::VectorError;
 
 use crate::users::UserRuleError;
 
@@ -32,7 +32,7 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Index(#[from] IndexError),
+    Vectors(#[from] VectorError),
     #[error(transparent)]
     Calibration(#[from] CalibrationError),
     #[error("the face is already enrolled in this index as record {record_id} (match score {score:.2})")]
@@ -54,6 +54,10 @@ pub enum EngineError {
     Busy,
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A setting out of its range ([`crate::EngineConfig::validate`]): the engine is not
+    /// started with it.
+    #[error("{setting} must be {range}, not {value}")]
+    Setting { setting: &'static str, range: &'static str, value: String },
 }
 
 pub(crate) fn task_failed(e: tokio::task::JoinError) -> EngineError {

@@ -67,7 +67,7 @@ impl Engine {
         pack: Pack,
         requested_by: &str,
     ) -> Result<ReembedJob, EngineError> {
-        let job = match self.store.start_reembed(index_id, pack.name(), requested_by).await? {
+        let job = match self.store.start_reembed(index_id, pack, requested_by).await? {
             Some(ReembedStart::Started(job) | ReembedStart::Running(job)) => job,
             None => return Err(EngineError::IndexNotFound(index_id.to_string())),
         };
@@ -122,12 +122,12 @@ impl Engine {
     }
 
     async fn run_job(&self, job: &ReembedJob) -> Result<JobEnd, EngineError> {
-        let pack: Pack = job
+        let pack = job
             .pack
-            .parse()
-            .map_err(|_| EngineError::UnknownPack { index: job.index_id.clone(), pack: job.pack.clone() })?;
+            .known()
+            .ok_or_else(|| EngineError::UnknownPack { index: job.index_id.clone(), pack: job.pack.to_string() })?;
         loop {
-            let batch = self.store.pending_images(&job.index_id, pack.name(), BATCH).await?;
+            let batch = self.store.pending_images(&job.index_id, pack, BATCH).await?;
             if batch.is_empty() {
                 match self.switch(job, pack).await? {
                     Some(end) => return Ok(end),
@@ -142,7 +142,7 @@ impl Engine {
                 }
                 let image_id = image.image_id.clone();
                 let vector = self.embed_stored(&pipeline, image).await?;
-                self.store.stage_vector(&image_id, pack.name(), vector).await?;
+                self.store.stage_vector(&image_id, pack, vector).await?;
             }
         }
     }

@@ -3,8 +3,8 @@
 //! calibrated score and turned into matches with their records.
 
 use facesearch_face::{Liveness, Pack, ProbeFace};
-use facesearch_index::Hit;
 use facesearch_store::{IndexInfo, Record};
+use facesearch_vectors::Hit;
 use serde::Serialize;
 
 use crate::engine::{Attempt, Engine, until_settled};

@@ -175,12 +175,14 @@ impl Service {
         self.user(username).await
     }
 
-    /// Deletes a user and their grants. Nobody deletes their own account; the store
-    /// refuses to delete the last admin ([`StoreError::LastAdmin`]) in the same
-    /// transaction as the delete, so two admins deleting each other at once, on one
-    /// node or on two sharing PostgreSQL, cannot leave none.
-    pub async fn delete_user(&self, acting: &str, username: &str) -> Result<(), EngineError> {
-        if username == acting {
+    /// Deletes a user and their grants. Nobody deletes their own account (`acting`:
+    /// the signed-in user; `None` for an operator of the machine, `facesearch user
+    /// remove`, who has none); the store refuses to delete the last admin
+    /// ([`StoreError::LastAdmin`]) in the same transaction as the delete, so two admins
+    /// deleting each other at once, on one node or on two sharing PostgreSQL, cannot
+    /// leave none.
+    pub async fn delete_user(&self, acting: Option<&str>, username: &str) -> Result<(), EngineError> {
+        if acting == Some(username) {
             return Err(EngineError::OwnAccount(username.to_string()));
         }
         if !self.store.delete_user(username).await? {
@@ -203,15 +205,16 @@ impl Service {
         Ok(())
     }
 
-    /// Revokes a user's grant of an index: idempotent for an existing index,
-    /// [`EngineError::IndexNotFound`] for one that does not exist.
-    pub async fn revoke(&self, username: &str, index_id: &str) -> Result<(), EngineError> {
+    /// Revokes a user's grant of an index: idempotent for an existing index (the
+    /// answer says whether there was a grant), [`EngineError::IndexNotFound`] for one
+    /// that does not exist.
+    pub async fn revoke(&self, username: &str, index_id: &str) -> Result<bool, EngineError> {
         self.user(username).await?;
         let removed = self.store.revoke(username, index_id).await?;
         if !removed && self.store.get_index(index_id).await?.is_none() {
             return Err(EngineError::IndexNotFound(index_id.to_string()));
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Appends an event to the audit trail.

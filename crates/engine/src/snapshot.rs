@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use facesearch_face::Pack;
-use facesearch_index::{FaceIndex, IndexConfig};
 use facesearch_store::Store;
+use facesearch_vectors::{VectorConfig, VectorIndex};
 use serde::Serialize;
 
 use crate::engine::Engine;
@@ -47,7 +47,8 @@ pub(crate) async fn forget_snapshots(dir: Option<PathBuf>, vectors: &Vectors) {
     let Some(dir) = dir else { return };
     let packs: Vec<PathBuf> = vectors.slots.iter().map(|s| dir.join(s.pack.name())).collect();
     let removed =
-        tokio::task::spawn_blocking(move || packs.iter().try_for_each(|d| facesearch_index::snapshot::remove(d))).await;
+        tokio::task::spawn_blocking(move || packs.iter().try_for_each(|d| facesearch_vectors::snapshot::remove(d)))
+            .await;
     match removed {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "could not delete the saved vector index after a delete"),
@@ -60,14 +61,14 @@ pub(crate) async fn forget_snapshots(dir: Option<PathBuf>, vectors: &Vectors) {
 pub(crate) async fn load_vectors(
     store: &Arc<dyn Store>,
     pack: Pack,
-    config: IndexConfig,
+    config: VectorConfig,
     dir: Option<&Path>,
     version: u64,
-) -> Result<(FaceIndex, IndexOrigin), EngineError> {
+) -> Result<(VectorIndex, IndexOrigin), EngineError> {
     let dim = pack.dimension();
     let loaded = match dir.map(|d| d.join(pack.name())) {
         Some(dir) => {
-            tokio::task::spawn_blocking(move || FaceIndex::load(&dir, dim, config)).await.map_err(task_failed)?
+            tokio::task::spawn_blocking(move || VectorIndex::load(&dir, dim, config)).await.map_err(task_failed)?
         }
         None => Ok(None),
     };
@@ -92,10 +93,10 @@ pub(crate) async fn load_vectors(
         }
         Ok(None) => {}
     }
-    let rows = store.embeddings(pack.name()).await?;
+    let rows = store.embeddings(pack).await?;
     // The store is the truth and is used as it is; a vector in it that is not of unit
     // length is reported here, and any search that reaches it fails (see `checked`).
-    let damaged = rows.iter().filter(|r| !facesearch_index::snapshot::is_unit(&r.vector)).count();
+    let damaged = rows.iter().filter(|r| !facesearch_vectors::snapshot::is_unit(&r.vector)).count();
     if damaged > 0 {
         tracing::error!(
             vectors = damaged,
@@ -104,7 +105,7 @@ pub(crate) async fn load_vectors(
         );
     }
     let index = tokio::task::spawn_blocking(move || {
-        let index = FaceIndex::with_config(dim, config);
+        let index = VectorIndex::with_config(dim, config);
         index
             .insert_bulk(
                 rows.iter()
@@ -139,7 +140,7 @@ impl Engine {
         let started = Instant::now();
         tokio::task::spawn_blocking(move || {
             // 0700, whatever the mode of the data directory (tightened if it was looser).
-            facesearch_index::snapshot::create_private_dir(&dir)?;
+            facesearch_vectors::snapshot::create_private_dir(&dir)?;
             vectors.slots.iter().try_for_each(|slot| slot.vectors.save(&dir.join(slot.pack.name()), version))
         })
         .await

@@ -1,5 +1,5 @@
 //! Where the vectors live and how they are searched: in memory, one
-//! [`FaceIndex`] per model pack ([`Backend::InMemory`]), or in a store that searches
+//! [`VectorIndex`] per model pack ([`Backend::InMemory`]), or in a store that searches
 //! them itself ([`Backend::InDatabase`], PostgreSQL with pgvector). Every place that
 //! reads or changes vectors asks [`Vectors`], which does the work for either backend.
 
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use facesearch_face::calibration::Calibration;
 use facesearch_face::{FacePipeline, Pack};
-use facesearch_index::{FaceIndex, Hit, IndexError};
-use facesearch_store::{EmbeddingRow, IndexInfo, NearestFace, Store, StoreError, VectorQuery};
+use facesearch_store::{EmbeddingRow, IndexInfo, NearestFace, Store, StoreError, VectorQuery, VectorStore};
+use facesearch_vectors::{Hit, VectorError, VectorIndex};
 use tokio::sync::OnceCell;
 
 use crate::error::{EngineError, task_failed};
@@ -20,7 +20,7 @@ pub(crate) struct PackSlot {
     pub(crate) pack: Pack,
     pub(crate) pipeline: OnceCell<Arc<FacePipeline>>,
     /// Empty when the vectors are in the database.
-    pub(crate) vectors: FaceIndex,
+    pub(crate) vectors: VectorIndex,
     pub(crate) calibration: Calibration,
 }
 
@@ -109,7 +109,7 @@ impl Vectors {
         record_id: &str,
         image_id: &str,
         embedding: &[f32],
-    ) -> Result<(), IndexError> {
+    ) -> Result<(), VectorError> {
         match self.backend {
             Backend::InMemory { .. } => self.slot(pack).vectors.insert(index_id, record_id, image_id, embedding),
             Backend::InDatabase => Ok(()),
@@ -135,7 +135,7 @@ impl Vectors {
 
     /// An index moved to `pack`: its faces are replaced by `rows` under the routes'
     /// write lock, so a scan sees the index all old or all new.
-    pub(crate) fn switch(&self, index_id: &str, pack: Pack, rows: &[EmbeddingRow]) -> Result<(), IndexError> {
+    pub(crate) fn switch(&self, index_id: &str, pack: Pack, rows: &[EmbeddingRow]) -> Result<(), VectorError> {
         let Backend::InMemory { routes } = &self.backend else { return Ok(()) };
         let mut routes = routes.write().unwrap_or_else(PoisonError::into_inner);
         for slot in &self.slots {
@@ -176,7 +176,7 @@ impl Vectors {
         match self.backend {
             Backend::InDatabase => {
                 let ids: Vec<String> = indexes.iter().map(|i| i.id.clone()).collect();
-                for row in store.embeddings_in(pack.name(), &ids).await? {
+                for row in store.embeddings_in(pack, &ids).await? {
                     vectors.extend_from_slice(&row.vector);
                     rows.push((row.index_id, row.image_id, row.record_id));
                 }
@@ -206,13 +206,13 @@ impl Vectors {
         match self.backend {
             Backend::InDatabase => {
                 let query = VectorQuery {
-                    pack: pack.name().to_string(),
+                    pack,
                     index_ids: vec![index_id.to_string()],
                     vector: embedding.to_vec(),
                     min_similarity,
                     limit,
                 };
-                store.nearest_faces(query).await?.into_iter().map(hit_of).collect()
+                searcher(store)?.nearest_faces(query).await?.into_iter().map(hit_of).collect()
             }
             Backend::InMemory { .. } => {
                 let (v, i, e) = (self.clone(), index_id.to_string(), embedding.to_vec());
@@ -276,13 +276,13 @@ impl Vectors {
                     };
                     let slot = self.slot(pack);
                     let query = VectorQuery {
-                        pack: pack.name().to_string(),
+                        pack,
                         index_ids,
                         vector: embedding.clone(),
                         min_similarity: slot.min_similarity_for(min_score),
                         limit: candidates,
                     };
-                    let found = match store.nearest_faces(query).await {
+                    let found = match searcher(store)?.nearest_faces(query).await {
                         Ok(found) => found,
                         Err(StoreError::PackMismatch { .. }) => return Ok((None, None)),
                         Err(e) => return Err(e.into()),
@@ -316,9 +316,17 @@ fn by_pack(
     Ok(by_pack)
 }
 
-/// The pack an index's store row names.
+/// The pack an index's store row names, when this build runs it.
 pub(crate) fn parse_pack(index: &IndexInfo) -> Result<Pack, EngineError> {
-    index.pack.parse().map_err(|_| EngineError::UnknownPack { index: index.id.clone(), pack: index.pack.clone() })
+    index.pack.known().ok_or_else(|| EngineError::UnknownPack { index: index.id.clone(), pack: index.pack.to_string() })
+}
+
+/// The store's own vector search, which the in-database backend is chosen for: a
+/// store without one there is a wiring fault, reported rather than a panic.
+fn searcher(store: &Arc<dyn Store>) -> Result<&dyn VectorStore, EngineError> {
+    store
+        .vector_search()
+        .ok_or_else(|| StoreError::InvalidInput("this store does not search vectors; the engine does".into()).into())
 }
 
 pub(crate) fn round2(x: f64) -> f64 {
@@ -333,15 +341,15 @@ fn hit_of(face: NearestFace) -> Result<Hit, EngineError> {
 }
 
 /// A similarity fit to report: within [-1, 1] (see
-/// [`facesearch_index::checked_similarity`]). Anything else comes only from a vector
+/// [`facesearch_vectors::checked_similarity`]). Anything else comes only from a vector
 /// that is not of unit length (damage): it is logged as an error and the request fails
 /// as an internal error, so that it never reaches a response as a score.
 pub(crate) fn checked(similarity: f32, collection: &str, image_id: &str) -> Result<f32, EngineError> {
-    facesearch_index::checked_similarity(similarity).ok_or_else(|| {
+    facesearch_vectors::checked_similarity(similarity).ok_or_else(|| {
         let e =
-            IndexError::Similarity { collection: collection.to_string(), image_id: image_id.to_string(), similarity };
+            VectorError::Similarity { collection: collection.to_string(), image_id: image_id.to_string(), similarity };
         tracing::error!(error = %e, "request refused: a stored vector is damaged");
-        EngineError::Index(e)
+        EngineError::Vectors(e)
     })
 }
 

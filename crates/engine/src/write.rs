@@ -40,7 +40,7 @@ async fn refuse_duplicate(
 
 fn new_image(pack: Pack, probe: &ProbeFace, bytes: Vec<u8>, file_name: String) -> NewImage {
     NewImage {
-        pack: pack.name().to_string(),
+        pack,
         bytes,
         mime: probe.mime.to_string(),
         file_name,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use facesearch_engine::users::UserRuleError;
 use facesearch_engine::{EngineError, Service};
-use facesearch_store::{IndexType, NewIndex, Role, SqliteStore, Store};
+use facesearch_store::{IndexType, NewIndex, Pack, Role, SqliteStore, Store};
 
 fn service() -> (Service, Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -20,7 +20,7 @@ fn new_index(name: &str) -> NewIndex {
         title: name.into(),
         description: String::new(),
         index_type: IndexType::Internal,
-        pack: "open".into(),
+        pack: Pack::Open,
     }
 }
 
@@ -46,7 +46,8 @@ async fn a_user_is_made_with_grants_only_of_indexes_that_exist() {
     let grants = vec![index.id.clone(), index.id.clone()];
     let bob = service.create_user("bob", "a long enough password", "Searcher", grants).await.expect("bob");
     assert_eq!((bob.role, bob.grants.clone()), (Role::Searcher, vec![index.id.clone()]));
-    service.revoke("bob", &index.id).await.expect("revoke");
+    assert!(service.revoke("bob", &index.id).await.expect("revoke"), "a grant was removed");
+    assert!(!service.revoke("bob", &index.id).await.expect("revoke again"), "idempotent: nothing left to remove");
     assert!(matches!(service.revoke("bob", "nope").await, Err(EngineError::IndexNotFound(_))));
     assert!(matches!(service.grant("carol", &index.id).await, Err(EngineError::UserNotFound(_))));
 }
@@ -59,11 +60,15 @@ async fn a_role_is_fixed_and_nobody_deletes_their_own_account_or_the_last_admin(
     let change = service.update_user("op", None, Some("admin")).await;
     assert!(matches!(change, Err(EngineError::RoleChange { role: Role::Admin, .. })), "{change:?}");
     service.update_user("op", Some("another long password"), Some("operator")).await.expect("same role");
-    assert!(matches!(service.delete_user("root", "root").await, Err(EngineError::OwnAccount(_))));
-    let last = service.delete_user("op", "root").await;
+    assert!(matches!(service.delete_user(Some("root"), "root").await, Err(EngineError::OwnAccount(_))));
+    let last = service.delete_user(Some("op"), "root").await;
     assert!(matches!(last, Err(EngineError::Store(facesearch_store::StoreError::LastAdmin(_)))), "{last:?}");
-    service.delete_user("root", "op").await.expect("delete op");
-    assert!(matches!(service.delete_user("root", "op").await, Err(EngineError::UserNotFound(_))));
+    // An operator of the machine (`facesearch user remove`) has no account, and the
+    // last-admin rule holds for them too.
+    let last = service.delete_user(None, "root").await;
+    assert!(matches!(last, Err(EngineError::Store(facesearch_store::StoreError::LastAdmin(_)))), "{last:?}");
+    service.delete_user(Some("root"), "op").await.expect("delete op");
+    assert!(matches!(service.delete_user(Some("root"), "op").await, Err(EngineError::UserNotFound(_))));
 }
 
 #[tokio::test]

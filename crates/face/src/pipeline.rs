@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use facesearch_models::{FetchError, ModelCache, ModelFile, catalog};
+use facesearch_models::{FetchError, ModelCache, catalog};
 use image::RgbImage;
 use serde::Serialize;
 
@@ -19,80 +19,21 @@ use crate::orient::{self, MAX_UPRIGHT_ROLL, Pick, Rotation, Seen};
 use crate::quality::{FaceQuality, QualityFailure, QualityMinimums, assess, compression};
 use crate::runtime::{InferenceRuntime, ModelSource, OrtRuntime, RuntimeError, RuntimeOptions, StageClock, StageTime};
 
-/// A model pack: a detector and an embedder that belong together. Vectors of one pack
-/// are meaningless to another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pack {
-    /// YuNet + SFace (MIT + Apache-2.0; usable commercially). The default.
-    Open,
-    /// SCRFD-500M + ArcFace w600k_mbf (InsightFace: non-commercial research only).
-    Insightface,
-}
+pub use facesearch_models::Pack;
 
-impl Pack {
-    /// Every pack this build can run.
-    pub const ALL: [Pack; 2] = [Pack::Open, Pack::Insightface];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Pack::Open => "open",
-            Pack::Insightface => "insightface",
-        }
-    }
-
-    pub fn dimension(self) -> usize {
-        self.embedder().dimension()
-    }
-
-    fn detector(self) -> (DetectorKind, ModelFile) {
-        match self {
-            Pack::Open => (DetectorKind::YuNet, catalog::YUNET),
-            Pack::Insightface => (DetectorKind::Scrfd, catalog::SCRFD),
-        }
-    }
-
-    fn embedder(self) -> EmbedderKind {
-        match self {
-            Pack::Open => EmbedderKind::SFace,
-            Pack::Insightface => EmbedderKind::ArcFaceMbf,
-        }
-    }
-
-    fn embedder_file(self) -> ModelFile {
-        match self {
-            Pack::Open => catalog::SFACE,
-            Pack::Insightface => catalog::W600K_MBF,
-        }
-    }
-
-    /// Every file this pack needs, the liveness model and the runtime included.
-    pub fn files(self) -> Vec<ModelFile> {
-        let mut files = vec![self.detector().1, self.embedder_file(), catalog::LIVENESS];
-        files.extend(catalog::onnxruntime());
-        files
-    }
-
-    /// Whether the pack's licence forbids commercial use.
-    pub fn non_commercial(self) -> bool {
-        self == Pack::Insightface
+/// The detector a pack runs.
+fn detector_kind(pack: Pack) -> DetectorKind {
+    match pack {
+        Pack::Open => DetectorKind::YuNet,
+        Pack::Insightface => DetectorKind::Scrfd,
     }
 }
 
-impl std::str::FromStr for Pack {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(Pack::Open),
-            "insightface" => Ok(Pack::Insightface),
-            other => Err(format!("unknown model pack {other:?} (expected open or insightface)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Pack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+/// The embedder a pack runs.
+fn embedder_kind(pack: Pack) -> EmbedderKind {
+    match pack {
+        Pack::Open => EmbedderKind::SFace,
+        Pack::Insightface => EmbedderKind::ArcFaceMbf,
     }
 }
 
@@ -264,7 +205,7 @@ impl FacePipeline {
                 ModelSource::Bytes { name: catalog::YUNET_DYNAMIC.name, bytes: &edited }
             }
             Pack::Insightface => {
-                detector_file = cache.ensure(&pack.detector().1)?;
+                detector_file = cache.ensure(&pack.detector_file())?;
                 ModelSource::File(&detector_file)
             }
         };
@@ -284,8 +225,8 @@ impl FacePipeline {
     ) -> Result<Self, PipelineError> {
         Ok(Self {
             pack,
-            detector: FaceDetector::new(pack.detector().0, runtime.load(detector)?, config.detector),
-            embedder: FaceEmbedder::new(pack.embedder(), runtime.load(embedder.into())?, config.flip_average),
+            detector: FaceDetector::new(detector_kind(pack), runtime.load(detector)?, config.detector),
+            embedder: FaceEmbedder::new(embedder_kind(pack), runtime.load(embedder.into())?, config.flip_average),
             liveness: LivenessChecker::new(runtime.load(liveness.into())?, config.liveness),
             config,
         })
@@ -474,7 +415,7 @@ impl FacePipeline {
     ) -> Result<Upright<'a>, PipelineError> {
         let faces = self.detect(photo)?;
         let sent = candidate(&faces, choice, (photo.width(), photo.height())).cloned();
-        let confidence = self.pack.detector().0.confidence();
+        let confidence = detector_kind(self.pack).confidence();
         if !orient::needs_turning(sent.as_ref(), confidence) {
             return Ok(Upright { image: Cow::Borrowed(photo), rotation: Rotation::None, faces, tried: false });
         }
@@ -586,7 +527,9 @@ mod tests {
             assert_eq!(pack.name().parse::<Pack>().unwrap(), pack);
         }
         assert!("nope".parse::<Pack>().is_err());
-        assert_eq!(Pack::Open.dimension(), 128);
-        assert_eq!(Pack::Insightface.dimension(), 512);
+        // The models crate states each pack's dimension; it must be its embedder's.
+        for pack in Pack::ALL {
+            assert_eq!(pack.dimension(), embedder_kind(pack).dimension());
+        }
     }
 }

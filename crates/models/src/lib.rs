@@ -34,6 +34,7 @@ pub mod catalog;
 mod clients;
 mod error;
 pub mod onnx_edit;
+mod pack;
 
 use std::fs;
 use std::io::Write as _;
@@ -42,6 +43,7 @@ use std::time::{Duration, SystemTime};
 
 pub use clients::Clients;
 pub use error::FetchError;
+pub use pack::Pack;
 
 use archive::{ArchiveKind, Context};
 use clients::ClientKind;

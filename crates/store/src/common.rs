@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use argon2::password_hash::{self, PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
+use facesearch_models::Pack;
+
 use crate::time::now_rfc3339;
 use crate::{
-    ImageSummary, IndexInfo, IndexType, JobState, NewImage, Record, RecordFields, RecordPatch, ReembedFailure,
-    ReembedJob, Role, StoreError, User,
+    ImageSummary, IndexInfo, IndexType, JobState, NewImage, PackName, Record, RecordFields, RecordPatch,
+    ReembedFailure, ReembedJob, Role, StoreError, User,
 };
 
 /// The columns both stores read for an index, a record (table alias `r`) and a
@@ -112,12 +114,12 @@ pub(crate) fn check_image(image: &NewImage) -> Result<(), StoreError> {
 }
 
 /// An embedding may only join an index of the pack that computed it.
-pub(crate) fn check_pack(index_id: &str, index_pack: &str, vector_pack: &str) -> Result<(), StoreError> {
-    if vector_pack != index_pack {
+pub(crate) fn check_pack(index_id: &str, index_pack: &str, vector_pack: Pack) -> Result<(), StoreError> {
+    if vector_pack.name() != index_pack {
         return Err(StoreError::PackMismatch {
             index_id: index_id.to_owned(),
             index_pack: index_pack.to_owned(),
-            vector_pack: vector_pack.to_owned(),
+            vector_pack: vector_pack.name().to_owned(),
         });
     }
     Ok(())
@@ -180,6 +182,7 @@ pub(crate) fn with_images(rows: Vec<RecordRow>, images: Vec<(String, ImageSummar
 pub(crate) fn index_from_columns(columns: IndexColumns) -> Result<IndexInfo, StoreError> {
     let (id, index_name, index_type, count, title, description, pack, created_at, updated_at) = columns;
     let index_type: IndexType = index_type.parse().map_err(|e| StoreError::Corrupt(format!("index {id}: {e}")))?;
+    let pack = PackName::parse(&pack);
     Ok(IndexInfo {
         record_count: count_u64(count, "record_count")?,
         id,
@@ -294,8 +297,8 @@ impl JobRow {
         ReembedJob {
             job_id: self.id,
             index_id: self.index_id,
-            pack: self.pack,
-            from_pack: self.from_pack,
+            pack: PackName::parse(&self.pack),
+            from_pack: PackName::parse(&self.from_pack),
             state,
             total,
             done,

@@ -71,6 +71,8 @@ pub mod traits;
 mod types;
 
 pub use error::{BackendError, StoreError};
+/// The model pack, re-exported so that callers of the store need not name the models crate.
+pub use facesearch_models::Pack;
 pub use postgres::{PostgresConfig, PostgresStore, redact_url};
 pub use sqlite::{DB_FILE as SQLITE_FILE, SqliteStore};
 pub use time::{format_rfc3339, now_rfc3339};

@@ -5,6 +5,8 @@
 //! HTTP layer hold. Implementations must make every successful write durable before
 //! returning.
 
+use facesearch_models::Pack;
+
 use crate::{
     AuditEvent, AuditQuery, EmbeddingRow, EnrolOutcome, IndexInfo, IndexPatch, NearestFace, NewAuditEvent, NewImage,
     NewIndex, PackSwitch, PendingImage, Record, RecordFields, RecordPatch, ReembedJob, ReembedStart, Role, StoreError,
@@ -84,10 +86,10 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Option<(Record, String)>, StoreError>;
     async fn get_image(&self, image_id: &str) -> Result<Option<StoredImage>, StoreError>;
     /// Every embedding of the given pack, for loading the in-memory index at start.
-    async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError>;
+    async fn embeddings(&self, pack: Pack) -> Result<Vec<EmbeddingRow>, StoreError>;
     /// The embeddings of the given pack in these indexes only (duplicate jobs on a store
     /// that searches its own vectors). The default filters [`RecordStore::embeddings`].
-    async fn embeddings_in(&self, pack: &str, index_ids: &[String]) -> Result<Vec<EmbeddingRow>, StoreError> {
+    async fn embeddings_in(&self, pack: Pack, index_ids: &[String]) -> Result<Vec<EmbeddingRow>, StoreError> {
         let mut rows = self.embeddings(pack).await?;
         rows.retain(|r| index_ids.contains(&r.index_id));
         Ok(rows)
@@ -149,7 +151,7 @@ pub trait ReembedStore: Send + Sync + 'static {
     async fn start_reembed(
         &self,
         index_id: &str,
-        pack: &str,
+        pack: Pack,
         requested_by: &str,
     ) -> Result<Option<ReembedStart>, StoreError>;
     /// The index's latest job, with live progress while it runs.
@@ -157,13 +159,13 @@ pub trait ReembedStore: Send + Sync + 'static {
     /// Every running job (to resume them at start).
     async fn running_reembeds(&self) -> Result<Vec<ReembedJob>, StoreError>;
     /// Up to `limit` images of the index without a staged vector of `pack`, oldest first.
-    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize) -> Result<Vec<PendingImage>, StoreError>;
+    async fn pending_images(&self, index_id: &str, pack: Pack, limit: usize) -> Result<Vec<PendingImage>, StoreError>;
     /// Stages the image's vector of `pack`, or the code of why it has none. `false` if
     /// the image no longer exists (deleted meanwhile).
     async fn stage_vector(
         &self,
         image_id: &str,
-        pack: &str,
+        pack: Pack,
         vector: Result<Vec<f32>, String>,
     ) -> Result<bool, StoreError>;
     /// In one transaction: if every image of the index has a staged vector of the
@@ -205,22 +207,7 @@ pub trait VectorStore: Send + Sync {
 /// Durable storage behind the engine: every role together. Implemented for every type
 /// that implements the roles; hold it as `Arc<dyn Store>`.
 #[async_trait::async_trait]
-pub trait Store: IndexStore + RecordStore + UserStore + AuditStore + ReembedStore + BackendStore {
-    /// Whether [`BackendStore::vector_search`] is available. Kept for callers written
-    /// against the single trait this replaced; new code asks `vector_search()`.
-    fn searches_vectors(&self) -> bool {
-        self.vector_search().is_some()
-    }
-    /// [`VectorStore::nearest_faces`] of [`BackendStore::vector_search`], or
-    /// [`StoreError::InvalidInput`] when the store has no vector search. Kept for callers
-    /// written against the single trait this replaced; new code asks `vector_search()`.
-    async fn nearest_faces(&self, query: VectorQuery) -> Result<Vec<NearestFace>, StoreError> {
-        match self.vector_search() {
-            Some(vectors) => vectors.nearest_faces(query).await,
-            None => Err(StoreError::InvalidInput("this store does not search vectors; the engine does".into())),
-        }
-    }
-}
+pub trait Store: IndexStore + RecordStore + UserStore + AuditStore + ReembedStore + BackendStore {}
 
 impl<T: IndexStore + RecordStore + UserStore + AuditStore + ReembedStore + BackendStore> Store for T {}
 

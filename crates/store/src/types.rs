@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use facesearch_models::Pack;
 use serde::{Deserialize, Serialize};
 
 /// Error of the `FromStr` impls of [`IndexType`], [`Role`] and [`JobState`].
@@ -55,6 +56,65 @@ impl FromStr for IndexType {
     }
 }
 
+/// A model pack as a stored row names it: a pack this build runs, or a name it does not
+/// know (a row written by another build, e.g. a newer node sharing the database). An
+/// unknown name is kept rather than refused, so that one such index never fails a
+/// listing or the engine's start; the engine refuses to search or write into it
+/// (`UnknownPack`, answered `409 INDEX_PACK_MISMATCH`). Writes always name a [`Pack`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PackName {
+    Known(Pack),
+    Unknown(String),
+}
+
+impl PackName {
+    /// The pack a stored name means; never fails (see [`PackName::Unknown`]).
+    pub fn parse(name: &str) -> Self {
+        name.parse().map_or_else(|_| PackName::Unknown(name.to_owned()), PackName::Known)
+    }
+
+    /// The name as stored (`open`, `insightface`, or the unknown name).
+    pub fn name(&self) -> &str {
+        match self {
+            PackName::Known(pack) => pack.name(),
+            PackName::Unknown(name) => name,
+        }
+    }
+
+    /// The pack, when this build runs it.
+    pub fn known(&self) -> Option<Pack> {
+        match self {
+            PackName::Known(pack) => Some(*pack),
+            PackName::Unknown(_) => None,
+        }
+    }
+}
+
+impl From<Pack> for PackName {
+    fn from(pack: Pack) -> Self {
+        PackName::Known(pack)
+    }
+}
+
+impl PartialEq<Pack> for PackName {
+    fn eq(&self, other: &Pack) -> bool {
+        self.known() == Some(*other)
+    }
+}
+
+impl fmt::Display for PackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Serialised as its name, as the `String` it replaced was.
+impl Serialize for PackName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// A face index (database) as the API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct IndexInfo {
@@ -66,8 +126,8 @@ pub struct IndexInfo {
     pub record_count: u64,
     pub title: String,
     pub description: String,
-    /// The model pack whose embeddings this index holds.
-    pub pack: String,
+    /// The model pack whose embeddings this index holds (as its row names it).
+    pub pack: PackName,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -78,7 +138,7 @@ pub struct NewIndex {
     pub title: String,
     pub description: String,
     pub index_type: IndexType,
-    pub pack: String,
+    pub pack: Pack,
 }
 
 impl NewIndex {
@@ -91,7 +151,7 @@ impl NewIndex {
             record_count: 0,
             title: self.title,
             description: self.description,
-            pack: self.pack,
+            pack: self.pack.into(),
             created_at: now.clone(),
             updated_at: now,
         }
@@ -205,7 +265,7 @@ pub struct NewImage {
     pub embedding: Vec<f32>,
     /// The model pack that computed `embedding`; the store refuses it
     /// ([`StoreError::PackMismatch`](crate::StoreError::PackMismatch)) unless the index holds that pack's vectors.
-    pub pack: String,
+    pub pack: Pack,
     /// Detection details (box, landmarks, score) as JSON, stored for explainability.
     pub face: serde_json::Value,
     /// The face quality measures as JSON (`None`: not measured).
@@ -240,7 +300,7 @@ pub struct EmbeddingRow {
 pub struct VectorQuery {
     /// The pack that embedded `vector`: every index searched must hold that pack's
     /// vectors, else [`StoreError::PackMismatch`](crate::StoreError::PackMismatch).
-    pub pack: String,
+    pub pack: Pack,
     pub index_ids: Vec<String>,
     pub vector: Vec<f32>,
     /// Faces less similar than this (cosine) are not returned.
@@ -309,10 +369,10 @@ pub struct ReembedFailure {
 pub struct ReembedJob {
     pub job_id: String,
     pub index_id: String,
-    /// The pack the index moves to.
-    pub pack: String,
+    /// The pack the index moves to (as the job's row names it).
+    pub pack: PackName,
     /// The pack the index held when the job started.
-    pub from_pack: String,
+    pub from_pack: PackName,
     pub state: JobState,
     /// Images of the index.
     pub total: u64,

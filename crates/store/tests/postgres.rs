@@ -7,8 +7,8 @@ use std::time::Duration;
 use facesearch_pgfixture::TestPostgres;
 use facesearch_store::prelude::*;
 use facesearch_store::{
-    EnrolOutcome, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields, Store, StoreError,
-    VectorQuery,
+    EnrolOutcome, IndexType, NewImage, NewIndex, Pack, PostgresConfig, PostgresStore, RecordFields, StoreError,
+    VectorQuery, VectorStore,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,7 +21,7 @@ fn new_index(name: &str) -> NewIndex {
         title: name.into(),
         description: String::new(),
         index_type: IndexType::Internal,
-        pack: "open".into(),
+        pack: Pack::Open,
     }
 }
 
@@ -41,7 +41,7 @@ fn image(embedding: Vec<f32>) -> NewImage {
         mime: "image/jpeg".into(),
         file_name: "face.jpg".into(),
         embedding,
-        pack: "open".into(),
+        pack: Pack::Open,
         face: serde_json::json!({}),
         quality: None,
     }
@@ -77,7 +77,7 @@ async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_ask
                 store.add_image(&index.id, &record.record_id, image(vector.clone())).await.unwrap().unwrap();
             all.push((index.id.clone(), record.record_id.clone(), image_id, vector));
         }
-        let first = store.embeddings("open").await.unwrap().into_iter().find(|e| e.image_id == record.image_ids[0]);
+        let first = store.embeddings(Pack::Open).await.unwrap().into_iter().find(|e| e.image_id == record.image_ids[0]);
         let first = first.expect("stored");
         all.push((index.id.clone(), record.record_id, first.image_id, first.vector));
     }
@@ -95,7 +95,7 @@ async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_ask
         };
         let found = store
             .nearest_faces(VectorQuery {
-                pack: "open".into(),
+                pack: Pack::Open,
                 index_ids: vec![a.id.clone()],
                 vector: query.clone(),
                 min_similarity: -1.0,
@@ -127,7 +127,7 @@ async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_ask
     }
     // The minimum similarity filters; a probe of another pack is refused.
     let strict = VectorQuery {
-        pack: "open".into(),
+        pack: Pack::Open,
         index_ids: vec![a.id.clone(), b.id.clone()],
         vector: all[0].3.clone(),
         min_similarity: 0.999,
@@ -136,13 +136,13 @@ async fn nearest_faces_match_an_exact_scan_one_per_record_within_the_indexes_ask
     let found = store.nearest_faces(strict.clone()).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].image_id, all[0].2);
-    match store.nearest_faces(VectorQuery { pack: "insightface".into(), ..strict }).await {
+    match store.nearest_faces(VectorQuery { pack: Pack::Insightface, ..strict }).await {
         Err(StoreError::PackMismatch { index_pack, .. }) => assert_eq!(index_pack, "open"),
         other => panic!("expected PackMismatch, got {other:?}"),
     }
     // An image of another pack cannot join the index either.
     let mut foreign = image(vec![0.1; 512]);
-    foreign.pack = "insightface".into();
+    foreign.pack = Pack::Insightface;
     assert!(matches!(store.enrol(&a.id, person("x"), None, foreign).await, Err(StoreError::PackMismatch { .. })));
     store.integrity_check().await.unwrap();
 }
@@ -178,7 +178,7 @@ async fn one_search_over_many_indexes_equals_searching_each_and_merging() {
     }
     let search = |store: PostgresStore, index_ids: Vec<String>, vector: Vec<f32>, min: f32, limit: usize| async move {
         store
-            .nearest_faces(VectorQuery { pack: "open".into(), index_ids, vector, min_similarity: min, limit })
+            .nearest_faces(VectorQuery { pack: Pack::Open, index_ids, vector, min_similarity: min, limit })
             .await
             .unwrap()
     };
@@ -237,7 +237,7 @@ async fn two_nodes_enrolling_one_reference_at_once_store_one_record() {
     assert_eq!(created, 4, "one record per reference");
     assert!(ids_by_reference.values().all(|ids| ids.len() == 1), "every caller got the one record");
     assert_eq!(node_b.get_index(&index.id).await.unwrap().unwrap().record_count, 4);
-    assert_eq!(node_b.embeddings("open").await.unwrap().len(), 4, "no stray vectors");
+    assert_eq!(node_b.embeddings(Pack::Open).await.unwrap().len(), 4, "no stray vectors");
     // A delete on one node is seen by the other at once.
     let some = ids_by_reference.values().next().unwrap().iter().next().unwrap().clone();
     assert!(node_a.delete_record(&index.id, &some).await.unwrap().is_some());
@@ -303,7 +303,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_stores_nothing() {
     let store = connect(&facesearch_pgfixture::shared().fresh_database()).await;
     let index = store.create_index(new_index("bad")).await.unwrap();
     let query = |vector: Vec<f32>| VectorQuery {
-        pack: "open".into(),
+        pack: Pack::Open,
         index_ids: vec![index.id.clone()],
         vector,
         min_similarity: -1.0,
@@ -321,7 +321,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_stores_nothing() {
         assert!(matches!(store.enrol(&index.id, person("x"), None, bad).await, Err(StoreError::InvalidInput(_))));
     }
     assert_eq!(store.get_index(&index.id).await.unwrap().unwrap().record_count, 0);
-    assert!(store.embeddings("open").await.unwrap().is_empty());
+    assert!(store.embeddings(Pack::Open).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,10 +350,10 @@ async fn copy_moves_every_table_and_a_second_run_writes_nothing() {
     };
     from.append_audit(event).await.unwrap();
     // A re-embedding job halfway: one staged vector, one staged failure.
-    from.start_reembed(&index.id, "insightface", "ann").await.unwrap().unwrap();
-    let pending = from.pending_images(&index.id, "insightface", 2).await.unwrap();
-    assert!(from.stage_vector(&pending[0].image_id, "insightface", Ok(vec![0.5; 512])).await.unwrap());
-    assert!(from.stage_vector(&pending[1].image_id, "insightface", Err("NO_FACE_DETECTED".into())).await.unwrap());
+    from.start_reembed(&index.id, Pack::Insightface, "ann").await.unwrap().unwrap();
+    let pending = from.pending_images(&index.id, Pack::Insightface, 2).await.unwrap();
+    assert!(from.stage_vector(&pending[0].image_id, Pack::Insightface, Ok(vec![0.5; 512])).await.unwrap());
+    assert!(from.stage_vector(&pending[1].image_id, Pack::Insightface, Err("NO_FACE_DETECTED".into())).await.unwrap());
 
     let to = connect(&facesearch_pgfixture::shared().fresh_database()).await;
     let report = copy::copy(&from, &to, |_, _| {}).await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use facesearch_store::prelude::*;
 use facesearch_store::{
-    EnrolOutcome, IndexType, JobState, NewImage, NewIndex, PackSwitch, RecordFields, ReembedStart, SqliteStore,
+    EnrolOutcome, IndexType, JobState, NewImage, NewIndex, Pack, PackSwitch, RecordFields, ReembedStart, SqliteStore,
     StoreError,
 };
 
@@ -15,7 +15,7 @@ fn new_index(name: &str) -> NewIndex {
         title: name.into(),
         description: String::new(),
         index_type: IndexType::Internal,
-        pack: "pack-a".into(),
+        pack: Pack::Open,
     }
 }
 
@@ -25,7 +25,7 @@ fn image(seed: u8) -> NewImage {
         mime: "image/jpeg".into(),
         file_name: format!("face_{seed}.jpg"),
         embedding: vec![f32::from(seed); 4],
-        pack: "pack-a".into(),
+        pack: Pack::Open,
         face: serde_json::json!({"bbox": {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}}),
         quality: None,
     }
@@ -57,7 +57,7 @@ fn started(outcome: Option<ReembedStart>) -> facesearch_store::ReembedJob {
 
 /// Stages every pending image of the index; the image with seed `no_face` (if any)
 /// as a failure. Returns how many were staged.
-async fn stage_all(store: &SqliteStore, index_id: &str, pack: &str, no_face: Option<&str>) -> usize {
+async fn stage_all(store: &SqliteStore, index_id: &str, pack: Pack, no_face: Option<&str>) -> usize {
     let mut n = 0;
     loop {
         let batch = store.pending_images(index_id, pack, 2).await.unwrap();
@@ -90,16 +90,21 @@ async fn staged_vectors_survive_a_reopen_and_the_switch_replaces_all_at_once() {
     let (_, extra_image) = store.add_image(&moving.id, &records[0].record_id, image(4)).await.unwrap().unwrap();
     let bystander = enrol(&store, &other.id, 9).await;
 
-    let job = started(store.start_reembed(&moving.id, "pack-b", "admin").await.unwrap());
+    let job = started(store.start_reembed(&moving.id, Pack::Insightface, "admin").await.unwrap());
     assert_eq!((job.state, job.total, job.done, job.failed), (JobState::Running, 4, 0, 0));
-    assert_eq!((job.pack.as_str(), job.from_pack.as_str(), job.requested_by.as_str()), ("pack-b", "pack-a", "admin"));
+    assert_eq!(
+        (job.pack, job.from_pack, job.requested_by.as_str()),
+        (Pack::Insightface.into(), Pack::Open.into(), "admin")
+    );
 
     // Half of the images, one of them without a face for the new pack.
-    let first = store.pending_images(&moving.id, "pack-b", 2).await.unwrap();
+    let first = store.pending_images(&moving.id, Pack::Insightface, 2).await.unwrap();
     assert_eq!(first.len(), 2);
     assert_eq!(first[0].face["bbox"]["x2"], 30.0, "the stored detection comes with the image");
-    assert!(store.stage_vector(&first[0].image_id, "pack-b", Ok(new_vector(first[0].bytes[2]))).await.unwrap());
-    assert!(store.stage_vector(&first[1].image_id, "pack-b", Err("NO_FACE_DETECTED".into())).await.unwrap());
+    assert!(
+        store.stage_vector(&first[0].image_id, Pack::Insightface, Ok(new_vector(first[0].bytes[2]))).await.unwrap()
+    );
+    assert!(store.stage_vector(&first[1].image_id, Pack::Insightface, Err("NO_FACE_DETECTED".into())).await.unwrap());
     let failed_image = first[1].image_id.clone();
     drop(store);
 
@@ -110,29 +115,34 @@ async fn staged_vectors_survive_a_reopen_and_the_switch_replaces_all_at_once() {
     assert_eq!((running[0].job_id.as_str(), running[0].done, running[0].failed), (job.job_id.as_str(), 2, 1));
     assert_eq!(running[0].failures[0].image_id, failed_image);
     assert_eq!(running[0].failures[0].code, "NO_FACE_DETECTED");
-    let rest: Vec<String> =
-        store.pending_images(&moving.id, "pack-b", 10).await.unwrap().into_iter().map(|p| p.image_id).collect();
+    let rest: Vec<String> = store
+        .pending_images(&moving.id, Pack::Insightface, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.image_id)
+        .collect();
     assert_eq!(rest.len(), 2);
     assert!(first.iter().all(|f| !rest.contains(&f.image_id)), "staged images are not embedded again");
 
     // Asking again for the same pack returns the running job; another pack is refused.
-    match store.start_reembed(&moving.id, "pack-b", "someone").await.unwrap().unwrap() {
+    match store.start_reembed(&moving.id, Pack::Insightface, "someone").await.unwrap().unwrap() {
         ReembedStart::Running(j) => assert_eq!(j.job_id, job.job_id),
         ReembedStart::Started(j) => panic!("a second job was started: {j:?}"),
     }
-    assert!(matches!(store.start_reembed(&moving.id, "pack-c", "admin").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.start_reembed(&moving.id, Pack::Open, "admin").await, Err(StoreError::Conflict(_))));
 
     // Not everything staged: the switch changes nothing.
     assert!(matches!(store.switch_pack(&moving.id, &job.job_id).await.unwrap(), PackSwitch::Pending(2)));
-    assert_eq!(store.get_index(&moving.id).await.unwrap().unwrap().pack, "pack-a");
-    assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 5);
-    assert!(store.embeddings("pack-b").await.unwrap().is_empty());
+    assert_eq!(store.get_index(&moving.id).await.unwrap().unwrap().pack, Pack::Open);
+    assert_eq!(store.embeddings(Pack::Open).await.unwrap().len(), 5);
+    assert!(store.embeddings(Pack::Insightface).await.unwrap().is_empty());
 
     // The rest staged, then a new enrolment arrives before the switch: still pending.
-    assert_eq!(stage_all(&store, &moving.id, "pack-b", None).await, 2);
+    assert_eq!(stage_all(&store, &moving.id, Pack::Insightface, None).await, 2);
     let late = enrol(&store, &moving.id, 5).await;
     assert!(matches!(store.switch_pack(&moving.id, &job.job_id).await.unwrap(), PackSwitch::Pending(1)));
-    assert_eq!(stage_all(&store, &moving.id, "pack-b", None).await, 1);
+    assert_eq!(stage_all(&store, &moving.id, Pack::Insightface, None).await, 1);
 
     let PackSwitch::Switched { job: done, vectors } = store.switch_pack(&moving.id, &job.job_id).await.unwrap() else {
         panic!("the switch did not happen");
@@ -147,16 +157,16 @@ async fn staged_vectors_survive_a_reopen_and_the_switch_replaces_all_at_once() {
     assert!(vectors.iter().any(|v| v.image_id == extra_image));
     assert!(vectors.iter().any(|v| v.image_id == late.image_ids[0]));
     assert!(vectors.iter().all(|v| v.image_id != failed_image));
-    let old = store.embeddings("pack-a").await.unwrap();
-    assert_eq!(old.len(), 1, "only the other index keeps pack-a vectors");
+    let old = store.embeddings(Pack::Open).await.unwrap();
+    assert_eq!(old.len(), 1, "only the other index keeps open vectors");
     assert_eq!(old[0].record_id, bystander.record_id);
-    assert_eq!(store.embeddings("pack-b").await.unwrap().len(), 4);
-    assert_eq!(store.get_index(&moving.id).await.unwrap().unwrap().pack, "pack-b");
+    assert_eq!(store.embeddings(Pack::Insightface).await.unwrap().len(), 4);
+    assert_eq!(store.get_index(&moving.id).await.unwrap().unwrap().pack, Pack::Insightface);
     // The record whose image had no face is kept, with its image.
     let kept = store.get_records(&[records[1].record_id.clone(), records[0].record_id.clone()]).await.unwrap();
     assert_eq!(kept.len(), 2);
     // The staging is cleared: every image would be pending for a next job.
-    assert_eq!(store.pending_images(&moving.id, "pack-b", 10).await.unwrap().len(), 5);
+    assert_eq!(store.pending_images(&moving.id, Pack::Insightface, 10).await.unwrap().len(), 5);
     // The finished job reads back the same, and cannot be switched twice.
     let reread = store.reembed_job(&moving.id).await.unwrap().unwrap();
     assert_eq!((reread.state, reread.done, reread.failed), (JobState::Done, 5, 1));
@@ -172,22 +182,22 @@ async fn staged_vectors_go_with_their_images_records_and_index() {
     let index = store.create_index(new_index("cascade")).await.unwrap();
     let a = enrol(&store, &index.id, 1).await;
     let b = enrol(&store, &index.id, 2).await;
-    let job = started(store.start_reembed(&index.id, "pack-b", "admin").await.unwrap());
-    assert_eq!(stage_all(&store, &index.id, "pack-b", None).await, 2);
+    let job = started(store.start_reembed(&index.id, Pack::Insightface, "admin").await.unwrap());
+    assert_eq!(stage_all(&store, &index.id, Pack::Insightface, None).await, 2);
 
     // Deleting a record takes its staged vector along.
     store.delete_record(&index.id, &a.record_id).await.unwrap().unwrap();
     let j = store.reembed_job(&index.id).await.unwrap().unwrap();
     assert_eq!((j.total, j.done), (1, 1));
     // An image deleted while it was being embedded: staging it is a no-op.
-    assert!(!store.stage_vector(&a.image_ids[0], "pack-b", Ok(new_vector(1))).await.unwrap());
+    assert!(!store.stage_vector(&a.image_ids[0], Pack::Insightface, Ok(new_vector(1))).await.unwrap());
     store.integrity_check().await.unwrap();
 
     // Deleting the index takes the job and the staging along.
     assert!(store.delete_index(&index.id).await.unwrap());
     assert!(store.reembed_job(&index.id).await.unwrap().is_none());
     assert!(store.running_reembeds().await.unwrap().is_empty());
-    assert!(!store.stage_vector(&b.image_ids[0], "pack-b", Ok(new_vector(2))).await.unwrap());
+    assert!(!store.stage_vector(&b.image_ids[0], Pack::Insightface, Ok(new_vector(2))).await.unwrap());
     assert!(matches!(store.switch_pack(&index.id, &job.job_id).await.unwrap(), PackSwitch::NoJob));
     store.integrity_check().await.unwrap();
 }
@@ -200,9 +210,9 @@ async fn a_failed_job_keeps_its_staging_for_the_next_run_of_the_same_pack_only()
     for seed in 1..=3u8 {
         enrol(&store, &index.id, seed).await;
     }
-    let job = started(store.start_reembed(&index.id, "pack-b", "admin").await.unwrap());
-    let img = store.pending_images(&index.id, "pack-b", 1).await.unwrap().remove(0);
-    store.stage_vector(&img.image_id, "pack-b", Ok(new_vector(1))).await.unwrap();
+    let job = started(store.start_reembed(&index.id, Pack::Insightface, "admin").await.unwrap());
+    let img = store.pending_images(&index.id, Pack::Insightface, 1).await.unwrap().remove(0);
+    store.stage_vector(&img.image_id, Pack::Insightface, Ok(new_vector(1))).await.unwrap();
     store.fail_reembed(&index.id, &job.job_id, "the models could not be loaded").await.unwrap();
     let failed = store.reembed_job(&index.id).await.unwrap().unwrap();
     assert_eq!(failed.state, JobState::Failed);
@@ -211,15 +221,15 @@ async fn a_failed_job_keeps_its_staging_for_the_next_run_of_the_same_pack_only()
     assert!(matches!(store.switch_pack(&index.id, &job.job_id).await.unwrap(), PackSwitch::NoJob));
 
     // Started again for the same pack: a new job that continues from the staging.
-    let again = started(store.start_reembed(&index.id, "pack-b", "admin").await.unwrap());
+    let again = started(store.start_reembed(&index.id, Pack::Insightface, "admin").await.unwrap());
     assert_ne!(again.job_id, job.job_id);
     assert_eq!((again.state, again.done, again.error), (JobState::Running, 1, None));
 
-    // Abandoned for another pack: the staging of pack-b is dropped.
+    // Abandoned for another pack (back to open): the staging of insightface is dropped.
     store.fail_reembed(&index.id, &again.job_id, "stopped").await.unwrap();
-    let other = started(store.start_reembed(&index.id, "pack-c", "admin").await.unwrap());
-    assert_eq!((other.done, other.from_pack.as_str()), (0, "pack-a"));
-    assert_eq!(store.pending_images(&index.id, "pack-b", 10).await.unwrap().len(), 3);
+    let other = started(store.start_reembed(&index.id, Pack::Open, "admin").await.unwrap());
+    assert_eq!((other.done, other.from_pack), (0, Pack::Open.into()));
+    assert_eq!(store.pending_images(&index.id, Pack::Insightface, 10).await.unwrap().len(), 3);
     store.integrity_check().await.unwrap();
 }
 
@@ -233,8 +243,8 @@ async fn readers_never_see_a_half_switched_index() {
     for seed in 0..40u8 {
         enrol(&store, &index.id, seed).await;
     }
-    let job = started(store.start_reembed(&index.id, "pack-b", "admin").await.unwrap());
-    stage_all(&store, &index.id, "pack-b", None).await;
+    let job = started(store.start_reembed(&index.id, Pack::Insightface, "admin").await.unwrap());
+    stage_all(&store, &index.id, Pack::Insightface, None).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
@@ -242,8 +252,8 @@ async fn readers_never_see_a_half_switched_index() {
         tokio::spawn(async move {
             let mut reads = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
-                let old = store.embeddings("pack-a").await.unwrap().len();
-                let new = store.embeddings("pack-b").await.unwrap().len();
+                let old = store.embeddings(Pack::Open).await.unwrap().len();
+                let new = store.embeddings(Pack::Insightface).await.unwrap().len();
                 // Two statements may straddle the switch: old then new can read 40/40
                 // but never a partial set of either.
                 assert!(old == 0 || old == 40, "a read saw {old} old vectors");
@@ -260,6 +270,6 @@ async fn readers_never_see_a_half_switched_index() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let reads = reader.await.unwrap();
     assert!(reads > 0);
-    assert_eq!(store.embeddings("pack-b").await.unwrap().len(), 40);
-    assert!(store.embeddings("pack-a").await.unwrap().is_empty());
+    assert_eq!(store.embeddings(Pack::Insightface).await.unwrap().len(), 40);
+    assert!(store.embeddings(Pack::Open).await.unwrap().is_empty());
 }

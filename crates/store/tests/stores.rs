@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use facesearch_store::prelude::*;
 use facesearch_store::{
-    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, PostgresConfig, PostgresStore, RecordFields, RecordPatch,
-    Role, SqliteStore, Store, StoreConfig, StoreError, VectorQuery,
+    EnrolOutcome, IndexPatch, IndexType, NewImage, NewIndex, Pack, PackName, PostgresConfig, PostgresStore,
+    RecordFields, RecordPatch, Role, SQLITE_FILE, SqliteStore, Store, StoreConfig, StoreError, VectorQuery,
 };
 
 fn new_index(name: &str) -> NewIndex {
@@ -18,7 +18,7 @@ fn new_index(name: &str) -> NewIndex {
         title: format!("{name} title"),
         description: format!("{name} description"),
         index_type: IndexType::Internal,
-        pack: "pack-a".into(),
+        pack: Pack::Open,
     }
 }
 
@@ -28,7 +28,7 @@ fn image(seed: u8) -> NewImage {
         mime: "image/jpeg".into(),
         file_name: format!("face_{seed}.jpg"),
         embedding: (0..8).map(|i| f32::from(seed) * 0.25 + i as f32 / 7.0).collect(),
-        pack: "pack-a".into(),
+        pack: Pack::Open,
         face: serde_json::json!({"box": [1, 2, 30, 40], "score": 0.99}),
         quality: seed.is_multiple_of(2).then(|| serde_json::json!({"sharpness": f32::from(seed), "yaw": -3.5})),
     }
@@ -56,18 +56,46 @@ enum Backend {
 /// An empty store of the kind; the directory (SQLite) lives as long as the guard.
 /// Opened the way every command opens its store: `facesearch_store::open`.
 async fn open(backend: Backend) -> (Option<tempfile::TempDir>, Arc<dyn Store>) {
-    let (dir, config) = match backend {
+    let (dir, store, _) = open_at(backend).await;
+    (dir, store)
+}
+
+/// Where a store's database is, to change it behind the store's back as another build
+/// sharing it would.
+enum Location {
+    Sqlite(std::path::PathBuf),
+    /// The database's name on the shared test server.
+    Postgres(String),
+}
+
+/// [`open`], and where the database is.
+async fn open_at(backend: Backend) -> (Option<tempfile::TempDir>, Arc<dyn Store>, Location) {
+    let (dir, config, location) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("tempdir");
-            let config = StoreConfig::Sqlite { data_dir: dir.path().join("data") };
-            (Some(dir), config)
+            let data_dir = dir.path().join("data");
+            let location = Location::Sqlite(data_dir.join(SQLITE_FILE));
+            (Some(dir), StoreConfig::Sqlite { data_dir }, location)
         }
         Backend::Postgres => {
             let url = facesearch_pgfixture::shared().fresh_database();
-            (None, StoreConfig::Postgres(PostgresConfig::new(url)))
+            let name = url.rsplit('/').next().expect("a database name").to_owned();
+            (None, StoreConfig::Postgres(PostgresConfig::new(url)), Location::Postgres(name))
         }
     };
-    (dir, facesearch_store::open(&config).await.expect("open"))
+    (dir, facesearch_store::open(&config).await.expect("open"), location)
+}
+
+/// Runs `sql` on the database directly, not through the store.
+fn execute(location: &Location, sql: &str) {
+    match location {
+        Location::Sqlite(file) => {
+            rusqlite::Connection::open(file).expect("open the file").execute_batch(sql).expect("SQL runs");
+        }
+        Location::Postgres(name) => {
+            facesearch_pgfixture::shared().psql(name, sql).expect("SQL runs");
+        }
+    }
 }
 
 /// Two stores on one database, as two processes or nodes would have: two SQLite
@@ -124,7 +152,7 @@ async fn index_crud_and_duplicate_name(backend: Backend) {
 
     let got = store.get_index(&a.id).await.unwrap().unwrap();
     assert_eq!(got.index_name, "alpha");
-    assert_eq!(got.pack, "pack-a");
+    assert_eq!(got.pack, Pack::Open);
     assert!(store.get_index("nope").await.unwrap().is_none());
 
     let list = store.list_indexes().await.unwrap();
@@ -289,7 +317,7 @@ async fn enrol_get_page_update_delete(backend: Backend) {
     assert_eq!(cleared.reference, None);
 
     // delete: images and embeddings gone.
-    let before = store.embeddings("pack-a").await.unwrap().len();
+    let before = store.embeddings(Pack::Open).await.unwrap().len();
     assert_eq!(before, 8);
     let mut deleted = store.delete_record(&idx.id, &r0.record_id).await.unwrap().unwrap();
     deleted.sort();
@@ -299,7 +327,7 @@ async fn enrol_get_page_update_delete(backend: Backend) {
     for id in &deleted {
         assert!(store.get_image(id).await.unwrap().is_none());
     }
-    let after = store.embeddings("pack-a").await.unwrap();
+    let after = store.embeddings(Pack::Open).await.unwrap();
     assert_eq!(after.len(), 6);
     assert!(after.iter().all(|e| e.record_id != r0.record_id));
     assert!(store.get_record(&idx.id, &r0.record_id).await.unwrap().is_none());
@@ -323,7 +351,7 @@ async fn enrol_with_existing_reference_returns_existing_and_stores_nothing(backe
     assert_eq!(existing.image_ids, first.image_ids);
 
     assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 1);
-    assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 1);
+    assert_eq!(store.embeddings(Pack::Open).await.unwrap().len(), 1);
     let (page, _) = store.list_records(&idx.id, 10, None).await.unwrap();
     assert_eq!(page.len(), 1);
 
@@ -365,7 +393,7 @@ async fn delete_index_cascades(backend: Backend) {
     for id in &doomed_images {
         assert!(store.get_image(id).await.unwrap().is_none());
     }
-    let left = store.embeddings("pack-a").await.unwrap();
+    let left = store.embeddings(Pack::Open).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].record_id, keeper.record_id);
     assert!(store.find_by_reference(&doomed.id, "r0").await.unwrap().is_none());
@@ -380,7 +408,7 @@ async fn delete_index_cascades(backend: Backend) {
 async fn embeddings_are_bit_exact_and_filtered_by_pack(backend: Backend) {
     let (_dir, store) = open(backend).await;
     let a = store.create_index(new_index("a")).await.unwrap();
-    let b = store.create_index(NewIndex { pack: "pack-b".into(), ..new_index("b") }).await.unwrap();
+    let b = store.create_index(NewIndex { pack: Pack::Insightface, ..new_index("b") }).await.unwrap();
     let vector = vec![
         0.1f32,
         -0.0,
@@ -396,10 +424,10 @@ async fn embeddings_are_bit_exact_and_filtered_by_pack(backend: Backend) {
     let rec = store.enrol(&a.id, fields("v"), None, img).await.unwrap().unwrap().into_record();
     let mut img_b = image(2);
     img_b.embedding = vec![0.5; 4];
-    img_b.pack = "pack-b".into();
+    img_b.pack = Pack::Insightface;
     store.enrol(&b.id, fields("w"), None, img_b).await.unwrap().unwrap();
 
-    let rows = store.embeddings("pack-a").await.unwrap();
+    let rows = store.embeddings(Pack::Open).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].image_id, rec.image_ids[0]);
     assert_eq!(rows[0].record_id, rec.record_id);
@@ -407,10 +435,9 @@ async fn embeddings_are_bit_exact_and_filtered_by_pack(backend: Backend) {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&rows[0].vector), bits(&vector));
 
-    let rows_b = store.embeddings("pack-b").await.unwrap();
+    let rows_b = store.embeddings(Pack::Insightface).await.unwrap();
     assert_eq!(rows_b.len(), 1);
     assert_eq!(rows_b[0].vector, vec![0.5; 4]);
-    assert!(store.embeddings("pack-c").await.unwrap().is_empty());
 }
 
 async fn users_passwords_and_grants(backend: Backend) {
@@ -510,7 +537,7 @@ async fn reopen_after_drop_keeps_data() {
     assert_eq!(got.fields, record.fields);
     assert_eq!(got.created_at, record.created_at);
     assert_eq!(store.get_image(&image_id).await.unwrap().unwrap().bytes, image(7).bytes);
-    assert_eq!(store.embeddings("pack-a").await.unwrap()[0].vector, image(7).embedding);
+    assert_eq!(store.embeddings(Pack::Open).await.unwrap()[0].vector, image(7).embedding);
     let admin = store.verify_password("admin", "pw").await.unwrap().unwrap();
     assert_eq!(admin.grants, vec![index_id.clone()]);
     store.integrity_check().await.unwrap();
@@ -531,6 +558,47 @@ async fn newer_schema_is_refused() {
         Err(StoreError::UnsupportedSchema { found: 999, .. }) => {}
         other => panic!("expected UnsupportedSchema, got {other:?}"),
     }
+}
+
+/// An index or job row naming a pack this build does not know (written by another
+/// build sharing the database) is read as `PackName::Unknown`: it never fails a whole
+/// listing, and a vector of a known pack is refused for that index (`PackMismatch`).
+async fn a_row_naming_an_unknown_pack_is_kept_not_refused(backend: Backend) {
+    let (_dir, store, location) = open_at(backend).await;
+    let kept = store.create_index(new_index("kept")).await.unwrap();
+    let odd = store.create_index(new_index("odd")).await.unwrap();
+    enrol_new(store.as_ref(), &odd.id, "before", None, 1).await;
+    store.start_reembed(&odd.id, Pack::Insightface, "admin").await.unwrap().expect("the index exists");
+    execute(
+        &location,
+        &format!(
+            "UPDATE indexes SET pack = 'nonesuch' WHERE id = '{id}'; \
+             UPDATE reembed_jobs SET pack = 'newer', from_pack = 'nonesuch' WHERE index_id = '{id}';",
+            id = odd.id
+        ),
+    );
+
+    let listed = store.list_indexes().await.expect("one odd row does not fail the listing");
+    let pack_of = |id: &str| listed.iter().find(|i| i.id == id).map(|i| i.pack.clone());
+    assert_eq!(pack_of(&kept.id), Some(PackName::Known(Pack::Open)));
+    assert_eq!(pack_of(&odd.id), Some(PackName::Unknown("nonesuch".into())));
+    let got = store.get_index(&odd.id).await.unwrap().expect("the index is read");
+    assert_eq!((got.pack.name(), got.pack.known(), got.record_count), ("nonesuch", None, 1));
+    assert_eq!(serde_json::to_value(&got).unwrap()["pack"], "nonesuch", "serialised as the name it replaced");
+
+    match store.enrol(&odd.id, fields("after"), None, image(2)).await {
+        Err(StoreError::PackMismatch { index_pack, vector_pack, .. }) => {
+            assert_eq!((index_pack.as_str(), vector_pack.as_str()), ("nonesuch", "open"));
+        }
+        other => panic!("expected PackMismatch, got {other:?}"),
+    }
+    enrol_new(store.as_ref(), &kept.id, "kept", None, 3).await;
+
+    let jobs = store.running_reembeds().await.expect("one odd job does not fail the listing");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].pack.name(), jobs[0].from_pack.name()), ("newer", "nonesuch"));
+    let job = store.reembed_job(&odd.id).await.unwrap().expect("the job is read");
+    assert_eq!((job.pack, job.from_pack), (PackName::Unknown("newer".into()), PackName::Unknown("nonesuch".into())));
 }
 
 async fn concurrent_enrolments_keep_exact_counts(backend: Backend) {
@@ -554,7 +622,7 @@ async fn concurrent_enrolments_keep_exact_counts(backend: Backend) {
     }
     assert_eq!(created, 12);
     assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, 12);
-    assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 12);
+    assert_eq!(store.embeddings(Pack::Open).await.unwrap().len(), 12);
     store.integrity_check().await.unwrap();
 }
 
@@ -628,7 +696,7 @@ async fn enrol_batch_is_one_all_or_nothing_transaction(backend: Backend) {
     let out = store.enrol_batch(&idx.id, batch).await.unwrap().unwrap();
     assert_eq!(out.len(), 20);
     assert!(out.iter().all(EnrolOutcome::is_created));
-    assert_eq!(store.embeddings("pack-a").await.unwrap().len(), 20);
+    assert_eq!(store.embeddings(Pack::Open).await.unwrap().len(), 20);
     // A bad item (no image bytes) refuses the whole batch: nothing of it is stored.
     let mut bad = image(99);
     bad.bytes.clear();
@@ -711,8 +779,8 @@ macro_rules! on_both_stores {
     };
 }
 
-/// Vector search is a capability of the PostgreSQL store only; asking the embedded
-/// store for it is refused as bad input, not answered with an empty list.
+/// Vector search is a capability of the PostgreSQL store only; the embedded store
+/// offers none (`vector_search()` is `None`), so no caller can ask it for one.
 async fn vector_search_is_a_capability_of_postgres_only(backend: Backend) {
     let (_dir, store) = open(backend).await;
     let index = store.create_index(new_index("vectors")).await.unwrap();
@@ -726,15 +794,12 @@ async fn vector_search_is_a_capability_of_postgres_only(backend: Backend) {
     };
     match backend {
         Backend::Sqlite => {
-            assert!(store.vector_search().is_none() && !store.searches_vectors());
-            assert!(matches!(store.nearest_faces(query).await, Err(StoreError::InvalidInput(_))));
+            assert!(store.vector_search().is_none());
         }
         Backend::Postgres => {
             let vectors = store.vector_search().expect("PostgreSQL searches its vectors");
-            assert!(store.searches_vectors());
-            let found = vectors.nearest_faces(query.clone()).await.unwrap();
+            let found = vectors.nearest_faces(query).await.unwrap();
             assert_eq!(found.len(), 1);
-            assert_eq!(found, store.nearest_faces(query).await.unwrap(), "the forwarder answers the same");
         }
     }
 }
@@ -754,4 +819,5 @@ on_both_stores!(
     enrol_batch_is_one_all_or_nothing_transaction,
     the_last_admin_is_never_deleted,
     concurrent_deletes_of_the_last_two_admins_leave_one,
+    a_row_naming_an_unknown_pack_is_kept_not_refused,
 );

@@ -3,13 +3,12 @@
 //! schema's description lists it).
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use serde::Serialize;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::{Ref, RefOr, ResponseBuilder, Schema};
-use utoipa::{IntoResponses, PartialSchema, ToSchema};
+use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::error::ErrorCode;
 use crate::responses::search::ScoredBox;
@@ -23,13 +22,20 @@ pub struct ErrorBody {
 }
 
 /// What went wrong: a stable code, a sentence, and fields that depend on the code.
-// The fields beyond `code` and `message` are `crate::ApiError`'s details, set where the
-// error is made; `openapi::tests::errors_are_their_schema` holds them to this list.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorObject {
     pub code: ErrorCode,
     /// A human-readable sentence; not stable, do not parse it.
     pub message: String,
+    #[serde(flatten)]
+    pub details: ErrorDetails,
+}
+
+/// The fields of an error beyond its code and message, each set where the error is
+/// made ([`crate::ApiError::with`]) and only those that apply to its code; a field
+/// left `None` is not sent.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ErrorDetails {
     /// The parameter or field with a wrong value (`INVALID_PARAMETER`), or the one the
     /// server does not let the caller set so (`LIVENESS_REQUIRED`).
     pub parameter: Option<String>,
@@ -92,17 +98,6 @@ pub struct ErrorObject {
     pub image_id: Option<String>,
     /// The job concerned (`JOB_NOT_FOUND`).
     pub job_id: Option<String>,
-}
-
-/// Whether `key` is a field of [`ErrorObject`] (beside `code` and `message`): the
-/// details an [`crate::ApiError`] may carry.
-pub fn is_documented_detail(key: &str) -> bool {
-    static FIELDS: OnceLock<Vec<String>> = OnceLock::new();
-    let fields = FIELDS.get_or_init(|| match ErrorObject::schema() {
-        RefOr::T(Schema::Object(object)) => object.properties.keys().cloned().collect(),
-        _ => Vec::new(),
-    });
-    key != "code" && key != "message" && fields.iter().any(|f| f == key)
 }
 
 /// An error answer of the document: the `ErrorBody` schema, `description`, and the

@@ -55,7 +55,7 @@ impl From<&IndexInfo> for IndexObject {
             record_count: index.record_count,
             title: index.title.clone(),
             description: index.description.clone(),
-            pack: index.pack.clone(),
+            pack: index.pack.name().to_owned(),
             created_at: index.created_at.clone(),
             updated_at: index.updated_at.clone(),
         }

@@ -77,8 +77,8 @@ impl From<facesearch_store::ReembedJob> for ReembedJobObject {
         Self {
             job_id: job.job_id,
             index_id: job.index_id,
-            pack: job.pack,
-            from_pack: job.from_pack,
+            pack: job.pack.name().to_owned(),
+            from_pack: job.from_pack.name().to_owned(),
             state: job.state.into(),
             total: job.total,
             done: job.done,

@@ -27,7 +27,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use audit::{AuditEvent, AuditPage};
-pub use error::{AuthErrors, ErrorBody, ErrorObject, ServerErrors};
+pub use error::{AuthErrors, ErrorBody, ErrorDetails, ErrorObject, ServerErrors};
 pub use index::{ExpectedFalseMatches, IndexObject, IndexType, ManagedIndexObject};
 pub use job::{DuplicateJob, ReembedJobObject};
 pub use record::{RecordObject, RecordPage};

@@ -28,7 +28,8 @@ const MAX_WAIT_SECONDS: u64 = 30;
 const MAX_JOB_INDEXES: usize = 20;
 
 fn job_not_found(id: &str) -> ApiError {
-    ApiError::new(ErrorCode::JobNotFound, format!("no duplicate job with id {id:?} for this index")).with("job_id", id)
+    ApiError::new(ErrorCode::JobNotFound, format!("no duplicate job with id {id:?} for this index"))
+        .with(|d| d.job_id = Some(id.to_string()))
 }
 
 /// The `wait` parameter: seconds, 0 to [`MAX_WAIT_SECONDS`].
@@ -56,7 +57,8 @@ async fn wait_for(state: &AppState, job_id: &str, seconds: u64) {
 async fn reviewable_index(state: &AppState, caller: &Caller, id: &str) -> Result<IndexInfo, ApiError> {
     let index = visible_index(state, caller, id).await?;
     if !caller.may_review(&index) {
-        return Err(ApiError::forbidden(&format!("look for duplicates in index {id:?}")).with("index_id", id));
+        return Err(ApiError::forbidden(&format!("look for duplicates in index {id:?}"))
+            .with(|d| d.index_id = Some(id.to_string())));
     }
     Ok(index)
 }

@@ -56,7 +56,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 pub async fn visible_index(state: &AppState, caller: &Caller, id: &str) -> Result<IndexInfo, ApiError> {
     let index = state.store().get_index(id).await?.ok_or_else(|| ApiError::index_not_found(id))?;
     if !caller.may_read(&index) && !caller.may_search(&index) {
-        return Err(ApiError::forbidden(&format!("access index {id:?}")).with("index_id", id));
+        return Err(ApiError::forbidden(&format!("access index {id:?}")).with(|d| d.index_id = Some(id.to_string())));
     }
     Ok(index)
 }
@@ -116,7 +116,7 @@ async fn run_create(
             ));
         }
     };
-    let pack = state.config().pack.name().to_string();
+    let pack = state.config().pack;
     let new = NewIndex { index_name: name, title, description, index_type, pack };
     let index = state.service().create_index(new).await?;
     entry.index(&index.id).detail("index_name", index.index_name.as_str());

@@ -23,7 +23,9 @@ const DEFAULT_PAGE: usize = 100;
 async fn writable_index(state: &AppState, caller: &Caller, id: &str) -> Result<IndexInfo, ApiError> {
     let index = visible_index(state, caller, id).await?;
     if !caller.may_write(&index) {
-        return Err(ApiError::forbidden(&format!("change records of index {id:?}")).with("index_id", id));
+        return Err(
+            ApiError::forbidden(&format!("change records of index {id:?}")).with(|d| d.index_id = Some(id.to_string()))
+        );
     }
     Ok(index)
 }
@@ -31,7 +33,9 @@ async fn writable_index(state: &AppState, caller: &Caller, id: &str) -> Result<I
 async fn readable_index(state: &AppState, caller: &Caller, id: &str) -> Result<IndexInfo, ApiError> {
     let index = visible_index(state, caller, id).await?;
     if !caller.may_read(&index) {
-        return Err(ApiError::forbidden(&format!("read records of index {id:?}")).with("index_id", id));
+        return Err(
+            ApiError::forbidden(&format!("read records of index {id:?}")).with(|d| d.index_id = Some(id.to_string()))
+        );
     }
     Ok(index)
 }

@@ -75,7 +75,7 @@ async fn run_start(
     let pack: Pack = body.pack.parse().map_err(|e: String| ApiError::invalid_parameter("pack", e))?;
     entry.detail("pack", pack.name());
     let job = state.engine()?.start_reembed(id, pack, &caller.user.username).await?;
-    entry.detail("job_id", job.job_id.as_str()).detail("from_pack", job.from_pack.as_str());
+    entry.detail("job_id", job.job_id.as_str()).detail("from_pack", job.from_pack.name());
     Ok(accepted(ReembedJobObject::from(job)))
 }
 
@@ -101,7 +101,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     store.get_index(&id).await?.ok_or_else(|| ApiError::index_not_found(&id))?;
     let job = store.reembed_job(&id).await?.ok_or_else(|| {
         ApiError::new(ErrorCode::JobNotFound, format!("index {id:?} has no re-embedding job"))
-            .with("index_id", id.as_str())
+            .with(|d| d.index_id = Some(id.clone()))
     })?;
     Ok(ok(ReembedJobObject::from(job)))
 }

@@ -209,7 +209,9 @@ async fn run_search(
                 "this server requires the liveness check: perform_liveness_check=false is for admins only",
             )
         };
-        return Err(ApiError::new(ErrorCode::LivenessRequired, message).with("parameter", parameter));
+        return Err(
+            ApiError::new(ErrorCode::LivenessRequired, message).with(|d| d.parameter = Some(parameter.to_string()))
+        );
     }
 
     // Every named index must exist (404) before permissions are looked at (403).
@@ -218,7 +220,8 @@ async fn run_search(
         found.push(state.store().get_index(id).await?.ok_or_else(|| ApiError::index_not_found(id))?);
     }
     if let Some(denied) = found.iter().find(|index| !caller.may_search(index)) {
-        return Err(ApiError::forbidden(&format!("search index {:?}", denied.id)).with("index_id", denied.id.as_str()));
+        return Err(ApiError::forbidden(&format!("search index {:?}", denied.id))
+            .with(|d| d.index_id = Some(denied.id.clone())));
     }
     let engine = state.engine()?;
     // Read once: the engine checks each index's pack itself.

@@ -300,7 +300,7 @@ mod tests {
             [("include", "probes"), ("include", ""), ("include", "probe,x"), ("faces", "every"), ("faces", "")]
         {
             let e = SearchOptions::from_query(&query(&[(k, v)])).expect_err(v);
-            assert_eq!((e.code.as_str(), e.details["parameter"].as_str()), ("INVALID_PARAMETER", Some(k)), "{k}={v}");
+            assert_eq!((e.code.as_str(), e.details.parameter.as_deref()), ("INVALID_PARAMETER", Some(k)), "{k}={v}");
         }
     }
 

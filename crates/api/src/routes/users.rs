@@ -22,7 +22,8 @@ use crate::responses::{AuthErrors, ErrorBody, ServerErrors, UserListResponse, Us
 use crate::state::AppState;
 
 pub fn user_not_found(name: &str) -> ApiError {
-    ApiError::new(ErrorCode::UserNotFound, format!("no user named {name:?}")).with("username", name)
+    ApiError::new(ErrorCode::UserNotFound, format!("no user named {name:?}"))
+        .with(|d| d.username = Some(name.to_string()))
 }
 
 /// Makes the change visible at once: no request may run on a remembered credential
@@ -217,7 +218,7 @@ pub async fn delete(
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
     // Not oneself, nor the last admin (the store's rule, in the delete's transaction).
-    state.service().delete_user(&caller.user.username, &username).await?;
+    state.service().delete_user(Some(&caller.user.username), &username).await?;
     changed(&state);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

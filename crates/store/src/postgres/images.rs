@@ -36,7 +36,7 @@ pub(super) async fn insert_image(
     .bind(&id)
     .bind(record_id)
     .bind(index_id)
-    .bind(&image.pack)
+    .bind(image.pack.name())
     .bind(dim)
     .bind(Vector::from(image.embedding))
     .execute(&mut *conn)
@@ -55,7 +55,7 @@ pub(super) async fn enrol_in(
     reference: Option<String>,
     image: NewImage,
 ) -> Result<EnrolOutcome, StoreError> {
-    check_pack(index_id, pack, &image.pack)?;
+    check_pack(index_id, pack, image.pack)?;
     let reference = reference.filter(|r| !r.is_empty());
     if let Some(reference) = &reference
         && let Some(existing) = load_record_by_reference(tx, index_id, reference).await?

@@ -19,7 +19,7 @@ impl IndexStore for PostgresStore {
         .bind(new.index_type.as_str())
         .bind(&new.title)
         .bind(&new.description)
-        .bind(&new.pack)
+        .bind(new.pack.name())
         .bind(&now)
         .execute(&self.pool)
         .await;

@@ -98,7 +98,7 @@ impl ReembedStore for PostgresStore {
     async fn start_reembed(
         &self,
         index_id: &str,
-        pack: &str,
+        pack: Pack,
         requested_by: &str,
     ) -> Result<Option<ReembedStart>, StoreError> {
         let mut tx = self.begin("starting a re-embedding job").await?;
@@ -125,7 +125,7 @@ impl ReembedStore for PostgresStore {
              WHERE s.image_id = i.id AND r.id = i.record_id AND r.index_id = $1 AND s.pack <> $2",
         )
         .bind(index_id)
-        .bind(pack)
+        .bind(pack.name())
         .execute(&mut *tx)
         .await
         .map_err(db("clearing stale staged vectors"))?;
@@ -141,7 +141,7 @@ impl ReembedStore for PostgresStore {
         )
         .bind(index_id)
         .bind(new_id())
-        .bind(pack)
+        .bind(pack.name())
         .bind(&from_pack)
         .bind(requested_by)
         .bind(&now)
@@ -175,7 +175,7 @@ impl ReembedStore for PostgresStore {
         Ok(jobs)
     }
 
-    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
+    async fn pending_images(&self, index_id: &str, pack: Pack, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
         let rows: Vec<(String, String, Json<serde_json::Value>, Vec<u8>)> = sqlx::query_as(
             "SELECT i.id, i.record_id, i.face, i.bytes
              FROM images i JOIN records r ON r.id = i.record_id
@@ -184,7 +184,7 @@ impl ReembedStore for PostgresStore {
              ORDER BY i.created_at, i.seq LIMIT $3",
         )
         .bind(index_id)
-        .bind(pack)
+        .bind(pack.name())
         .bind(as_i64(limit.max(1)))
         .fetch_all(&self.pool)
         .await
@@ -198,7 +198,7 @@ impl ReembedStore for PostgresStore {
     async fn stage_vector(
         &self,
         image_id: &str,
-        pack: &str,
+        pack: Pack,
         vector: Result<Vec<f32>, String>,
     ) -> Result<bool, StoreError> {
         let (dim, vector, failure) = match vector {
@@ -215,7 +215,7 @@ impl ReembedStore for PostgresStore {
                                                        failure = EXCLUDED.failure",
         )
         .bind(image_id)
-        .bind(pack)
+        .bind(pack.name())
         .bind(dim)
         .bind(vector)
         .bind(failure)
@@ -261,7 +261,7 @@ impl ReembedStore for PostgresStore {
              WHERE r.index_id = $1 AND s.pack = $2 AND s.vector IS NOT NULL",
         )
         .bind(index_id)
-        .bind(&job.pack)
+        .bind(job.pack.name())
         .execute(&mut *tx)
         .await
         .map_err(db("installing the new vectors"))?;
@@ -276,7 +276,7 @@ impl ReembedStore for PostgresStore {
         let now = now_rfc3339();
         sqlx::query("UPDATE indexes SET pack = $2, updated_at = $3 WHERE id = $1")
             .bind(index_id)
-            .bind(&job.pack)
+            .bind(job.pack.name())
             .bind(&now)
             .execute(&mut *tx)
             .await

@@ -31,6 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, Transaction};
 
+use crate::Pack;
 use crate::common::{
     INDEX_COLS, IndexColumns, JOB_COLS, JobRow, RECORD_COLS, RecordRow, USER_COLS, UserColumns, check_image,
     check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, index_from_columns, live_figures,
@@ -230,13 +231,13 @@ impl PostgresStore {
     }
 
     /// The live vectors of `pack` (of these indexes only, if given), oldest first.
-    async fn scan_embeddings(&self, pack: &str, index_ids: Option<&[String]>) -> Result<Vec<EmbeddingRow>, StoreError> {
+    async fn scan_embeddings(&self, pack: Pack, index_ids: Option<&[String]>) -> Result<Vec<EmbeddingRow>, StoreError> {
         let rows: Vec<EmbeddingDbRow> = sqlx::query_as(
             "SELECT e.image_id, e.record_id, e.index_id, e.vector FROM embeddings e
              JOIN images i ON i.id = e.image_id
              WHERE e.pack = $1 AND ($2::text[] IS NULL OR e.index_id = ANY($2)) ORDER BY i.seq",
         )
-        .bind(pack)
+        .bind(pack.name())
         .bind(index_ids)
         .fetch_all(&self.pool)
         .await

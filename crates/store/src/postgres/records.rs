@@ -258,7 +258,7 @@ impl RecordStore for PostgresStore {
         let Some(mut record) = load_record(&mut tx, index_id, record_id).await? else {
             return Ok(None);
         };
-        check_pack(index_id, &pack, &image.pack)?;
+        check_pack(index_id, &pack, image.pack)?;
         let now = now_rfc3339();
         let summary = insert_image(&mut tx, index_id, record_id, image, &now).await?;
         sqlx::query("UPDATE records SET updated_at = $2 WHERE id = $1")
@@ -295,11 +295,11 @@ impl RecordStore for PostgresStore {
         }))
     }
 
-    async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError> {
+    async fn embeddings(&self, pack: Pack) -> Result<Vec<EmbeddingRow>, StoreError> {
         self.scan_embeddings(pack, None).await
     }
 
-    async fn embeddings_in(&self, pack: &str, index_ids: &[String]) -> Result<Vec<EmbeddingRow>, StoreError> {
+    async fn embeddings_in(&self, pack: Pack, index_ids: &[String]) -> Result<Vec<EmbeddingRow>, StoreError> {
         self.scan_embeddings(pack, Some(index_ids)).await
     }
 

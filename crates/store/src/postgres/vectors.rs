@@ -33,7 +33,7 @@ impl VectorStore for PostgresStore {
                 .await
                 .map_err(db("checking index packs"))?;
         for (index_id, pack, _) in &packs {
-            check_pack(index_id, pack, &query.pack)?;
+            check_pack(index_id, pack, query.pack)?;
         }
         let records: i64 = packs.iter().map(|(_, _, n)| n).sum();
         // Records can have several images: fetch more candidates than records wanted.

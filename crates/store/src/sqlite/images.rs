@@ -7,7 +7,7 @@ use super::*;
 pub(super) struct PreparedImage {
     pub(super) id: String,
     /// The pack that computed the vector (checked against the index's).
-    pub(super) pack: String,
+    pub(super) pack: Pack,
     pub(super) bytes: Vec<u8>,
     pub(super) mime: String,
     pub(super) file_name: String,
@@ -27,7 +27,7 @@ pub(super) fn enrol_in(
     reference: Option<String>,
     image: PreparedImage,
 ) -> Result<EnrolOutcome, StoreError> {
-    check_pack(index_id, pack, &image.pack)?;
+    check_pack(index_id, pack, image.pack)?;
     let reference = reference.filter(|r| !r.is_empty());
     let watch_list = to_json(&fields.watch_list)?;
     if let Some(reference) = &reference

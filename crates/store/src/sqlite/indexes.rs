@@ -51,7 +51,7 @@ impl IndexStore for SqliteStore {
                         new.index_type.as_str(),
                         new.title,
                         new.description,
-                        new.pack,
+                        new.pack.name(),
                         now
                     ])
                 })

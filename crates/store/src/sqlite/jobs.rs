@@ -88,10 +88,10 @@ impl ReembedStore for SqliteStore {
     async fn start_reembed(
         &self,
         index_id: &str,
-        pack: &str,
+        pack: Pack,
         requested_by: &str,
     ) -> Result<Option<ReembedStart>, StoreError> {
-        let (index_id, pack, requested_by) = (index_id.to_owned(), pack.to_owned(), requested_by.to_owned());
+        let (index_id, pack, requested_by) = (index_id.to_owned(), pack.name(), requested_by.to_owned());
         self.run(move |inner| {
             inner.write(|conn| {
                 let tx = immediate(conn, "starting a re-embedding job")?;
@@ -99,7 +99,7 @@ impl ReembedStore for SqliteStore {
                     return Ok(None);
                 };
                 if let Some(job) = load_job(&tx, &index_id)?.filter(|j| j.state == JobState::Running) {
-                    if job.pack == pack {
+                    if job.pack.name() == pack {
                         return Ok(Some(ReembedStart::Running(job)));
                     }
                     return Err(StoreError::Conflict(format!(
@@ -110,7 +110,7 @@ impl ReembedStore for SqliteStore {
                 // Vectors staged for another pack by an abandoned job are of no use now.
                 tx.execute(
                     &format!("DELETE FROM staged_embeddings WHERE pack <> ?2 AND image_id IN ({INDEX_IMAGES})"),
-                    [&index_id, &pack],
+                    [index_id.as_str(), pack],
                 )
                 .ctx("clearing stale staged vectors")?;
                 let now = now_rfc3339();
@@ -150,8 +150,8 @@ impl ReembedStore for SqliteStore {
         .await
     }
 
-    async fn pending_images(&self, index_id: &str, pack: &str, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
-        let (index_id, pack) = (index_id.to_owned(), pack.to_owned());
+    async fn pending_images(&self, index_id: &str, pack: Pack, limit: usize) -> Result<Vec<PendingImage>, StoreError> {
+        let (index_id, pack) = (index_id.to_owned(), pack.name());
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         self.run(move |inner| {
             inner.read(|conn| {
@@ -185,10 +185,10 @@ impl ReembedStore for SqliteStore {
     async fn stage_vector(
         &self,
         image_id: &str,
-        pack: &str,
+        pack: Pack,
         vector: Result<Vec<f32>, String>,
     ) -> Result<bool, StoreError> {
-        let (image_id, pack) = (image_id.to_owned(), pack.to_owned());
+        let (image_id, pack) = (image_id.to_owned(), pack.name());
         let (dim, blob, failure) = match vector {
             Ok(v) => {
                 check_vector(&v, "a staged vector")?;
@@ -237,14 +237,17 @@ impl ReembedStore for SqliteStore {
                          SELECT image_id, pack, dim, vector FROM staged_embeddings
                          WHERE pack = ?2 AND vector IS NOT NULL AND image_id IN ({INDEX_IMAGES})"
                     ),
-                    [&index_id, &job.pack],
+                    [index_id.as_str(), job.pack.name()],
                 )
                 .ctx("installing the new vectors")?;
                 tx.execute(&format!("DELETE FROM staged_embeddings WHERE image_id IN ({INDEX_IMAGES})"), [&index_id])
                     .ctx("clearing the staged vectors")?;
                 let now = now_rfc3339();
-                tx.execute("UPDATE indexes SET pack = ?2, updated_at = ?3 WHERE id = ?1", [&index_id, &job.pack, &now])
-                    .ctx("setting the index's pack")?;
+                tx.execute(
+                    "UPDATE indexes SET pack = ?2, updated_at = ?3 WHERE id = ?1",
+                    [index_id.as_str(), job.pack.name(), now.as_str()],
+                )
+                .ctx("setting the index's pack")?;
                 let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
                 tx.execute(
                     "UPDATE reembed_jobs SET state = 'done', total = ?2, done = ?3, failed = ?4, failures = ?5,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
+use crate::Pack;
 use crate::common::{
     INDEX_COLS, IndexColumns, JOB_COLS, JobRow, RECORD_COLS, RecordRow, USER_COLS, UserColumns, check_image,
     check_pack, check_vector, count_u64, decode_cursor, encode_cursor, hash_password, index_from_columns, live_figures,

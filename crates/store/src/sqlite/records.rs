@@ -306,7 +306,7 @@ impl RecordStore for SqliteStore {
                 };
                 let pack = index_pack(&tx, &index_id)?
                     .ok_or_else(|| StoreError::Corrupt(format!("record {record_id} has no index")))?;
-                check_pack(&index_id, &pack, &image.pack)?;
+                check_pack(&index_id, &pack, image.pack)?;
                 let now = now_rfc3339();
                 insert_image(&tx, &record_id, &pack, &image, &now)?;
                 tx.execute("UPDATE records SET updated_at = ?2 WHERE id = ?1", [&record_id, &now])
@@ -360,8 +360,7 @@ impl RecordStore for SqliteStore {
         .await
     }
 
-    async fn embeddings(&self, pack: &str) -> Result<Vec<EmbeddingRow>, StoreError> {
-        let pack = pack.to_owned();
-        self.run(move |inner| inner.read(|conn| scan_embeddings(conn, "e.pack = ?1", &pack))).await
+    async fn embeddings(&self, pack: Pack) -> Result<Vec<EmbeddingRow>, StoreError> {
+        self.run(move |inner| inner.read(|conn| scan_embeddings(conn, "e.pack = ?1", pack.name()))).await
     }
 }

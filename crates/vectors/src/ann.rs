@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::{IndexConfig, IndexError};
+use crate::{VectorConfig, VectorError};
 
 /// Concurrent searches the graph reserves per-thread scratch space for; more callers
 /// than this wait their turn (USearch refuses a search without a free context).
@@ -55,8 +55,8 @@ impl std::str::FromStr for Quantization {
     }
 }
 
-fn ann_error(e: cxx::Exception) -> IndexError {
-    IndexError::Graph(e.what().to_string())
+fn ann_error(e: cxx::Exception) -> VectorError {
+    VectorError::Graph(e.what().to_string())
 }
 
 pub(crate) struct AnnGraph {
@@ -66,7 +66,7 @@ pub(crate) struct AnnGraph {
 }
 
 impl AnnGraph {
-    pub(crate) fn new(dim: usize, config: &IndexConfig, capacity: usize) -> Result<Self, IndexError> {
+    pub(crate) fn new(dim: usize, config: &VectorConfig, capacity: usize) -> Result<Self, VectorError> {
         let options = IndexOptions {
             dimensions: dim,
             metric: MetricKind::Cos,
@@ -84,16 +84,16 @@ impl AnnGraph {
     /// Builds a graph over `rows` (key, vector) using every core.
     pub(crate) fn build<'a>(
         dim: usize,
-        config: &IndexConfig,
+        config: &VectorConfig,
         rows: impl ExactSizeIterator<Item = (u64, &'a [f32])>,
-    ) -> Result<Self, IndexError> {
+    ) -> Result<Self, VectorError> {
         let graph = Self::new(dim, config, rows.len())?;
         graph.add_many(rows.collect())?;
         Ok(graph)
     }
 
     /// Adds many rows using every core (USearch supports concurrent insertion).
-    pub(crate) fn add_many(&self, rows: Vec<(u64, &[f32])>) -> Result<(), IndexError> {
+    pub(crate) fn add_many(&self, rows: Vec<(u64, &[f32])>) -> Result<(), VectorError> {
         let needed = self.index.size() + rows.len();
         if needed > self.index.capacity() {
             self.index.reserve_capacity_and_threads(needed.max(1024), SEARCH_CONTEXTS).map_err(ann_error)?;
@@ -120,7 +120,7 @@ impl AnnGraph {
         self.index.memory_usage()
     }
 
-    pub(crate) fn add(&self, key: u64, vector: &[f32]) -> Result<(), IndexError> {
+    pub(crate) fn add(&self, key: u64, vector: &[f32]) -> Result<(), VectorError> {
         if self.index.size() + 1 > self.index.capacity() {
             let grown = (self.index.capacity() * 2).max(1024);
             self.index.reserve_capacity_and_threads(grown, SEARCH_CONTEXTS).map_err(ann_error)?;
@@ -128,12 +128,12 @@ impl AnnGraph {
         self.index.add(key, vector).map_err(ann_error)
     }
 
-    pub(crate) fn remove(&self, key: u64) -> Result<(), IndexError> {
+    pub(crate) fn remove(&self, key: u64) -> Result<(), VectorError> {
         self.index.remove(key).map(|_| ()).map_err(ann_error)
     }
 
     /// Keys of the (approximately) `count` nearest vectors.
-    pub(crate) fn search(&self, query: &[f32], count: usize) -> Result<Vec<u64>, IndexError> {
+    pub(crate) fn search(&self, query: &[f32], count: usize) -> Result<Vec<u64>, VectorError> {
         let _slot = self.acquire();
         self.index.search(query, count).map(|m| m.keys).map_err(ann_error)
     }
@@ -147,15 +147,15 @@ impl AnnGraph {
         SearchSlot(self)
     }
 
-    pub(crate) fn save(&self, path: &str) -> Result<(), IndexError> {
+    pub(crate) fn save(&self, path: &str) -> Result<(), VectorError> {
         self.index.save(path).map_err(ann_error)
     }
 
-    pub(crate) fn load(path: &str, dim: usize, config: &IndexConfig) -> Result<Self, IndexError> {
+    pub(crate) fn load(path: &str, dim: usize, config: &VectorConfig) -> Result<Self, VectorError> {
         let graph = Self::new(dim, config, 0)?;
         graph.index.load(path).map_err(ann_error)?;
         if graph.index.dimensions() != dim {
-            return Err(IndexError::Snapshot(format!("graph {path} has {} dimensions", graph.index.dimensions())));
+            return Err(VectorError::Snapshot(format!("graph {path} has {} dimensions", graph.index.dimensions())));
         }
         let capacity = graph.index.size().max(1024);
         graph.index.reserve_capacity_and_threads(capacity, SEARCH_CONTEXTS).map_err(ann_error)?;

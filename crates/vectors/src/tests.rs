@@ -24,14 +24,14 @@ fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
     v
 }
 
-fn approximate(min_rows: usize) -> IndexConfig {
-    IndexConfig { ann_min_rows: min_rows, ..IndexConfig::default() }
+fn approximate(min_rows: usize) -> VectorConfig {
+    VectorConfig { ann_min_rows: min_rows, ..VectorConfig::default() }
 }
 
 #[test]
 fn search_ranks_dedups_and_filters() {
-    for config in [IndexConfig::default(), approximate(1)] {
-        let idx = FaceIndex::with_config(4, config);
+    for config in [VectorConfig::default(), approximate(1)] {
+        let idx = VectorIndex::with_config(4, config);
         idx.insert("db1", "alice", "a1", &unit(4, 0)).unwrap();
         idx.insert("db1", "alice", "a2", &[0.8, 0.6, 0.0, 0.0]).unwrap();
         idx.insert("db1", "bob", "b1", &[0.6, 0.8, 0.0, 0.0]).unwrap();
@@ -44,7 +44,7 @@ fn search_ranks_dedups_and_filters() {
         assert_eq!(idx.search(&unit(4, 0), &["db1", "db2"], 0.5, 2).unwrap().len(), 2);
         assert_eq!(idx.search(&unit(4, 0), &["db2"], 0.95, 10).unwrap().len(), 0);
         assert!(idx.search(&unit(4, 0), &["nope"], -1.0, 10).unwrap().is_empty());
-        assert_eq!(idx.search(&[1.0], &["db1"], 0.0, 1), Err(IndexError::Dimension { expected: 4, got: 1 }));
+        assert_eq!(idx.search(&[1.0], &["db1"], 0.0, 1), Err(VectorError::Dimension { expected: 4, got: 1 }));
     }
 }
 
@@ -52,7 +52,7 @@ fn search_ranks_dedups_and_filters() {
 fn a_record_with_many_images_does_not_hide_the_others() {
     // 100 near-identical images of one record rank above everyone else: the search
     // must widen past them to return the next records.
-    let idx = FaceIndex::new(2);
+    let idx = VectorIndex::new(2);
     for i in 0..100 {
         idx.insert("db", "many", &format!("m{i}"), &[1.0, 0.0]).unwrap();
     }
@@ -65,8 +65,8 @@ fn a_record_with_many_images_does_not_hide_the_others() {
 
 #[test]
 fn deletes_are_reflected_immediately() {
-    for config in [IndexConfig::default(), approximate(1)] {
-        let idx = FaceIndex::with_config(2, config);
+    for config in [VectorConfig::default(), approximate(1)] {
+        let idx = VectorIndex::with_config(2, config);
         for i in 0..5 {
             idx.insert("db", &format!("r{i}"), &format!("i{i}"), &[1.0, i as f32 * 0.01]).unwrap();
         }
@@ -90,7 +90,7 @@ fn deletes_are_reflected_immediately() {
 #[test]
 fn approximate_search_recall_is_measured_against_exact() {
     let dim = 64;
-    let (exact, approx) = (FaceIndex::new(dim), FaceIndex::with_config(dim, approximate(1000)));
+    let (exact, approx) = (VectorIndex::new(dim), VectorIndex::with_config(dim, approximate(1000)));
     let mut rows = Vec::new();
     for person in 0..1500u64 {
         let centre = random_unit(person, dim);
@@ -130,7 +130,7 @@ fn approximate_search_recall_is_measured_against_exact() {
 
 #[test]
 fn the_graph_is_built_when_a_collection_grows_past_the_threshold() {
-    let idx = FaceIndex::with_config(8, approximate(50));
+    let idx = VectorIndex::with_config(8, approximate(50));
     for i in 0..49u64 {
         idx.insert("db", &format!("r{i}"), &format!("i{i}"), &random_unit(i, 8)).unwrap();
     }
@@ -145,7 +145,7 @@ fn the_graph_is_built_when_a_collection_grows_past_the_threshold() {
 #[test]
 fn snapshot_round_trip_keeps_every_vector_and_the_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = FaceIndex::with_config(16, approximate(100));
+    let idx = VectorIndex::with_config(16, approximate(100));
     for i in 0..300u64 {
         idx.insert(if i % 3 == 0 { "small" } else { "big" }, &format!("r{i}"), &format!("i{i}"), &random_unit(i, 16))
             .unwrap();
@@ -159,7 +159,7 @@ fn snapshot_round_trip_keeps_every_vector_and_the_graph() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-"));
     assert_eq!(snaps.count(), 1);
 
-    let (loaded, tag) = FaceIndex::load(dir.path(), 16, approximate(100)).unwrap().unwrap();
+    let (loaded, tag) = VectorIndex::load(dir.path(), 16, approximate(100)).unwrap().unwrap();
     assert_eq!(tag, 43);
     for (name, stats) in idx.stats() {
         let got = loaded.stats()[&name];
@@ -180,29 +180,29 @@ fn snapshot_round_trip_keeps_every_vector_and_the_graph() {
 #[test]
 fn a_removed_snapshot_leaves_no_file_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = FaceIndex::new(4);
+    let idx = VectorIndex::new(4);
     idx.insert("db", "r", "i", &unit(4, 1)).unwrap();
     idx.save(dir.path(), 1).unwrap();
     snapshot::remove(dir.path()).unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    assert!(FaceIndex::load(dir.path(), 4, IndexConfig::default()).unwrap().is_none());
+    assert!(VectorIndex::load(dir.path(), 4, VectorConfig::default()).unwrap().is_none());
     snapshot::remove(&dir.path().join("never-made")).unwrap();
 }
 
 #[test]
 fn a_damaged_or_missing_snapshot_is_reported_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(FaceIndex::load(dir.path(), 4, IndexConfig::default()).unwrap().is_none());
-    let idx = FaceIndex::new(4);
+    assert!(VectorIndex::load(dir.path(), 4, VectorConfig::default()).unwrap().is_none());
+    let idx = VectorIndex::new(4);
     idx.insert("db", "r", "i", &unit(4, 1)).unwrap();
     idx.save(dir.path(), 7).unwrap();
-    assert!(FaceIndex::load(dir.path(), 8, IndexConfig::default()).is_err(), "other dimension");
+    assert!(VectorIndex::load(dir.path(), 8, VectorConfig::default()).is_err(), "other dimension");
     let snap = std::fs::read_to_string(dir.path().join("CURRENT")).unwrap();
     // CURRENT: the snapshot's name, then the manifest's digest.
     let vec_file = dir.path().join(snap.lines().next().unwrap()).join("c0.vec");
     let bytes = std::fs::read(&vec_file).unwrap();
     std::fs::write(&vec_file, &bytes[..bytes.len() - 4]).unwrap();
-    assert!(matches!(FaceIndex::load(dir.path(), 4, IndexConfig::default()), Err(IndexError::Snapshot(_))));
+    assert!(matches!(VectorIndex::load(dir.path(), 4, VectorConfig::default()), Err(VectorError::Snapshot(_))));
 }
 
 fn random_unit_ds(dim: usize, seed: u64) -> Vec<f32> {
@@ -266,7 +266,7 @@ fn neighbours_equal_the_naive_all_pairs_search() {
 
 #[test]
 fn a_snapshot_copies_the_rows() {
-    let idx = FaceIndex::new(2);
+    let idx = VectorIndex::new(2);
     idx.insert("db", "r1", "i1", &[1.0, 0.0]).unwrap();
     idx.insert("db", "r2", "i2", &[0.0, 1.0]).unwrap();
     let snap = idx.snapshot("db");
@@ -279,7 +279,7 @@ fn a_snapshot_copies_the_rows() {
 /// the path of that snapshot's own directory.
 fn saved_snapshot() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let idx = FaceIndex::with_config(16, approximate(50));
+    let idx = VectorIndex::with_config(16, approximate(50));
     for i in 0..80u64 {
         idx.insert(if i < 60 { "big" } else { "small" }, &format!("r{i}"), &format!("i{i}"), &random_unit(i, 16))
             .unwrap();
@@ -292,8 +292,8 @@ fn saved_snapshot() -> (tempfile::TempDir, std::path::PathBuf) {
 
 #[track_caller]
 fn load_error(dir: &std::path::Path) -> String {
-    match FaceIndex::load(dir, 16, approximate(50)) {
-        Err(IndexError::Snapshot(reason)) => reason,
+    match VectorIndex::load(dir, 16, approximate(50)) {
+        Err(VectorError::Snapshot(reason)) => reason,
         Err(other) => panic!("not a snapshot error: {other}"),
         Ok(Some(_)) => panic!("a damaged snapshot was loaded"),
         Ok(None) => panic!("the snapshot was not found"),
@@ -316,7 +316,7 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
 #[test]
 fn every_snapshot_file_is_checked_against_its_digest() {
     let (dir, _) = saved_snapshot();
-    let (loaded, tag) = FaceIndex::load(dir.path(), 16, approximate(50)).unwrap().unwrap();
+    let (loaded, tag) = VectorIndex::load(dir.path(), 16, approximate(50)).unwrap().unwrap();
     assert_eq!((tag, loaded.len("big"), loaded.len("small")), (9, 60, 20), "an intact snapshot loads");
     assert!(loaded.stats()["big"].approximate, "with its graph");
 
@@ -454,22 +454,22 @@ fn a_vector_not_of_unit_length_is_refused_on_load() {
     // length check stands between such a row and a search.
     for bad in [vec![2.0, 0.0, 0.0, 0.0], vec![0.0, 0.0, 0.0, 0.0], vec![f32::NAN, 0.0, 0.0, 0.0], vec![1e19; 4]] {
         let dir = tempfile::tempdir().unwrap();
-        let idx = FaceIndex::new(4);
+        let idx = VectorIndex::new(4);
         idx.insert("db", "good", "g", &unit(4, 1)).unwrap();
         idx.insert("db", "bad", "b", &bad).unwrap();
         idx.save(dir.path(), 1).unwrap();
-        let reason = match FaceIndex::load(dir.path(), 4, IndexConfig::default()) {
-            Err(IndexError::Snapshot(reason)) => reason,
+        let reason = match VectorIndex::load(dir.path(), 4, VectorConfig::default()) {
+            Err(VectorError::Snapshot(reason)) => reason,
             other => panic!("{bad:?} was not refused: {:?}", other.map(|o| o.map(|(_, tag)| tag))),
         };
         assert!(reason.contains("row 1 is not a unit-length vector"), "{reason}");
     }
     // f32 rounding of a normalised vector is well within the tolerance.
     let dir = tempfile::tempdir().unwrap();
-    let idx = FaceIndex::new(4);
+    let idx = VectorIndex::new(4);
     idx.insert("db", "r", "i", &[0.5, 0.5, 0.5, 0.500_1]).unwrap();
     idx.save(dir.path(), 1).unwrap();
-    assert!(FaceIndex::load(dir.path(), 4, IndexConfig::default()).unwrap().is_some());
+    assert!(VectorIndex::load(dir.path(), 4, VectorConfig::default()).unwrap().is_some());
     assert!(snapshot::is_unit(&random_unit(3, 512)) && !snapshot::is_unit(&[1.01, 0.0]));
 }
 
@@ -502,8 +502,8 @@ fn a_similarity_outside_the_unit_range_is_an_error_never_a_score() {
     for bad in [1.01, -1.5, 4.0e37, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         assert_eq!(checked_similarity(bad), None, "{bad}");
     }
-    for config in [IndexConfig::default(), approximate(1)] {
-        let idx = FaceIndex::with_config(4, config);
+    for config in [VectorConfig::default(), approximate(1)] {
+        let idx = VectorIndex::with_config(4, config);
         idx.insert("db", "alice", "a1", &unit(4, 1)).unwrap();
         // A crafted vector three times too long: its dot product with a matching probe is 3.
         idx.insert("db", "mallory", "m1", &[3.0, 0.0, 0.0, 0.0]).unwrap();
@@ -514,7 +514,7 @@ fn a_similarity_outside_the_unit_range_is_an_error_never_a_score() {
         });
         for result in [search, exact] {
             match result {
-                Err(IndexError::Similarity { collection, image_id, similarity }) => {
+                Err(VectorError::Similarity { collection, image_id, similarity }) => {
                     assert_eq!((collection.as_str(), image_id.as_str()), ("db", "m1"));
                     assert!((similarity - 3.0).abs() < 1e-6);
                 }
@@ -542,7 +542,7 @@ fn snapshot_files_are_owner_only_whatever_the_directory_above() {
     let pack = dir.path().join("vectors/open");
     std::fs::create_dir_all(&pack).unwrap();
     std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let idx = FaceIndex::with_config(16, approximate(10));
+    let idx = VectorIndex::with_config(16, approximate(10));
     for i in 0..20u64 {
         idx.insert("db", &format!("r{i}"), &format!("i{i}"), &random_unit(i, 16)).unwrap();
     }
@@ -567,7 +567,7 @@ fn snapshot_files_are_owner_only_whatever_the_directory_above() {
 
 /// What a search over several collections returned before one pass covered them all:
 /// each collection searched alone, merged best first (ties by collection, then record).
-fn search_each(idx: &FaceIndex, q: &[f32], names: &[&str], min: f32, max: usize, exact: bool) -> Vec<Hit> {
+fn search_each(idx: &VectorIndex, q: &[f32], names: &[&str], min: f32, max: usize, exact: bool) -> Vec<Hit> {
     let mut all = Vec::new();
     for name in names {
         let hits = if exact { idx.search_exact(q, &[name], min, max) } else { idx.search(q, &[name], min, max) };
@@ -590,7 +590,7 @@ fn one_search_over_many_collections_equals_searching_each_and_merging() {
     // scan splits across threads. Record ids repeat across collections (different
     // records), some records have many images (the search must widen), and some
     // vectors are copied into several collections (exact ties).
-    let idx = FaceIndex::with_config(dim, approximate(20_000));
+    let idx = VectorIndex::with_config(dim, approximate(20_000));
     let names: Vec<String> = (0..61).map(|c| format!("db{c}")).collect();
     let shared = random_unit(999, dim);
     let mut rows = Vec::new();
@@ -647,11 +647,11 @@ fn one_search_over_many_collections_equals_searching_each_and_merging() {
 #[test]
 fn the_quantised_exact_scan_answers_as_the_f32_scan_does() {
     let dim = 32;
-    let f32_scan = IndexConfig { exact_scan: None, ..IndexConfig::default() };
-    let reference = FaceIndex::with_config(dim, f32_scan);
-    let indexes: Vec<FaceIndex> = [Codec::I8, Codec::F16]
+    let f32_scan = VectorConfig { exact_scan: None, ..VectorConfig::default() };
+    let reference = VectorIndex::with_config(dim, f32_scan);
+    let indexes: Vec<VectorIndex> = [Codec::I8, Codec::F16]
         .into_iter()
-        .map(|c| FaceIndex::with_config(dim, IndexConfig { exact_scan: Some(c), ..IndexConfig::default() }))
+        .map(|c| VectorIndex::with_config(dim, VectorConfig { exact_scan: Some(c), ..VectorConfig::default() }))
         .collect();
     let everyone = || std::iter::once(&reference).chain(&indexes);
     // One by one (the int8 ranges widen as rows come), in bulk, replaced and removed.
@@ -672,11 +672,11 @@ fn the_quantised_exact_scan_answers_as_the_f32_scan_does() {
     let dir = tempfile::tempdir().unwrap();
     indexes[0].save(dir.path(), 1).unwrap();
     let (loaded, _) =
-        FaceIndex::load(dir.path(), dim, IndexConfig { exact_scan: Some(Codec::I8), ..IndexConfig::default() })
+        VectorIndex::load(dir.path(), dim, VectorConfig { exact_scan: Some(Codec::I8), ..VectorConfig::default() })
             .unwrap()
             .unwrap();
     assert!(loaded.stats()["db0"].vector_bytes >= loaded.len("db0") * (dim * 4 + dim));
-    let switched = FaceIndex::load(dir.path(), dim, f32_scan).unwrap().unwrap().0;
+    let switched = VectorIndex::load(dir.path(), dim, f32_scan).unwrap().unwrap().0;
     switched.set_exact_scan(Some(Codec::F16));
     assert_eq!(switched.exact_scan(), Some(Codec::F16));
     for q in 0..40u64 {

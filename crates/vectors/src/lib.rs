@@ -1,12 +1,13 @@
-//! In-memory vector search over face embeddings.
+//! In-memory vector search over face embeddings: the *vector index*. (The API's
+//! "index" is a face database; here each face database's rows are a *collection*.)
 //!
-//! The store is the source of truth; this index is a copy of its vectors, kept in step
+//! The store is the source of truth; the vector index is a copy of its vectors, kept in step
 //! with every write and delete, so that a search never touches the disk. Vectors are
 //! L2-normalised, so cosine similarity is a dot product.
 //!
 //! Each face database (collection) keeps its vectors as a flat row-major f32 matrix.
 //! Small collections are searched exactly (a SIMD scan over that matrix, see [`scan`]);
-//! from [`IndexConfig::ann_min_rows`] vectors on, an HNSW graph ([`ann`]) proposes
+//! from [`VectorConfig::ann_min_rows`] vectors on, an HNSW graph ([`ann`]) proposes
 //! candidates and every candidate is re-scored exactly from the f32 matrix, so the
 //! similarities reported are always exact and only recall is approximate.
 //! [`snapshot`] saves and loads the whole index so that a restart does not re-read
@@ -26,7 +27,7 @@ pub use quantised::{Codec, Quantised};
 pub use scan::{dot, kernel_name};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum IndexError {
+pub enum VectorError {
     #[error("vector has {got} dimensions; this index holds {expected}")]
     Dimension { expected: usize, got: usize },
     #[error("approximate index: {0}")]
@@ -57,7 +58,7 @@ pub fn checked_similarity(similarity: f32) -> Option<f32> {
 /// `exact_search_below` and `ann_ef_search`; the graph's shape is fixed here.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
-pub struct IndexConfig {
+pub struct VectorConfig {
     /// Collections with at least this many vectors get an approximate (HNSW) graph;
     /// smaller ones are always scanned exactly. `usize::MAX` disables the graph.
     #[serde(rename = "exact_search_below")]
@@ -81,7 +82,7 @@ pub struct IndexConfig {
     pub exact_scan: Option<Codec>,
 }
 
-impl Default for IndexConfig {
+impl Default for VectorConfig {
     /// Exact at every size: the graph's threshold recall at score 70 reaches 0.999
     /// only at an ef that makes it slower than the exact scan (README, "Threshold
     /// recall"); the graph is for operators who accept the measured recall. Its ef is
@@ -145,12 +146,12 @@ impl Collection {
     fn insert(
         &mut self,
         dim: usize,
-        config: &IndexConfig,
+        config: &VectorConfig,
         image_id: &str,
         record_id: &str,
         vector: &[f32],
         defer_graph: bool,
-    ) -> Result<(), IndexError> {
+    ) -> Result<(), VectorError> {
         if let Some(&row) = self.rows.get(image_id) {
             self.vectors[row * dim..(row + 1) * dim].copy_from_slice(vector);
             self.owners[row].record_id = record_id.into();
@@ -189,7 +190,7 @@ impl Collection {
     }
 
     /// Adds rows `from..` to the graph in parallel (after deferred inserts).
-    fn graph_add_rows(&mut self, dim: usize, from: usize) -> Result<(), IndexError> {
+    fn graph_add_rows(&mut self, dim: usize, from: usize) -> Result<(), VectorError> {
         let Some(graph) = &self.graph else { return Ok(()) };
         let rows: Vec<(u64, &[f32])> =
             (from..self.len()).map(|row| (self.owners[row].key, &self.vectors[row * dim..(row + 1) * dim])).collect();
@@ -200,7 +201,7 @@ impl Collection {
         Ok(())
     }
 
-    fn build_graph(&mut self, dim: usize, config: &IndexConfig) -> Result<(), IndexError> {
+    fn build_graph(&mut self, dim: usize, config: &VectorConfig) -> Result<(), VectorError> {
         let rows = self.owners.iter().enumerate().map(|(row, o)| (o.key, &self.vectors[row * dim..(row + 1) * dim]));
         let graph = ann::AnnGraph::build(dim, config, rows)?;
         self.keys = self.owners.iter().enumerate().map(|(row, o)| (o.key, row)).collect();
@@ -242,12 +243,12 @@ impl Collection {
     fn candidates(
         &self,
         dim: usize,
-        config: &IndexConfig,
+        config: &VectorConfig,
         query: &[f32],
         k: usize,
         min: f32,
         exact: bool,
-    ) -> Result<Vec<scan::Scored>, IndexError> {
+    ) -> Result<Vec<scan::Scored>, VectorError> {
         match &self.graph {
             Some(graph) if !exact && self.len() >= config.ann_min_rows => {
                 // Asking for ef results makes the graph keep (and return) its whole
@@ -302,7 +303,7 @@ fn scan_many(query: &[f32], parts: &[(&Collection, usize)], dim: usize, min: f32
 
 impl Collection {
     /// Whether a search of this collection goes through its graph.
-    fn searched_by_graph(&self, config: &IndexConfig, exact: bool) -> bool {
+    fn searched_by_graph(&self, config: &VectorConfig, exact: bool) -> bool {
         self.graph.is_some() && !exact && self.len() >= config.ann_min_rows
     }
 
@@ -336,13 +337,13 @@ impl Collection {
     fn best_per_record(
         &self,
         dim: usize,
-        config: &IndexConfig,
+        config: &VectorConfig,
         query: &[f32],
         min: f32,
         max_results: usize,
         exact: bool,
         done: Option<(usize, Vec<scan::Scored>)>,
-    ) -> Result<Vec<(f32, &Owner)>, IndexError> {
+    ) -> Result<Vec<(f32, &Owner)>, VectorError> {
         let (mut k, mut found) = match done {
             Some(done) => done,
             None => {
@@ -372,15 +373,15 @@ pub struct CollectionStats {
 }
 
 /// Cosine search over several collections of one embedding dimension.
-pub struct FaceIndex {
+pub struct VectorIndex {
     dim: usize,
-    config: IndexConfig,
+    config: VectorConfig,
     collections: RwLock<HashMap<String, Collection>>,
     /// Bumped on every change, so a saver can tell whether anything moved since.
     changes: AtomicU64,
     /// The search-time ef, adjustable while serving.
     ef_search: AtomicUsize,
-    /// The exact scan's codes (see [`FaceIndex::set_exact_scan`]): 0 none, 1 int8,
+    /// The exact scan's codes (see [`VectorIndex::set_exact_scan`]): 0 none, 1 int8,
     /// 2 f16. Changed only under the write lock, with every collection's copy.
     exact_scan: AtomicU8,
 }
@@ -401,13 +402,13 @@ fn codec_of_u8(v: u8) -> Option<Codec> {
     }
 }
 
-impl FaceIndex {
+impl VectorIndex {
     /// An index with the default configuration.
     pub fn new(dim: usize) -> Self {
-        Self::with_config(dim, IndexConfig::default())
+        Self::with_config(dim, VectorConfig::default())
     }
 
-    pub fn with_config(dim: usize, config: IndexConfig) -> Self {
+    pub fn with_config(dim: usize, config: VectorConfig) -> Self {
         let ef = AtomicUsize::new(config.ef_search);
         let exact_scan = AtomicU8::new(codec_to_u8(config.exact_scan));
         Self {
@@ -439,7 +440,7 @@ impl FaceIndex {
         self.dim
     }
 
-    pub fn config(&self) -> &IndexConfig {
+    pub fn config(&self) -> &VectorConfig {
         &self.config
     }
 
@@ -465,15 +466,15 @@ impl FaceIndex {
         self.collections.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check(&self, vector: &[f32]) -> Result<(), IndexError> {
+    fn check(&self, vector: &[f32]) -> Result<(), VectorError> {
         if vector.len() != self.dim {
-            return Err(IndexError::Dimension { expected: self.dim, got: vector.len() });
+            return Err(VectorError::Dimension { expected: self.dim, got: vector.len() });
         }
         Ok(())
     }
 
     /// Adds (or replaces) the vector of one enrolled image.
-    pub fn insert(&self, collection: &str, record_id: &str, image_id: &str, vector: &[f32]) -> Result<(), IndexError> {
+    pub fn insert(&self, collection: &str, record_id: &str, image_id: &str, vector: &[f32]) -> Result<(), VectorError> {
         self.check(vector)?;
         let mut all = self.write();
         let c = all.entry(collection.to_string()).or_default();
@@ -488,7 +489,7 @@ impl FaceIndex {
     pub fn insert_bulk<'a>(
         &self,
         rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a [f32])>,
-    ) -> Result<(), IndexError> {
+    ) -> Result<(), VectorError> {
         let mut all = self.write();
         let before: HashMap<String, usize> = all.iter().map(|(name, c)| (name.clone(), c.len())).collect();
         for (collection, record_id, image_id, vector) in rows {
@@ -557,11 +558,11 @@ impl FaceIndex {
         collections: &[&str],
         min_similarity: f32,
         max_results: usize,
-    ) -> Result<Vec<Hit>, IndexError> {
+    ) -> Result<Vec<Hit>, VectorError> {
         self.search_with(query, collections, min_similarity, max_results, false)
     }
 
-    /// [`FaceIndex::search`] by an exact scan even where a graph exists: the ground
+    /// [`VectorIndex::search`] by an exact scan even where a graph exists: the ground
     /// truth that the graph's recall is measured against.
     pub fn search_exact(
         &self,
@@ -569,7 +570,7 @@ impl FaceIndex {
         collections: &[&str],
         min_similarity: f32,
         max_results: usize,
-    ) -> Result<Vec<Hit>, IndexError> {
+    ) -> Result<Vec<Hit>, VectorError> {
         self.search_with(query, collections, min_similarity, max_results, true)
     }
 
@@ -580,14 +581,14 @@ impl FaceIndex {
         min_similarity: f32,
         max_results: usize,
         exact: bool,
-    ) -> Result<Vec<Hit>, IndexError> {
+    ) -> Result<Vec<Hit>, VectorError> {
         self.check(query)?;
         if max_results == 0 {
             return Ok(Vec::new());
         }
         let all = self.read();
         let mut best: HashMap<(&str, &str), (f32, &str)> = HashMap::new();
-        let config = IndexConfig { ef_search: self.ef_search.load(Ordering::Relaxed), ..self.config };
+        let config = VectorConfig { ef_search: self.ef_search.load(Ordering::Relaxed), ..self.config };
         // Each collection once, in the order asked.
         let mut named: Vec<(&str, &Collection)> = Vec::with_capacity(collections.len());
         for &name in collections {
@@ -639,7 +640,7 @@ impl FaceIndex {
         for ((collection, record_id), (similarity, image_id)) in best {
             // A damaged (non-unit) vector can score anything: never report such a value.
             let Some(similarity) = checked_similarity(similarity) else {
-                let e = IndexError::Similarity {
+                let e = VectorError::Similarity {
                     collection: collection.to_string(),
                     image_id: image_id.to_string(),
                     similarity,
@@ -676,7 +677,7 @@ pub struct Snapshot {
     pub owners: Vec<(String, String)>,
 }
 
-impl FaceIndex {
+impl VectorIndex {
     /// `f` of the f32 matrix of `collection` (row-major), read in place under the read
     /// lock (no copy); `None` for an unknown collection.
     pub fn read_vectors<R>(&self, collection: &str, f: impl FnOnce(&[f32]) -> R) -> Option<R> {

@@ -4,17 +4,17 @@
 //! ```sh
 //! facesearch eval embed ../shared/eval/lfw-deepfunneled/images/*/*.jpg > /tmp/lfw-embeddings.jsonl
 //! FACESEARCH_BENCH_EMBEDDINGS=/tmp/lfw-embeddings.jsonl \
-//!     cargo test --release -p facesearch-index --test duplicates_100k -- --ignored --nocapture
+//!     cargo test --release -p facesearch-vectors --test duplicates_100k -- --ignored --nocapture
 //! ```
 //!
 //! The real LFW embeddings (when given) are topped up with random unit vectors to
 //! 100,000; every 1,000th synthetic row is a slightly perturbed copy of a real one (a
 //! planted duplicate). It times the all-pairs [`neighbours`] search the duplicate job
-//! runs, and, for comparison, per-face [`FaceIndex::search`] queries on a sample.
+//! runs, and, for comparison, per-face [`VectorIndex::search`] queries on a sample.
 
 use std::time::Instant;
 
-use facesearch_index::{FaceIndex, dot, neighbours};
+use facesearch_vectors::{VectorIndex, dot, neighbours};
 
 const FACES: usize = 100_000;
 const DIM: usize = 128;
@@ -71,7 +71,7 @@ fn hundred_thousand_faces() {
         pairs.len()
     );
 
-    let index = FaceIndex::new(DIM);
+    let index = VectorIndex::new(DIM);
     for (i, v) in vectors.chunks_exact(DIM).enumerate() {
         index.insert("db", &format!("r{i}"), &format!("i{i}"), v).expect("insert");
     }
@@ -82,7 +82,7 @@ fn hundred_thousand_faces() {
     }
     let per_query = start.elapsed().as_secs_f64() / sample as f64;
     println!(
-        "per-face FaceIndex::search: {:.1} ms a query, {:.0} s for all {FACES} on one thread",
+        "per-face VectorIndex::search: {:.1} ms a query, {:.0} s for all {FACES} on one thread",
         per_query * 1e3,
         per_query * FACES as f64
     );

@@ -20,7 +20,7 @@
 //! one that was saved: the manifest records the SHA-256 digest of every file of every
 //! collection, and `CURRENT` records the digest of the manifest (second line). On
 //! load every digest is checked before the file's contents are used, and every vector
-//! must be of unit length. Any mismatch fails the whole load ([`IndexError::Snapshot`]
+//! must be of unit length. Any mismatch fails the whole load ([`VectorError::Snapshot`]
 //! with the reason): nothing of a snapshot that fails is ever used, so nothing of it
 //! can be saved again; the caller rebuilds the index from the store. The digests
 //! detect damage (a disk, a copy, an edit), not a deliberate forgery by someone who can
@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Collection, FaceIndex, IndexConfig, IndexError, Owner, UNIT_TOLERANCE, ann::AnnGraph};
+use crate::{Collection, Owner, UNIT_TOLERANCE, VectorConfig, VectorError, VectorIndex, ann::AnnGraph};
 
 /// 2: file digests in the manifest, the manifest's digest in `CURRENT`.
 const FORMAT: u32 = 2;
@@ -66,25 +66,25 @@ struct CollectionEntry {
     graph_sha256: Option<String>,
 }
 
-fn io(path: &Path, e: std::io::Error) -> IndexError {
-    IndexError::Snapshot(format!("{}: {e}", path.display()))
+fn io(path: &Path, e: std::io::Error) -> VectorError {
+    VectorError::Snapshot(format!("{}: {e}", path.display()))
 }
 
-fn bad(path: &Path, what: &str) -> IndexError {
-    IndexError::Snapshot(format!("{}: {what}", path.display()))
+fn bad(path: &Path, what: &str) -> VectorError {
+    VectorError::Snapshot(format!("{}: {what}", path.display()))
 }
 
-fn utf8(path: &Path) -> Result<&str, IndexError> {
+fn utf8(path: &Path) -> Result<&str, VectorError> {
     path.to_str().ok_or_else(|| bad(path, "path is not UTF-8"))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), IndexError> {
+fn sync_dir(dir: &Path) -> Result<(), VectorError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
 }
 
 /// Creates `dir` (and any missing parent) mode 0700 on Unix, and tightens it to 0700
 /// if it already exists with a looser mode (e.g. made by an older version).
-pub fn create_private_dir(dir: &Path) -> Result<(), IndexError> {
+pub fn create_private_dir(dir: &Path) -> Result<(), VectorError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -105,7 +105,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), IndexError> {
 }
 
 /// Opens `path` for writing, truncated, mode 0600 on Unix (also when it existed).
-fn create_private_file(path: &Path) -> Result<File, IndexError> {
+fn create_private_file(path: &Path) -> Result<File, VectorError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -130,23 +130,23 @@ struct Out {
 }
 
 impl Out {
-    fn create(path: PathBuf) -> Result<Self, IndexError> {
+    fn create(path: PathBuf) -> Result<Self, VectorError> {
         let file = create_private_file(&path)?;
         Ok(Self { path, w: BufWriter::with_capacity(1 << 20, file), hash: Sha256::new() })
     }
 
-    fn put(&mut self, bytes: &[u8]) -> Result<(), IndexError> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), VectorError> {
         self.hash.update(bytes);
         self.w.write_all(bytes).map_err(|e| io(&self.path, e))
     }
 
-    fn put_str(&mut self, s: &str) -> Result<(), IndexError> {
+    fn put_str(&mut self, s: &str) -> Result<(), VectorError> {
         self.put(&(s.len() as u32).to_le_bytes())?;
         self.put(s.as_bytes())
     }
 
     /// Flushes and syncs the file; returns its digest.
-    fn finish(self) -> Result<String, IndexError> {
+    fn finish(self) -> Result<String, VectorError> {
         let f = self.w.into_inner().map_err(|e| io(&self.path, e.into_error()))?;
         f.sync_all().map_err(|e| io(&self.path, e))?;
         Ok(hex::encode(self.hash.finalize()))
@@ -158,7 +158,7 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 /// The SHA-256 of a file, read in blocks (a graph can be large).
-fn digest_file(path: &Path) -> Result<String, IndexError> {
+fn digest_file(path: &Path) -> Result<String, VectorError> {
     let mut file = File::open(path).map_err(|e| io(path, e))?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -172,7 +172,7 @@ fn digest_file(path: &Path) -> Result<String, IndexError> {
 }
 
 /// Fails unless `actual` is the digest the snapshot recorded for `path`.
-fn verify(path: &Path, actual: &str, expected: &str) -> Result<(), IndexError> {
+fn verify(path: &Path, actual: &str, expected: &str) -> Result<(), VectorError> {
     if actual != expected.to_ascii_lowercase() {
         return Err(bad(
             path,
@@ -184,7 +184,7 @@ fn verify(path: &Path, actual: &str, expected: &str) -> Result<(), IndexError> {
     Ok(())
 }
 
-fn read_str(r: &mut &[u8], path: &Path) -> Result<Box<str>, IndexError> {
+fn read_str(r: &mut &[u8], path: &Path) -> Result<Box<str>, VectorError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).map_err(|e| io(path, e))?;
     let len = u32::from_le_bytes(len) as usize;
@@ -204,7 +204,7 @@ pub fn is_unit(vector: &[f32]) -> bool {
 }
 
 /// `CURRENT`: the snapshot's directory name, then the manifest's digest.
-fn parse_current<'a>(path: &Path, text: &'a str) -> Result<(&'a str, &'a str), IndexError> {
+fn parse_current<'a>(path: &Path, text: &'a str) -> Result<(&'a str, &'a str), VectorError> {
     let mut lines = text.lines().map(str::trim);
     let name = lines.next().unwrap_or_default();
     let Some(manifest_digest) = lines.next().filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -220,11 +220,11 @@ fn parse_current<'a>(path: &Path, text: &'a str) -> Result<(&'a str, &'a str), I
     Ok((name, manifest_digest))
 }
 
-impl FaceIndex {
+impl VectorIndex {
     /// Writes the index under `dir` with `tag`, replacing the previous snapshot.
     /// Writers of the index should be held off by the caller while this runs, so the
     /// snapshot matches `tag`; searches may go on.
-    pub fn save(&self, dir: &Path, tag: u64) -> Result<(), IndexError> {
+    pub fn save(&self, dir: &Path, tag: u64) -> Result<(), VectorError> {
         create_private_dir(dir)?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let name = format!("snap-{tag}-{nanos}");
@@ -298,7 +298,7 @@ impl FaceIndex {
     /// digest and every vector for unit length before anything is used; any damage
     /// is an error (the caller then rebuilds from the store) and nothing of the
     /// snapshot is returned.
-    pub fn load(dir: &Path, dim: usize, config: IndexConfig) -> Result<Option<(FaceIndex, u64)>, IndexError> {
+    pub fn load(dir: &Path, dim: usize, config: VectorConfig) -> Result<Option<(VectorIndex, u64)>, VectorError> {
         let current = dir.join(CURRENT);
         let text = match fs::read_to_string(&current) {
             Ok(text) => text,
@@ -314,7 +314,7 @@ impl FaceIndex {
         if manifest.format != FORMAT || manifest.dim != dim {
             return Err(bad(&manifest_path, &format!("format {} dim {}", manifest.format, manifest.dim)));
         }
-        let index = FaceIndex::with_config(dim, config);
+        let index = VectorIndex::with_config(dim, config);
         let mut collections = HashMap::new();
         for entry in &manifest.collections {
             if collections.insert(entry.name.clone(), load_collection(&snap, entry, dim, &index.config)?).is_some() {
@@ -330,8 +330,8 @@ fn load_collection(
     snap: &Path,
     entry: &CollectionEntry,
     dim: usize,
-    config: &IndexConfig,
-) -> Result<Collection, IndexError> {
+    config: &VectorConfig,
+) -> Result<Collection, VectorError> {
     if entry.stem.contains(['/', '\\']) || entry.stem.contains("..") {
         return Err(bad(snap, "bad collection file name"));
     }
@@ -398,7 +398,7 @@ fn load_collection(
 /// Deletes the snapshot under `dir` (its `CURRENT` first, so a crash midway leaves
 /// no snapshot rather than half of one). Used when faces are deleted: a deleted
 /// person's vector must not outlive the record in a file on disk.
-pub fn remove(dir: &Path) -> Result<(), IndexError> {
+pub fn remove(dir: &Path) -> Result<(), VectorError> {
     match fs::remove_file(dir.join(CURRENT)) {
         Ok(()) => sync_dir(dir)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
