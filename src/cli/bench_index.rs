@@ -141,7 +141,19 @@ pub struct PgBench {
     /// one statement over all of them against one per index, merged.
     #[arg(long, value_delimiter = ',')]
     split: Vec<usize>,
+    /// With `--split`: time exact searches only (with `--bulk`, no graph is rebuilt over
+    /// the copies, which at 1M faces per split would take most of an hour here).
+    #[arg(long)]
+    split_exact_only: bool,
+    /// With `--split`: queries timed per split (default: all of them).
+    #[arg(long)]
+    split_queries: Option<usize>,
 }
+
+/// Records per `enrol_batch` transaction in `bench pgvector`. Each insert updates the
+/// index row's record count by trigger, and within one transaction those updates cost
+/// more the more there were before, so a smaller batch loads faster.
+const PG_BATCH: usize = 500;
 
 /// `facesearch bench seed`: fills a data directory with synthetic enrolled faces
 /// (offline, server stopped) so the server can be measured at gallery sizes no one
@@ -984,7 +996,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
             }
             let t = Instant::now();
             while inserted < size {
-                let n = (size - inserted).min(2000);
+                let n = (size - inserted).min(PG_BATCH);
                 let faces: Vec<(String, Vec<f32>)> = (inserted..inserted + n).map(|i| work.face(i, &mut rng)).collect();
                 let batch = faces
                     .iter()
@@ -1015,6 +1027,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
             let graph_build = if args.bulk {
                 let t = Instant::now();
                 store.build_vector_graph(work.dim).await?;
+                eprintln!("graph built in {:.0} s", t.elapsed().as_secs_f64());
                 format!(", graph {:.0} s", t.elapsed().as_secs_f64())
             } else {
                 String::new()
@@ -1053,6 +1066,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                 }
                 let mut row = vec![size.to_string(), format!("ef {ef}")];
                 row.extend(ThresholdTruth::cells(&tallies));
+                eprintln!("threshold row: {}", row.join(" | "));
                 threshold_rows.push(row);
                 let (mut took, mut hit, mut want, mut mated, mut mated_found) = (Vec::new(), 0, 0, 0, 0);
                 for ((q, truth), identity) in work.queries.iter().zip(&truths).zip(&work.query_identity) {
@@ -1075,6 +1089,14 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                     }
                 }
                 took.sort();
+                eprintln!(
+                    "ef {ef}: pgvector {} (exact in memory {}), recall@{} {:.4}, mated {:.4} ({mated})",
+                    latency(&took),
+                    latency(&exact_t),
+                    args.k,
+                    hit as f64 / want.max(1) as f64,
+                    mated_found as f64 / mated.max(1) as f64
+                );
                 let first = i == 0;
                 let blank = String::new;
                 rows.push(vec![
@@ -1100,7 +1122,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
                         "pgvector p50 / p99",
                         &format!("recall@{}", args.k),
                         "mated recall (n)",
-                        "enrol (batches of 2000)",
+                        "enrol (batches of 500)",
                         "disk per face (embeddings table + graph)",
                     ],
                     &rows
@@ -1123,7 +1145,7 @@ pub fn pgvector(args: PgBench) -> anyhow::Result<()> {
 }
 
 /// `bench pgvector --split`: the faces of the benchmark index copied into `parts` new
-/// indexes (whole batches of 2000, round robin) for each split, then searched both
+/// indexes (whole batches of [`PG_BATCH`], round robin) for each split, then searched both
 /// ways, exactly and through the graph: one statement over all the split's indexes
 /// (what the store does) against one statement per index, merged.
 async fn pg_split(
@@ -1163,7 +1185,7 @@ async fn pg_split(
             ids.push(made.id);
         }
         let t = Instant::now();
-        for (b, rows) in (0..faces).collect::<Vec<_>>().chunks(2000).enumerate() {
+        for (b, rows) in (0..faces).collect::<Vec<_>>().chunks(PG_BATCH).enumerate() {
             let batch = rows
                 .iter()
                 .map(|&i| {
@@ -1182,16 +1204,19 @@ async fn pg_split(
             store.enrol_batch(&ids[b % parts], batch).await?.context("index vanished")?;
             eprint!(
                 "\r{parts} indexes: {} / {faces} faces ({:.0} /s)",
-                (b + 1) * 2000,
-                ((b + 1) * 2000) as f64 / t.elapsed().as_secs_f64()
+                ((b + 1) * PG_BATCH).min(faces),
+                ((b + 1) * PG_BATCH).min(faces) as f64 / t.elapsed().as_secs_f64()
             );
         }
         eprintln!();
         splits.push((parts, ids));
     }
-    if args.bulk {
+    if args.bulk && !args.split_exact_only {
+        let t = Instant::now();
         store.build_vector_graph(dim).await?;
+        eprintln!("graph over the split copies built in {:.0} s", t.elapsed().as_secs_f64());
     }
+    let queries = &queries[..args.split_queries.unwrap_or(queries.len()).min(queries.len())];
     let merge = |mut all: Vec<facesearch_store::NearestFace>| {
         all.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then_with(|| a.record_id.cmp(&b.record_id)));
         all.truncate(args.k);
@@ -1200,10 +1225,11 @@ async fn pg_split(
     let ef = args.ef_search.last().copied().unwrap_or(400);
     let mut rows = Vec::new();
     for (parts, ids) in &splits {
-        for (mode, searcher) in [
-            ("exact".to_string(), store.clone().with_search(ef, u64::MAX)),
-            (format!("graph, ef {ef}"), store.clone().with_search(ef, 0)),
-        ] {
+        let mut modes = vec![("exact".to_string(), store.clone().with_search(ef, u64::MAX))];
+        if !args.split_exact_only {
+            modes.push((format!("graph, ef {ef}"), store.clone().with_search(ef, 0)));
+        }
+        for (mode, searcher) in modes {
             let (mut one, mut each, mut differ) = (Vec::new(), Vec::new(), 0usize);
             for q in queries {
                 let query = |index_ids: Vec<String>| VectorQuery {
@@ -1227,14 +1253,16 @@ async fn pg_split(
             }
             one.sort();
             each.sort();
-            rows.push(vec![
+            let row = vec![
                 faces.to_string(),
                 parts.to_string(),
                 mode,
                 latency(&one),
                 latency(&each),
                 format!("{differ} of {}", queries.len()),
-            ]);
+            ];
+            eprintln!("split row: {}", row.join(" | "));
+            rows.push(row);
         }
     }
     println!(

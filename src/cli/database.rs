@@ -26,7 +26,8 @@ pub struct DatabaseArgs {
     pub pg_ef_search: Option<u32>,
     /// Searches over fewer records than this scan every vector exactly in PostgreSQL
     /// instead of walking the HNSW graph [default: none: every search is exact, since
-    /// the graph misses matches at score 70 even at 100,000 faces; see README].
+    /// the graph misses matches at score 70 even at 100,000 faces, and a tenth of them
+    /// at 1,000,000; see README].
     #[arg(long, env = "FACESEARCH_PG_EXACT_BELOW")]
     pub pg_exact_below: Option<u64>,
 }

@@ -709,6 +709,59 @@ async fn enrol_batch_is_one_all_or_nothing_transaction(backend: Backend) {
     assert!(store.enrol_batch("nope", vec![]).await.unwrap().is_none());
 }
 
+/// A batch mixing items without a reference (which PostgreSQL inserts by multi-row
+/// statements) with referenced, empty-reference and already-known ones stores, in
+/// order, what one-by-one enrolment stores.
+async fn enrol_batch_without_references_stores_what_enrol_stores(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let idx = store.create_index(new_index("mixed")).await.unwrap();
+    let known = enrol_new(store.as_ref(), &idx.id, "known", Some("ref-known"), 200).await;
+    let references = [None, Some(""), None, Some("ref-3"), Some("ref-known"), None, None];
+    let batch = references
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (fields(&format!("m{i}")), r.map(str::to_owned), image(i as u8)))
+        .collect();
+    let out = store.enrol_batch(&idx.id, batch).await.unwrap().unwrap();
+    assert_eq!(out.len(), references.len());
+    let mut created = Vec::new();
+    for (i, (outcome, reference)) in out.into_iter().zip(references).enumerate() {
+        if reference == Some("ref-known") {
+            assert!(!outcome.is_created());
+            assert_eq!(serde_json::to_value(outcome.into_record()).unwrap(), serde_json::to_value(&known).unwrap());
+            continue;
+        }
+        assert!(outcome.is_created(), "item {i}");
+        let record = outcome.into_record();
+        assert_eq!(record.fields, fields(&format!("m{i}")));
+        assert_eq!(record.reference, reference.filter(|r| !r.is_empty()).map(str::to_owned));
+        // What the store returned is what it holds.
+        let held = store.get_record(&idx.id, &record.record_id).await.unwrap().expect("stored");
+        assert_eq!(serde_json::to_value(held).unwrap(), serde_json::to_value(&record).unwrap());
+        let stored = store.get_image(&record.image_ids[0]).await.unwrap().unwrap();
+        let sent = image(i as u8);
+        assert_eq!((stored.bytes.as_slice(), stored.mime.as_str()), (sent.bytes.as_slice(), sent.mime.as_str()));
+        assert_eq!((stored.record_id, stored.file_name), (record.record_id.clone(), sent.file_name.clone()));
+        assert_eq!(record.images[0].quality, sent.quality);
+        created.push((record, sent.embedding));
+    }
+    let vectors = store.embeddings(Pack::Open).await.unwrap();
+    for (record, embedding) in &created {
+        let row = vectors.iter().find(|v| v.image_id == record.image_ids[0]).expect("vector stored");
+        assert_eq!((row.record_id.as_str(), row.index_id.as_str()), (record.record_id.as_str(), idx.id.as_str()));
+        assert_eq!(row.vector, *embedding, "bit-exact");
+    }
+    assert_eq!(vectors.len(), created.len() + 1);
+    assert_eq!(store.get_index(&idx.id).await.unwrap().unwrap().record_count, created.len() as u64 + 1);
+    // A vector of another pack refuses the whole batch, even among unreferenced items.
+    let mut other = image(50);
+    other.pack = Pack::Insightface;
+    let batch = vec![(fields("ok"), None, image(51)), (fields("other"), None, other)];
+    assert!(matches!(store.enrol_batch(&idx.id, batch).await, Err(StoreError::PackMismatch { .. })));
+    assert_eq!(store.embeddings(Pack::Open).await.unwrap().len(), created.len() + 1);
+    store.integrity_check().await.unwrap();
+}
+
 async fn the_last_admin_is_never_deleted(backend: Backend) {
     let (_dir, store) = open(backend).await;
     store.create_user("root", "pw", Role::Admin).await.unwrap();
@@ -817,6 +870,7 @@ on_both_stores!(
     audit_log_appends_filters_pages_and_prunes,
     the_vector_version_moves_with_every_embedding_change_and_only_then,
     enrol_batch_is_one_all_or_nothing_transaction,
+    enrol_batch_without_references_stores_what_enrol_stores,
     the_last_admin_is_never_deleted,
     concurrent_deletes_of_the_last_two_admins_leave_one,
     a_row_naming_an_unknown_pack_is_kept_not_refused,

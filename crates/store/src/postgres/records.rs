@@ -102,10 +102,21 @@ impl RecordStore for PostgresStore {
         let Some(pack) = lock_index_pack(&mut tx, index_id).await? else {
             return Ok(None);
         };
+        // Items without a reference cannot meet an existing record: they go in by a few
+        // multi-row statements (`enrol_many`), in order; an item with a reference takes
+        // the one-by-one path, which looks the reference up first.
         let mut out = Vec::with_capacity(batch.len());
+        let mut plain = Vec::new();
         for (fields, reference, image) in batch {
-            out.push(enrol_in(&mut tx, index_id, &pack, fields, reference, image).await?);
+            match reference.filter(|r| !r.is_empty()) {
+                None => plain.push((fields, image)),
+                reference => {
+                    out.extend(enrol_many(&mut tx, index_id, &pack, std::mem::take(&mut plain)).await?);
+                    out.push(enrol_in(&mut tx, index_id, &pack, fields, reference, image).await?);
+                }
+            }
         }
+        out.extend(enrol_many(&mut tx, index_id, &pack, plain).await?);
         tx.commit().await.map_err(db("committing an enrolment batch"))?;
         Ok(Some(out))
     }
