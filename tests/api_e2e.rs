@@ -1278,7 +1278,14 @@ fn an_index_of_an_unknown_pack_is_listed_and_refused_alone(store: StoreKind) {
     let stranded = first.enrol_ok(&odd, &photos[0], &[("name", "Vicente (odd)")]);
     first.stop();
 
-    let sql = format!("UPDATE indexes SET pack = 'nonesuch' WHERE id = '{odd}'");
+    // And a job moving the kept index to a pack this binary does not know, running as
+    // if a newer node sharing the database were running it: it must be left alone.
+    let sql = format!(
+        "UPDATE indexes SET pack = 'nonesuch' WHERE id = '{odd}'; \
+         INSERT INTO reembed_jobs (index_id, id, pack, from_pack, state, requested_by, created_at, updated_at) \
+         VALUES ('{kept}', 'job-of-a-newer-node', 'newer', 'open', 'running', 'admin', \
+                 '2026-12-05T00:00:00Z', '2026-12-05T00:00:00Z');"
+    );
     match &options.database_url {
         Some(url) => {
             let database = url.rsplit('/').next().expect("a database name");
@@ -1307,6 +1314,13 @@ fn an_index_of_an_unknown_pack_is_listed_and_refused_alone(store: StoreKind) {
 
     let found = s.search_ok(&[&kept], &photos[1], &no_liveness());
     assert_eq!(found[0]["record_id"], person["record_id"]);
+    // By now (the server has long been ready) a resumed job would have failed.
+    let job = s.get(&format!("/face/index/{kept}/reembed")).ok(200).clone();
+    assert_eq!(
+        (job["job_id"].as_str(), job["state"].as_str()),
+        (Some("job-of-a-newer-node"), Some("running")),
+        "{job}"
+    );
     assert_eq!(s.delete(&format!("/face/index/{odd}/records/{stranded_id}")).status, 204);
     assert_eq!(s.delete(&format!("/face/index/{odd}")).status, 204);
     s.index(&odd).err(404, "INDEX_NOT_FOUND");

@@ -30,7 +30,7 @@ reach it (changes made through the HTTP API take effect at once).
 
 A role cannot be changed in place: remove the user and add them again.")]
 pub struct UserArgs {
-    /// Data directory of the server [default: ./facesearch-data].
+    /// Data directory of the server [default: facesearch-data].
     #[arg(long, env = "FACESEARCH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Manage the users of a PostgreSQL store instead.
@@ -158,15 +158,16 @@ fn grants_text(user: &User) -> String {
     if user.grants.is_empty() { "-".to_string() } else { user.grants.join(",") }
 }
 
-/// An engine refusal as the operator reads it.
-fn user_error(e: EngineError) -> anyhow::Error {
+/// An engine refusal as the operator reads it; anything else with what was being done.
+fn user_error(e: EngineError, doing: &'static str) -> anyhow::Error {
     match e {
         EngineError::UserNotFound(name) => anyhow!("there is no user named {name:?}"),
         EngineError::IndexNotFound(id) => anyhow!("there is no index with id {id:?}"),
+        EngineError::Store(StoreError::DuplicateUser(name)) => anyhow!("a user named {name:?} already exists"),
         EngineError::Store(StoreError::LastAdmin(name)) => {
             anyhow!("{name:?} is the last admin and cannot be removed; add another admin first")
         }
-        e => anyhow!(e),
+        e => anyhow!(e).context(doing),
     }
 }
 
@@ -196,11 +197,10 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
             // Through the engine's write path: a grant whose index is deleted meanwhile
             // removes the new user again instead of leaving it half made.
             let service = Service::new(store.clone());
-            let user = service.create_user(&username, &password, role.as_str(), grants).await.map_err(|e| match e {
-                EngineError::Store(StoreError::DuplicateUser(_)) => anyhow!("a user named {username:?} already exists"),
-                EngineError::IndexNotFound(id) => anyhow!("there is no index with id {id:?}"),
-                e => anyhow!(e).context("creating the user"),
-            })?;
+            let user = service
+                .create_user(&username, &password, role.as_str(), grants)
+                .await
+                .map_err(|e| user_error(e, "creating the user"))?;
             if json {
                 print_json(&user_object(&user))?;
             } else {
@@ -226,7 +226,10 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
             // Asked before the prompt, so nobody types a password for a typo.
             existing_user(store.as_ref(), &username).await?;
             let password = read_password(&username)?;
-            let user = Service::new(store).update_user(&username, Some(&password), None).await.map_err(user_error)?;
+            let user = Service::new(store)
+                .update_user(&username, Some(&password), None)
+                .await
+                .map_err(|e| user_error(e, "changing the password"))?;
             if json {
                 print_json(&user_object(&user))?;
             } else {
@@ -235,9 +238,10 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
         }
         UserCommand::Grant { username, index_id } => {
             let store = open(location, false).await?;
+            existing_user(store.as_ref(), &username).await?;
             let index_id = existing_index(store.as_ref(), &index_id).await?;
             let service = Service::new(store.clone());
-            service.grant(&username, &index_id).await.map_err(user_error)?;
+            service.grant(&username, &index_id).await.map_err(|e| user_error(e, "granting the index"))?;
             let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&user_object(&user))?;
@@ -247,8 +251,12 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
         }
         UserCommand::Revoke { username, index_id } => {
             let store = open(location, false).await?;
+            existing_user(store.as_ref(), &username).await?;
             let index_id = existing_index(store.as_ref(), &index_id).await?;
-            let removed = Service::new(store.clone()).revoke(&username, &index_id).await.map_err(user_error)?;
+            let removed = Service::new(store.clone())
+                .revoke(&username, &index_id)
+                .await
+                .map_err(|e| user_error(e, "revoking the grant"))?;
             let user = existing_user(store.as_ref(), &username).await?;
             if json {
                 print_json(&json!({"user": user_object(&user), "revoked": removed}))?;
@@ -263,7 +271,7 @@ async fn execute(args: UserArgs, location: &StoreConfig) -> anyhow::Result<()> {
             // The store refuses to delete the last admin, in the transaction of the delete
             // (so a server, or another `facesearch user`, deleting at the same moment
             // cannot leave none). An operator at the machine has no account of their own.
-            Service::new(store).delete_user(None, &username).await.map_err(user_error)?;
+            Service::new(store).delete_user(None, &username).await.map_err(|e| user_error(e, "removing the user"))?;
             if json {
                 print_json(&json!({"removed": username}))?;
             } else {

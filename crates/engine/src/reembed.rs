@@ -80,13 +80,21 @@ impl Engine {
         Ok(self.store.reembed_job(index_id).await?)
     }
 
-    /// Resumes every job left running by an earlier process; returns how many.
+    /// Resumes every job left running by an earlier process; returns how many. A job
+    /// moving to a pack this binary does not know is left alone, still running: a
+    /// newer node sharing the database may be running it, and failing it from here
+    /// would undo that node's work.
     pub async fn resume_reembeds(self: &Arc<Self>) -> Result<usize, EngineError> {
         let jobs = self.store.running_reembeds().await?;
-        let n = jobs.len();
+        let mut n = 0;
         for job in jobs {
+            if job.pack.known().is_none() {
+                tracing::warn!(index = %job.index_id, pack = %job.pack, "not resuming a re-embedding job to a model pack this binary does not know");
+                continue;
+            }
             tracing::info!(index = %job.index_id, pack = %job.pack, done = job.done, total = job.total, "resuming a re-embedding job");
             self.spawn_job(job);
+            n += 1;
         }
         Ok(n)
     }

@@ -374,7 +374,7 @@ fn differences(
         .collect()
 }
 
-/// Detection at the photo's aspect ratio (640×384 for 16:9) finds the faces the 640×640
+/// Detection at the photo's aspect ratio (640×416 for 16:9: the scaled photo and a 32-pixel margin) finds the faces the 640×640
 /// square finds, for both detectors.
 #[test]
 fn aspect_ratio_input_finds_the_same_faces_as_the_square() {

@@ -47,8 +47,8 @@ pub const YUNET: ModelFile = ModelFile {
 };
 
 /// [`YUNET`] with a free input height and width ([`crate::onnx_edit::yunet_dynamic_input`]
-/// documents the edit), so that a photo is detected at its own aspect ratio and, for large
-/// faces, at a smaller size. Made in memory when the detector is loaded.
+/// documents the edit), so that a photo is detected at its own aspect ratio. Made in
+/// memory when the detector is loaded.
 pub const YUNET_DYNAMIC: EditedModel = EditedModel {
     name: "face_detection_yunet_2023mar.onnx (dynamic input)",
     base: YUNET,

@@ -2,8 +2,7 @@
 //! loaded (the cache keeps only the files as published).
 //!
 //! The one edit today, [`yunet_dynamic_input`], makes YuNet's input size free, so that a
-//! photo can be detected at its own aspect ratio and at a smaller size instead of in a
-//! fixed 640×640 square. The network itself (convolutions, pooling, ×2 upsampling by
+//! photo can be detected at its own aspect ratio instead of in a fixed 640×640 square. The network itself (convolutions, pooling, ×2 upsampling by
 //! scale factor, reshapes to `[1, -1, k]`) has no size built in; only the shape
 //! annotations of the graph name 640. Exactly these protobuf fields change, in
 //! `ModelProto.graph` (field 7, a `GraphProto`):
@@ -199,7 +198,9 @@ const YUNET_SIDE: u64 = 640;
 const YUNET_STRIDES: [u64; 3] = [8, 16, 32];
 
 /// The pinned YuNet 2023mar model with a free input height and width: the edit of the
-/// module documentation. Fails on a file without YuNet's input and outputs.
+/// module documentation. Fails on a file whose input is not 640×640 or that lacks the
+/// twelve outputs' dimensions; that it is YuNet is the pin's job (the caller checks the
+/// edited bytes' SHA-256).
 pub fn yunet_dynamic_input(model: &[u8]) -> Result<Vec<u8>, EditError> {
     let (inputs, outputs) = (Cell::new(0), Cell::new(0));
     let mut failure: Option<EditError> = None;

@@ -538,3 +538,24 @@ fn stale_temporaries_are_removed_fresh_ones_kept() {
     cache.fetch(&file).expect("fetch");
     assert_eq!(cache_entries(&cache), vec![".partial-fresh".to_string(), "model.onnx".to_string()]);
 }
+
+/// The edited bytes are used only when their SHA-256 is the pinned one.
+#[test]
+fn an_edit_is_used_only_with_its_pinned_hash() {
+    fn unchanged(bytes: &[u8]) -> Result<Vec<u8>, onnx_edit::EditError> {
+        Ok(bytes.to_vec())
+    }
+    let pinned = |sha256: &'static str| EditedModel {
+        name: "test.onnx (edited)",
+        base: catalog::YUNET,
+        edit: unchanged,
+        sha256,
+    };
+    let bytes = b"not a model";
+    let right = pinned(leak(sha_hex(bytes)));
+    assert_eq!(right.apply(bytes).expect("the pinned result"), bytes.to_vec());
+    let wrong = pinned(leak(sha_hex(b"something else")));
+    assert!(matches!(wrong.apply(bytes), Err(FetchError::Edit { .. })), "a result off its pin is refused");
+    // The real edit refuses what is not a 640×640 YuNet, before any hash.
+    assert!(matches!(catalog::YUNET_DYNAMIC.apply(bytes), Err(FetchError::Edit { .. })));
+}
