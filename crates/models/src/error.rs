@@ -149,17 +149,25 @@ pub enum FetchError {
         attempts: Vec<String>,
     },
 
-    /// A documented edit of a pinned file ([`crate::EditedModel`]) failed, or its result
-    /// does not have its pinned SHA-256; nothing was loaded.
-    #[error(
-        "{file} could not be made from its pinned base file: {detail}. The pin or the edit is \
-         wrong in this build: report it"
-    )]
+    /// A documented edit of a pinned file ([`crate::EditedModel`]) could not be made;
+    /// nothing was loaded.
+    #[error("{file} could not be made from its pinned base file; the edit is wrong in this build: report it")]
     Edit {
         /// The edited model's name.
         file: String,
-        /// What went wrong.
-        detail: String,
+        #[source]
+        source: crate::onnx_edit::EditError,
+    },
+
+    /// A documented edit gave bytes other than its pinned SHA-256; nothing was loaded.
+    #[error(
+        "{file}: the edit gave SHA-256 {actual}, but {expected} is pinned; the pin or the edit is wrong in this build: report it"
+    )]
+    EditedHashMismatch {
+        /// The edited model's name.
+        file: String,
+        expected: String,
+        actual: String,
     },
 
     /// No models directory was given and the platform has no per-user cache directory.

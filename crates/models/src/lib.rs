@@ -145,13 +145,13 @@ impl EditedModel {
     /// The edited bytes of `base` (the verified base file's contents), checked against the pin.
     pub fn apply(&self, base: &[u8]) -> Result<Vec<u8>, FetchError> {
         use sha2::{Digest, Sha256};
-        let edited =
-            (self.edit)(base).map_err(|e| FetchError::Edit { file: self.name.to_string(), detail: e.to_string() })?;
+        let edited = (self.edit)(base).map_err(|source| FetchError::Edit { file: self.name.to_string(), source })?;
         let actual = hex::encode(Sha256::digest(&edited));
         if actual != self.sha256 {
-            return Err(FetchError::Edit {
+            return Err(FetchError::EditedHashMismatch {
                 file: self.name.to_string(),
-                detail: format!("the edit gave SHA-256 {actual}, but {} is pinned", self.sha256),
+                expected: self.sha256.to_string(),
+                actual,
             });
         }
         Ok(edited)

@@ -24,13 +24,26 @@
 
 use std::cell::Cell;
 
-/// Why an edit could not be made: the file does not have the structure the edit expects.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EditError(String);
-
-fn err<T>(detail: impl Into<String>) -> Result<T, EditError> {
-    Err(EditError(detail.into()))
+/// Why an edit could not be made: the file is not a protobuf of the shape the edit
+/// expects (each variant says where it stopped reading or what it found instead).
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum EditError {
+    #[error("the file ends inside a {0}")]
+    Truncated(&'static str),
+    #[error("a varint longer than 10 bytes")]
+    LongVarint,
+    #[error("a field number beyond 32 bits")]
+    FieldNumber,
+    #[error("field {field}: wire type {wire} (groups are not used by ONNX)")]
+    WireType { field: u32, wire: u64 },
+    #[error("input dimension {index} is {value}, not {expected}")]
+    InputDimension { index: usize, value: u64, expected: u64 },
+    #[error("output {name:?} has {value} cells, not {expected}")]
+    OutputCells { name: String, value: u64, expected: u64 },
+    #[error("unexpected output {0:?}")]
+    UnexpectedOutput(String),
+    #[error("edited {inputs} input and {outputs} output dimensions; YuNet has 2 and 12")]
+    DimensionCount { inputs: usize, outputs: usize },
 }
 
 // Field numbers of onnx.proto3 on the edited path.
@@ -68,14 +81,14 @@ enum Value<'a> {
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, EditError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
-        let Some(&byte) = buf.get(*pos) else { return err("truncated varint") };
+        let Some(&byte) = buf.get(*pos) else { return Err(EditError::Truncated("varint")) };
         *pos += 1;
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Ok(value);
         }
     }
-    err("varint longer than 10 bytes")
+    Err(EditError::LongVarint)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -100,9 +113,9 @@ fn fields(msg: &[u8]) -> Result<Vec<Field<'_>>, EditError> {
     while pos < msg.len() {
         let start = pos;
         let tag = read_varint(msg, &mut pos)?;
-        let number = u32::try_from(tag >> 3).map_err(|_| EditError("field number out of range".into()))?;
+        let number = u32::try_from(tag >> 3).map_err(|_| EditError::FieldNumber)?;
         let take = |pos: &mut usize, n: usize| -> Result<&[u8], EditError> {
-            let end = pos.checked_add(n).filter(|&e| e <= msg.len()).ok_or(EditError("truncated field".into()))?;
+            let end = pos.checked_add(n).filter(|&e| e <= msg.len()).ok_or(EditError::Truncated("field"))?;
             let bytes = &msg[*pos..end];
             *pos = end;
             Ok(bytes)
@@ -112,11 +125,10 @@ fn fields(msg: &[u8]) -> Result<Vec<Field<'_>>, EditError> {
             WIRE_FIXED64 => take(&mut pos, 8).map(|_| Value::Fixed)?,
             WIRE_FIXED32 => take(&mut pos, 4).map(|_| Value::Fixed)?,
             WIRE_LEN => {
-                let n =
-                    usize::try_from(read_varint(msg, &mut pos)?).map_err(|_| EditError("length too large".into()))?;
+                let n = usize::try_from(read_varint(msg, &mut pos)?).map_err(|_| EditError::Truncated("field"))?;
                 Value::Bytes(take(&mut pos, n)?)
             }
-            wire => return err(format!("field {number}: wire type {wire} (groups are not used by ONNX)")),
+            wire => return Err(EditError::WireType { field: number, wire: u64::from(wire) }),
         };
         out.push(Field { number, value, raw: &msg[start..pos] });
     }
@@ -213,7 +225,7 @@ pub fn yunet_dynamic_input(model: &[u8]) -> Result<Vec<u8>, EditError> {
             let (edited, n) = symbolic_dims(input, |i, v| match (i, v) {
                 (2, YUNET_SIDE) => Ok(Some("height".into())),
                 (3, YUNET_SIDE) => Ok(Some("width".into())),
-                (2 | 3, _) => err(format!("input dimension {i} is {v}, not {YUNET_SIDE}")),
+                (2 | 3, _) => Err(EditError::InputDimension { index: i, value: v, expected: YUNET_SIDE }),
                 _ => Ok(None),
             })?;
             inputs.set(inputs.get() + n);
@@ -223,13 +235,13 @@ pub fn yunet_dynamic_input(model: &[u8]) -> Result<Vec<u8>, EditError> {
             let name = string_field(output, VALUE_INFO_NAME)?.unwrap_or_default();
             let stride = name.rsplit_once('_').and_then(|(_, s)| s.parse::<u64>().ok());
             let Some(stride) = stride.filter(|s| YUNET_STRIDES.contains(s)) else {
-                failure.get_or_insert(EditError(format!("unexpected output {name:?}")));
+                failure.get_or_insert(EditError::UnexpectedOutput(name.clone()));
                 return Ok(Some(output.to_vec()));
             };
             let cells = (YUNET_SIDE / stride).pow(2);
             let (edited, n) = symbolic_dims(output, |i, v| match (i, v) {
                 (1, v) if v == cells => Ok(Some(format!("cells_{stride}"))),
-                (1, v) => err(format!("output {name} has {v} cells, not {cells}")),
+                (1, v) => Err(EditError::OutputCells { name: name.clone(), value: v, expected: cells }),
                 _ => Ok(None),
             })?;
             outputs.set(outputs.get() + n);
@@ -241,11 +253,7 @@ pub fn yunet_dynamic_input(model: &[u8]) -> Result<Vec<u8>, EditError> {
         return Err(e);
     }
     if inputs.get() != 2 || outputs.get() != 12 {
-        return err(format!(
-            "edited {} input and {} output dimensions; YuNet has 2 and 12",
-            inputs.get(),
-            outputs.get()
-        ));
+        return Err(EditError::DimensionCount { inputs: inputs.get(), outputs: outputs.get() });
     }
     Ok(edited)
 }
@@ -311,7 +319,8 @@ mod tests {
             put_varint(&mut buf, v);
             assert_eq!(read_varint(&buf, &mut 0).unwrap(), v);
         }
-        assert!(read_varint(&[0x80], &mut 0).is_err());
+        assert_eq!(read_varint(&[0x80], &mut 0), Err(EditError::Truncated("varint")));
+        assert_eq!(read_varint(&[0xff; 11], &mut 0), Err(EditError::LongVarint));
     }
 
     #[test]
@@ -342,16 +351,17 @@ mod tests {
         assert_eq!(edited, expected);
         // Deterministic, and an edited file is no longer a fixed-size YuNet.
         assert_eq!(yunet_dynamic_input(&original).unwrap(), edited);
-        assert!(yunet_dynamic_input(&edited).is_err());
+        assert_eq!(yunet_dynamic_input(&edited), Err(EditError::DimensionCount { inputs: 0, outputs: 0 }));
     }
 
     #[test]
     fn refuses_files_that_are_not_the_pinned_yunet() {
-        assert!(yunet_dynamic_input(&tiny_yunet(320)).is_err(), "another input size");
-        assert!(yunet_dynamic_input(&[]).is_err(), "no graph");
-        assert!(yunet_dynamic_input(&[0x3a, 0x05, 0x01]).is_err(), "truncated");
+        let other_size = yunet_dynamic_input(&tiny_yunet(320));
+        assert_eq!(other_size, Err(EditError::InputDimension { index: 2, value: 320, expected: 640 }));
+        assert_eq!(yunet_dynamic_input(&[]), Err(EditError::DimensionCount { inputs: 0, outputs: 0 }), "no graph");
+        assert_eq!(yunet_dynamic_input(&[0x3a, 0x05, 0x01]), Err(EditError::Truncated("field")));
         let mut grouped = tiny_yunet(640);
         grouped.insert(0, (9 << 3) | 3);
-        assert!(yunet_dynamic_input(&grouped).is_err(), "wire type 3");
+        assert_eq!(yunet_dynamic_input(&grouped), Err(EditError::WireType { field: 9, wire: 3 }));
     }
 }

@@ -555,7 +555,10 @@ fn an_edit_is_used_only_with_its_pinned_hash() {
     let right = pinned(leak(sha_hex(bytes)));
     assert_eq!(right.apply(bytes).expect("the pinned result"), bytes.to_vec());
     let wrong = pinned(leak(sha_hex(b"something else")));
-    assert!(matches!(wrong.apply(bytes), Err(FetchError::Edit { .. })), "a result off its pin is refused");
+    assert!(
+        matches!(wrong.apply(bytes), Err(FetchError::EditedHashMismatch { .. })),
+        "a result off its pin is refused"
+    );
     // The real edit refuses what is not a 640×640 YuNet, before any hash.
     assert!(matches!(catalog::YUNET_DYNAMIC.apply(bytes), Err(FetchError::Edit { .. })));
 }
