@@ -144,6 +144,12 @@ pub fn known_keys() -> BTreeSet<String> {
     dict_of(&Settings::default()).map(|d| d.into_keys().collect()).unwrap_or_default()
 }
 
+/// Whether a setting's value is `none`: an integer setting without a limit is the
+/// largest integer in the tree.
+fn is_none(value: &Value) -> bool {
+    value.to_u128() == Some(u128::from(u64::MAX))
+}
+
 /// Each setting's default as `serve --help` shows it (`[default: …]`), by key; a
 /// setting with no default value (`None`, or `none`: the largest integer) is left
 /// out — its help text says in words what it falls back to — and so are switches.
@@ -154,7 +160,7 @@ pub fn default_texts() -> BTreeMap<String, String> {
         .filter_map(|(key, value)| {
             let text = match value {
                 Value::String(_, s) => s,
-                Value::Num(_, n) if n.to_u128() == Some(u128::from(u64::MAX)) => return None,
+                v if is_none(&v) => return None,
                 Value::Num(_, Num::F32(f)) => f.to_string(),
                 Value::Num(_, Num::F64(f)) => f.to_string(),
                 Value::Num(_, n) => n.to_u128_lossy().map(|u| u.to_string()).or(n.to_i128().map(|i| i.to_string()))?,
@@ -253,7 +259,7 @@ pub fn render(settings: &Settings, source: &dyn Fn(&str) -> String) -> anyhow::R
     for (key, value) in dict_of(settings)? {
         let shown = match &value {
             Value::Empty(..) => None,
-            v if v.to_u128() == Some(u128::from(u64::MAX)) => None,
+            v if is_none(v) => None,
             v => Some(serde_json::to_string(v)?),
         };
         let src = source(&key);

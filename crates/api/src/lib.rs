@@ -30,7 +30,7 @@ pub mod validate;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use auth::Permission;
@@ -172,10 +172,8 @@ pub fn router(state: AppState) -> Router {
         router = router.route(spec.path, route);
     }
     router
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not accept that method")
-        })
+        .fallback(|| async { limits::envelope_for(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async { limits::envelope_for(StatusCode::METHOD_NOT_ALLOWED) })
         .layer(DefaultBodyLimit::max(body_limit))
         // Every request's client address, for the throttle and the audit log.
         .layer(axum::middleware::from_fn_with_state(state.clone(), client::resolve))
