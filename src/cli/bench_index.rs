@@ -1297,6 +1297,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scan_names_are_parsed_and_others_refused() {
+        let file: ScanKind = "i8-file".parse().expect("i8-file");
+        assert!(file.file);
+        assert!(!"f16".parse::<ScanKind>().expect("f16").file);
+        for bad in ["", "i4", "i8-", "-file", "f32-files"] {
+            assert!(bad.parse::<ScanKind>().is_err(), "{bad:?} is refused");
+        }
+    }
+
+    #[test]
     fn fitted_gaussian_reproduces_the_mean_direction() {
         let mut rng = StdRng::seed_from_u64(1);
         let real: Vec<Vec<f32>> = (0..300)
