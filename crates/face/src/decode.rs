@@ -90,7 +90,14 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
                 i += 2 + len;
                 if marker == 0xDA {
                     // Entropy-coded data runs to the next marker that is not FF 00 or RSTn.
-                    while i + 1 < bytes.len() && (bytes[i] != 0xFF || matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7)) {
+                    while i + 1 < bytes.len() {
+                        let Some(at) = bytes.get(i..).and_then(|rest| memchr::memchr(0xFF, rest)) else {
+                            return false;
+                        };
+                        i += at;
+                        if i + 1 >= bytes.len() || !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7) {
+                            break;
+                        }
                         i += 1;
                     }
                 }
@@ -212,6 +219,58 @@ mod tests {
         let mut trailer = jpeg.clone();
         trailer.extend_from_slice(b"vendor trailer after EOI");
         assert!(decode(&trailer, &DecodeLimits::default()).is_ok(), "data after EOI is allowed");
+    }
+
+    /// The end-of-image walk as it was written first, one byte at a time.
+    fn has_end_bytewise(bytes: &[u8]) -> bool {
+        let mut i = 2;
+        while i + 1 < bytes.len() {
+            if bytes[i] != 0xFF {
+                i += 1;
+                continue;
+            }
+            let marker = bytes[i + 1];
+            match marker {
+                0xD9 => return true,
+                0xFF => i += 1,
+                0x01 | 0xD0..=0xD7 => i += 2,
+                _ => {
+                    let Some(len) = bytes.get(i + 2..i + 4).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                    else {
+                        return false;
+                    };
+                    i += 2 + len;
+                    if marker == 0xDA {
+                        while i + 1 < bytes.len() && (bytes[i] != 0xFF || matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7)) {
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_end_check_agrees_with_a_byte_walk_on_every_prefix() {
+        let img =
+            DynamicImage::ImageRgb8(RgbImage::from_fn(48, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 200])));
+        let encoded = encode(&img, ImageFormat::Jpeg);
+        // A scan with stuffed bytes, restart markers, fill bytes and a marker at the end.
+        let mut crafted = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x04, 0x01, 0x02];
+        crafted.extend_from_slice(&[0x11, 0xFF, 0x00, 0x22, 0xFF, 0xD0, 0x33, 0xFF, 0xD7, 0xFF, 0x00, 0x44]);
+        crafted.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xD9, 0x55]);
+        for bytes in [&encoded[..], &crafted[..]] {
+            assert!(jpeg_has_end(bytes));
+            for cut in 0..bytes.len() {
+                let prefix = &bytes[..cut];
+                assert_eq!(jpeg_has_end(prefix), has_end_bytewise(prefix), "prefix of {cut} bytes");
+            }
+        }
+        let photo = std::fs::read(eval_dir().join("deepface/img1.jpg")).expect("the phone photo of ../shared/eval");
+        assert!(jpeg_has_end(&photo) && has_end_bytewise(&photo));
+        let cut = &photo[..photo.len() - 2];
+        assert!(!jpeg_has_end(cut) && !has_end_bytewise(cut));
     }
 
     #[test]

@@ -275,6 +275,36 @@ fn stage_timings_split_out_the_networks() {
     }
 }
 
+/// The liveness check gives the same verdict on its own thread beside the embedding
+/// (a lone probe), after it on the probe's thread (configured so, or because every
+/// core is busy with other probes: four at once here), and the same embedding.
+#[test]
+fn liveness_beside_or_after_the_embedding_gives_the_same_answer() {
+    let beside = pipeline(Pack::Open);
+    let cache = ModelCache::resolve(None).expect("models cache");
+    let after =
+        FacePipeline::load(Pack::Open, &cache, PipelineConfig { parallel_liveness: false, ..Default::default() })
+            .expect("pipeline loads");
+    for rel in ["deepface/img1.jpg", "face_recognition/examples/obama-1080p.jpg"] {
+        let photo = eval(rel);
+        let lone = beside.probe(&photo, FaceChoice::Largest, true).unwrap();
+        let verdict = |p: &facesearch_face::ProbeFace| format!("{:?}", p.liveness);
+        assert!(matches!(lone.liveness, Some(Liveness::Judged { .. })), "{rel}: {:?}", lone.liveness);
+        let sequential = after.probe(&photo, FaceChoice::Largest, true).unwrap();
+        assert_eq!(verdict(&sequential), verdict(&lone), "{rel}");
+        assert_eq!(sequential.embedding, lone.embedding, "{rel}");
+        let busy: Vec<_> = std::thread::scope(|scope| {
+            let runs: Vec<_> =
+                (0..4).map(|_| scope.spawn(|| beside.probe(&photo, FaceChoice::Largest, true).unwrap())).collect();
+            runs.into_iter().map(|r| r.join().expect("probe thread")).collect()
+        });
+        for probe in &busy {
+            assert_eq!(verdict(probe), verdict(&lone), "{rel}, four at once");
+            assert_eq!(probe.embedding, lone.embedding, "{rel}, four at once");
+        }
+    }
+}
+
 /// The SIMD letterbox (issue 18) finds the same faces as the previous one on every
 /// photo of `deepface` and `face_recognition/examples` larger than the detector input.
 /// The previous letterbox is reproduced by handing the detector the photo already
