@@ -291,7 +291,7 @@ fn pipeline(args: PipelineBench) -> anyhow::Result<()> {
     drop(pipeline);
 
     let mut config = args.pipeline.config();
-    config.runtime = RuntimeOptions { intra_threads: 1, sessions_per_model: max_workers };
+    config.runtime = RuntimeOptions { intra_threads: 1, sessions_per_model: max_workers, ..RuntimeOptions::default() };
     let cache = facesearch_models::ModelCache::resolve(args.pipeline.models_dir.clone())?;
     let pipeline = FacePipeline::load(args.pipeline.pack, &cache, config)?;
     let mut rows = Vec::new();

@@ -274,7 +274,11 @@ fn resolve(args: ServeArgs, from_env: &BTreeSet<String>) -> anyhow::Result<Resol
     s.server.workers = Some(workers);
     s.engine.validate()?;
     // Requests run concurrently: split the cores between them.
-    s.pipeline.runtime = RuntimeOptions { intra_threads: (cores / workers).max(1), sessions_per_model: workers };
+    s.pipeline.runtime = RuntimeOptions {
+        intra_threads: (cores / workers).max(1),
+        sessions_per_model: workers,
+        ..RuntimeOptions::default()
+    };
     s.engine.vectors.ann_min_rows = s.engine.vectors.ann_min_rows.max(1);
     s.engine.vectors.ef_search = s.engine.vectors.ef_search.clamp(1, 10_000);
     s.engine.max_concurrent_analyses = workers;

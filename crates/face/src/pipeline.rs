@@ -18,7 +18,9 @@ use crate::embed::{EmbedderKind, FaceEmbedder};
 use crate::liveness::{Liveness, LivenessChecker, LivenessConfig, LivenessFeatures};
 use crate::orient::{self, MAX_UPRIGHT_ROLL, Pick, Rotation, Seen};
 use crate::quality::{FaceQuality, QualityFailure, QualityMinimums, assess, compression};
-use crate::runtime::{InferenceRuntime, ModelSource, OrtRuntime, RuntimeError, RuntimeOptions, StageClock, StageTime};
+use crate::runtime::{
+    self, InferenceRuntime, ModelSource, OrtRuntime, RuntimeError, RuntimeOptions, StageClock, StageTime,
+};
 
 pub use facesearch_models::Pack;
 
@@ -59,8 +61,8 @@ pub struct PipelineConfig {
     #[serde(skip)]
     pub runtime: RuntimeOptions,
     /// Run the liveness check on its own thread beside the embedding when a core is
-    /// free (lower latency per search; the same work either way, see
-    /// [`liveness_beside`]).
+    /// free and the photo is not alone (lower latency per search; the same work either
+    /// way, see [`CoreShare`]).
     #[serde(skip)]
     pub parallel_liveness: bool,
 }
@@ -192,29 +194,56 @@ pub struct FacePipeline {
     cores: usize,
 }
 
-/// Whether a probe's liveness check may run on a thread of its own beside the
-/// embedding, with `in_flight` photos being analysed (this one included) on `cores`
-/// cores: only when that leaves a core free. Under load every core already runs an
-/// analysis, and a second thread per analysis only makes them take turns (two workers
-/// on two cores: 2–5 % more photos per second with the check run after the embedding,
-/// README, Performance), while a lone search keeps the lower latency.
-pub fn liveness_beside(in_flight: usize, cores: usize) -> bool {
-    in_flight < cores
+/// How one probe's networks share the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreShare {
+    /// The only photo being analysed: every network on the models' lone sessions, a
+    /// thread per core ([`RuntimeOptions::lone_sessions`]), the liveness check
+    /// after the embedding.
+    Alone,
+    /// A core is free: the liveness check on a thread of its own beside the embedding.
+    LivenessBeside,
+    /// Every core is busy with a photo: one thread, the liveness check after the
+    /// embedding (a second thread per analysis would only make them take turns).
+    OneThread,
+}
+
+impl CoreShare {
+    /// The share for a probe with `in_flight` photos being analysed (this one
+    /// included) on `cores` cores, `came_alone` if none was when it came in (a probe
+    /// that came in beside another stays on one thread when that one ends: under
+    /// steady load the other core is about to get the next photo). Measured on two
+    /// cores (README, Performance): alone, SFace takes 19 ms on two threads against 34
+    /// on one; with two workers the check after the embedding gets 2–5 % more photos
+    /// through than beside it.
+    pub fn of(in_flight: usize, came_alone: bool, cores: usize, lone_sessions: bool, liveness_beside: bool) -> Self {
+        if in_flight <= 1 && came_alone && lone_sessions {
+            CoreShare::Alone
+        } else if liveness_beside && in_flight < cores {
+            CoreShare::LivenessBeside
+        } else {
+            CoreShare::OneThread
+        }
+    }
 }
 
 /// Counts a photo as being analysed while it lives.
-struct InFlight<'a>(&'a AtomicUsize);
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    /// Whether no other photo was being analysed when this one came in.
+    came_alone: bool,
+}
 
 impl<'a> InFlight<'a> {
     fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        Self { count, came_alone: before == 0 }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -288,6 +317,13 @@ impl FacePipeline {
         Ok(self.embedder.embed(&Self::align(image, face)?)?)
     }
 
+    /// How a probe being analysed now shares the cores, from the photos in flight.
+    fn core_share(&self, came_alone: bool) -> CoreShare {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let lone = self.config.runtime.has_lone_sessions();
+        CoreShare::of(in_flight, came_alone, self.cores, lone, self.config.parallel_liveness)
+    }
+
     fn align(image: &RgbImage, face: &Detection) -> Result<AlignedFace, PipelineError> {
         align(image, &face.landmarks).ok_or(PipelineError::Unalignable)
     }
@@ -358,7 +394,8 @@ impl FacePipeline {
         with_liveness: bool,
         minimums: Option<&QualityMinimums>,
     ) -> Result<ProbeFace, PipelineError> {
-        let _analysing = InFlight::enter(&self.in_flight);
+        let analysing = InFlight::enter(&self.in_flight);
+        let core_share = || self.core_share(analysing.came_alone);
         let mut timings = StageTimings::default();
         let start = Instant::now();
         let decoded = self.decode(bytes)?;
@@ -367,7 +404,9 @@ impl FacePipeline {
         let clock = StageClock::start();
         // Enrolment (the gated probe) refuses a face that cannot be made upright; a
         // search goes on with the photo as sent, as it always did.
-        let Upright { image, rotation, faces, .. } = self.detect_upright(&decoded.rgb, choice, minimums.is_some())?;
+        let detect = || self.detect_upright(&decoded.rgb, choice, minimums.is_some());
+        let Upright { image, rotation, faces, .. } =
+            if core_share() == CoreShare::Alone { runtime::alone(detect) } else { detect() }?;
         timings.set_detect(clock.stop());
         let face = choose(&faces, choice, (image.width(), image.height()))?;
         let original = (decoded.rgb.width(), decoded.rgb.height());
@@ -398,18 +437,16 @@ impl FacePipeline {
             let clock = StageClock::start();
             self.liveness(&image, face).map(|verdict| (verdict, clock.stop()))
         };
-        let beside =
-            self.config.parallel_liveness && liveness_beside(self.in_flight.load(Ordering::Relaxed), self.cores);
-        let (embedded, judged) = if with_liveness && beside {
-            std::thread::scope(|scope| {
+        let (embedded, judged) = match core_share() {
+            CoreShare::Alone => runtime::alone(|| (embed(), with_liveness.then(judge))),
+            CoreShare::LivenessBeside if with_liveness => std::thread::scope(|scope| {
                 let liveness = scope.spawn(judge);
                 let embedded = embed();
                 // A panic in the liveness thread is a bug; re-raise it here.
                 let judged = liveness.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 (embedded, Some(judged))
-            })
-        } else {
-            (embed(), with_liveness.then(judge))
+            }),
+            CoreShare::LivenessBeside | CoreShare::OneThread => (embed(), with_liveness.then(judge)),
         };
         let (embedding, quality, align_embed) = embedded?;
         timings.set_align_embed(align_embed);
@@ -539,16 +576,21 @@ mod tests {
     }
 
     #[test]
-    fn the_liveness_check_takes_a_core_only_when_one_is_free() {
-        assert!(liveness_beside(1, 2));
-        assert!(!liveness_beside(2, 2));
-        assert!(!liveness_beside(3, 2));
-        assert!(!liveness_beside(1, 1));
-        assert!(liveness_beside(3, 8));
+    fn a_lone_photo_takes_every_core_and_the_liveness_check_a_core_only_when_one_is_free() {
+        use CoreShare::*;
+        assert_eq!(CoreShare::of(1, true, 2, true, true), Alone);
+        assert_eq!(CoreShare::of(1, false, 2, true, true), LivenessBeside, "came in beside another");
+        assert_eq!(CoreShare::of(1, true, 2, false, true), LivenessBeside, "no lone sessions kept");
+        assert_eq!(CoreShare::of(2, true, 2, true, true), OneThread, "another came in since");
+        assert_eq!(CoreShare::of(3, false, 2, true, true), OneThread);
+        assert_eq!(CoreShare::of(1, true, 1, false, true), OneThread);
+        assert_eq!(CoreShare::of(3, false, 8, true, true), LivenessBeside);
+        assert_eq!(CoreShare::of(3, false, 8, true, false), OneThread);
         let count = AtomicUsize::new(0);
         {
-            let _one = InFlight::enter(&count);
-            let _two = InFlight::enter(&count);
+            let one = InFlight::enter(&count);
+            let two = InFlight::enter(&count);
+            assert!(one.came_alone && !two.came_alone);
             assert_eq!(count.load(Ordering::Relaxed), 2);
         }
         assert_eq!(count.load(Ordering::Relaxed), 0, "a probe that ends, however, is no longer counted");

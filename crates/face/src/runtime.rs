@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use ort::environment::GlobalThreadPoolOptions;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
@@ -53,6 +54,13 @@ pub enum RuntimeError {
 pub trait InferenceModel: Send + Sync {
     /// Runs the model on one f32 input tensor and returns all outputs in graph order.
     fn run(&self, shape: &[usize], data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError>;
+    /// [`InferenceModel::run`] for the only photo being analysed, while the other cores
+    /// are idle: on the model's session on the shared pool of a thread per core
+    /// ([`RuntimeOptions::lone_sessions`]) when it has one and it is free, else like
+    /// `run`.
+    fn run_lone(&self, shape: &[usize], data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
+        self.run(shape, data)
+    }
     /// A short name for errors and logs.
     fn name(&self) -> &str;
 }
@@ -60,13 +68,29 @@ pub trait InferenceModel: Send + Sync {
 thread_local! {
     /// Time this thread has spent inside [`run_timed`], ever.
     static NETWORK: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// Whether this thread's model runs are a lone analysis's ([`alone`]).
+    static LONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` with this thread's model runs on the models' lone sessions
+/// ([`InferenceModel::run_lone`]): for the only photo being analysed. A flag of the
+/// thread rather than a parameter of every stage, like the network clock beside it.
+pub fn alone<T>(work: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LONE.with(|lone| lone.set(self.0));
+        }
+    }
+    let _restore = Restore(LONE.with(|lone| lone.replace(true)));
+    work()
 }
 
 /// Runs `model` and adds the run's wall time, failed or not, to this thread's network
 /// clock ([`StageClock`]). The pipeline's stages call their models only through this.
 pub fn run_timed(model: &dyn InferenceModel, shape: &[usize], data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
     let start = Instant::now();
-    let outputs = model.run(shape, data);
+    let outputs = if LONE.with(Cell::get) { model.run_lone(shape, data) } else { model.run(shape, data) };
     let took = start.elapsed();
     NETWORK.with(|n| n.set(n.get().saturating_add(took)));
     outputs
@@ -152,15 +176,37 @@ pub struct RuntimeOptions {
     pub intra_threads: usize,
     /// Sessions kept per model, so that this many requests can infer at once.
     pub sessions_per_model: usize,
+    /// Keep one more session per model, for when only one photo is being analysed
+    /// ([`alone`]): it runs on the process's one shared pool of a thread per core (up
+    /// to [`LONE_THREADS_MAX`]). Only worth it when that pool is larger than
+    /// `intra_threads` ([`RuntimeOptions::has_lone_sessions`]).
+    pub lone_sessions: bool,
+}
+
+/// The most threads of the shared pool lone analyses run on: these networks are small
+/// (only two cores were measured).
+pub const LONE_THREADS_MAX: usize = 4;
+
+/// The threads of the shared pool for lone analyses.
+fn lone_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, LONE_THREADS_MAX)
+}
+
+impl RuntimeOptions {
+    /// Whether models keep a session on the shared pool for a lone analysis.
+    pub fn has_lone_sessions(&self) -> bool {
+        self.lone_sessions && lone_threads() > self.intra_threads
+    }
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         // One thread per inference and one session per core: these networks are small,
-        // and on two cores a two-thread inference measured twice as slow as two
-        // single-thread inferences side by side (`facesearch bench pipeline`).
+        // and under load two single-thread inferences side by side get more done than
+        // one on two threads. A lone analysis runs on the shared pool of a thread per
+        // core (README, Performance).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self { intra_threads: 1, sessions_per_model: cores.clamp(1, 8) }
+        Self { intra_threads: 1, sessions_per_model: cores.clamp(1, 8), lone_sessions: true }
     }
 }
 
@@ -177,9 +223,21 @@ impl OrtRuntime {
     /// later calls must name the same file).
     pub fn new(library: &Path, options: RuntimeOptions) -> Result<Self, RuntimeError> {
         let loaded = ORT_LIBRARY.get_or_init(|| {
-            ort::init_from(library)
+            // One pool shared by every lone session, spinning between the runs of a
+            // search: pools of their own would spin against each other (measured: a lone
+            // search twice as slow) and without spinning each run waits on waking them.
+            // (Made once the library is loaded: the options are ORT objects.)
+            let builder = ort::init_from(library).map_err(|e| e.to_string())?;
+            let pool = GlobalThreadPoolOptions::default()
+                .with_intra_threads(lone_threads())
+                .and_then(|p| p.with_inter_threads(1))
+                .and_then(|p| p.with_spin_control(true))
+                .map_err(|e| e.to_string())?;
+            builder
+                .with_name("facesearch")
+                .with_global_thread_pool(pool)
+                .build()
                 .map_err(|e| e.to_string())
-                .and_then(|b| b.with_name("facesearch").build().map_err(|e| e.to_string()))
                 .map(|env| (library.to_path_buf(), env))
         });
         match loaded {
@@ -191,20 +249,27 @@ impl OrtRuntime {
         }
     }
 
-    fn session(&self, model: ModelSource<'_>) -> Result<Session, RuntimeError> {
+    /// A session of `model`: with its own `threads`, or on the shared pool (`None`).
+    fn session(&self, model: ModelSource<'_>, threads: Option<usize>) -> Result<Session, RuntimeError> {
         let path = match model {
             ModelSource::File(path) => path.to_path_buf(),
             ModelSource::Bytes { name, .. } => PathBuf::from(name),
         };
         let load_err = |e: ort::Error| RuntimeError::Load { path: path.clone(), detail: e.to_string() };
-        let mut builder = Session::builder(&self.env)
+        let builder = Session::builder(&self.env)
             .map_err(load_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| load_err(e.into()))?
-            .with_intra_threads(self.options.intra_threads.max(1))
-            .map_err(|e| load_err(e.into()))?
-            .with_inter_threads(1)
             .map_err(|e| load_err(e.into()))?;
+        let mut builder = match threads {
+            Some(threads) => builder
+                .with_independent_thread_pool()
+                .map_err(|e| load_err(e.into()))?
+                .with_intra_threads(threads.max(1))
+                .map_err(|e| load_err(e.into()))?
+                .with_inter_threads(1)
+                .map_err(|e| load_err(e.into()))?,
+            None => builder,
+        };
         match model {
             ModelSource::File(path) => builder.commit_from_file(path),
             ModelSource::Bytes { bytes, .. } => builder.commit_from_memory(bytes),
@@ -215,10 +280,12 @@ impl OrtRuntime {
 
 impl InferenceRuntime for OrtRuntime {
     fn load(&self, model: ModelSource<'_>) -> Result<Arc<dyn InferenceModel>, RuntimeError> {
-        let n = self.options.sessions_per_model.max(1);
-        let sessions = (0..n).map(|_| self.session(model).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let (n, threads) = (self.options.sessions_per_model.max(1), self.options.intra_threads.max(1));
+        let sessions =
+            (0..n).map(|_| self.session(model, Some(threads)).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let lone = if self.options.has_lone_sessions() { Some(Mutex::new(self.session(model, None)?)) } else { None };
         let name = model.name();
-        Ok(Arc::new(OrtModel { name, sessions, next: AtomicUsize::new(0) }))
+        Ok(Arc::new(OrtModel { name, sessions, lone, next: AtomicUsize::new(0) }))
     }
 }
 
@@ -227,6 +294,8 @@ impl InferenceRuntime for OrtRuntime {
 struct OrtModel {
     name: String,
     sessions: Vec<Mutex<Session>>,
+    /// The session on the shared pool ([`RuntimeOptions::lone_sessions`]), if kept.
+    lone: Option<Mutex<Session>>,
     next: AtomicUsize,
 }
 
@@ -267,6 +336,14 @@ impl InferenceModel for OrtModel {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
         let mut session = self.sessions[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.run_session(&mut session, shape, data)
+    }
+
+    fn run_lone(&self, shape: &[usize], data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
+        // Never wait for it: were it busy, the cores would not be idle anyway.
+        match self.lone.as_ref().map(Mutex::try_lock) {
+            Some(Ok(mut session)) => self.run_session(&mut session, shape, data),
+            _ => self.run(shape, data),
+        }
     }
 
     fn name(&self) -> &str {

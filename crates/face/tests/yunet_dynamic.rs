@@ -27,7 +27,9 @@ fn the_edit_is_deterministic_and_matches_its_pin() {
 fn the_edited_model_matches_the_published_one_at_640() {
     let cache = cache();
     let library = cache.ensure(&catalog::onnxruntime().expect("a runtime for this platform")).expect("runtime");
-    let runtime = OrtRuntime::new(&library, RuntimeOptions { intra_threads: 1, sessions_per_model: 1 }).expect("ORT");
+    let runtime =
+        OrtRuntime::new(&library, RuntimeOptions { intra_threads: 1, sessions_per_model: 1, lone_sessions: false })
+            .expect("ORT");
     let base_path = cache.ensure(&catalog::YUNET).expect("YuNet");
     let edited = cache.ensure_edited(&catalog::YUNET_DYNAMIC).expect("edited YuNet");
     let published = runtime.load(ModelSource::File(&base_path)).expect("load published");
