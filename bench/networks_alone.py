@@ -7,7 +7,7 @@ It bounds what our own pipeline can reach: `facesearch bench pipeline` reports e
 stage's network time, and this says what onnxruntime itself takes for the same
 models on the same machine (README, Performance).
 
-Usage: python3 bench/networks_alone.py [--rounds N] [--liveness-runs K]
+Usage: python3 bench/networks_alone.py [--rounds N] [--liveness-runs K] [--threads 1,2]
 Needs: onnxruntime, numpy; the models in FACESEARCH_MODELS_DIR or ~/.cache/facesearch/models.
 """
 import argparse
@@ -26,9 +26,9 @@ NETWORKS = [
 ]
 
 
-def sessions():
+def sessions(threads=1):
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     rng = np.random.default_rng(0)
@@ -39,8 +39,8 @@ def sessions():
     return out
 
 
-def per_network(rounds):
-    for name, s, feed in sessions():
+def per_network(rounds, threads):
+    for name, s, feed in sessions(threads):
         for _ in range(5):
             s.run(None, feed)
         times = []
@@ -49,7 +49,7 @@ def per_network(rounds):
             s.run(None, feed)
             times.append(time.perf_counter() - t)
         times.sort()
-        print(f"{name}: median {times[len(times) // 2] * 1e3:.2f} ms, min {times[0] * 1e3:.2f} ms", flush=True)
+        print(f"{name}, {threads} thread(s): median {times[len(times) // 2] * 1e3:.2f} ms, min {times[0] * 1e3:.2f} ms", flush=True)
 
 
 def worker(rounds, liveness_runs, queue):
@@ -73,10 +73,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--liveness-runs", type=int, default=2, help="liveness model runs per photo (the shipped check: 2)")
+    ap.add_argument("--threads", default="1", help="intra-op threads per session to time each network with, e.g. 1,2")
     args = ap.parse_args()
-    print(f"onnxruntime {ort.__version__}, one intra-op thread per session")
-    per_network(args.rounds)
-    print(f"one photo's networks = YuNet + SFace + {args.liveness_runs} liveness runs")
+    print(f"onnxruntime {ort.__version__}")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        per_network(args.rounds, threads)
+    print(f"one photo's networks = YuNet + SFace + {args.liveness_runs} liveness runs, one thread per process")
     for procs in (1, 2, 1, 2):
         queue = mp.Queue()
         ps = [mp.Process(target=worker, args=(args.rounds, args.liveness_runs, queue)) for _ in range(procs)]

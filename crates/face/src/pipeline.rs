@@ -214,7 +214,7 @@ impl CoreShare {
     /// that came in beside another stays on one thread when that one ends: under
     /// steady load the other core is about to get the next photo). Measured on two
     /// cores (README, Performance): alone, SFace takes 19 ms on two threads against 34
-    /// on one; with two workers the check after the embedding gets 2–5 % more photos
+    /// on one; with two workers the check after the embedding gets 1–5 % more photos
     /// through than beside it.
     pub fn of(in_flight: usize, came_alone: bool, cores: usize, lone_sessions: bool, liveness_beside: bool) -> Self {
         if in_flight <= 1 && came_alone && lone_sessions {
