@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The pack `open` networks alone, in Python onnxruntime, one thread each: what a
-single run of each model costs on random input, and whether two processes running
-them side by side (two single-threaded workers) get twice the work done.
+"""The pack `open` networks alone, in Python onnxruntime: what a single run of each
+model costs on random input with 1 (or more: --threads) intra-op threads, and whether
+two processes running them side by side (two single-threaded workers) get twice the
+work done.
 
 It bounds what our own pipeline can reach: `facesearch bench pipeline` reports each
 stage's network time, and this says what onnxruntime itself takes for the same

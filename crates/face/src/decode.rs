@@ -262,7 +262,7 @@ mod tests {
         crafted.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xD9, 0x55]);
         for bytes in [&encoded[..], &crafted[..]] {
             assert!(jpeg_has_end(bytes));
-            for cut in 0..bytes.len() {
+            for cut in 0..=bytes.len() {
                 let prefix = &bytes[..cut];
                 assert_eq!(jpeg_has_end(prefix), has_end_bytewise(prefix), "prefix of {cut} bytes");
             }

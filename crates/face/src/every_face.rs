@@ -84,12 +84,13 @@ impl FacePipeline {
     /// them. A photo without any face is [`PipelineError::NoFace`]; a face that cannot
     /// be embedded is reported in its entry, not as an error.
     pub fn every_face(&self, bytes: &[u8], max_faces: usize) -> Result<EveryFace, PipelineError> {
+        let _analysing = self.analysing();
         let mut timings = StageTimings::default();
         let start = Instant::now();
         let decoded = self.decode(bytes)?;
         timings.decode = start.elapsed();
         let clock = StageClock::start();
-        let detections = self.detect(&decoded.rgb)?;
+        let detections = self.detector().detect(&decoded.rgb)?;
         timings.set_detect(clock.stop());
         if detections.is_empty() {
             return Err(PipelineError::NoFace);
@@ -118,6 +119,7 @@ impl FacePipeline {
         bytes: &[u8],
         faces: &[Detection],
     ) -> Result<Vec<Result<Vec<f32>, Unembedded>>, PipelineError> {
+        let _analysing = self.analysing();
         let decoded = self.decode(bytes)?;
         faces.iter().map(|d| Ok(self.see(&decoded.rgb, d)?.embedding)).collect()
     }

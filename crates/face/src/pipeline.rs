@@ -127,6 +127,8 @@ pub enum FaceChoice {
 /// output decoding, NMS, crops and cues). Decoding runs no network.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageTimings {
+    /// How the embedding and liveness stages shared the cores.
+    pub core_share: CoreShare,
     pub decode: Duration,
     pub detect: Duration,
     pub align_embed: Duration,
@@ -188,14 +190,17 @@ pub struct FacePipeline {
     embedder: FaceEmbedder,
     liveness: LivenessChecker,
     config: PipelineConfig,
-    /// Photos being analysed by [`FacePipeline::probe_gated`] now.
+    /// Analyses running now: every public entry point that runs a network counts
+    /// itself once ([`InFlight`]; the calls between them do not). Per pipeline: a
+    /// process serving two packs at once counts each pack's on its own.
     in_flight: AtomicUsize,
     /// The cores this process may use.
     cores: usize,
 }
 
 /// How one probe's networks share the cores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CoreShare {
     /// The only photo being analysed: every network on the models' lone sessions, a
     /// thread per core ([`RuntimeOptions::lone_sessions`]), the liveness check
@@ -205,6 +210,7 @@ pub enum CoreShare {
     LivenessBeside,
     /// Every core is busy with a photo: one thread, the liveness check after the
     /// embedding (a second thread per analysis would only make them take turns).
+    #[default]
     OneThread,
 }
 
@@ -228,7 +234,7 @@ impl CoreShare {
 }
 
 /// Counts a photo as being analysed while it lives.
-struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     count: &'a AtomicUsize,
     /// Whether no other photo was being analysed when this one came in.
     came_alone: bool,
@@ -309,12 +315,24 @@ impl FacePipeline {
 
     /// Every face in the image, largest first.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, RuntimeError> {
+        let _analysing = InFlight::enter(&self.in_flight);
         self.detector.detect(image)
     }
 
     /// The embedding of one detected face.
     pub fn embed(&self, image: &RgbImage, face: &Detection) -> Result<Vec<f32>, PipelineError> {
+        let _analysing = InFlight::enter(&self.in_flight);
         Ok(self.embedder.embed(&Self::align(image, face)?)?)
+    }
+
+    /// Counts an analysis while the returned guard lives (for [`crate::every_face`]).
+    pub(crate) fn analysing(&self) -> InFlight<'_> {
+        InFlight::enter(&self.in_flight)
+    }
+
+    /// The detector, for entry points that count themselves.
+    pub(crate) fn detector(&self) -> &FaceDetector {
+        &self.detector
     }
 
     /// How a probe being analysed now shares the cores, from the photos in flight.
@@ -351,6 +369,7 @@ impl FacePipeline {
 
     /// The liveness verdict for one detected face.
     pub fn liveness(&self, image: &RgbImage, face: &Detection) -> Result<Liveness, RuntimeError> {
+        let _analysing = InFlight::enter(&self.in_flight);
         self.liveness.assess(image, face)
     }
 
@@ -437,8 +456,16 @@ impl FacePipeline {
             let clock = StageClock::start();
             self.liveness(&image, face).map(|verdict| (verdict, clock.stop()))
         };
-        let (embedded, judged) = match core_share() {
-            CoreShare::Alone => runtime::alone(|| (embed(), with_liveness.then(judge))),
+        // After the embedding, the check runs only for a face that was embedded.
+        let then_judge = || {
+            let embedded = embed();
+            let judged = (with_liveness && embedded.is_ok()).then(judge);
+            (embedded, judged)
+        };
+        let share = core_share();
+        timings.core_share = share;
+        let (embedded, judged) = match share {
+            CoreShare::Alone => runtime::alone(then_judge),
             CoreShare::LivenessBeside if with_liveness => std::thread::scope(|scope| {
                 let liveness = scope.spawn(judge);
                 let embedded = embed();
@@ -446,7 +473,7 @@ impl FacePipeline {
                 let judged = liveness.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 (embedded, Some(judged))
             }),
-            CoreShare::LivenessBeside | CoreShare::OneThread => (embed(), with_liveness.then(judge)),
+            CoreShare::LivenessBeside | CoreShare::OneThread => then_judge(),
         };
         let (embedding, quality, align_embed) = embedded?;
         timings.set_align_embed(align_embed);
@@ -487,7 +514,7 @@ impl FacePipeline {
         choice: FaceChoice,
         strict: bool,
     ) -> Result<Upright<'a>, PipelineError> {
-        let faces = self.detect(photo)?;
+        let faces = self.detector.detect(photo)?;
         let sent = candidate(&faces, choice, (photo.width(), photo.height())).cloned();
         let confidence = detector_kind(self.pack).confidence();
         if !orient::needs_turning(sent.as_ref(), confidence) {
@@ -498,7 +525,7 @@ impl FacePipeline {
         let mut turns = Vec::with_capacity(Rotation::TURNS.len());
         for rotation in Rotation::TURNS {
             let turned = rotation.apply(photo);
-            let turned_faces = self.detect(&turned)?;
+            let turned_faces = self.detector.detect(&turned)?;
             let size = (turned.width(), turned.height());
             turns.push((rotation, size, turned_faces));
         }

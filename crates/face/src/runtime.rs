@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use ort::environment::GlobalThreadPoolOptions;
@@ -183,8 +183,8 @@ pub struct RuntimeOptions {
     pub lone_sessions: bool,
 }
 
-/// The most threads of the shared pool lone analyses run on: these networks are small
-/// (only two cores were measured).
+/// The most threads of the shared pool lone analyses run on: a cap, not a measured
+/// optimum (these networks are small; only two cores were measured).
 pub const LONE_THREADS_MAX: usize = 4;
 
 /// The threads of the shared pool for lone analyses.
@@ -339,10 +339,12 @@ impl InferenceModel for OrtModel {
     }
 
     fn run_lone(&self, shape: &[usize], data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
-        // Never wait for it: were it busy, the cores would not be idle anyway.
+        // Never wait for it: were it busy, the cores would not be idle anyway. A panic
+        // in an earlier run leaves the session usable, as in `run`.
         match self.lone.as_ref().map(Mutex::try_lock) {
             Some(Ok(mut session)) => self.run_session(&mut session, shape, data),
-            _ => self.run(shape, data),
+            Some(Err(TryLockError::Poisoned(poisoned))) => self.run_session(&mut poisoned.into_inner(), shape, data),
+            Some(Err(TryLockError::WouldBlock)) | None => self.run(shape, data),
         }
     }
 
@@ -390,6 +392,49 @@ mod tests {
         // The work outside the runs is not counted as network.
         assert!(time.other() > Duration::ZERO, "{time:?}");
         assert_eq!(time.other() + time.network, time.total);
+    }
+
+    /// Counts the runs that went to `run` and to `run_lone`.
+    #[derive(Default)]
+    struct Counting {
+        plain: AtomicUsize,
+        lone: AtomicUsize,
+    }
+
+    impl InferenceModel for Counting {
+        fn run(&self, _shape: &[usize], _data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
+            self.plain.fetch_add(1, Ordering::Relaxed);
+            Ok(Vec::new())
+        }
+        fn run_lone(&self, _shape: &[usize], _data: &[f32]) -> Result<Vec<NamedTensor>, RuntimeError> {
+            self.lone.fetch_add(1, Ordering::Relaxed);
+            Ok(Vec::new())
+        }
+        fn name(&self) -> &str {
+            "counting"
+        }
+    }
+
+    #[test]
+    fn runs_inside_alone_go_to_the_lone_session_and_only_those() {
+        let model = Counting::default();
+        run_timed(&model, &[1], &[0.0]).unwrap();
+        alone(|| {
+            run_timed(&model, &[1], &[0.0]).unwrap();
+            // Nested: still alone, and still alone after the inner call returns.
+            alone(|| run_timed(&model, &[1], &[0.0]).unwrap());
+            run_timed(&model, &[1], &[0.0]).unwrap();
+        });
+        run_timed(&model, &[1], &[0.0]).unwrap();
+        assert_eq!((model.plain.load(Ordering::Relaxed), model.lone.load(Ordering::Relaxed)), (2, 3));
+        // A panic inside leaves the thread as it was.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| alone(|| panic!("in a lone run"))));
+        assert!(caught.is_err());
+        run_timed(&model, &[1], &[0.0]).unwrap();
+        assert_eq!(model.plain.load(Ordering::Relaxed), 3);
+        // Another thread is not alone because this one is.
+        alone(|| std::thread::scope(|s| s.spawn(|| run_timed(&model, &[1], &[0.0]).unwrap()).join().unwrap()));
+        assert_eq!(model.plain.load(Ordering::Relaxed), 4);
     }
 
     #[test]

@@ -255,7 +255,7 @@ fn a_photo_without_a_face_is_not_turned_into_one() {
 
 /// Each stage's time splits into its networks' runs and the rest: the networks ran in
 /// every stage but decoding, and never for longer than the stage (the liveness check
-/// runs on its own thread, with its own clock).
+/// may run on its own thread, with its own clock).
 #[test]
 fn stage_timings_split_out_the_networks() {
     let p = pipeline(Pack::Open);
@@ -276,12 +276,13 @@ fn stage_timings_split_out_the_networks() {
 }
 
 /// However a probe's networks share the cores — alone on a thread per core with the
-/// liveness check after the embedding, the check on its own thread beside the
-/// embedding, one thread each with four probes at once — it gets the same face, the
-/// same embedding and the same liveness score (to float rounding: a model run on more
-/// threads may sum in another order).
+/// liveness check after the embedding (checked), the check on its own thread beside the
+/// embedding (checked), and four probes at once (each as the count finds it) — it gets
+/// the same face, the same embedding and the same liveness score (to float rounding: a
+/// model run on more threads may sum in another order).
 #[test]
 fn a_probe_answers_the_same_however_it_shares_the_cores() {
+    use facesearch_face::pipeline::CoreShare;
     use facesearch_face::{ProbeFace, RuntimeOptions};
     let cache = ModelCache::resolve(None).expect("models cache");
     // A pipeline of this test's own: its first probe is the only one in flight.
@@ -309,7 +310,12 @@ fn a_probe_answers_the_same_however_it_shares_the_cores() {
     for rel in ["deepface/img1.jpg", "face_recognition/examples/obama-1080p.jpg"] {
         let photo = eval(rel);
         let alone = shared.probe(&photo, FaceChoice::Largest, true).unwrap();
+        let expected = if cores > 1 { CoreShare::Alone } else { CoreShare::OneThread };
+        assert_eq!(alone.timings.core_share, expected, "{rel}: the only probe of its pipeline");
         let side_by_side = beside.probe(&photo, FaceChoice::Largest, true).unwrap();
+        if cores > 1 {
+            assert_eq!(side_by_side.timings.core_share, CoreShare::LivenessBeside, "{rel}: no lone sessions");
+        }
         same(&side_by_side, &alone, &format!("{rel}, liveness beside the embedding"));
         let busy: Vec<ProbeFace> = std::thread::scope(|scope| {
             let runs: Vec<_> =
