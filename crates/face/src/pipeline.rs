@@ -196,6 +196,9 @@ pub struct FacePipeline {
     in_flight: AtomicUsize,
     /// The cores this process may use.
     cores: usize,
+    /// Whether the models keep lone sessions ([`RuntimeOptions::has_lone_sessions`]),
+    /// read once at load rather than on every probe.
+    lone_sessions: bool,
 }
 
 /// How one probe's networks share the cores.
@@ -298,6 +301,7 @@ impl FacePipeline {
             config,
             in_flight: AtomicUsize::new(0),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            lone_sessions: config.runtime.has_lone_sessions(),
         })
     }
 
@@ -338,8 +342,7 @@ impl FacePipeline {
     /// How a probe being analysed now shares the cores, from the photos in flight.
     fn core_share(&self, came_alone: bool) -> CoreShare {
         let in_flight = self.in_flight.load(Ordering::Relaxed);
-        let lone = self.config.runtime.has_lone_sessions();
-        CoreShare::of(in_flight, came_alone, self.cores, lone, self.config.parallel_liveness)
+        CoreShare::of(in_flight, came_alone, self.cores, self.lone_sessions, self.config.parallel_liveness)
     }
 
     fn align(image: &RgbImage, face: &Detection) -> Result<AlignedFace, PipelineError> {

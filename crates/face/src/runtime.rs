@@ -187,9 +187,11 @@ pub struct RuntimeOptions {
 /// optimum (these networks are small; only two cores were measured).
 pub const LONE_THREADS_MAX: usize = 4;
 
-/// The threads of the shared pool for lone analyses.
+/// The threads of the shared pool for lone analyses (asked of the system once: the
+/// pool is made once per process, and the answer must not change after it).
 fn lone_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, LONE_THREADS_MAX)
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, LONE_THREADS_MAX))
 }
 
 impl RuntimeOptions {
