@@ -83,6 +83,10 @@ pub struct PipelineArgs {
     /// Smallest context around a face (crop side / face side) for which liveness is judged.
     #[arg(long, global = true)]
     pub liveness_min_context: Option<f32>,
+    /// Run a photo analysed alone on a shared pool of a thread per core (off by default:
+    /// measured slower on average on two cores; README, Performance).
+    #[arg(long, global = true)]
+    pub lone_sessions: bool,
 }
 
 impl PipelineArgs {
@@ -94,6 +98,7 @@ impl PipelineArgs {
         if let Some(n) = self.intra_threads {
             config.runtime = RuntimeOptions { intra_threads: n, ..config.runtime };
         }
+        config.runtime.lone_sessions = self.lone_sessions;
         config
     }
 

@@ -3,7 +3,6 @@
 //! request is about and per-stage timings.
 
 use std::borrow::Cow;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -205,9 +204,9 @@ pub struct FacePipeline {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CoreShare {
-    /// The only photo being analysed: every network on the models' lone sessions, a
-    /// thread per core ([`RuntimeOptions::lone_sessions`]), the liveness check
-    /// after the embedding.
+    /// The only photo being analysed, with lone sessions kept (opt-in,
+    /// [`RuntimeOptions::lone_sessions`]): every network on the models' lone sessions, a
+    /// thread per core, the liveness check after the embedding.
     Alone,
     /// A core is free: the liveness check on a thread of its own beside the embedding.
     LivenessBeside,
@@ -222,9 +221,9 @@ impl CoreShare {
     /// included) on `cores` cores, `came_alone` if none was when it came in (a probe
     /// that came in beside another stays on one thread when that one ends: under
     /// steady load the other core is about to get the next photo). Measured on two
-    /// cores (README, Performance): alone, SFace takes 19 ms on two threads against 34
-    /// on one; with two workers the check after the embedding gets 1–5 % more photos
-    /// through than beside it.
+    /// cores (README, Performance): with two workers the check after the embedding gets
+    /// 1–5 % more photos through than beside it; a lone photo's check beside its
+    /// embedding was steadier than the lone sessions, and faster on average.
     pub fn of(in_flight: usize, came_alone: bool, cores: usize, lone_sessions: bool, liveness_beside: bool) -> Self {
         if in_flight <= 1 && came_alone && lone_sessions {
             CoreShare::Alone
@@ -279,9 +278,19 @@ impl FacePipeline {
                 ModelSource::File(&detector_file)
             }
         };
-        let embedder = cache.ensure(&pack.embedder_file())?;
-        let liveness = cache.ensure(&catalog::LIVENESS)?;
-        Self::with_runtime(pack, &runtime, detector, &embedder, &liveness, config)
+        // The embedder and the liveness model are loaded with their PRelu activations as
+        // vectorised operators (`onnx_edit::prelu_elementwise`, pinned like the files).
+        let embedder_model = pack.embedder_model();
+        let embedder = cache.ensure_edited(&embedder_model)?;
+        let liveness = cache.ensure_edited(&catalog::LIVENESS_ELEMENTWISE)?;
+        Self::with_runtime(
+            pack,
+            &runtime,
+            detector,
+            ModelSource::Bytes { name: embedder_model.name, bytes: &embedder },
+            ModelSource::Bytes { name: catalog::LIVENESS_ELEMENTWISE.name, bytes: &liveness },
+            config,
+        )
     }
 
     /// Loads the pack's model files through any inference runtime.
@@ -289,15 +298,15 @@ impl FacePipeline {
         pack: Pack,
         runtime: &dyn InferenceRuntime,
         detector: ModelSource<'_>,
-        embedder: &Path,
-        liveness: &Path,
+        embedder: ModelSource<'_>,
+        liveness: ModelSource<'_>,
         config: PipelineConfig,
     ) -> Result<Self, PipelineError> {
         Ok(Self {
             pack,
             detector: FaceDetector::new(detector_kind(pack), runtime.load(detector)?, config.detector),
-            embedder: FaceEmbedder::new(embedder_kind(pack), runtime.load(embedder.into())?, config.flip_average),
-            liveness: LivenessChecker::new(runtime.load(liveness.into())?, config.liveness),
+            embedder: FaceEmbedder::new(embedder_kind(pack), runtime.load(embedder)?, config.flip_average),
+            liveness: LivenessChecker::new(runtime.load(liveness)?, config.liveness),
             config,
             in_flight: AtomicUsize::new(0),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -179,7 +179,11 @@ pub struct RuntimeOptions {
     /// Keep one more session per model, for when only one photo is being analysed
     /// ([`alone`]): it runs on the process's one shared pool of a thread per core (up
     /// to [`LONE_THREADS_MAX`]). Only worth it when that pool is larger than
-    /// `intra_threads` ([`RuntimeOptions::has_lone_sessions`]).
+    /// `intra_threads` ([`RuntimeOptions::has_lone_sessions`]). Off by default: on the
+    /// project's 2-vCPU machine a lone photo's latency on the shared pool swung
+    /// between 7 % below and 45 % above the liveness check's own thread beside the
+    /// embedding (README, Performance); opt in to measure it elsewhere
+    /// (`--lone-sessions`).
     pub lone_sessions: bool,
 }
 
@@ -205,10 +209,10 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         // One thread per inference and one session per core: these networks are small,
         // and under load two single-thread inferences side by side get more done than
-        // one on two threads. A lone analysis runs on the shared pool of a thread per
-        // core (README, Performance).
+        // one on two threads. A lone analysis runs its liveness check beside the
+        // embedding (README, Performance).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self { intra_threads: 1, sessions_per_model: cores.clamp(1, 8), lone_sessions: true }
+        Self { intra_threads: 1, sessions_per_model: cores.clamp(1, 8), lone_sessions: false }
     }
 }
 

@@ -276,8 +276,8 @@ fn stage_timings_split_out_the_networks() {
 }
 
 /// However a probe's networks share the cores — alone on a thread per core with the
-/// liveness check after the embedding (checked), the check on its own thread beside the
-/// embedding (checked), and four probes at once (each as the count finds it) — it gets
+/// liveness check after the embedding (checked; opt-in), the check on its own thread
+/// beside the embedding (checked; the default for a lone photo), and four probes at once (each as the count finds it) — it gets
 /// the same face, the same embedding and the same liveness score (to float rounding: a
 /// model run on more threads may sum in another order).
 #[test]
@@ -285,13 +285,16 @@ fn a_probe_answers_the_same_however_it_shares_the_cores() {
     use facesearch_face::pipeline::CoreShare;
     use facesearch_face::{ProbeFace, RuntimeOptions};
     let cache = ModelCache::resolve(None).expect("models cache");
-    // A pipeline of this test's own: its first probe is the only one in flight.
-    let shared = FacePipeline::load(Pack::Open, &cache, PipelineConfig::default()).expect("pipeline loads");
+    // A pipeline of this test's own, with the opt-in lone sessions: its first probe is
+    // the only one in flight.
+    let lone = RuntimeOptions { lone_sessions: true, ..RuntimeOptions::default() };
+    let shared = FacePipeline::load(Pack::Open, &cache, PipelineConfig { runtime: lone, ..Default::default() })
+        .expect("pipeline loads");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(shared.config().runtime.has_lone_sessions(), cores > 1);
-    let no_lone = RuntimeOptions { lone_sessions: false, ..RuntimeOptions::default() };
-    let beside = FacePipeline::load(Pack::Open, &cache, PipelineConfig { runtime: no_lone, ..Default::default() })
-        .expect("pipeline loads");
+    // The default: no lone sessions.
+    let beside = FacePipeline::load(Pack::Open, &cache, PipelineConfig::default()).expect("pipeline loads");
+    assert!(!beside.config().runtime.has_lone_sessions());
     let score = |p: &ProbeFace| match p.liveness {
         Some(Liveness::Judged { live_probability }) => live_probability,
         ref other => panic!("not judged: {other:?}"),

