@@ -12,10 +12,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use facesearch_eval::table;
 use reqwest::Method;
-use reqwest::blocking::multipart::{Form, Part};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+
+use super::form::{FormBody, WithForm};
 
 /// Where the server is and who we are; shared by every client subcommand. Each value
 /// comes from its flag, else its environment variable, else the client config file,
@@ -226,20 +227,26 @@ impl Api {
 }
 
 /// A photo as a multipart file part.
-pub fn image_part(path: &Path) -> Result<Part, Failure> {
+pub fn read_photo(path: &Path) -> Result<Photo, Failure> {
     let bytes = std::fs::read(path)
         .map_err(|e| Failure::local("FILE_NOT_READABLE", format!("reading {}: {e}", path.display())))?;
     let name = path.file_name().map_or_else(|| "image".to_string(), |n| n.to_string_lossy().into_owned());
-    Ok(Part::bytes(bytes).file_name(name))
+    Ok(Photo { name, bytes })
+}
+
+/// A photo read for upload: its file name and bytes.
+pub struct Photo {
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 /// The record fields of a `POST /face/index/{id}/records` form, in API order.
 pub const RECORD_FIELDS: [&str; 9] =
     ["name", "dob", "nationality", "gender", "id_no", "address", "watch_list", "additional_info", "reference"];
 
-/// A record-creation form: the non-empty fields and the image.
-pub fn record_form(fields: &[(String, String)], image: Part) -> Form {
-    let mut form = Form::new().part("image", image);
+/// A record-creation form: the image and the non-empty fields.
+pub fn record_form(fields: &[(String, String)], image: &Photo) -> FormBody {
+    let mut form = FormBody::new().file("image", image.name.clone(), image.bytes.clone());
     for (k, v) in fields {
         if !v.is_empty() {
             form = form.text(k.clone(), v.clone());
@@ -469,7 +476,7 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<()> {
 
 fn enrol_inner(args: EnrolArgs) -> Result<(), Failure> {
     let api = Api::new(&args.conn)?;
-    let image = image_part(&args.photo)?;
+    let image = read_photo(&args.photo)?;
     let values = [
         &args.name,
         &args.dob,
@@ -487,7 +494,7 @@ fn enrol_inner(args: EnrolArgs) -> Result<(), Failure> {
     if args.check_duplicates {
         path.push_str("?check_duplicates=true");
     }
-    let (status, v) = api.send(api.request(Method::POST, &path).multipart(record_form(&fields, image)))?;
+    let (status, v) = api.send(api.request(Method::POST, &path).form_body(&record_form(&fields, &image)))?;
     if args.conn.json {
         print_json(&v);
     } else {
@@ -527,8 +534,9 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
 
 fn search_inner(args: SearchArgs) -> Result<(), Failure> {
     let api = Api::new(&args.conn)?;
-    let mut form = Form::new()
-        .part("source_image", image_part(&args.photo)?)
+    let photo = read_photo(&args.photo)?;
+    let mut form = FormBody::new()
+        .file("source_image", photo.name, photo.bytes)
         .text("target_index_ids", api.index_ids(&args.index)?.join(","));
     if let Some(s) = args.min_score {
         form = form.text("min_match_score", s.to_string());
@@ -538,7 +546,7 @@ fn search_inner(args: SearchArgs) -> Result<(), Failure> {
     }
     let path = format!("/face/search?perform_liveness_check={}", !args.no_liveness);
     let (_, headers, v) =
-        api.send_with_headers(api.request(Method::POST, &path).multipart(form)).map_err(search_refusal)?;
+        api.send_with_headers(api.request(Method::POST, &path).form_body(&form)).map_err(search_refusal)?;
     // On stderr, so that the table and --json on stdout stay as scripts read them.
     let expected = headers.get("x-expected-false-matches").and_then(|h| h.to_str().ok());
     if let Some(warning) = expected.and_then(|e| false_match_warning(e, args.min_score)) {

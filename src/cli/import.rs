@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use reqwest::Method;
 use reqwest::blocking::RequestBuilder;
-use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use super::client::{Api, Conn, Failure, RECORD_FIELDS, exit, finish, record_form};
+use super::client::{Api, Conn, Failure, RECORD_FIELDS, exit, finish, read_photo, record_form};
+use super::form::{FormBody, WithForm};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -154,16 +154,6 @@ fn resolve(dir: Option<&Path>, p: &str) -> PathBuf {
 }
 
 /// A photo's file name and bytes.
-fn read_photo(path: &Path) -> Result<(String, Vec<u8>), Failure> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Failure::local("FILE_NOT_READABLE", format!("reading {}: {e}", path.display())))?;
-    Ok((path.file_name().map_or_else(|| "image".to_string(), |n| n.to_string_lossy().into_owned()), bytes))
-}
-
-fn part((name, bytes): &(String, Vec<u8>)) -> Part {
-    Part::bytes(bytes.clone()).file_name(name.clone())
-}
-
 /// Sends a request built anew for each try. `503 SERVICE_UNAVAILABLE` (the server did
 /// nothing: analysis queue full, too many requests in flight) is tried again after 1,
 /// 2 and 4 s (plus up to as much again at random, so that the workers do not come back
@@ -192,24 +182,23 @@ fn import_row(api: &Api, index: &str, dir: Option<&Path>, row: &Row) -> Result<b
     let extra_photos =
         extra.iter().map(|p| read_photo(&resolve(dir, p)).map(|photo| (p, photo))).collect::<Result<Vec<_>, _>>()?;
     let path = format!("/face/index/{index}/records");
-    let (status, record) = send_retrying(api, || {
-        api.request(Method::POST, &path).multipart(record_form(&row.fields, part(&first_photo)))
-    })?;
+    let form = record_form(&row.fields, &first_photo);
+    let (status, record) = send_retrying(api, || api.request(Method::POST, &path).form_body(&form))?;
     if status == 200 {
         return Ok(false);
     }
     let id = record["record_id"].as_str().unwrap_or_default().to_string();
     let images = format!("{path}/{id}/images");
     for (p, photo) in extra_photos {
-        send_retrying(api, || api.request(Method::POST, &images).multipart(Form::new().part("image", part(&photo))))
-            .map_err(|f| {
-                let message = format!("record {id} was created, but adding image {p}: {}", f.message());
-                match f {
-                    Failure::Local { code, .. } => Failure::Local { code, message },
-                    Failure::Refused { status, code, .. } => Failure::Refused { status, code, message },
-                    Failure::Server { code, .. } => Failure::Server { code, message },
-                }
-            })?;
+        let form = FormBody::new().file("image", photo.name, photo.bytes);
+        send_retrying(api, || api.request(Method::POST, &images).form_body(&form)).map_err(|f| {
+            let message = format!("record {id} was created, but adding image {p}: {}", f.message());
+            match f {
+                Failure::Local { code, .. } => Failure::Local { code, message },
+                Failure::Refused { status, code, .. } => Failure::Refused { status, code, message },
+                Failure::Server { code, .. } => Failure::Server { code, message },
+            }
+        })?;
     }
     Ok(true)
 }

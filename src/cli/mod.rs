@@ -7,6 +7,7 @@ mod bench_index;
 mod client;
 mod database;
 mod eval;
+mod form;
 mod import;
 mod index_name;
 mod liveness_candidates;
