@@ -226,7 +226,7 @@ impl Api {
     }
 }
 
-/// A photo as a multipart file part.
+/// Reads a photo to upload (an unreadable file is a local failure, nothing is sent).
 pub fn read_photo(path: &Path) -> Result<Photo, Failure> {
     let bytes = std::fs::read(path)
         .map_err(|e| Failure::local("FILE_NOT_READABLE", format!("reading {}: {e}", path.display())))?;
@@ -245,8 +245,8 @@ pub const RECORD_FIELDS: [&str; 9] =
     ["name", "dob", "nationality", "gender", "id_no", "address", "watch_list", "additional_info", "reference"];
 
 /// A record-creation form: the image and the non-empty fields.
-pub fn record_form(fields: &[(String, String)], image: &Photo) -> FormBody {
-    let mut form = FormBody::new().file("image", image.name.clone(), image.bytes.clone());
+pub fn record_form(fields: &[(String, String)], image: Photo) -> FormBody {
+    let mut form = FormBody::new().file("image", image.name, image.bytes);
     for (k, v) in fields {
         if !v.is_empty() {
             form = form.text(k.clone(), v.clone());
@@ -494,7 +494,7 @@ fn enrol_inner(args: EnrolArgs) -> Result<(), Failure> {
     if args.check_duplicates {
         path.push_str("?check_duplicates=true");
     }
-    let (status, v) = api.send(api.request(Method::POST, &path).form_body(&record_form(&fields, &image)))?;
+    let (status, v) = api.send(api.request(Method::POST, &path).form_body(&record_form(&fields, image)))?;
     if args.conn.json {
         print_json(&v);
     } else {

@@ -127,6 +127,10 @@ mod tests {
                 ("source_image".to_string(), Some("me %221%22.jpg".to_string()), photo),
             ]
         );
+        // A file name with spaces and letters beyond ASCII goes as it is (UTF-8, as
+        // browsers send it), and the server reads the same name back.
+        let named = FormBody::new().file("image", "Zoë Ünal 1.jpg", vec![1, 2, 3]);
+        assert_eq!(parsed(&named), vec![("image".to_string(), Some("Zoë Ünal 1.jpg".to_string()), vec![1, 2, 3])]);
         // Empty values and a file with no bytes are parts too.
         let empty = FormBody::new().text("name", "").file("image", "x.jpg", Vec::new());
         assert_eq!(

@@ -153,7 +153,6 @@ fn resolve(dir: Option<&Path>, p: &str) -> PathBuf {
     }
 }
 
-/// A photo's file name and bytes.
 /// Sends a request built anew for each try. `503 SERVICE_UNAVAILABLE` (the server did
 /// nothing: analysis queue full, too many requests in flight) is tried again after 1,
 /// 2 and 4 s (plus up to as much again at random, so that the workers do not come back
@@ -182,7 +181,7 @@ fn import_row(api: &Api, index: &str, dir: Option<&Path>, row: &Row) -> Result<b
     let extra_photos =
         extra.iter().map(|p| read_photo(&resolve(dir, p)).map(|photo| (p, photo))).collect::<Result<Vec<_>, _>>()?;
     let path = format!("/face/index/{index}/records");
-    let form = record_form(&row.fields, &first_photo);
+    let form = record_form(&row.fields, first_photo);
     let (status, record) = send_retrying(api, || api.request(Method::POST, &path).form_body(&form))?;
     if status == 200 {
         return Ok(false);

@@ -182,8 +182,8 @@ pub struct RuntimeOptions {
     /// `intra_threads` ([`RuntimeOptions::has_lone_sessions`]). Off by default: on the
     /// project's 2-vCPU machine a lone photo's latency on the shared pool swung
     /// between 7 % below and 45 % above the liveness check's own thread beside the
-    /// embedding (README, Performance); opt in to measure it elsewhere
-    /// (`--lone-sessions`).
+    /// embedding (README, Performance); `facesearch bench pipeline --lone-sessions`
+    /// measures it on another machine (the server does not offer it).
     pub lone_sessions: bool,
 }
 

@@ -45,7 +45,7 @@ pub enum EditError {
     UnexpectedOutput(String),
     #[error("edited {inputs} input and {outputs} output dimensions; YuNet has 2 and 12")]
     DimensionCount { inputs: usize, outputs: usize },
-    #[error("the graph has no PRelu node to rewrite")]
+    #[error("the graph has no PRelu node this edit rewrites")]
     NoPrelu,
     #[error("the rewrite would name a new tensor {0:?}, which the graph already uses")]
     NameTaken(String),
@@ -293,9 +293,11 @@ pub fn yunet_dynamic_input(model: &[u8]) -> Result<Vec<u8>, EditError> {
     Ok(edited)
 }
 
-/// How one PRelu node is written with operators that ONNX Runtime vectorises; each
-/// equals `PRelu(x, slope) = x ≥ 0 ? x : slope·x` exactly in floating point (a zero
-/// result's sign aside, which the sums and products after it cannot tell apart).
+/// How one PRelu node is written with operators that ONNX Runtime vectorises. For every
+/// finite `x` each form equals `PRelu(x, slope) = x ≥ 0 ? x : slope·x` exactly in
+/// floating point (a zero result's sign aside, which the sums and products after it
+/// cannot tell apart); an infinite `x` can differ (`∞ − ∞`, `0·∞`), and a network whose
+/// activations reach infinity has no answer worth keeping either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PreluForm {
     /// Every slope ≤ 1: `Max(x, slope·x)`. For x ≥ 0, slope·x ≤ x, and rounding is
@@ -304,10 +306,13 @@ enum PreluForm {
     Max,
     /// Every slope ≥ 1: `Min(x, slope·x)`, by the same argument mirrored.
     Min,
-    /// Slopes on both sides of 1, or not known (not a float initializer of this graph):
-    /// `Relu(x) + slope·(x − Relu(x))`. For x ≥ 0 that is x + slope·0 = x (a signed
-    /// zero added to x leaves x); for x < 0, 0 + slope·x.
+    /// Slopes on both sides of 1: `Relu(x) + slope·(x − Relu(x))`. For x ≥ 0 that is
+    /// x + slope·0 = x (a signed zero added to x leaves x); for x < 0, 0 + slope·x.
     General,
+    /// The slopes are not known to be finite floats (not a float initializer of this
+    /// graph, stored elsewhere, or holding an infinity or NaN, for which the forms above
+    /// differ from PRelu): the node stays as it is.
+    Keep,
 }
 
 impl PreluForm {
@@ -317,6 +322,8 @@ impl PreluForm {
         let mut values: Vec<f32> = Vec::new();
         let le = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         for field in fields(tensor)? {
+            // The tag's wire type: a one-byte tag for these field numbers.
+            let wire = field.raw.first().map(|tag| tag & 7);
             match (field.number, field.value) {
                 (TENSOR_DATA_TYPE, Value::Varint(v)) => data_type = v,
                 (TENSOR_DATA_LOCATION, Value::Varint(v)) => external = v == EXTERNAL,
@@ -324,18 +331,22 @@ impl PreluForm {
                 (TENSOR_FLOAT_DATA | TENSOR_RAW_DATA, Value::Bytes(b)) if b.len() % 4 == 0 => {
                     values.extend(b.chunks_exact(4).map(le))
                 }
-                (TENSOR_FLOAT_DATA, Value::Fixed) if field.raw.len() >= 4 => {
-                    values.push(le(&field.raw[field.raw.len() - 4..]))
+                (TENSOR_FLOAT_DATA, Value::Fixed) if wire == Some(WIRE_FIXED32) && field.raw.len() == 5 => {
+                    values.push(le(&field.raw[1..]))
                 }
-                (TENSOR_FLOAT_DATA | TENSOR_RAW_DATA, _) => return Ok(PreluForm::General),
+                (TENSOR_FLOAT_DATA | TENSOR_RAW_DATA, _) => return Ok(PreluForm::Keep),
                 _ => {}
             }
         }
-        // NaN fails both comparisons and so takes the general form.
-        Ok(match (data_type, external, values.is_empty()) {
-            (FLOAT, false, false) if values.iter().all(|&v| v <= 1.0) => PreluForm::Max,
-            (FLOAT, false, false) if values.iter().all(|&v| v >= 1.0) => PreluForm::Min,
-            _ => PreluForm::General,
+        if data_type != FLOAT || external || values.is_empty() || !values.iter().all(|v| v.is_finite()) {
+            return Ok(PreluForm::Keep);
+        }
+        Ok(if values.iter().all(|&v| v <= 1.0) {
+            PreluForm::Max
+        } else if values.iter().all(|&v| v >= 1.0) {
+            PreluForm::Min
+        } else {
+            PreluForm::General
         })
     }
 }
@@ -365,11 +376,15 @@ fn strings(msg: &[u8], number: u32) -> Result<Vec<String>, EditError> {
         .collect())
 }
 
-/// The nodes that compute one PRelu node's output `y` from `x` and `slope` the `form` way.
+/// The nodes that compute one PRelu node's output `y` from `x` and `slope` the `form`
+/// way, with the tensor each writes (none for [`PreluForm::Keep`]). They are named after
+/// the PRelu node, or after `y` when it has no name.
 fn prelu_nodes(form: PreluForm, x: &str, slope: &str, y: &str, name: &str) -> Vec<(String, Vec<u8>)> {
-    let (tensor, step) = (|part: &str| format!("{y}:prelu_{part}"), |op: &str| format!("{name}:{op}"));
+    let node_name = if name.is_empty() { y } else { name };
+    let (tensor, step) = (|part: &str| format!("{y}:prelu_{part}"), |op: &str| format!("{node_name}:{op}"));
     let scaled = tensor("scaled");
     match form {
+        PreluForm::Keep => Vec::new(),
         PreluForm::Max | PreluForm::Min => {
             let pick = if form == PreluForm::Max { "Max" } else { "Min" };
             vec![
@@ -389,9 +404,10 @@ fn prelu_nodes(form: PreluForm, x: &str, slope: &str, y: &str, name: &str) -> Ve
     }
 }
 
-/// A model with every `PRelu` node written as element-wise operators ([`PreluForm`]:
-/// two nodes where every slope is on one side of 1, four otherwise), the same values
-/// exactly, and with initializers no longer listed as graph inputs.
+/// A model with every `PRelu` node whose slopes are finite float constants written as
+/// element-wise operators ([`PreluForm`]: two nodes where every slope is on one side of
+/// 1, four otherwise; the same values for every finite input), and with initializers no
+/// longer listed as graph inputs.
 ///
 /// Why: ONNX Runtime 1.31.1's CPU `PRelu` is a scalar loop with a branch per value —
 /// 42 % of SFace's time and 42 % of the liveness model's, single-threaded, in its own
@@ -407,12 +423,15 @@ fn prelu_nodes(form: PreluForm, x: &str, slope: &str, y: &str, name: &str) -> Ve
 /// Exactly these protobuf fields change, in `ModelProto.graph` (field 7):
 /// - each `node` (field 1) whose `op_type` is `PRelu` in the default domain, with no
 ///   attributes and inputs `x`, `slope`, output `y`, is replaced in place by the nodes of
-///   its form; their new tensors are named `{y}:prelu_scaled` (and `:prelu_relu`,
-///   `:prelu_negative`), their nodes `{name}:mul` and so on;
+///   its form (unless its slope is not a finite float initializer: then it stays); their
+///   new tensors are named `{y}:prelu_scaled` (and `:prelu_relu`, `:prelu_negative`),
+///   their nodes `{name}:mul` and so on (`{y}:mul` for an unnamed node);
 /// - each `input` (field 11) whose name is that of an `initializer` (field 5) is removed.
 ///
-/// Fails when the graph has no PRelu (not a file this edit is for), when a new name is
-/// taken, or for an IR version before 4.
+/// Fails when no PRelu was rewritten (not a file this edit is for), when a new name is
+/// taken, or for an IR version before 4. The operators it writes need opset 7 (`Mul`,
+/// `Add`, `Sub` with broadcasting) and 8 (`Max`, `Min` with broadcasting); the pinned
+/// files import opsets 9 and 11. PRelu nodes inside subgraphs are not looked at.
 pub fn prelu_elementwise(model: &[u8]) -> Result<Vec<u8>, EditError> {
     let ir_version = fields(model)?.iter().find_map(|f| match f.value {
         Value::Varint(v) if f.number == MODEL_IR_VERSION => Some(v),
@@ -437,7 +456,9 @@ pub fn prelu_elementwise(model: &[u8]) -> Result<Vec<u8>, EditError> {
                     taken.extend(strings(node, NODE_INPUT)?);
                     taken.extend(strings(node, NODE_OUTPUT)?);
                 }
-                (GRAPH_INPUT | GRAPH_OUTPUT, Value::Bytes(info)) => taken.extend(string_field(info, VALUE_INFO_NAME)?),
+                (GRAPH_INPUT | GRAPH_OUTPUT | GRAPH_VALUE_INFO, Value::Bytes(info)) => {
+                    taken.extend(string_field(info, VALUE_INFO_NAME)?)
+                }
                 _ => {}
             }
         }
@@ -450,7 +471,10 @@ pub fn prelu_elementwise(model: &[u8]) -> Result<Vec<u8>, EditError> {
             if !is_prelu || !default_domain || has_attributes {
                 return Ok(vec![node.to_vec()]);
             }
-            let form = initializers.get(slope).map_or(Ok(PreluForm::General), |t| PreluForm::of_slope(t))?;
+            let form = initializers.get(slope).map_or(Ok(PreluForm::Keep), |t| PreluForm::of_slope(t))?;
+            if form == PreluForm::Keep {
+                return Ok(vec![node.to_vec()]);
+            }
             let name = string_field(node, NODE_NAME)?.unwrap_or_default();
             let mut nodes = Vec::new();
             for (output, bytes) in prelu_nodes(form, x, slope, y, &name) {
@@ -637,22 +661,24 @@ mod tests {
             with_attribute,
             other_domain,
             prelu("y6", "half", "y7", "p7"),
+            prelu("y7", "nan", "y8", "p8"),
         ] {
             graph.extend(len_field(GRAPH_NODE, &n));
         }
         graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("low", &[0.25, -0.5, 1.0], "raw")));
         graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("high", &[1.5, 2.0], "packed")));
         graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("mixed", &[0.5, 1.5], "fixed")));
-        // Half floats: not read, so the form that holds for any slope.
+        // Half floats: not read, so the node is kept.
         let half = [
             varint_field(TENSOR_DATA_TYPE, 10),
             len_field(TENSOR_RAW_DATA, &[0, 0x38]),
             len_field(TENSOR_NAME, b"half"),
         ];
         graph.extend(len_field(GRAPH_INITIALIZER, &half.concat()));
+        graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("nan", &[0.5, f32::NAN], "raw")));
         graph.extend(len_field(GRAPH_INPUT, &value_info("x", &[1, 3])));
         graph.extend(len_field(GRAPH_INPUT, &value_info("low", &[3])));
-        graph.extend(len_field(GRAPH_OUTPUT, &value_info("y7", &[1, 3])));
+        graph.extend(len_field(GRAPH_OUTPUT, &value_info("y8", &[1, 3])));
         graph.extend(len_field(77, b"unknown graph field"));
         let mut model = around(&graph);
         model.splice(0..varint_field(1, 6).len(), varint_field(MODEL_IR_VERSION, ir_version));
@@ -672,21 +698,18 @@ mod tests {
             n("Max", &["x", "y1:prelu_scaled"], "y1", "p1:max"),
             n("Mul", &["y1", "high"], "y2:prelu_scaled", "p2:mul"),
             n("Min", &["y1", "y2:prelu_scaled"], "y2", "p2:min"),
-            n("Relu", &["y2"], "y3:prelu_relu", ":relu"),
-            n("Sub", &["y2", "y3:prelu_relu"], "y3:prelu_negative", ":sub"),
-            n("Mul", &["y3:prelu_negative", "mixed"], "y3:prelu_scaled", ":mul"),
-            n("Add", &["y3:prelu_relu", "y3:prelu_scaled"], "y3", ":add"),
+            n("Relu", &["y2"], "y3:prelu_relu", "y3:relu"),
+            n("Sub", &["y2", "y3:prelu_relu"], "y3:prelu_negative", "y3:sub"),
+            n("Mul", &["y3:prelu_negative", "mixed"], "y3:prelu_scaled", "y3:mul"),
+            n("Add", &["y3:prelu_relu", "y3:prelu_scaled"], "y3", "y3:add"),
             n("Relu", &["y3"], "computed", "r"),
-            n("Relu", &["y3"], "y4:prelu_relu", "p4:relu"),
-            n("Sub", &["y3", "y4:prelu_relu"], "y4:prelu_negative", "p4:sub"),
-            n("Mul", &["y4:prelu_negative", "computed"], "y4:prelu_scaled", "p4:mul"),
-            n("Add", &["y4:prelu_relu", "y4:prelu_scaled"], "y4", "p4:add"),
+            // A slope computed in the graph, an attribute, another domain, half floats
+            // and a NaN slope: left as they were.
+            n("PRelu", &["y3", "computed"], "y4", "p4"),
             n("PRelu", &["y4", "low"], "y5", ""),
             n("PRelu", &["y5", "low"], "y6", ""),
-            n("Relu", &["y6"], "y7:prelu_relu", "p7:relu"),
-            n("Sub", &["y6", "y7:prelu_relu"], "y7:prelu_negative", "p7:sub"),
-            n("Mul", &["y7:prelu_negative", "half"], "y7:prelu_scaled", "p7:mul"),
-            n("Add", &["y7:prelu_relu", "y7:prelu_scaled"], "y7", "p7:add"),
+            n("PRelu", &["y6", "half"], "y7", "p7"),
+            n("PRelu", &["y7", "nan"], "y8", "p8"),
         ];
         assert_eq!(nodes_of(&edited), expected);
         // The initializer listed as an input is no longer one; everything else stays,
@@ -718,7 +741,7 @@ mod tests {
                 .map(|f| f.raw.to_vec())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(kept(&after), kept(&before)[4..6].to_vec(), "the two PRelu nodes left as they were");
+        assert_eq!(kept(&after), kept(&before)[3..].to_vec(), "the PRelu nodes left as they were, byte for byte");
         let outside = |m: &[u8]| {
             fields(m).unwrap().iter().filter(|f| f.number != MODEL_GRAPH).map(|f| f.raw.to_vec()).collect::<Vec<_>>()
         };
@@ -736,12 +759,19 @@ mod tests {
         // A graph that already has a tensor of a new node's name.
         let mut graph = len_field(GRAPH_NODE, &node("PRelu", &["x", "s"], "y", ""));
         graph.extend(len_field(GRAPH_NODE, &node("Relu", &["x"], "y:prelu_relu", "")));
+        graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("s", &[0.5, 1.5], "raw")));
         assert_eq!(prelu_elementwise(&around(&graph)), Err(EditError::NameTaken("y:prelu_relu".into())));
+        // Or only a shape annotation of that name.
+        let mut graph = len_field(GRAPH_NODE, &node("PRelu", &["x", "s"], "y", ""));
+        graph.extend(len_field(GRAPH_INITIALIZER, &float_tensor("s", &[0.5], "raw")));
+        graph.extend(len_field(GRAPH_VALUE_INFO, &value_info("y:prelu_scaled", &[1])));
+        assert_eq!(prelu_elementwise(&around(&graph)), Err(EditError::NameTaken("y:prelu_scaled".into())));
     }
 
     /// The three forms equal PRelu in f32, as ONNX Runtime computes each operator (one
-    /// rounding per operator), across magnitudes, signs, zeros and slopes: the same bits,
-    /// but for the sign of a zero result.
+    /// rounding per operator), for finite inputs of every magnitude and sign, zeros and
+    /// slopes: the same bits, but for the sign of a zero result. (Infinite inputs are
+    /// outside the forms' promise, [`PreluForm`]; NaN propagates through all of them.)
     #[test]
     fn every_form_equals_prelu_in_floating_point() {
         let prelu = |x: f32, s: f32| if x >= 0.0 { x } else { s * x };
