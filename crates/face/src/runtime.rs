@@ -232,7 +232,10 @@ impl OrtRuntime {
             // One pool shared by every lone session, spinning between the runs of a
             // search: pools of their own would spin against each other (measured: a lone
             // search twice as slow) and without spinning each run waits on waking them.
-            // (Made once the library is loaded: the options are ORT objects.)
+            // (Made once the library is loaded: the options are ORT objects.) It is made
+            // whatever the options, because the environment is made once per process
+            // and a later runtime may keep lone sessions; without them its threads only
+            // wait.
             let builder = ort::init_from(library).map_err(|e| e.to_string())?;
             let pool = GlobalThreadPoolOptions::default()
                 .with_intra_threads(lone_threads())

@@ -234,29 +234,36 @@ impl Letterbox {
     /// NCHW floats in the colour order and scaling the network expects, with the photo
     /// (`image` itself when it was not scaled) at its offset and black elsewhere.
     fn tensor(&self, image: &RgbImage, kind: DetectorKind) -> Vec<f32> {
+        // Channel order and the value of a channel byte: YuNet takes BGR, raw 0–255;
+        // SCRFD RGB, (x − 127.5) / 128.
+        match kind {
+            DetectorKind::YuNet => self.fill(image, [2, 1, 0], f32::from),
+            DetectorKind::Scrfd => self.fill(image, [0, 1, 2], |c| (f32::from(c) - 127.5) / 128.0),
+        }
+    }
+
+    /// [`Letterbox::tensor`] for one channel `order` and byte `value`: generic, so that
+    /// the conversion is inlined into the loop (a function pointer per value cost more
+    /// than the writes), each plane written row by row without bounds checks.
+    fn fill(&self, image: &RgbImage, order: [usize; 3], value: impl Fn(u8) -> f32) -> Vec<f32> {
         let photo = self.resized.as_ref().unwrap_or(image);
         let (width, height) = (self.width as usize, self.height as usize);
         let plane = width * height;
-        // Channel order and the value of a channel byte: YuNet takes BGR, raw 0–255;
-        // SCRFD RGB, (x − 127.5) / 128.
-        let (order, value): ([usize; 3], fn(u8) -> f32) = match kind {
-            DetectorKind::YuNet => ([2, 1, 0], f32::from),
-            DetectorKind::Scrfd => ([0, 1, 2], |c| (f32::from(c) - 127.5) / 128.0),
-        };
         let mut out = vec![value(0); 3 * plane];
+        let (first, rest) = out.split_at_mut(plane);
+        let (second, third) = rest.split_at_mut(plane);
         let off = self.offset as usize;
         // Pixels beyond the input (rounding of the scaled padding) are cut off.
         let cols = (photo.width() as usize).min(width.saturating_sub(off));
-        for (y, row) in photo.as_raw().chunks_exact(photo.width() as usize * 3).enumerate() {
-            let ty = off + y;
-            if ty >= height {
-                break;
-            }
-            for (x, px) in row.chunks_exact(3).take(cols).enumerate() {
-                let i = ty * width + off + x;
-                for (c, &channel) in order.iter().enumerate() {
-                    out[c * plane + i] = value(px[channel]);
-                }
+        let rows = photo.as_raw().chunks_exact(photo.width() as usize * 3).take(height.saturating_sub(off));
+        for (y, row) in rows.enumerate() {
+            let start = (off + y) * width + off;
+            let span = start..start + cols;
+            let planes = first[span.clone()].iter_mut().zip(&mut second[span.clone()]).zip(&mut third[span]);
+            for (px, ((a, b), c)) in row.chunks_exact(3).zip(planes) {
+                *a = value(px[order[0]]);
+                *b = value(px[order[1]]);
+                *c = value(px[order[2]]);
             }
         }
         out
