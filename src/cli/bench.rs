@@ -186,8 +186,8 @@ fn http(args: HttpBench, enrol: bool) -> anyhow::Result<()> {
     } else {
         format!("{}/face/search?perform_liveness_check={}", args.url.trim_end_matches('/'), args.liveness)
     };
-    // Each request's body is made before its clock starts and sent as one buffer
-    // (`form`: as curl or a browser sends a file).
+    // Each request's body is encoded before its clock starts (so not through
+    // `WithForm::form_body`, which encodes as it sends) and sent as one buffer.
     let start = Instant::now();
     let results: Vec<(Duration, u16)> = super::parallel_map(args.requests, args.concurrency, |i| {
         let photo = photos[i % photos.len()].clone();

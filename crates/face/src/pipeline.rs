@@ -189,9 +189,10 @@ pub struct FacePipeline {
     embedder: FaceEmbedder,
     liveness: LivenessChecker,
     config: PipelineConfig,
-    /// Analyses running now: every public entry point that runs a network counts
-    /// itself once ([`InFlight`]; the calls between them do not). Per pipeline: a
-    /// process serving two packs at once counts each pack's on its own.
+    /// Analyses running now: every public entry point the service runs a network
+    /// through counts itself once ([`InFlight`]; the calls between them do not, and
+    /// neither do the evaluation's `liveness_features` and `liveness_checker`). Per
+    /// pipeline: a process serving two packs at once counts each pack's on its own.
     in_flight: AtomicUsize,
     /// The cores this process may use.
     cores: usize,
@@ -365,7 +366,7 @@ impl FacePipeline {
 
     /// The quality measures and the embedding of one detected face, aligned once; a
     /// face too small to embed keeps its measures ([`crate::every_face`]).
-    pub fn quality_and_embedding(
+    pub(crate) fn quality_and_embedding(
         &self,
         image: &RgbImage,
         face: &Detection,
@@ -466,7 +467,8 @@ impl FacePipeline {
         // stage's model runs only.
         let judge = || {
             let clock = StageClock::start();
-            self.liveness(&image, face).map(|verdict| (verdict, clock.stop()))
+            // The checker itself: this probe is counted once already, not again here.
+            self.liveness.assess(&image, face).map(|verdict| (verdict, clock.stop()))
         };
         // After the embedding, the check runs only for a face that was embedded.
         let then_judge = || {

@@ -278,8 +278,9 @@ fn stage_timings_split_out_the_networks() {
 /// However a probe's networks share the cores — alone on a thread per core with the
 /// liveness check after the embedding (checked; opt-in), the check on its own thread
 /// beside the embedding (checked; the default for a lone photo), and four probes at
-/// once (each as the count finds it) — it gets the same face, the same embedding and the same liveness score (to float rounding: a
-/// model run on more threads may sum in another order).
+/// once (each as the count finds it) — it gets the same face, the same embedding and
+/// the same liveness score (to float rounding: a model run on more threads may sum in
+/// another order).
 #[test]
 fn a_probe_answers_the_same_however_it_shares_the_cores() {
     use facesearch_face::pipeline::CoreShare;
